@@ -1,0 +1,98 @@
+use std::io;
+
+/// Everything that can go wrong while reading or writing a diff stream.
+///
+/// Offsets are byte positions in the (decompressed) stream, so that a message
+/// such as `stream ends inside a record header at offset 16412` points at the
+/// exact spot. The caller adds the file name.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The underlying reader or writer failed.
+    #[error("I/O error at stream offset {offset}: {source}")]
+    Io {
+        /// Stream offset at which the I/O error happened.
+        offset: u64,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The stream ended in the middle of a structure.
+    #[error("stream ends inside {what} at offset {offset} ({got} of {need} bytes)")]
+    Truncated {
+        /// What was being read.
+        what: &'static str,
+        /// Stream offset where the structure starts.
+        offset: u64,
+        /// How many bytes were present.
+        got: u64,
+        /// How many bytes the structure needs.
+        need: u64,
+    },
+    /// The block size in the header is zero or above the configured limit.
+    #[error("invalid block size {block_size} at offset {offset} (allowed: 1 to {max} bytes)")]
+    BlockSize {
+        /// Stream offset of the block size field.
+        offset: u64,
+        /// The block size found.
+        block_size: u64,
+        /// The largest block size accepted.
+        max: u64,
+    },
+    /// A record's block offset is not a multiple of the block size: the
+    /// stream is corrupt, or a short block was followed by more records.
+    #[error(
+        "record at offset {offset}: block offset {block_offset} is not a multiple of the block size {block_size} (corrupt stream, or a short block that is not the last record)"
+    )]
+    Misaligned {
+        /// Stream offset of the record header.
+        offset: u64,
+        /// The block offset found in the record.
+        block_offset: u64,
+        /// The stream's block size.
+        block_size: u32,
+    },
+    /// A record's block would end beyond the largest source size accepted.
+    #[error(
+        "record at offset {offset}: block offset {block_offset} is beyond the limit of {max} bytes"
+    )]
+    OffsetTooLarge {
+        /// Stream offset of the record header.
+        offset: u64,
+        /// The block offset found in the record.
+        block_offset: u64,
+        /// The largest source size accepted.
+        max: u64,
+    },
+    /// A record header at the very end of the stream has no data after it.
+    #[error("record at offset {offset} has a header but no data")]
+    EmptyRecord {
+        /// Stream offset of the record header.
+        offset: u64,
+    },
+    /// A writer was used against the format's rules (a bug in the caller).
+    #[error("invalid write at block offset {block_offset}: {reason}")]
+    InvalidWrite {
+        /// The block offset of the rejected record.
+        block_offset: u64,
+        /// Why the record was rejected.
+        reason: &'static str,
+    },
+}
+
+impl ArchiveError {
+    /// The stream offset the error refers to, when it refers to one.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            ArchiveError::Io { offset, .. }
+            | ArchiveError::Truncated { offset, .. }
+            | ArchiveError::BlockSize { offset, .. }
+            | ArchiveError::Misaligned { offset, .. }
+            | ArchiveError::OffsetTooLarge { offset, .. }
+            | ArchiveError::EmptyRecord { offset } => Some(*offset),
+            ArchiveError::InvalidWrite { .. } => None,
+        }
+    }
+}
+
+/// Result type of this crate.
+pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;

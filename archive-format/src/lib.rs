@@ -1,0 +1,55 @@
+//! The blockdiff diff stream.
+//!
+//! A diff stream carries the blocks of a source that changed since the
+//! previous generation. This crate reads and writes the format of the
+//! original Perl blockdiff byte for byte:
+//!
+//! - [`LegacyReader`] parses a stream record by record. It treats its input
+//!   as untrusted: no panic and no allocation beyond one block, whose size is
+//!   checked against [`Limits`] first. [`LegacyReader::skip_data`] seeks
+//!   past blocks a caller does not need.
+//! - [`LegacyWriter`] writes one, with an explicit
+//!   [`finish`](LegacyWriter::finish).
+//! - [`Compression`] wraps either side in gzip, as the original's `-z` did.
+//!
+//! Errors are [`ArchiveError`]s that name the stream offset; the caller adds
+//! the file name.
+//!
+//! ```
+//! use archive_format::{Compression, LegacyReader, LegacyWriter};
+//! use std::io::Write;
+//!
+//! // Write a gzip-compressed stream with one full and one short block.
+//! let mut w = LegacyWriter::new(Compression::Gzip.writer(Vec::new()), 8)?;
+//! w.write_record(0, b"01234567")?;
+//! w.write_record(8, b"89")?;
+//! let gz = w.finish()?.finish()?;
+//! assert_eq!(Compression::detect(&gz), Compression::Gzip);
+//!
+//! // Read it back.
+//! let mut r = LegacyReader::new(Compression::Gzip.reader(&gz[..]))?;
+//! let mut buf = Vec::new();
+//! let mut image = Vec::new();
+//! while let Some(rec) = r.read_record(&mut buf)? {
+//!     assert_eq!(rec.block_offset as usize, image.len());
+//!     image.extend_from_slice(&buf);
+//! }
+//! assert_eq!(image, b"0123456789");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod compression;
+mod error;
+mod legacy;
+mod limits;
+mod skip;
+
+pub use compression::{CompressedWriter, Compression};
+pub use error::{ArchiveError, Result};
+pub use legacy::{HEADER_LEN, LegacyReader, LegacyWriter, RECORD_HEADER_LEN, RecordHeader};
+pub use limits::{Limits, MAX_BLOCK_SIZE, MAX_SOURCE_SIZE};
+pub use skip::{SkipRead, read_full};
+
+#[cfg(test)]
+mod tests;

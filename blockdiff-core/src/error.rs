@@ -1,0 +1,161 @@
+use std::io;
+use std::path::PathBuf;
+
+use archive_format::ArchiveError;
+
+/// Everything that can go wrong in this crate. Every variant names the file
+/// it is about, and the offset, block or generation where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O operation on a file failed.
+    #[error("{path}: cannot {op}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done ("read", "create", "fsync", …).
+        op: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading the source failed at a byte offset.
+    #[error("{path}: read error at offset {offset}: {source}")]
+    SourceRead {
+        /// The source.
+        path: PathBuf,
+        /// Byte offset in the source.
+        offset: u64,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A diff stream is malformed or could not be read or written.
+    #[error("{path}: {source}")]
+    Archive {
+        /// The diff file.
+        path: PathBuf,
+        /// What the stream parser found.
+        #[source]
+        source: ArchiveError,
+    },
+    /// A digest sidecar is malformed.
+    #[error("{path}: corrupt digest at offset {offset}: {detail}")]
+    CorruptDigest {
+        /// The digest file.
+        path: PathBuf,
+        /// Byte offset of the problem.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// `NAME.ver` does not hold a generation number.
+    #[error("{path}: not a generation number: {content:?}")]
+    BadVersionFile {
+        /// The `.ver` file.
+        path: PathBuf,
+        /// What it holds (at most 40 bytes of it).
+        content: String,
+    },
+    /// A generation that the operation needs is not there.
+    #[error("{path}: generation {generation} is missing: {reason}")]
+    MissingGeneration {
+        /// The file that should exist.
+        path: PathBuf,
+        /// The generation.
+        generation: u64,
+        /// Why it is needed.
+        reason: String,
+    },
+    /// Another run holds the lock of this backup name.
+    #[error(
+        "{path}: another blockdiff run holds this backup's lock ({holder}); try again when it has finished"
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// What the lock file says about its holder.
+        holder: String,
+    },
+    /// The generations of a chain do not agree with each other.
+    #[error("{path}: {detail}")]
+    Chain {
+        /// The file that disagrees.
+        path: PathBuf,
+        /// How.
+        detail: String,
+    },
+    /// A restored block does not hash to the digest of the generation being
+    /// restored.
+    #[error(
+        "{path}: block at offset {block_offset} (record at stream offset {stream_offset}) does not match {digest}; the chain is corrupt or a newer generation is truncated"
+    )]
+    Mismatch {
+        /// The diff file the block came from.
+        path: PathBuf,
+        /// Byte offset of the block in the source.
+        block_offset: u64,
+        /// Offset of its record in the diff stream.
+        stream_offset: u64,
+        /// The digest file it was checked against.
+        digest: PathBuf,
+    },
+    /// A block of the source is in no generation of the chain.
+    #[error(
+        "{digest}: {count} block(s) are in no generation of the chain, the first at offset {first_offset}; a diff is truncated or missing"
+    )]
+    MissingBlocks {
+        /// The digest that lists the blocks.
+        digest: PathBuf,
+        /// How many blocks are missing.
+        count: u64,
+        /// Byte offset of the first one.
+        first_offset: u64,
+    },
+    /// The restore target cannot hold the source.
+    #[error(
+        "{path}: device is {have} bytes, the source needs {need}; nothing was written past its end"
+    )]
+    TargetTooSmall {
+        /// The target.
+        path: PathBuf,
+        /// Bytes needed.
+        need: u64,
+        /// Bytes available.
+        have: u64,
+    },
+    /// An option is out of range.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches a path and an operation to an I/O error.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, path: impl Into<PathBuf>, op: &'static str) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, path: impl Into<PathBuf>, op: &'static str) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            path: path.into(),
+            op,
+            source,
+        })
+    }
+}
+
+/// Attaches a path to an archive error.
+pub(crate) trait ArchiveContext<T> {
+    fn in_file(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> ArchiveContext<T> for std::result::Result<T, ArchiveError> {
+    fn in_file(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Archive {
+            path: path.into(),
+            source,
+        })
+    }
+}

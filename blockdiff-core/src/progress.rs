@@ -1,0 +1,59 @@
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::BlockSize;
+
+/// Something a user should know that is not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// The previous digest was made with another block size than the one
+    /// asked for; a chain keeps one block size, so the digest's wins.
+    BlockSizeFromDigest {
+        /// The digest file.
+        digest: PathBuf,
+        /// The block size asked for.
+        requested: BlockSize,
+        /// The block size used (the digest's).
+        used: BlockSize,
+    },
+    /// Leftovers of an interrupted earlier run were removed.
+    RemovedLeftover {
+        /// The file removed.
+        path: PathBuf,
+    },
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Notice::BlockSizeFromDigest {
+                digest,
+                requested,
+                used,
+            } => write!(
+                f,
+                "{}: block size is {used}, not the {requested} asked for; using {used} (a chain keeps one block size)",
+                digest.display()
+            ),
+            Notice::RemovedLeftover { path } => {
+                write!(f, "removed {} left by an interrupted run", path.display())
+            }
+        }
+    }
+}
+
+/// Receives progress and notices from long operations. Every method has a
+/// default that does nothing, so an implementation picks what it needs.
+pub trait Progress {
+    /// A notice for the user.
+    fn notice(&mut self, _notice: Notice) {}
+    /// `bytes` more of the source were processed (dump) or written (restore).
+    fn advance(&mut self, _bytes: u64) {}
+}
+
+/// A [`Progress`] that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
