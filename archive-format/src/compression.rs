@@ -56,6 +56,19 @@ impl Compression {
         }
     }
 
+    /// Reads the first bytes of `inner` to [`detect`](Self::detect) its
+    /// compression, and returns the compression and a reader of the
+    /// decompressed stream (the bytes read are not lost).
+    pub fn sniff<'a, R: Read + Send + 'a>(
+        mut inner: R,
+    ) -> io::Result<(Compression, Box<dyn SkipRead + Send + 'a>)> {
+        let mut head = [0u8; GZIP_MAGIC.len()];
+        let got = crate::read_full(&mut inner, &mut head)?;
+        let compression = Compression::detect(&head[..got]);
+        let whole = io::Cursor::new(head[..got].to_vec()).chain(inner);
+        Ok((compression, compression.reader(whole)))
+    }
+
     /// Wraps `inner` in the matching compressor (gzip at level 6, as
     /// `gzip -f`).
     pub fn writer<W: Write>(self, inner: W) -> CompressedWriter<W> {

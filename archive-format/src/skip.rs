@@ -48,6 +48,7 @@ impl<T: AsRef<[u8]>> SkipRead for io::Cursor<T> {
 }
 
 impl SkipRead for io::Stdin {}
+impl<A: Read, B: Read> SkipRead for io::Chain<A, B> {}
 impl SkipRead for io::StdinLock<'_> {}
 impl<R: Read> SkipRead for flate2::read::MultiGzDecoder<R> {}
 impl<R: SkipRead + ?Sized> SkipRead for Box<R> {

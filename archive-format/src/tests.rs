@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use crate::*;
 
 /// A reader that hands out one byte per call, as a slow pipe may.
+#[derive(Clone, Copy)]
 struct OneByte<'a>(&'a [u8]);
 
 impl Read for OneByte<'_> {
@@ -208,6 +209,17 @@ fn gzip_round_trip_and_detection() {
     );
     let (_, recs) = read_all(Compression::Gzip.reader(&gz[..])).unwrap();
     assert_eq!(recs, vec![(0, b"abcd".to_vec())]);
+    // Sniffing works byte by byte, for both kinds.
+    let (c, r) = Compression::sniff(OneByte(&gz)).unwrap();
+    assert_eq!(c, Compression::Gzip);
+    assert_eq!(read_all(r).unwrap().1, recs);
+    let mut plain = LegacyWriter::new(Vec::new(), 4).unwrap();
+    plain.write_record(0, b"abcd").unwrap();
+    let plain = plain.finish().unwrap();
+    let (c, r) = Compression::sniff(OneByte(&plain)).unwrap();
+    assert_eq!(c, Compression::None);
+    assert_eq!(read_all(r).unwrap().1, recs);
+    assert_eq!(Compression::sniff(&[][..]).unwrap().0, Compression::None);
     // A corrupt gzip member is an I/O error with an offset, not a panic.
     let mut bad = gz.clone();
     let mid = bad.len() / 2;

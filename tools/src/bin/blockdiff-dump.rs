@@ -1,0 +1,153 @@
+//! `blockdiff-dump`: the low-level dump, as the original `blockdiff_dump`.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use blockdiff_core::{
+    BlockSize, Compression, DigestReader, DigestWriter, DumpOptions, LegacySink, dump,
+};
+use blockdiff_tools::{StderrProgress, UsageError, run_main};
+use clap::Parser;
+
+const EXAMPLES: &str = "\
+Examples:
+  # full dump: every block, and the digest for the next run
+  blockdiff-dump --new-digest disk.1.md5 -o disk.1 /srv/disk.img
+
+  # incremental dump: only the blocks whose hash differs from disk.1.md5
+  blockdiff-dump --old-digest disk.1.md5 --new-digest disk.2.md5 -o disk.2 /srv/disk.img
+
+  # the original's file descriptors 5 and 6 work through /dev/fd
+  blockdiff-dump --old-digest /dev/fd/5 --new-digest /dev/fd/6 < disk.img 5< d.1.md5 6> d.2.md5 > d.2
+
+The output is the original blockdiff's diff format; blockdiff-restore applies it.
+Most users want blockdiff-backup, which numbers generations and commits them safely.";
+
+/// Write the blocks of a file or device that changed since a previous digest.
+#[derive(Debug, Parser)]
+#[command(name = "blockdiff-dump", version, after_help = EXAMPLES)]
+struct Args {
+    /// File or block device to read [default: standard input]
+    source: Option<PathBuf>,
+
+    /// Block size of a full dump: bytes, or with a unit (16k, 1M). An
+    /// incremental dump uses the old digest's block size.
+    #[arg(short, long, env = "BLOCKSIZE", default_value = "16384", value_parser = parse_block_size)]
+    block_size: BlockSize,
+
+    /// Digest of the previous generation: only blocks whose hash differs
+    /// from it are written
+    #[arg(long, value_name = "FILE", visible_alias = "prev-digest")]
+    old_digest: Option<PathBuf>,
+
+    /// Where to write the digest of SOURCE, for the next incremental dump
+    #[arg(long, value_name = "FILE")]
+    new_digest: Option<PathBuf>,
+
+    /// Write the diff to FILE instead of standard output
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    /// Compress the diff with gzip (as the original's -z)
+    #[arg(short = 'z', long)]
+    gzip: bool,
+
+    /// Hash threads [default: one per core]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    threads: usize,
+
+    /// Print no notices
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn parse_block_size(s: &str) -> Result<BlockSize, String> {
+    s.parse().map_err(|e: blockdiff_core::Error| e.to_string())
+}
+
+fn main() -> ExitCode {
+    run_main("blockdiff-dump", run)
+}
+
+/// Removes a partly written output file unless disarmed.
+struct RemoveOnFailure<'a>(Option<&'a Path>);
+
+impl Drop for RemoveOnFailure<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+fn create(path: &Path) -> anyhow::Result<BufWriter<File>> {
+    let f = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+    Ok(BufWriter::with_capacity(1 << 20, f))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if args.output.is_none() && io::stdout().is_terminal() {
+        return Err(UsageError("refusing to write a binary diff to a terminal: redirect standard output or use -o FILE".into()).into());
+    }
+    let compression = if args.gzip {
+        Compression::Gzip
+    } else {
+        Compression::None
+    };
+    let options = DumpOptions {
+        block_size: args.block_size,
+        threads: args.threads,
+        ..DumpOptions::default()
+    };
+    let mut previous = args
+        .old_digest
+        .as_deref()
+        .map(DigestReader::open)
+        .transpose()?;
+
+    let (source, source_name): (Box<dyn Read + Send>, PathBuf) = match &args.source {
+        Some(p) if p.as_os_str() != "-" => (
+            Box::new(
+                File::open(p).with_context(|| format!("{}: cannot open source", p.display()))?,
+            ),
+            p.clone(),
+        ),
+        _ => (Box::new(io::stdin()), PathBuf::from("standard input")),
+    };
+
+    let mut cleanup_out = RemoveOnFailure(args.output.as_deref());
+    let mut cleanup_digest = RemoveOnFailure(args.new_digest.as_deref());
+    let (out, out_name): (Box<dyn Write>, PathBuf) = match &args.output {
+        Some(p) => (Box::new(create(p)?), p.clone()),
+        None => (
+            Box::new(io::stdout().lock()),
+            PathBuf::from("standard output"),
+        ),
+    };
+    let (digest_out, digest_name): (Box<dyn Write>, PathBuf) = match &args.new_digest {
+        Some(p) => (Box::new(create(p)?), p.clone()),
+        None => (Box::new(io::sink()), PathBuf::from("(no digest)")),
+    };
+    let mut sink = LegacySink::new(compression.writer(out), &out_name);
+    let mut digest = DigestWriter::new(digest_out, digest_name);
+    let mut progress = StderrProgress::new("blockdiff-dump", args.quiet);
+    dump(
+        source,
+        &source_name,
+        previous.as_mut(),
+        &mut sink,
+        &mut digest,
+        &options,
+        &mut progress,
+    )?;
+    sink.finish()?
+        .finish()
+        .with_context(|| format!("{}: cannot write", out_name.display()))?;
+    digest.finish()?;
+    cleanup_out.0 = None;
+    cleanup_digest.0 = None;
+    Ok(())
+}

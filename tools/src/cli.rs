@@ -1,0 +1,116 @@
+use std::fmt;
+use std::io;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// The tools' fixed exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// 0: success.
+    Success = 0,
+    /// 1: the operation failed.
+    Failure = 1,
+    /// 2: the command line is wrong.
+    Usage = 2,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(s: ExitStatus) -> ExitCode {
+        ExitCode::from(s as u8)
+    }
+}
+
+/// An error in the command line found after parsing (a bad value, a
+/// conflict): reported like clap's own errors, with exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Formats an error and its causes on one line, leaving out a cause whose
+/// text the line already holds (library errors quote their cause).
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace(['\n', '\r'], " ")
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Parses the command line into `A` and runs `run` with it, mapping the
+/// outcome to an exit code: 0 on success (and on a broken pipe, as when
+/// the output is piped into `head`), 1 on failure, 2 on a usage error.
+/// Errors are printed to stderr as one line, `NAME: error: …`.
+pub fn run_main<A: Parser>(name: &str, run: impl FnOnce(A) -> anyhow::Result<()>) -> ExitCode {
+    let args = match A::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitStatus::Usage
+            } else {
+                ExitStatus::Success
+            }
+            .into();
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitStatus::Success.into(),
+        Err(e) if is_broken_pipe(&e) => ExitStatus::Success.into(),
+        Err(e) => {
+            eprintln!("{name}: error: {}", error_line(&e));
+            if e.downcast_ref::<UsageError>().is_some() {
+                eprintln!("{name}: try '{name} --help' for more information");
+                ExitStatus::Usage.into()
+            } else {
+                ExitStatus::Failure.into()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_line_skips_quoted_causes() {
+        let io = io::Error::other("disk on fire");
+        let e = anyhow::Error::new(io)
+            .context("db.3: cannot write: disk on fire")
+            .context("backup of db failed");
+        assert_eq!(
+            error_line(&e),
+            "backup of db failed: db.3: cannot write: disk on fire"
+        );
+    }
+
+    #[test]
+    fn broken_pipe_is_found_in_the_chain() {
+        let e =
+            anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe)).context("writing diff");
+        assert!(is_broken_pipe(&e));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+    }
+}

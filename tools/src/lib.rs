@@ -1,0 +1,10 @@
+//! Plumbing shared by the blockdiff command-line tools: exit codes, error
+//! lines and notices on stderr. The tools themselves are thin: they parse
+//! arguments into the libraries' option types and make one library call.
+#![deny(missing_docs)]
+
+mod cli;
+mod stderr_progress;
+
+pub use cli::{ExitStatus, UsageError, error_line, run_main};
+pub use stderr_progress::StderrProgress;
