@@ -1,0 +1,284 @@
+//! Golden files written by the original Perl blockdiff (see
+//! testdata/legacy/README.md): we restore them exactly and write them byte
+//! for byte.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use blockdiff_core::{
+    BackupOptions, BlockSize, Compression, DigestReader, DigestWriter, DumpOptions,
+    GenerationStore, LegacySink, NoProgress, RestoreOptions, RestorePlan, apply_stream, backup,
+    dump,
+};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/legacy")
+}
+
+const SETS: [(&str, u32, Compression); 3] = [
+    ("plain", 16384, Compression::None),
+    ("gzip", 16384, Compression::Gzip),
+    ("bs4k", 4096, Compression::None),
+];
+
+fn source(k: u64) -> Vec<u8> {
+    fs::read(fixtures().join(format!("source.v{k}"))).unwrap()
+}
+
+fn diff_bytes(set: &str, k: u64, compression: Compression) -> Vec<u8> {
+    let path = fixtures().join(format!("{set}.{k}{}", compression.suffix()));
+    let file = fs::File::open(path).unwrap();
+    let mut out = Vec::new();
+    compression.reader(file).read_to_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn every_set_restores_every_generation_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    for (set, _, _) in SETS {
+        let store = GenerationStore::new(fixtures().join(set));
+        assert_eq!(store.current_generation().unwrap(), Some(3), "{set}.ver");
+        for k in 1..=3 {
+            let target = dir.path().join(format!("{set}-{k}.img"));
+            let plan = RestorePlan::new(
+                &store,
+                &RestoreOptions {
+                    generation: Some(k),
+                    verify: true,
+                },
+            )
+            .unwrap();
+            let report = plan.execute(&target, &mut NoProgress).unwrap();
+            assert!(report.verified);
+            assert_eq!(
+                fs::read(&target).unwrap(),
+                source(k),
+                "{set} generation {k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn applying_streams_in_order_gives_each_source() {
+    let dir = tempfile::tempdir().unwrap();
+    for (set, _, compression) in SETS {
+        let target = dir.path().join(format!("{set}.img"));
+        for k in 1..=3 {
+            let path = fixtures().join(format!("{set}.{k}{}", compression.suffix()));
+            let (found, stream) = Compression::sniff(fs::File::open(&path).unwrap()).unwrap();
+            assert_eq!(found, compression);
+            apply_stream(stream, &path, &target, &mut NoProgress).unwrap();
+            assert_eq!(fs::read(&target).unwrap(), source(k), "{set} after {k}");
+        }
+    }
+}
+
+#[test]
+fn dumping_against_the_previous_digest_reproduces_the_original_files() {
+    for (set, bs, compression) in SETS {
+        for k in 1..=3u64 {
+            let mut previous = (k > 1).then(|| {
+                DigestReader::open(fixtures().join(format!("{set}.{}.md5", k - 1))).unwrap()
+            });
+            let options = DumpOptions {
+                block_size: BlockSize::new(bs).unwrap(),
+                threads: 2,
+                read_size: 3 * bs as usize, // several chunks even for these small files
+            };
+            let mut sink = LegacySink::new(Vec::new(), "diff");
+            let mut digest = DigestWriter::new(Vec::new(), "digest");
+            let src = source(k);
+            dump(
+                &src[..],
+                Path::new("source"),
+                previous.as_mut(),
+                &mut sink,
+                &mut digest,
+                &options,
+                &mut NoProgress,
+            )
+            .unwrap();
+            let diff = sink.finish().unwrap();
+            assert_eq!(diff, diff_bytes(set, k, compression), "{set}.{k}");
+            let md5 = fs::read(fixtures().join(format!("{set}.{k}.md5"))).unwrap();
+            assert_eq!(digest.finish().unwrap(), md5, "{set}.{k}.md5");
+        }
+    }
+}
+
+#[test]
+fn a_new_store_matches_the_original_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for (set, bs, compression) in SETS {
+        let store = GenerationStore::new(dir.path().join(set));
+        let options = BackupOptions {
+            dump: DumpOptions {
+                block_size: BlockSize::new(bs).unwrap(),
+                ..DumpOptions::default()
+            },
+            compression,
+        };
+        for k in 1..=3u64 {
+            let src = source(k);
+            let report = backup(
+                &store,
+                &src[..],
+                Path::new("source"),
+                &options,
+                &mut NoProgress,
+            )
+            .unwrap();
+            assert_eq!(report.generation, k);
+            let ours = store.diff_path(k, compression);
+            let mut got = Vec::new();
+            compression
+                .reader(fs::File::open(&ours).unwrap())
+                .read_to_end(&mut got)
+                .unwrap();
+            assert_eq!(got, diff_bytes(set, k, compression), "{}", ours.display());
+            assert_eq!(
+                fs::read(store.digest_path(k)).unwrap(),
+                fs::read(fixtures().join(format!("{set}.{k}.md5"))).unwrap()
+            );
+        }
+        assert_eq!(
+            fs::read(store.ver_path()).unwrap(),
+            fs::read(fixtures().join(format!("{set}.ver"))).unwrap()
+        );
+    }
+}
+
+/// Copies a fixture set into a scratch directory, to damage it.
+fn scratch_copy(set: &str) -> (tempfile::TempDir, GenerationStore) {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in fs::read_dir(fixtures()).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if name.starts_with(&format!("{set}.")) {
+            fs::copy(entry.path(), dir.path().join(&name)).unwrap();
+        }
+    }
+    let store = GenerationStore::new(dir.path().join(set));
+    (dir, store)
+}
+
+fn restore_error(store: &GenerationStore, k: u64) -> String {
+    let target = store.dir().join("restored.img");
+    let result = RestorePlan::new(
+        store,
+        &RestoreOptions {
+            generation: Some(k),
+            verify: true,
+        },
+    )
+    .and_then(|plan| plan.execute(&target, &mut NoProgress));
+    let err = result.expect_err("restore must fail").to_string();
+    assert!(
+        !target.exists(),
+        "a failed restore must not leave a target behind"
+    );
+    err
+}
+
+#[test]
+fn truncated_newest_diff_is_detected_by_the_digest() {
+    // Cut generation 3 at a record boundary: the stream itself looks fine.
+    let (_dir, store) = scratch_copy("plain");
+    let path = store.diff_path(3, Compression::None);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..4 + 8 + 16384]).unwrap();
+    let e = restore_error(&store, 3);
+    assert!(e.contains("plain.3.md5") && e.contains("offset"), "{e}");
+    // Cut inside the data of the last record.
+    fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+    let e = restore_error(&store, 3);
+    assert!(e.contains("plain.3") && e.contains("does not match"), "{e}");
+    // Cut inside a record header.
+    fs::write(&path, &bytes[..4 + 8 + 16384 + 5]).unwrap();
+    let e = restore_error(&store, 3);
+    assert!(
+        e.contains("plain.3") && e.contains("inside a record header at offset 16396"),
+        "{e}"
+    );
+}
+
+#[test]
+fn flipped_byte_in_an_older_generation_is_detected() {
+    let (_dir, store) = scratch_copy("plain");
+    let path = store.diff_path(1, Compression::None);
+    let mut bytes = fs::read(&path).unwrap();
+    // Block 3 of generation 1 is used by every later generation.
+    bytes[4 + 3 * (8 + 16384) + 8 + 100] ^= 0x40;
+    fs::write(&path, &bytes).unwrap();
+    let e = restore_error(&store, 3);
+    assert!(
+        e.contains("plain.1")
+            && e.contains("block at offset 49152")
+            && e.contains("does not match"),
+        "{e}"
+    );
+}
+
+#[test]
+fn chain_problems_are_refused_before_writing() {
+    let (_dir, store) = scratch_copy("plain");
+    fs::remove_file(store.diff_path(2, Compression::None)).unwrap();
+    let e = restore_error(&store, 3);
+    assert!(
+        e.contains("plain.2") && e.contains("generation 2 is missing"),
+        "{e}"
+    );
+
+    let (_dir, store) = scratch_copy("plain");
+    let md5 = store.digest_path(3);
+    let bytes = fs::read(&md5).unwrap();
+    fs::write(&md5, &bytes[..bytes.len() - 3]).unwrap();
+    let e = restore_error(&store, 3);
+    assert!(e.contains("plain.3.md5") && e.contains("offset 244"), "{e}");
+
+    let (_dir, store) = scratch_copy("plain");
+    fs::write(store.ver_path(), "3a\n").unwrap();
+    let e = restore_error(&store, 3);
+    assert!(
+        e.contains("plain.ver") && e.contains("not a generation number"),
+        "{e}"
+    );
+
+    let (_dir, store) = scratch_copy("plain");
+    let e = restore_error(&store, 4);
+    assert!(e.contains("not committed") && e.contains("says 3"), "{e}");
+
+    // A generation of another block size does not belong to the chain.
+    let (dir, store) = scratch_copy("plain");
+    fs::copy(fixtures().join("bs4k.2"), dir.path().join("plain.2")).unwrap();
+    let e = restore_error(&store, 3);
+    assert!(
+        e.contains("plain.2") && e.contains("block size is 4096"),
+        "{e}"
+    );
+}
+
+#[test]
+fn backup_against_a_corrupt_digest_fails_and_keeps_the_chain() {
+    let (_dir, store) = scratch_copy("plain");
+    let md5 = store.digest_path(3);
+    let bytes = fs::read(&md5).unwrap();
+    fs::write(&md5, &bytes[..bytes.len() - 1]).unwrap();
+    let src = source(3);
+    let e = backup(
+        &store,
+        &src[..],
+        Path::new("source"),
+        &BackupOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("plain.3.md5") && e.contains("offset 244"), "{e}");
+    assert_eq!(store.current_generation().unwrap(), Some(3));
+    assert!(!store.diff_path(4, Compression::None).exists());
+    assert!(!store.digest_path(4).exists());
+}

@@ -1,0 +1,409 @@
+//! The three tools as a user runs them: exit codes, one-line errors,
+//! byte-compatible output, the lock, and a real process killed mid-run.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DUMP: &str = env!("CARGO_BIN_EXE_blockdiff-dump");
+const BACKUP: &str = env!("CARGO_BIN_EXE_blockdiff-backup");
+const RESTORE: &str = env!("CARGO_BIN_EXE_blockdiff-restore");
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/legacy")
+}
+
+fn run(bin: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    Command::new(bin)
+        .args(args.iter().map(|a| a.as_ref()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Pseudo-random bytes from a seed (xorshift), so tests need no data files.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn backup_then_restore_every_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = dir.path().join("db");
+    let src = dir.path().join("disk.img");
+    let mut versions = Vec::new();
+    let mut data = noise(300_000, 1);
+    for g in 1..=4u8 {
+        data[g as usize * 20_000] ^= 0xff;
+        data.extend_from_slice(&[g; 1000]);
+        fs::write(&src, &data).unwrap();
+        let gzip_flag: &[&dyn AsRef<std::ffi::OsStr>] = if g % 2 == 0 { &[&"--gzip"] } else { &[] };
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&name, &src];
+        args.extend_from_slice(gzip_flag);
+        let o = run(BACKUP, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("generation {g} of")),
+            "{}",
+            stderr(&o)
+        );
+        assert!(stderr(&o).contains("backup completed successfully"));
+        versions.push(data.clone());
+    }
+    assert_eq!(
+        fs::read_to_string(dir.path().join("db.ver")).unwrap(),
+        "4\n"
+    );
+    assert!(dir.path().join("db.2.gz").exists() && dir.path().join("db.3").exists());
+    for (i, expected) in versions.iter().enumerate() {
+        let k = (i + 1).to_string();
+        let target = dir.path().join(format!("restored-{k}"));
+        let o = run(RESTORE, &[&target, &"--from", &name, &"--generation", &k]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(&fs::read(&target).unwrap(), expected, "generation {k}");
+    }
+    // Without --generation: the last committed one.
+    let target = dir.path().join("latest");
+    let o = run(RESTORE, &[&target, &"--from", &name, &"-q"]);
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+    assert_eq!(&fs::read(&target).unwrap(), versions.last().unwrap());
+}
+
+#[test]
+fn dump_tool_reproduces_the_original_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixtures();
+    for k in 1..=3 {
+        let diff = dir.path().join(format!("plain.{k}"));
+        let md5 = dir.path().join(format!("plain.{k}.md5"));
+        let src = f.join(format!("source.v{k}"));
+        let prev = f.join(format!("plain.{}.md5", k - 1));
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"--new-digest", &md5, &"-o", &diff, &src];
+        if k > 1 {
+            args.extend_from_slice(&[&"--old-digest", &prev]);
+        }
+        let o = run(DUMP, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            fs::read(&diff).unwrap(),
+            fs::read(f.join(format!("plain.{k}"))).unwrap(),
+            "plain.{k}"
+        );
+        assert_eq!(
+            fs::read(&md5).unwrap(),
+            fs::read(f.join(format!("plain.{k}.md5"))).unwrap()
+        );
+    }
+}
+
+#[test]
+fn dump_to_stdout_and_merge_from_stdin_like_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("source.v2");
+    let dump = Command::new(DUMP)
+        .args(["-z", "-q", "--block-size", "4k"])
+        .arg(&src)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let target = dir.path().join("merged.img");
+    let restore = Command::new(RESTORE)
+        .arg(&target)
+        .stdin(dump.stdout.unwrap())
+        .output()
+        .unwrap();
+    assert!(restore.status.success(), "{}", stderr(&restore));
+    assert_eq!(fs::read(&target).unwrap(), fs::read(&src).unwrap());
+}
+
+#[test]
+fn block_size_disagreeing_with_the_digest_is_a_notice_and_the_digest_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixtures();
+    let diff = dir.path().join("out");
+    let o = run(
+        DUMP,
+        &[
+            &"-b",
+            &"4096",
+            &"--old-digest",
+            &f.join("plain.2.md5"),
+            &"-o",
+            &diff,
+            &f.join("source.v3"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("plain.2.md5: block size is 16384, not the 4096 asked for"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        fs::read(&diff).unwrap(),
+        fs::read(f.join("plain.3")).unwrap()
+    );
+}
+
+#[test]
+fn exit_codes_and_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // Usage errors: 2.
+    for args in [
+        &["--bogus"][..],
+        &[][..],
+        &["name", "src", "--block-size", "0"][..],
+    ] {
+        let o = run(
+            BACKUP,
+            &args
+                .iter()
+                .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    let o = run(RESTORE, &[&"x", &"--generation", &"2"]);
+    assert_eq!(o.status.code(), Some(2), "--generation needs --from");
+    // --help teaches and succeeds.
+    let o = run(BACKUP, &[&"--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        help.contains("Examples:") && help.contains("NAME.ver"),
+        "{help}"
+    );
+
+    // Failures: 1, with one line naming the file.
+    let missing = dir.path().join("no-such-source");
+    let o = run(BACKUP, &[&dir.path().join("db"), &missing]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.starts_with("blockdiff-backup: error: ") && e.contains("no-such-source"),
+        "{e}"
+    );
+
+    fs::write(dir.path().join("db.ver"), "seven\n").unwrap();
+    let src = dir.path().join("src");
+    fs::write(&src, b"data").unwrap();
+    let o = run(BACKUP, &[&dir.path().join("db"), &src]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.contains("db.ver: not a generation number: \"seven\\n\""),
+        "{e}"
+    );
+
+    // A diff cut inside a record header, on stdin.
+    let mut cut = fs::read(fixtures().join("plain.2")).unwrap();
+    cut.truncate(4 + 8 + 16384 + 3);
+    let mut child = Command::new(RESTORE)
+        .arg(dir.path().join("t.img"))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&cut).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("standard input: stream ends inside a record header at offset 16396"),
+        "{e}"
+    );
+}
+
+#[test]
+fn broken_pipe_is_success() {
+    let mut dump = Command::new(DUMP)
+        .arg(fixtures().join("source.v3"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read nothing and close the pipe, as `| head -c 0` would.
+    drop(dump.stdout.take());
+    let o = dump.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Starts a backup reading from a FIFO, so the test decides when the
+/// source ends.
+fn backup_from_fifo(name: &Path, fifo: &Path) -> Child {
+    Command::new(BACKUP)
+        .arg(name)
+        .arg(fifo)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn second_backup_of_the_same_name_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = dir.path().join("db");
+    let fifo = dir.path().join("source.fifo");
+    mkfifo(&fifo);
+    let first = backup_from_fifo(&name, &fifo);
+    // Opening the FIFO for writing waits for the backup to open it.
+    let mut writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    writer.write_all(&noise(100_000, 3)).unwrap();
+    // The first run holds the lock while it waits for more data.
+    wait_for("the first backup's temporary files", || {
+        dir.path().join("db.1.tmp").exists()
+    });
+    let src = dir.path().join("other-source");
+    fs::write(&src, b"x").unwrap();
+    let started = Instant::now();
+    let second = run(BACKUP, &[&name, &src]);
+    assert_eq!(second.status.code(), Some(1));
+    let e = stderr(&second);
+    assert!(
+        e.contains("db.lock") && e.contains("another blockdiff run holds this backup's lock"),
+        "{e}"
+    );
+    assert!(e.contains(&format!("pid {}", first.id())), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the second run must not wait"
+    );
+    // The first completes normally.
+    drop(writer);
+    let o = first.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read_to_string(dir.path().join("db.ver")).unwrap(),
+        "1\n"
+    );
+}
+
+fn restore_generation(name: &Path, k: u64, out: &Path) -> Vec<u8> {
+    let o = run(
+        RESTORE,
+        &[&out, &"--from", &name, &"--generation", &k.to_string()],
+    );
+    assert!(o.status.success(), "restore {k}: {}", stderr(&o));
+    fs::read(out).unwrap()
+}
+
+#[test]
+fn killed_backup_leaves_committed_generations_and_the_next_run_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = dir.path().join("db");
+    let src = dir.path().join("disk.img");
+    let v1 = noise(2 << 20, 5);
+    fs::write(&src, &v1).unwrap();
+    let o = run(BACKUP, &[&name, &src]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Kill a run in the middle of reading its source, deterministically:
+    // the source is a FIFO fed half of the new data.
+    let mut v2 = v1.clone();
+    v2[1000..50_000].fill(7);
+    v2.extend_from_slice(&noise(1 << 20, 6));
+    let fifo = dir.path().join("source.fifo");
+    mkfifo(&fifo);
+    let mut child = backup_from_fifo(&name, &fifo);
+    let mut writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    writer.write_all(&v2[..v2.len() / 2]).unwrap();
+    // The run has begun generation 2 and is blocked reading the rest.
+    wait_for("generation 2 to begin", || {
+        dir.path().join("db.2.tmp").exists() && dir.path().join("db.2.md5.tmp").exists()
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(writer);
+    assert_eq!(
+        fs::read_to_string(dir.path().join("db.ver")).unwrap(),
+        "1\n"
+    );
+    assert_eq!(restore_generation(&name, 1, &dir.path().join("r1")), v1);
+
+    // Then kill runs at a spread of moments against a regular file; after
+    // each, every committed generation restores and the next run succeeds.
+    let mut committed = vec![v1.clone()];
+    for (i, delay_ms) in [0u64, 2, 5, 10, 20, 40, 80].into_iter().enumerate() {
+        let mut data = committed.last().unwrap().clone();
+        let at = (i * 70_001) % data.len();
+        let end = (at + 20_000).min(data.len());
+        data[at..end].fill(i as u8 + 11);
+        fs::write(&src, &data).unwrap();
+        let mut child = Command::new(BACKUP)
+            .arg(&name)
+            .arg(&src)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if status.success() {
+            committed.push(data);
+        }
+        let ver: u64 = fs::read_to_string(dir.path().join("db.ver"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(ver as usize, committed.len(), "after kill at {delay_ms} ms");
+        let k = committed.len() as u64;
+        assert_eq!(
+            &restore_generation(&name, k, &dir.path().join("r")),
+            committed.last().unwrap()
+        );
+    }
+    // A final run completes, cleaning what the killed runs left.
+    fs::write(&src, &v2).unwrap();
+    let o = run(BACKUP, &[&name, &src]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    committed.push(v2);
+    for (i, expected) in committed.iter().enumerate() {
+        assert_eq!(
+            &restore_generation(&name, i as u64 + 1, &dir.path().join("r")),
+            expected
+        );
+    }
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp") || n.ends_with("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
