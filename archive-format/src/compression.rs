@@ -43,10 +43,7 @@ impl Compression {
     }
 
     /// Wraps `inner` in the matching decompressor.
-    pub fn reader<'a, R: Read + Send + 'a>(self, inner: R) -> Box<dyn SkipRead + Send + 'a>
-    where
-        R: SkipRead,
-    {
+    pub fn reader<'a, R: SkipRead + Send + 'a>(self, inner: R) -> Box<dyn SkipRead + Send + 'a> {
         match self {
             Compression::None => Box::new(inner),
             Compression::Gzip => Box::new(MultiGzDecoder::new(io::BufReader::with_capacity(

@@ -168,7 +168,7 @@ impl<R: Read> LegacyReader<R> {
             block_offset,
             stream_offset: self.pos,
         };
-        if block_offset % u64::from(self.block_size) != 0 {
+        if !block_offset.is_multiple_of(u64::from(self.block_size)) {
             return Err(ArchiveError::Misaligned {
                 offset: self.pos,
                 block_offset,
@@ -294,7 +294,7 @@ impl<W: Write> LegacyWriter<W> {
         if self.wrote_short {
             return invalid("a short block was already written, and it must be the last record");
         }
-        if block_offset % u64::from(self.block_size) != 0 {
+        if !block_offset.is_multiple_of(u64::from(self.block_size)) {
             return invalid("offset is not a multiple of the block size");
         }
         if data.is_empty() || data.len() > self.block_size as usize {

@@ -37,7 +37,10 @@ impl io::Write for OneByteWriter {
     }
 }
 
-fn read_all<R: Read>(r: R) -> Result<(u32, Vec<(u64, Vec<u8>)>)> {
+/// (offset, data) of every record.
+type Records = Vec<(u64, Vec<u8>)>;
+
+fn read_all<R: Read>(r: R) -> Result<(u32, Records)> {
     let mut r = LegacyReader::new(r)?;
     let mut buf = Vec::new();
     let mut out = Vec::new();
@@ -228,13 +231,13 @@ fn gzip_round_trip_and_detection() {
     assert!(read_all(Compression::Gzip.reader(&bad[..])).is_err());
 }
 
-fn records_strategy() -> impl Strategy<Value = (u32, Vec<(u64, Vec<u8>)>)> {
+fn records_strategy() -> impl Strategy<Value = (u32, Records)> {
     (1u32..64).prop_flat_map(|bs| {
         let block = proptest::collection::vec(any::<u8>(), bs as usize);
         let recs = proptest::collection::vec((0u64..1000, block), 0..20);
         let tail = proptest::option::of(proptest::collection::vec(any::<u8>(), 1..=bs as usize));
         (Just(bs), recs, tail).prop_map(|(bs, recs, tail)| {
-            let mut out: Vec<(u64, Vec<u8>)> = recs
+            let mut out: Records = recs
                 .into_iter()
                 .map(|(i, d)| (i * u64::from(bs), d))
                 .collect();

@@ -282,3 +282,22 @@ fn backup_against_a_corrupt_digest_fails_and_keeps_the_chain() {
     assert!(!store.diff_path(4, Compression::None).exists());
     assert!(!store.digest_path(4).exists());
 }
+
+#[test]
+fn short_block_that_is_not_the_last_is_refused() {
+    // Generation 3 replaced by a stream whose only record is a short block
+    // at offset 0: the stream parses, but the source has 16 blocks.
+    let (_dir, store) = scratch_copy("plain");
+    let mut w = 16384u32.to_le_bytes().to_vec();
+    w.extend_from_slice(&[0u8; 8]);
+    w.extend_from_slice(&[1u8; 100]);
+    fs::write(store.diff_path(3, Compression::None), &w).unwrap();
+    let e = restore_error(&store, 3);
+    assert!(
+        e.contains("plain.3")
+            && e.contains(
+                "stream offset 4: short block at offset 0 is not the source's last block"
+            ),
+        "{e}"
+    );
+}

@@ -115,7 +115,7 @@ fn dump_tool_reproduces_the_original_files() {
 fn dump_to_stdout_and_merge_from_stdin_like_the_original() {
     let dir = tempfile::tempdir().unwrap();
     let src = fixtures().join("source.v2");
-    let dump = Command::new(DUMP)
+    let mut dump = Command::new(DUMP)
         .args(["-z", "-q", "--block-size", "4k"])
         .arg(&src)
         .stdout(Stdio::piped())
@@ -124,9 +124,10 @@ fn dump_to_stdout_and_merge_from_stdin_like_the_original() {
     let target = dir.path().join("merged.img");
     let restore = Command::new(RESTORE)
         .arg(&target)
-        .stdin(dump.stdout.unwrap())
+        .stdin(dump.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(dump.wait().unwrap().success());
     assert!(restore.status.success(), "{}", stderr(&restore));
     assert_eq!(fs::read(&target).unwrap(), fs::read(&src).unwrap());
 }

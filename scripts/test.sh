@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The project's whole test suite, as CI runs it (.ci/run calls this).
+# Installs nothing by hand: everything the tests need comes from here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "formatting (cargo fmt --check)"
+cargo fmt --all -- --check
+
+step "lints (cargo clippy, warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "unit, integration, property and CLI tests (cargo test --workspace)"
+cargo test --workspace
