@@ -2,6 +2,7 @@ use std::fmt;
 use std::io;
 use std::process::ExitCode;
 
+use blockdiff_core::BlockSize;
 use clap::Parser;
 
 /// The tools' fixed exit codes.
@@ -33,6 +34,11 @@ impl fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// Parses a `--block-size` value (`16384`, `16k`, `1M`) for clap.
+pub fn parse_block_size(s: &str) -> Result<BlockSize, String> {
+    s.parse().map_err(|e: blockdiff_core::Error| e.to_string())
+}
 
 /// Formats an error and its causes on one line, leaving out a cause whose
 /// text the line already holds (library errors quote their cause).

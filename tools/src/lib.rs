@@ -6,5 +6,5 @@
 mod cli;
 mod stderr_progress;
 
-pub use cli::{ExitStatus, UsageError, error_line, run_main};
+pub use cli::{ExitStatus, UsageError, error_line, parse_block_size, run_main};
 pub use stderr_progress::StderrProgress;

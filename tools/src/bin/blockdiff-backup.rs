@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use blockdiff_core::{BackupOptions, BlockSize, Compression, DumpOptions, GenerationStore, backup};
-use blockdiff_tools::{StderrProgress, run_main};
+use blockdiff_tools::{StderrProgress, parse_block_size, run_main};
 use clap::Parser;
 
 const EXAMPLES: &str = "\
@@ -58,9 +58,6 @@ struct Args {
     quiet: bool,
 }
 
-fn parse_block_size(s: &str) -> Result<BlockSize, String> {
-    s.parse().map_err(|e: blockdiff_core::Error| e.to_string())
-}
 
 fn main() -> ExitCode {
     run_main("blockdiff-backup", run)

@@ -9,7 +9,7 @@ use anyhow::Context;
 use blockdiff_core::{
     BlockSize, Compression, DigestReader, DigestWriter, DumpOptions, LegacySink, dump,
 };
-use blockdiff_tools::{StderrProgress, UsageError, run_main};
+use blockdiff_tools::{StderrProgress, UsageError, parse_block_size, run_main};
 use clap::Parser;
 
 const EXAMPLES: &str = "\
@@ -64,9 +64,6 @@ struct Args {
     quiet: bool,
 }
 
-fn parse_block_size(s: &str) -> Result<BlockSize, String> {
-    s.parse().map_err(|e: blockdiff_core::Error| e.to_string())
-}
 
 fn main() -> ExitCode {
     run_main("blockdiff-dump", run)
