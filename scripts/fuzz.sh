@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs every fuzz target in fuzz/ for SECONDS_PER_TARGET seconds (default 60)
+# and fails if any of them finds a crash.
+#
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]
+#
+# Needs cargo-fuzz. When it is missing it is installed with
+# `cargo install cargo-fuzz --locked` if FUZZ_INSTALL=1 is set; otherwise the
+# run is skipped (exit 0). Stable Rust is used: RUSTC_BOOTSTRAP=1 lets it
+# accept the nightly flags cargo-fuzz passes (sanitizers, -Z options).
+#
+# Crashing inputs go to fuzz/artifacts/<target>/, each run's full libFuzzer
+# output to fuzz/target/fuzz-logs/<target>.log.
+set -euo pipefail
+
+secs=${1:-60}
+case $secs in
+    '' | *[!0-9]*)
+        echo "usage: $0 [SECONDS_PER_TARGET]" >&2
+        exit 2
+        ;;
+esac
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+fuzz="$root/fuzz"
+targets=(legacy_reader digest_reader ver_parser)
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    if [ "${FUZZ_INSTALL:-}" = 1 ]; then
+        echo "fuzz.sh: installing cargo-fuzz"
+        cargo install cargo-fuzz --locked
+    else
+        echo "fuzz.sh: cargo-fuzz is not installed; skipping the fuzz run (set FUZZ_INSTALL=1 to install it with 'cargo install cargo-fuzz --locked')"
+        exit 0
+    fi
+fi
+
+"$fuzz/seed.sh"
+
+cd "$fuzz"
+export RUSTC_BOOTSTRAP=1
+logs="$fuzz/target/fuzz-logs"
+mkdir -p "$logs"
+
+echo "fuzz.sh: building the fuzz targets"
+cargo fuzz build
+
+failed=0
+summary=()
+for t in "${targets[@]}"; do
+    log="$logs/$t.log"
+    echo "fuzz.sh: fuzzing $t for ${secs}s (log: $log)"
+    status=0
+    cargo fuzz run "$t" "corpus/$t" -- \
+        -max_total_time="$secs" -rss_limit_mb=1024 -max_len=262144 \
+        -print_final_stats=1 >"$log" 2>&1 || status=$?
+
+    # Executions: libFuzzer's final stats, else its "Done N runs" line, else
+    # the last status line (#N ...).
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+    [ -n "$runs" ] || runs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log" | tail -n 1)
+    [ -n "$runs" ] || runs=$(sed -n 's/^#\([0-9][0-9]*\)[[:space:]].*/\1/p' "$log" | tail -n 1)
+    [ -n "$runs" ] || runs="?"
+
+    if [ "$status" -eq 0 ]; then
+        result="ok"
+    else
+        failed=1
+        artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n 1)
+        if [ -n "$artifact" ]; then
+            result="CRASH: input saved to $artifact"
+        else
+            result="FAILED (exit $status, see $log)"
+        fi
+        grep -m 1 -A 3 "panicked at" "$log" | sed 's/^/    /' || true
+    fi
+    summary+=("$(printf '%-14s runs=%-10s %s' "$t" "$runs" "$result")")
+done
+
+echo
+echo "fuzz.sh: summary (${secs}s per target)"
+printf '%s\n' "${summary[@]}"
+exit "$failed"
