@@ -58,7 +58,6 @@ struct Args {
     quiet: bool,
 }
 
-
 fn main() -> ExitCode {
     run_main("blockdiff-backup", run)
 }

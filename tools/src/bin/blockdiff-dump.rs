@@ -64,7 +64,6 @@ struct Args {
     quiet: bool,
 }
 
-
 fn main() -> ExitCode {
     run_main("blockdiff-dump", run)
 }

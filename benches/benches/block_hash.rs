@@ -1,0 +1,116 @@
+//! Criterion benches of the dump's hot paths: the per-block MD5 loop
+//! ([`hash_blocks`]) and the whole [`dump`] engine, on 64 MiB of
+//! pseudo-random (incompressible) bytes held in memory, so that neither
+//! reading nor writing files is measured.
+//!
+//! Run with `cargo bench -p blockdiff-benches`; sample counts and
+//! measurement times are kept small so the whole run takes about a minute.
+
+use std::hint::black_box;
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use blockdiff_core::{
+    BlockSize, DigestWriter, DumpOptions, LegacySink, NoProgress, dump, hash_blocks,
+};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
+
+/// Size of the benchmark buffer.
+const BUF_LEN: usize = 64 << 20;
+
+/// `len` deterministic pseudo-random bytes (SplitMix64): incompressible
+/// and identical from run to run.
+fn pseudo_random(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x0123_4567_89ab_cdef;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        out.extend_from_slice(&z.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn block_size(bytes: u32) -> BlockSize {
+    BlockSize::new(bytes).expect("valid block size")
+}
+
+/// The hot loop: MD5 of every block of the buffer, on one core.
+fn bench_hash_blocks(c: &mut Criterion) {
+    let data = pseudo_random(BUF_LEN);
+    let mut group = c.benchmark_group("hash_blocks");
+    group.throughput(Throughput::Bytes(BUF_LEN as u64));
+    group.sampling_mode(SamplingMode::Flat);
+    for (label, bytes) in [("4KiB", 4u32 << 10), ("16KiB", 16 << 10), ("1MiB", 1 << 20)] {
+        let bs = block_size(bytes);
+        let mut out = Vec::with_capacity(bs.blocks_in(BUF_LEN as u64) as usize);
+        group.bench_with_input(BenchmarkId::from_parameter(label), &bs, |b, &bs| {
+            b.iter(|| {
+                hash_blocks(black_box(&data), bs, &mut out);
+                black_box(out.len())
+            });
+        });
+    }
+    group.finish();
+}
+
+/// The whole engine: a full dump (every block written) into a legacy diff
+/// sink and a digest, both discarding their output.
+fn bench_dump(c: &mut Criterion) {
+    let data = pseudo_random(BUF_LEN);
+    let mut group = c.benchmark_group("dump_full_16KiB");
+    group.throughput(Throughput::Bytes(BUF_LEN as u64));
+    group.sampling_mode(SamplingMode::Flat);
+    for (label, threads) in [("all_cores", 0usize), ("1_thread", 1)] {
+        let options = DumpOptions {
+            block_size: block_size(16 << 10),
+            threads,
+            ..DumpOptions::default()
+        };
+        group.bench_with_input(
+            BenchmarkId::new("threads", label),
+            &options,
+            |b, options| {
+                b.iter(|| {
+                    let mut sink = LegacySink::new(io::sink(), "bench");
+                    let mut digest = DigestWriter::new(io::sink(), "bench");
+                    let report = dump(
+                        black_box(&data[..]),
+                        Path::new("bench"),
+                        None::<&mut blockdiff_core::DigestReader<io::Empty>>,
+                        &mut sink,
+                        &mut digest,
+                        options,
+                        &mut NoProgress,
+                    )
+                    .expect("dump into a sink cannot fail");
+                    sink.finish().expect("sink finishes");
+                    digest.finish().expect("digest finishes");
+                    black_box(report)
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_hash_blocks, bench_dump
+}
+criterion_main!(benches);
