@@ -69,6 +69,36 @@ pub enum ArchiveError {
         /// Stream offset of the record header.
         offset: u64,
     },
+    /// A v2 structure is malformed.
+    #[error("{what} at offset {offset}: {detail}")]
+    Corrupt {
+        /// Which structure ("header", "frame 3", "index", …).
+        what: String,
+        /// File offset of the structure.
+        offset: u64,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A v2 checksum does not match: the bytes were damaged.
+    #[error(
+        "{what} at offset {offset}: CRC32 mismatch (stored {stored:08x}, computed {computed:08x}): the file is damaged"
+    )]
+    Checksum {
+        /// Which structure.
+        what: String,
+        /// File offset of the structure.
+        offset: u64,
+        /// The CRC stored in the file.
+        stored: u32,
+        /// The CRC of the bytes read.
+        computed: u32,
+    },
+    /// A v2 file has no valid end marker: it was cut short or never finished.
+    #[error("no end marker in the last {len} bytes: the file is truncated or was never finished")]
+    MissingTrailer {
+        /// The file's length.
+        len: u64,
+    },
     /// A writer was used against the format's rules (a bug in the caller).
     #[error("invalid write at block offset {block_offset}: {reason}")]
     InvalidWrite {
@@ -88,7 +118,10 @@ impl ArchiveError {
             | ArchiveError::BlockSize { offset, .. }
             | ArchiveError::Misaligned { offset, .. }
             | ArchiveError::OffsetTooLarge { offset, .. }
-            | ArchiveError::EmptyRecord { offset } => Some(*offset),
+            | ArchiveError::EmptyRecord { offset }
+            | ArchiveError::Corrupt { offset, .. }
+            | ArchiveError::Checksum { offset, .. } => Some(*offset),
+            ArchiveError::MissingTrailer { len } => Some(*len),
             ArchiveError::InvalidWrite { .. } => None,
         }
     }

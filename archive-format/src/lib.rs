@@ -44,12 +44,18 @@ mod error;
 mod legacy;
 mod limits;
 mod skip;
+mod v2;
 
 pub use compression::{CompressedWriter, Compression};
 pub use error::{ArchiveError, Result};
 pub use legacy::{HEADER_LEN, LegacyReader, LegacyWriter, RECORD_HEADER_LEN, RecordHeader};
 pub use limits::{Limits, MAX_BLOCK_SIZE, MAX_SOURCE_SIZE};
 pub use skip::{SkipRead, read_full};
+pub use v2::{
+    DIFF_MAGIC, DiffFile, DiffHeader, DiffSummary, DiffWriter, Extent, ExtentKind, Fingerprint,
+    Frame, FrameBuilder, FrameCompression, FrameCompressor, FrameDecompressor, FrameEntry,
+    FrameMeta, HashAlgorithm, MAX_FRAME_RAW, ReadAt, StreamReader, UNKNOWN_SIZE, data_len,
+};
 
 #[cfg(test)]
 mod tests;

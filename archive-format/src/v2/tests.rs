@@ -1,0 +1,280 @@
+//! Round trips and damage detection of the v2 diff file.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::ArchiveError;
+
+/// Changed blocks of a test source: index → Some(bytes) or None for zero.
+type Blocks = BTreeMap<u64, Option<Vec<u8>>>;
+
+fn header(block_size: u32, source_size: u64, compression: FrameCompression) -> DiffHeader {
+    DiffHeader {
+        block_size,
+        source_size,
+        generation: 3,
+        hash: HashAlgorithm::Blake3,
+        compression,
+        level: 1,
+        created_secs: 1_700_000_000,
+        created_nanos: 5,
+        parent: [9; 32],
+    }
+}
+
+/// Writes `blocks`, starting a new frame every `per_frame` blocks.
+fn write(
+    bs: u32,
+    size: u64,
+    blocks: &Blocks,
+    per_frame: usize,
+    compression: FrameCompression,
+    header_size: u64,
+) -> Vec<u8> {
+    let mut w = DiffWriter::new(Vec::new(), header(bs, header_size, compression)).unwrap();
+    let mut c = FrameCompressor::new(compression, 1).unwrap();
+    let mut f = FrameBuilder::new();
+    let flush = |f: &mut FrameBuilder, w: &mut DiffWriter<Vec<u8>>, c: &mut FrameCompressor| {
+        if !f.is_empty() {
+            let mut bytes = Vec::new();
+            let meta = f.encode(c, &mut bytes).unwrap();
+            w.append_frame(&bytes, &meta).unwrap();
+            f.clear();
+        }
+    };
+    for (n, (i, data)) in blocks.iter().enumerate() {
+        if n % per_frame == 0 {
+            flush(&mut f, &mut w, &mut c);
+        }
+        match data {
+            Some(d) => f.push_data(*i, d).unwrap(),
+            None => f.push_zero(*i).unwrap(),
+        }
+    }
+    flush(&mut f, &mut w, &mut c);
+    w.finish(size, [4; 32]).unwrap()
+}
+
+/// Expands a frame back into blocks.
+fn blocks_of(frame: &Frame, bs: u32, size: u64, out: &mut Blocks) {
+    let mut at = 0usize;
+    for e in &frame.extents {
+        for b in e.first_block..e.end_block() {
+            match e.kind {
+                ExtentKind::Zero => {
+                    out.insert(b, None);
+                }
+                ExtentKind::Data => {
+                    let len = data_len(b, 1, bs, size) as usize;
+                    out.insert(b, Some(frame.payload[at..at + len].to_vec()));
+                    at += len;
+                }
+            }
+        }
+    }
+    assert_eq!(at, frame.payload.len());
+}
+
+fn read_random(bytes: &[u8]) -> crate::Result<Blocks> {
+    let file = DiffFile::open(bytes.to_vec())?;
+    let (bs, size) = (file.header().block_size, file.summary().source_size);
+    let mut out = Blocks::new();
+    let mut frame = Frame::default();
+    let mut d = FrameDecompressor::default();
+    for i in 0..file.frames().len() {
+        file.read_frame(i, &mut frame, &mut d)?;
+        blocks_of(&frame, bs, size, &mut out);
+    }
+    Ok(out)
+}
+
+fn read_stream<R: Read>(r: R) -> crate::Result<Blocks> {
+    let mut s = StreamReader::new(r)?;
+    let bs = s.header().block_size;
+    let mut frames = Vec::new();
+    let mut frame = Frame::default();
+    while s.next_frame(&mut frame)? {
+        frames.push(frame.clone());
+    }
+    let size = s.summary().unwrap().source_size;
+    let mut out = Blocks::new();
+    for f in &frames {
+        blocks_of(f, bs, size, &mut out);
+    }
+    Ok(out)
+}
+
+struct OneByte<'a>(&'a [u8]);
+impl Read for OneByte<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match (self.0.split_first(), buf.first_mut()) {
+            (Some((b, rest)), Some(slot)) => {
+                *slot = *b;
+                self.0 = rest;
+                Ok(1)
+            }
+            _ => Ok(0),
+        }
+    }
+}
+
+/// A random source's changed blocks: (block size, source size, blocks).
+fn source_strategy() -> impl Strategy<Value = (u32, u64, Blocks)> {
+    (
+        prop_oneof![Just(4u32), Just(7), Just(64), Just(512)],
+        0u64..40,
+    )
+        .prop_flat_map(|(bs, nblocks)| {
+            let tail = if nblocks == 0 {
+                Just(0u64).boxed()
+            } else {
+                (1..=u64::from(bs)).boxed()
+            };
+            (
+                Just(bs),
+                Just(nblocks),
+                tail,
+                proptest::collection::vec(
+                    (any::<bool>(), any::<bool>(), any::<u8>()),
+                    nblocks as usize,
+                ),
+            )
+                .prop_map(|(bs, nblocks, tail, picks)| {
+                    let size = if nblocks == 0 {
+                        0
+                    } else {
+                        (nblocks - 1) * u64::from(bs) + tail
+                    };
+                    let mut blocks = Blocks::new();
+                    for (i, (changed, zero, seed)) in picks.into_iter().enumerate() {
+                        if !changed {
+                            continue;
+                        }
+                        let len = data_len(i as u64, 1, bs, size) as usize;
+                        // Repetitive content, so that zstd has something to do.
+                        let data = (!zero).then(|| {
+                            (0..len)
+                                .map(|j| seed.wrapping_add((j / 3) as u8) | 1)
+                                .collect()
+                        });
+                        blocks.insert(i as u64, data);
+                    }
+                    (bs, size, blocks)
+                })
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn round_trip((bs, size, blocks) in source_strategy(), per_frame in 1usize..9, zstd in any::<bool>(), known in any::<bool>()) {
+        let c = if zstd { FrameCompression::Zstd } else { FrameCompression::None };
+        let bytes = write(bs, size, &blocks, per_frame, c, if known { size } else { UNKNOWN_SIZE });
+        prop_assert_eq!(&read_random(&bytes).unwrap(), &blocks);
+        prop_assert_eq!(&read_stream(&bytes[..]).unwrap(), &blocks);
+        prop_assert_eq!(&read_stream(OneByte(&bytes)).unwrap(), &blocks);
+    }
+
+    #[test]
+    fn any_flipped_byte_is_detected((bs, size, blocks) in source_strategy(), per_frame in 1usize..5, pick in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let bytes = write(bs, size, &blocks, per_frame, FrameCompression::Zstd, size);
+        let mut bad = bytes.clone();
+        let at = pick.index(bad.len());
+        bad[at] ^= 1 << bit;
+        let random = read_random(&bad);
+        prop_assert!(random.is_err(), "flip at {} of {} went unnoticed (random access)", at, bytes.len());
+        prop_assert!(read_stream(&bad[..]).is_err(), "flip at {} went unnoticed (stream)", at);
+    }
+
+    #[test]
+    fn any_truncation_is_detected((bs, size, blocks) in source_strategy(), per_frame in 1usize..5, pick in any::<prop::sample::Index>()) {
+        let bytes = write(bs, size, &blocks, per_frame, FrameCompression::Zstd, size);
+        let cut = pick.index(bytes.len());
+        prop_assert!(read_random(&bytes[..cut]).is_err(), "cut at {} of {}", cut, bytes.len());
+        prop_assert!(read_stream(&bytes[..cut]).is_err(), "cut at {} of {}", cut, bytes.len());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(mut bytes in proptest::collection::vec(any::<u8>(), 0..600), valid_header in any::<bool>()) {
+        if valid_header && bytes.len() >= HEADER_LEN {
+            bytes[..HEADER_LEN].copy_from_slice(&header(16, 100, FrameCompression::Zstd).encode());
+        }
+        let _ = read_random(&bytes);
+        let _ = read_stream(&bytes[..]);
+    }
+}
+
+#[test]
+fn errors_name_the_structure_and_offset() {
+    let mut blocks = Blocks::new();
+    blocks.insert(0, Some(vec![1; 16]));
+    blocks.insert(1, None);
+    blocks.insert(2, Some(vec![2; 8]));
+    let bytes = write(16, 40, &blocks, 2, FrameCompression::Zstd, 40);
+    // A byte of the second frame's payload.
+    let file = DiffFile::open(bytes.clone()).unwrap();
+    let second = file.frames()[1];
+    let mut bad = bytes.clone();
+    bad[second.offset as usize + second.len as usize - 1] ^= 0x10;
+    let e = read_random(&bad).unwrap_err();
+    assert!(matches!(e, ArchiveError::Checksum { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("frame 1 at offset {}", second.offset))
+            && msg.contains("CRC32 mismatch"),
+        "{msg}"
+    );
+    // A cut file has no end marker.
+    let e = DiffFile::open(bytes[..bytes.len() - 1].to_vec()).unwrap_err();
+    assert!(matches!(e, ArchiveError::MissingTrailer { .. }), "{e}");
+    assert!(e.to_string().contains("truncated"), "{e}");
+    let e = read_stream(&bytes[..second.offset as usize]).unwrap_err();
+    assert!(matches!(e, ArchiveError::MissingTrailer { .. }), "{e}");
+    // A legacy stream is not a v2 file.
+    let e = DiffFile::open(16384u32.to_le_bytes().repeat(40)).unwrap_err();
+    assert!(e.to_string().contains("bad magic"), "{e}");
+}
+
+#[test]
+fn writer_refuses_inconsistent_input() {
+    let mut f = FrameBuilder::new();
+    f.push_data(5, b"abcd").unwrap();
+    assert!(f.push_data(5, b"abcd").is_err());
+    assert!(f.push_zero(2).is_err());
+    // The header's size must match what was read.
+    let w = DiffWriter::new(Vec::new(), header(4, 100, FrameCompression::None)).unwrap();
+    assert!(w.finish(99, [0; 32]).is_err());
+    // An extent beyond the end of the source.
+    let mut w =
+        DiffWriter::new(Vec::new(), header(4, UNKNOWN_SIZE, FrameCompression::None)).unwrap();
+    let mut bytes = Vec::new();
+    let meta = f
+        .encode(
+            &mut FrameCompressor::new(FrameCompression::None, 0).unwrap(),
+            &mut bytes,
+        )
+        .unwrap();
+    w.append_frame(&bytes, &meta).unwrap();
+    assert!(w.finish(8, [0; 32]).is_err());
+}
+
+#[test]
+fn incompressible_frames_are_stored() {
+    let mut blocks = Blocks::new();
+    let mut x = 12345u32;
+    let noise: Vec<u8> = (0..4096)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect();
+    blocks.insert(0, Some(noise));
+    let bytes = write(4096, 4096, &blocks, 1, FrameCompression::Zstd, 4096);
+    let file = DiffFile::open(bytes.clone()).unwrap();
+    assert_eq!(file.summary().stored_bytes, 4096);
+    assert_eq!(read_random(&bytes).unwrap(), blocks);
+}
