@@ -51,6 +51,7 @@ pub use error::{ArchiveError, Result};
 pub use legacy::{HEADER_LEN, LegacyReader, LegacyWriter, RECORD_HEADER_LEN, RecordHeader};
 pub use limits::{Limits, MAX_BLOCK_SIZE, MAX_SOURCE_SIZE};
 pub use skip::{SkipRead, read_full};
+pub use v2::HEADER_LEN as V2_HEADER_LEN;
 pub use v2::{
     DIFF_MAGIC, DiffFile, DiffHeader, DiffSummary, DiffWriter, Extent, ExtentKind, Fingerprint,
     Frame, FrameBuilder, FrameCompression, FrameCompressor, FrameDecompressor, FrameEntry,

@@ -1,4 +1,4 @@
-//! Criterion benches of the dump's hot paths: the per-block MD5 loop
+//! Criterion benches of the dump's hot paths: the per-block hash loop
 //! ([`hash_blocks`]) and the whole [`dump`] engine, on 64 MiB of
 //! pseudo-random (incompressible) bytes held in memory, so that neither
 //! reading nor writing files is measured.
@@ -8,11 +8,11 @@
 
 use std::hint::black_box;
 use std::io;
-use std::path::Path;
 use std::time::Duration;
 
 use blockdiff_core::{
-    BlockSize, DigestWriter, DumpOptions, LegacySink, NoProgress, dump, hash_blocks,
+    BlockSize, DigestReader, DigestWriter, DumpOptions, DumpSource, FrameCompression,
+    HashAlgorithm, LegacySink, NoProgress, V2Sink, dump, hash_blocks,
 };
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
@@ -42,27 +42,31 @@ fn block_size(bytes: u32) -> BlockSize {
     BlockSize::new(bytes).expect("valid block size")
 }
 
-/// The hot loop: MD5 of every block of the buffer, on one core.
+/// The hot loop: the hash of every block of the buffer, on one core, for
+/// both algorithms.
 fn bench_hash_blocks(c: &mut Criterion) {
     let data = pseudo_random(BUF_LEN);
-    let mut group = c.benchmark_group("hash_blocks");
-    group.throughput(Throughput::Bytes(BUF_LEN as u64));
-    group.sampling_mode(SamplingMode::Flat);
-    for (label, bytes) in [("4KiB", 4u32 << 10), ("16KiB", 16 << 10), ("1MiB", 1 << 20)] {
-        let bs = block_size(bytes);
-        let mut out = Vec::with_capacity(bs.blocks_in(BUF_LEN as u64) as usize);
-        group.bench_with_input(BenchmarkId::from_parameter(label), &bs, |b, &bs| {
-            b.iter(|| {
-                hash_blocks(black_box(&data), bs, &mut out);
-                black_box(out.len())
+    for algorithm in [HashAlgorithm::Md5, HashAlgorithm::Blake3] {
+        let mut group = c.benchmark_group(format!("hash_blocks_{algorithm}"));
+        group.throughput(Throughput::Bytes(BUF_LEN as u64));
+        group.sampling_mode(SamplingMode::Flat);
+        for (label, bytes) in [("4KiB", 4u32 << 10), ("16KiB", 16 << 10), ("1MiB", 1 << 20)] {
+            let bs = block_size(bytes);
+            let mut out = Vec::with_capacity(bs.blocks_in(BUF_LEN as u64) as usize);
+            group.bench_with_input(BenchmarkId::from_parameter(label), &bs, |b, &bs| {
+                b.iter(|| {
+                    hash_blocks(black_box(&data), bs, algorithm, &mut out);
+                    black_box(out.len())
+                });
             });
-        });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
-/// The whole engine: a full dump (every block written) into a legacy diff
-/// sink and a digest, both discarding their output.
+/// The whole engine: a full dump (every block written) into a diff sink and
+/// a digest, both discarding their output: legacy (MD5, no compression) and
+/// v2 (BLAKE3, zstd level 1 on incompressible data, which is stored).
 fn bench_dump(c: &mut Criterion) {
     let data = pseudo_random(BUF_LEN);
     let mut group = c.benchmark_group("dump_full_16KiB");
@@ -74,29 +78,38 @@ fn bench_dump(c: &mut Criterion) {
             threads,
             ..DumpOptions::default()
         };
-        group.bench_with_input(
-            BenchmarkId::new("threads", label),
-            &options,
-            |b, options| {
-                b.iter(|| {
-                    let mut sink = LegacySink::new(io::sink(), "bench");
-                    let mut digest = DigestWriter::new(io::sink(), "bench");
-                    let report = dump(
-                        black_box(&data[..]),
-                        Path::new("bench"),
-                        None::<&mut blockdiff_core::DigestReader<io::Empty>>,
-                        &mut sink,
-                        &mut digest,
-                        options,
-                        &mut NoProgress,
-                    )
-                    .expect("dump into a sink cannot fail");
-                    sink.finish().expect("sink finishes");
-                    digest.finish().expect("digest finishes");
-                    black_box(report)
-                });
-            },
-        );
+        group.bench_with_input(BenchmarkId::new("legacy", label), &options, |b, options| {
+            b.iter(|| {
+                let mut sink = LegacySink::new(io::sink(), "bench");
+                let mut digest = DigestWriter::new(io::sink(), "bench");
+                let report = dump(
+                    DumpSource::from_bytes(black_box(&data), "bench"),
+                    None::<&mut DigestReader<io::Empty>>,
+                    &mut sink,
+                    &mut digest,
+                    options,
+                    &mut NoProgress,
+                )
+                .expect("dump into a sink cannot fail");
+                black_box(report)
+            });
+        });
+        group.bench_with_input(BenchmarkId::new("v2", label), &options, |b, options| {
+            b.iter(|| {
+                let mut sink = V2Sink::new(io::sink(), "bench", FrameCompression::Zstd, 1);
+                let mut digest = DigestWriter::new(io::sink(), "bench");
+                let report = dump(
+                    DumpSource::from_bytes(black_box(&data), "bench"),
+                    None::<&mut DigestReader<io::Empty>>,
+                    &mut sink,
+                    &mut digest,
+                    options,
+                    &mut NoProgress,
+                )
+                .expect("dump into a sink cannot fail");
+                black_box(report)
+            });
+        });
     }
     group.finish();
 }

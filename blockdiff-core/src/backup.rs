@@ -1,23 +1,23 @@
 //! One backup run: lock, dump against the previous digest, commit.
 
 use std::io::Read;
-use std::path::Path;
-
-use archive_format::Compression;
 
 use crate::digest::{DigestReader, DigestWriter};
-use crate::dump::{DumpOptions, DumpReport, LegacySink, dump};
+use crate::dump::{DumpOptions, DumpReport, DumpSource, LegacySink, V2Sink, dump};
 use crate::progress::Progress;
-use crate::store::GenerationStore;
+use crate::store::{DiffFormat, GenerationStore};
 use crate::{Error, Result};
 
 /// How a backup runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackupOptions {
-    /// The dump's options (block size, threads).
+    /// The dump's options: block size and hash of a new chain, threads. The
+    /// generation number is set by the store.
     pub dump: DumpOptions,
-    /// Compression of the new generation's diff.
-    pub compression: Compression,
+    /// The diff format. `None` follows the chain (a new chain is v2 with
+    /// zstd level 1); a format other than the chain's is refused, since a
+    /// chain keeps one format.
+    pub format: Option<DiffFormat>,
 }
 
 /// What a backup did.
@@ -25,10 +25,43 @@ pub struct BackupOptions {
 pub struct BackupReport {
     /// The generation committed.
     pub generation: u64,
+    /// The diff format written.
+    pub format: DiffFormat,
     /// The dump's figures.
     pub dump: DumpReport,
-    /// Bytes of the diff file on disk (after compression).
+    /// Bytes of the diff file on disk.
     pub diff_bytes: u64,
+}
+
+/// The format a backup of `store` writes: the chain's, unless `requested`
+/// says otherwise for a new chain.
+fn choose_format(
+    store: &GenerationStore,
+    current: Option<u64>,
+    requested: Option<DiffFormat>,
+) -> Result<DiffFormat> {
+    let Some(current) = current.filter(|&n| n > 0) else {
+        return Ok(requested.unwrap_or_default());
+    };
+    let last = store.find_diff(current)?;
+    let same_kind = |a: DiffFormat, b: DiffFormat| {
+        matches!(
+            (a, b),
+            (DiffFormat::Legacy(_), DiffFormat::Legacy(_))
+                | (DiffFormat::V2 { .. }, DiffFormat::V2 { .. })
+        )
+    };
+    match requested {
+        None => Ok(last.format),
+        Some(r) if same_kind(r, last.format) => Ok(r),
+        Some(r) => Err(Error::Chain {
+            path: last.path,
+            detail: format!(
+                "this chain is {} but {r} was asked for; a chain keeps one format (use a new backup name to switch)",
+                last.format
+            ),
+        }),
+    }
 }
 
 /// Backs `source` up as the next generation of `store`.
@@ -39,62 +72,83 @@ pub struct BackupReport {
 /// generation is untouched.
 ///
 /// ```
-/// use blockdiff_core::{BackupOptions, GenerationStore, NoProgress, backup};
+/// use blockdiff_core::{BackupOptions, DumpSource, GenerationStore, NoProgress, backup};
 ///
 /// let dir = tempfile::tempdir()?;
 /// let store = GenerationStore::new(dir.path().join("db"));
-/// let image = vec![7u8; 100_000];
-/// let first = backup(&store, &image[..], "image".as_ref(), &BackupOptions::default(), &mut NoProgress)?;
+/// let mut image = vec![7u8; 100_000];
+/// let first = backup(&store, DumpSource::from_bytes(&image, "image"), &BackupOptions::default(), &mut NoProgress)?;
 /// assert_eq!((first.generation, first.dump.changed_blocks), (1, 7));
-/// let second = backup(&store, &image[..], "image".as_ref(), &BackupOptions::default(), &mut NoProgress)?;
-/// assert_eq!((second.generation, second.dump.changed_blocks), (2, 0));
+/// image[0] = 8;
+/// let second = backup(&store, DumpSource::from_bytes(&image, "image"), &BackupOptions::default(), &mut NoProgress)?;
+/// assert_eq!((second.generation, second.dump.changed_blocks), (2, 1));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn backup<R: Read + Send>(
     store: &GenerationStore,
-    source: R,
-    source_name: &Path,
+    source: DumpSource<R>,
     options: &BackupOptions,
     progress: &mut dyn Progress,
 ) -> Result<BackupReport> {
     let lock = store.lock()?;
-    let mut pending = store.begin(&lock, options.compression, progress)?;
-    let mut previous = match pending.previous_digest() {
-        Some(path) => Some(DigestReader::open(path).map_err(|e| match e {
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                Error::MissingGeneration {
-                    path: path.to_owned(),
-                    generation: pending.generation() - 1,
+    let current = store.current_generation()?;
+    let format = choose_format(store, current, options.format)?;
+    let mut pending = store.begin(&lock, format, progress)?;
+    let generation = pending.generation();
+    let mut previous = match current.filter(|&n| n > 0) {
+        Some(n) => {
+            let (path, _) = store.find_digest(n).map_err(|e| match e {
+                Error::MissingGeneration { path, .. } => Error::MissingGeneration {
+                    path,
+                    generation: n,
                     reason: "its digest is needed for an incremental backup".into(),
-                }
-            }
-            other => other,
-        })?),
+                },
+                other => other,
+            })?;
+            Some(DigestReader::open(path)?)
+        }
         None => None,
+    };
+    let dump_options = DumpOptions {
+        generation,
+        ..options.dump.clone()
     };
     let diff_path = pending.diff_path().to_owned();
     let digest_path = pending.digest_path().to_owned();
     let report = {
         let (diff, digest) = pending.writers();
-        let mut sink = LegacySink::new(diff, &diff_path);
         let mut digest = DigestWriter::new(digest, &digest_path);
-        let report = dump(
-            source,
-            source_name,
-            previous.as_mut(),
-            &mut sink,
-            &mut digest,
-            &options.dump,
-            progress,
-        )?;
-        sink.finish()?;
-        digest.finish()?;
-        report
+        let previous = previous.as_mut();
+        match format {
+            DiffFormat::Legacy(_) => {
+                let mut sink = LegacySink::new(diff, &diff_path);
+                dump(
+                    source,
+                    previous,
+                    &mut sink,
+                    &mut digest,
+                    &dump_options,
+                    progress,
+                )?
+            }
+            DiffFormat::V2 { compression, level } => {
+                let mut sink = V2Sink::new(diff, &diff_path, compression, level);
+                dump(
+                    source,
+                    previous,
+                    &mut sink,
+                    &mut digest,
+                    &dump_options,
+                    progress,
+                )?
+            }
+        }
     };
     let generation = pending.commit()?;
     let diff_bytes = std::fs::metadata(&diff_path).map(|m| m.len()).unwrap_or(0);
     Ok(BackupReport {
         generation,
+        format,
         dump: report,
         diff_bytes,
     })

@@ -123,6 +123,18 @@ pub enum Error {
         /// Bytes available.
         have: u64,
     },
+    /// The source yielded another number of bytes than its size said.
+    #[error(
+        "{path}: size changed during the dump: expected {expected} bytes, read {read} (back up a snapshot, not a live file)"
+    )]
+    SourceSizeChanged {
+        /// The source.
+        path: PathBuf,
+        /// Its size when the dump began.
+        expected: u64,
+        /// The bytes read.
+        read: u64,
+    },
     /// An option is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),

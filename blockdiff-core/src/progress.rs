@@ -1,6 +1,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use archive_format::HashAlgorithm;
+
 use crate::BlockSize;
 
 /// Something a user should know that is not an error.
@@ -16,6 +18,16 @@ pub enum Notice {
         requested: BlockSize,
         /// The block size used (the digest's).
         used: BlockSize,
+    },
+    /// The previous digest uses another hash algorithm than the one asked
+    /// for; a chain keeps one algorithm, so the digest's wins.
+    HashFromDigest {
+        /// The digest file.
+        digest: PathBuf,
+        /// The algorithm asked for.
+        requested: HashAlgorithm,
+        /// The algorithm used (the digest's).
+        used: HashAlgorithm,
     },
     /// Leftovers of an interrupted earlier run were removed.
     RemovedLeftover {
@@ -34,6 +46,15 @@ impl fmt::Display for Notice {
             } => write!(
                 f,
                 "{}: block size is {used}, not the {requested} asked for; using {used} (a chain keeps one block size)",
+                digest.display()
+            ),
+            Notice::HashFromDigest {
+                digest,
+                requested,
+                used,
+            } => write!(
+                f,
+                "{}: hash is {used}, not the {requested} asked for; using {used} (a chain keeps one hash)",
                 digest.display()
             ),
             Notice::RemovedLeftover { path } => {

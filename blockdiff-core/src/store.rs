@@ -5,7 +5,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use archive_format::{CompressedWriter, Compression};
+use std::fmt;
+
+use archive_format::{
+    CompressedWriter, Compression, DIFF_MAGIC, DiffHeader, FrameCompression, Limits, read_full,
+};
+
+use crate::digest::DigestFormat;
+use crate::error::ArchiveContext;
 
 use crate::error::IoContext;
 use crate::progress::{Notice, Progress};
@@ -13,15 +20,16 @@ use crate::{Error, Result};
 
 /// The files of one backup name: `NAME` is a path prefix such as
 /// `/var/backup/db`, and the generations live beside it as `db.ver`,
-/// `db.1`, `db.1.md5`, `db.2.gz`, ….
+/// `db.1`, `db.1.digest` (or the original's `db.1.md5`, `db.2.gz`), ….
 ///
 /// ```
-/// use blockdiff_core::GenerationStore;
+/// use blockdiff_core::{DigestFormat, GenerationStore};
 ///
 /// let dir = tempfile::tempdir()?;
 /// let store = GenerationStore::new(dir.path().join("db"));
 /// assert_eq!(store.current_generation()?, None);
-/// assert!(store.digest_path(2).ends_with("db.2.md5"));
+/// assert!(store.digest_path(2, DigestFormat::V2).ends_with("db.2.digest"));
+/// assert!(store.digest_path(2, DigestFormat::Legacy).ends_with("db.2.md5"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -29,13 +37,98 @@ pub struct GenerationStore {
     name: PathBuf,
 }
 
+/// How a generation's diff is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffFormat {
+    /// The original blockdiff's stream (`NAME.N`, or `NAME.N.gz` gzipped),
+    /// with a legacy MD5 digest (`NAME.N.md5`).
+    Legacy(Compression),
+    /// The v2 file (`NAME.N`): checked, framed, zstd-compressed, indexed,
+    /// with a v2 digest (`NAME.N.digest`).
+    V2 {
+        /// Frame payload compression.
+        compression: FrameCompression,
+        /// zstd level.
+        level: i32,
+    },
+}
+
+impl Default for DiffFormat {
+    fn default() -> Self {
+        DiffFormat::V2 {
+            compression: FrameCompression::Zstd,
+            level: 1,
+        }
+    }
+}
+
+impl DiffFormat {
+    /// The digest format that goes with it.
+    pub fn digest_format(self) -> DigestFormat {
+        match self {
+            DiffFormat::Legacy(_) => DigestFormat::Legacy,
+            DiffFormat::V2 { .. } => DigestFormat::V2,
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            DiffFormat::Legacy(c) => c.suffix(),
+            DiffFormat::V2 { .. } => "",
+        }
+    }
+
+    /// Reads the format of a diff file from its name and first bytes.
+    pub fn detect(path: &Path) -> Result<Self> {
+        if path.extension().is_some_and(|e| e == "gz") {
+            return Ok(DiffFormat::Legacy(Compression::Gzip));
+        }
+        let mut head = [0u8; archive_format::V2_HEADER_LEN];
+        let file = File::open(path).ctx(path, "open")?;
+        let got = read_full(&mut &file, &mut head).ctx(path, "read")?;
+        if got >= 8 && head[..8] == DIFF_MAGIC {
+            if got < head.len() {
+                return Err(Error::Archive {
+                    path: path.to_owned(),
+                    source: archive_format::ArchiveError::Truncated {
+                        what: "the v2 header",
+                        offset: 0,
+                        got: got as u64,
+                        need: head.len() as u64,
+                    },
+                });
+            }
+            let h = DiffHeader::decode(&head, &Limits::default()).in_file(path)?;
+            return Ok(DiffFormat::V2 {
+                compression: h.compression,
+                level: h.level.into(),
+            });
+        }
+        Ok(DiffFormat::Legacy(Compression::None))
+    }
+}
+
+impl fmt::Display for DiffFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiffFormat::Legacy(Compression::None) => f.write_str("legacy"),
+            DiffFormat::Legacy(Compression::Gzip) => f.write_str("legacy+gzip"),
+            DiffFormat::V2 {
+                compression: FrameCompression::None,
+                ..
+            } => f.write_str("v2"),
+            DiffFormat::V2 { level, .. } => write!(f, "v2+zstd-{level}"),
+        }
+    }
+}
+
 /// The diff file of one generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiffFile {
+pub struct DiffLocation {
     /// Its path.
     pub path: PathBuf,
-    /// Its compression, from its name.
-    pub compression: Compression,
+    /// Its format, from its name and first bytes.
+    pub format: DiffFormat,
 }
 
 impl GenerationStore {
@@ -73,14 +166,45 @@ impl GenerationStore {
         self.with_suffix(".lock")
     }
 
-    /// `NAME.N.md5`.
-    pub fn digest_path(&self, generation: u64) -> PathBuf {
-        self.with_suffix(&format!(".{generation}.md5"))
+    /// `NAME.N.md5` (legacy) or `NAME.N.digest` (v2).
+    pub fn digest_path(&self, generation: u64, format: DigestFormat) -> PathBuf {
+        match format {
+            DigestFormat::Legacy => self.with_suffix(&format!(".{generation}.md5")),
+            DigestFormat::V2 => self.with_suffix(&format!(".{generation}.digest")),
+        }
     }
 
-    /// `NAME.N` or `NAME.N.gz`, by compression.
-    pub fn diff_path(&self, generation: u64, compression: Compression) -> PathBuf {
-        self.with_suffix(&format!(".{generation}{}", compression.suffix()))
+    /// `NAME.N` or `NAME.N.gz`, by format.
+    pub fn diff_path(&self, generation: u64, format: DiffFormat) -> PathBuf {
+        self.with_suffix(&format!(".{generation}{}", format.suffix()))
+    }
+
+    /// The digest of a generation, whichever format exists; an error if
+    /// neither or both do.
+    pub fn find_digest(&self, generation: u64) -> Result<(PathBuf, DigestFormat)> {
+        let mut found = Vec::new();
+        for format in [DigestFormat::Legacy, DigestFormat::V2] {
+            let path = self.digest_path(generation, format);
+            match fs::symlink_metadata(&path) {
+                Ok(_) => found.push((path, format)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx(&path, "stat"),
+            }
+        }
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(Error::MissingGeneration {
+                path: self.digest_path(generation, DigestFormat::Legacy),
+                generation,
+                reason: "its digest (.md5 or .digest) does not exist".into(),
+            }),
+            _ => Err(Error::Chain {
+                path: found[1].0.clone(),
+                detail: format!(
+                    "generation {generation} has both a .md5 and a .digest digest; remove the stray one"
+                ),
+            }),
+        }
     }
 
     /// The last committed generation, from `NAME.ver`; `None` when there is
@@ -106,25 +230,29 @@ impl GenerationStore {
 
     /// The diff file of a generation: `NAME.N` or `NAME.N.gz`, whichever
     /// exists; an error if neither or both do.
-    pub fn find_diff(&self, generation: u64) -> Result<DiffFile> {
+    pub fn find_diff(&self, generation: u64) -> Result<DiffLocation> {
         let mut found = Vec::new();
         for compression in [Compression::None, Compression::Gzip] {
-            let path = self.diff_path(generation, compression);
+            let path = self.diff_path(generation, DiffFormat::Legacy(compression));
             match fs::symlink_metadata(&path) {
-                Ok(_) => found.push(DiffFile { path, compression }),
+                Ok(_) => found.push(path),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e).ctx(&path, "stat"),
             }
         }
         match found.len() {
-            1 => Ok(found.remove(0)),
+            1 => {
+                let path = found.remove(0);
+                let format = DiffFormat::detect(&path)?;
+                Ok(DiffLocation { path, format })
+            }
             0 => Err(Error::MissingGeneration {
-                path: self.diff_path(generation, Compression::None),
+                path: self.diff_path(generation, DiffFormat::Legacy(Compression::None)),
                 generation,
                 reason: "neither it nor its .gz form exists".into(),
             }),
             _ => Err(Error::Chain {
-                path: found[1].path.clone(),
+                path: found[1].clone(),
                 detail: format!(
                     "generation {generation} exists both plain and gzip-compressed; remove the one that is not the backup"
                 ),
@@ -171,7 +299,7 @@ impl GenerationStore {
     pub fn begin(
         &self,
         lock: &StoreLock,
-        compression: Compression,
+        format: DiffFormat,
         progress: &mut dyn Progress,
     ) -> Result<PendingGeneration> {
         if lock.path != self.lock_path() {
@@ -185,19 +313,20 @@ impl GenerationStore {
         let generation = current.unwrap_or(0) + 1;
         // Anything named after the next generation is uncommitted: a run
         // that died before updating NAME.ver left it.
-        let diff_path = self.diff_path(generation, compression);
-        let digest_path = self.digest_path(generation);
+        let diff_path = self.diff_path(generation, format);
+        let digest_path = self.digest_path(generation, format.digest_format());
         let diff_tmp = tmp_path(&diff_path);
         let digest_tmp = tmp_path(&digest_path);
-        let leftovers = [
-            self.diff_path(generation, Compression::None),
-            self.diff_path(generation, Compression::Gzip),
-            digest_path.clone(),
-            tmp_path(&self.diff_path(generation, Compression::None)),
-            tmp_path(&self.diff_path(generation, Compression::Gzip)),
-            digest_tmp.clone(),
-            tmp_path(&self.ver_path()),
-        ];
+        let mut leftovers = vec![tmp_path(&self.ver_path())];
+        for name in [
+            self.diff_path(generation, DiffFormat::Legacy(Compression::None)),
+            self.diff_path(generation, DiffFormat::Legacy(Compression::Gzip)),
+            self.digest_path(generation, DigestFormat::Legacy),
+            self.digest_path(generation, DigestFormat::V2),
+        ] {
+            leftovers.push(tmp_path(&name));
+            leftovers.push(name);
+        }
         for path in leftovers {
             match fs::remove_file(&path) {
                 Ok(()) => progress.notice(Notice::RemovedLeftover { path }),
@@ -205,16 +334,15 @@ impl GenerationStore {
                 Err(e) => return Err(e).ctx(&path, "remove leftover"),
             }
         }
-        let previous_digest = match current {
-            Some(n) if n > 0 => Some(self.digest_path(n)),
-            _ => None,
-        };
         let diff = create_new(&diff_tmp)?;
+        let compression = match format {
+            DiffFormat::Legacy(c) => c,
+            DiffFormat::V2 { .. } => Compression::None,
+        };
         let mut pending = PendingGeneration {
             store: self.clone(),
             generation,
-            compression,
-            previous_digest,
+            format,
             diff_path,
             digest_path,
             diff_tmp,
@@ -309,8 +437,7 @@ enum Stage {
 pub struct PendingGeneration {
     store: GenerationStore,
     generation: u64,
-    compression: Compression,
-    previous_digest: Option<PathBuf>,
+    format: DiffFormat,
     diff_path: PathBuf,
     digest_path: PathBuf,
     diff_tmp: PathBuf,
@@ -326,12 +453,6 @@ impl PendingGeneration {
         self.generation
     }
 
-    /// The digest of the previous generation, which an incremental dump
-    /// reads; `None` for generation 1.
-    pub fn previous_digest(&self) -> Option<&Path> {
-        self.previous_digest.as_deref()
-    }
-
     /// Where the diff will be once committed.
     pub fn diff_path(&self) -> &Path {
         &self.diff_path
@@ -342,9 +463,9 @@ impl PendingGeneration {
         &self.digest_path
     }
 
-    /// The compression of the diff.
-    pub fn compression(&self) -> Compression {
-        self.compression
+    /// The format of the diff.
+    pub fn format(&self) -> DiffFormat {
+        self.format
     }
 
     /// The diff's writer (compressing as asked) and the digest's writer.
@@ -498,9 +619,14 @@ mod tests {
             store.find_diff(1),
             Err(Error::MissingGeneration { generation: 1, .. })
         ));
-        fs::write(store.diff_path(1, Compression::Gzip), b"").unwrap();
-        assert_eq!(store.find_diff(1).unwrap().compression, Compression::Gzip);
-        fs::write(store.diff_path(1, Compression::None), b"").unwrap();
+        let gz = DiffFormat::Legacy(Compression::Gzip);
+        fs::write(store.diff_path(1, gz), b"").unwrap();
+        assert_eq!(store.find_diff(1).unwrap().format, gz);
+        fs::write(
+            store.diff_path(1, DiffFormat::Legacy(Compression::None)),
+            b"",
+        )
+        .unwrap();
         assert!(matches!(store.find_diff(1), Err(Error::Chain { .. })));
     }
 
@@ -509,7 +635,11 @@ mod tests {
     /// instead of dropped, as when the process dies.
     fn attempt(store: &GenerationStore, fail_at: Option<CommitStep>, crash: bool) -> Result<u64> {
         let lock = store.lock()?;
-        let mut pending = store.begin(&lock, Compression::None, &mut NoProgress)?;
+        let mut pending = store.begin(
+            &lock,
+            DiffFormat::Legacy(Compression::None),
+            &mut NoProgress,
+        )?;
         let generation = pending.generation();
         let (diff, digest) = pending.writers();
         diff.write_all(format!("diff {generation}").as_bytes())
@@ -535,9 +665,9 @@ mod tests {
     fn committed_state(store: &GenerationStore, upto: u64) {
         assert_eq!(store.current_generation().unwrap(), Some(upto));
         for g in 1..=upto {
-            let diff = fs::read(store.diff_path(g, Compression::None)).unwrap();
+            let diff = fs::read(store.diff_path(g, DiffFormat::Legacy(Compression::None))).unwrap();
             assert_eq!(diff, format!("diff {g}").as_bytes());
-            let digest = fs::read(store.digest_path(g)).unwrap();
+            let digest = fs::read(store.digest_path(g, DigestFormat::Legacy)).unwrap();
             assert_eq!(digest, format!("digest {g}").as_bytes());
         }
     }

@@ -7,9 +7,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use blockdiff_core::{
-    BackupOptions, BlockSize, Compression, DigestReader, DigestWriter, DumpOptions,
-    GenerationStore, LegacySink, NoProgress, RestoreOptions, RestorePlan, apply_stream, backup,
-    dump,
+    BackupOptions, BlockSize, Compression, DiffFormat, DigestFormat, DigestReader, DigestWriter,
+    DumpOptions, DumpSource, GenerationStore, LegacySink, NoProgress, RestoreOptions, RestorePlan,
+    apply_stream, backup, dump,
 };
 
 fn fixtures() -> PathBuf {
@@ -68,9 +68,13 @@ fn applying_streams_in_order_gives_each_source() {
         let target = dir.path().join(format!("{set}.img"));
         for k in 1..=3 {
             let path = fixtures().join(format!("{set}.{k}{}", compression.suffix()));
-            let (found, stream) = Compression::sniff(fs::File::open(&path).unwrap()).unwrap();
-            assert_eq!(found, compression);
-            apply_stream(stream, &path, &target, &mut NoProgress).unwrap();
+            apply_stream(
+                fs::File::open(&path).unwrap(),
+                &path,
+                &target,
+                &mut NoProgress,
+            )
+            .unwrap();
             assert_eq!(fs::read(&target).unwrap(), source(k), "{set} after {k}");
         }
     }
@@ -87,13 +91,13 @@ fn dumping_against_the_previous_digest_reproduces_the_original_files() {
                 block_size: BlockSize::new(bs).unwrap(),
                 threads: 2,
                 read_size: 3 * bs as usize, // several chunks even for these small files
+                ..DumpOptions::default()
             };
             let mut sink = LegacySink::new(Vec::new(), "diff");
             let mut digest = DigestWriter::new(Vec::new(), "digest");
             let src = source(k);
             dump(
-                &src[..],
-                Path::new("source"),
+                DumpSource::from_bytes(&src, "source"),
                 previous.as_mut(),
                 &mut sink,
                 &mut digest,
@@ -101,10 +105,10 @@ fn dumping_against_the_previous_digest_reproduces_the_original_files() {
                 &mut NoProgress,
             )
             .unwrap();
-            let diff = sink.finish().unwrap();
+            let diff = sink.into_inner().unwrap();
             assert_eq!(diff, diff_bytes(set, k, compression), "{set}.{k}");
             let md5 = fs::read(fixtures().join(format!("{set}.{k}.md5"))).unwrap();
-            assert_eq!(digest.finish().unwrap(), md5, "{set}.{k}.md5");
+            assert_eq!(digest.into_inner(), md5, "{set}.{k}.md5");
         }
     }
 }
@@ -119,20 +123,19 @@ fn a_new_store_matches_the_original_files() {
                 block_size: BlockSize::new(bs).unwrap(),
                 ..DumpOptions::default()
             },
-            compression,
+            format: Some(DiffFormat::Legacy(compression)),
         };
         for k in 1..=3u64 {
             let src = source(k);
             let report = backup(
                 &store,
-                &src[..],
-                Path::new("source"),
+                DumpSource::from_bytes(&src, "source"),
                 &options,
                 &mut NoProgress,
             )
             .unwrap();
             assert_eq!(report.generation, k);
-            let ours = store.diff_path(k, compression);
+            let ours = store.diff_path(k, DiffFormat::Legacy(compression));
             let mut got = Vec::new();
             compression
                 .reader(fs::File::open(&ours).unwrap())
@@ -140,7 +143,7 @@ fn a_new_store_matches_the_original_files() {
                 .unwrap();
             assert_eq!(got, diff_bytes(set, k, compression), "{}", ours.display());
             assert_eq!(
-                fs::read(store.digest_path(k)).unwrap(),
+                fs::read(store.digest_path(k, DigestFormat::Legacy)).unwrap(),
                 fs::read(fixtures().join(format!("{set}.{k}.md5"))).unwrap()
             );
         }
@@ -187,7 +190,7 @@ fn restore_error(store: &GenerationStore, k: u64) -> String {
 fn truncated_newest_diff_is_detected_by_the_digest() {
     // Cut generation 3 at a record boundary: the stream itself looks fine.
     let (_dir, store) = scratch_copy("plain");
-    let path = store.diff_path(3, Compression::None);
+    let path = store.diff_path(3, DiffFormat::Legacy(Compression::None));
     let bytes = fs::read(&path).unwrap();
     fs::write(&path, &bytes[..4 + 8 + 16384]).unwrap();
     let e = restore_error(&store, 3);
@@ -208,7 +211,7 @@ fn truncated_newest_diff_is_detected_by_the_digest() {
 #[test]
 fn flipped_byte_in_an_older_generation_is_detected() {
     let (_dir, store) = scratch_copy("plain");
-    let path = store.diff_path(1, Compression::None);
+    let path = store.diff_path(1, DiffFormat::Legacy(Compression::None));
     let mut bytes = fs::read(&path).unwrap();
     // Block 3 of generation 1 is used by every later generation.
     bytes[4 + 3 * (8 + 16384) + 8 + 100] ^= 0x40;
@@ -225,7 +228,7 @@ fn flipped_byte_in_an_older_generation_is_detected() {
 #[test]
 fn chain_problems_are_refused_before_writing() {
     let (_dir, store) = scratch_copy("plain");
-    fs::remove_file(store.diff_path(2, Compression::None)).unwrap();
+    fs::remove_file(store.diff_path(2, DiffFormat::Legacy(Compression::None))).unwrap();
     let e = restore_error(&store, 3);
     assert!(
         e.contains("plain.2") && e.contains("generation 2 is missing"),
@@ -233,7 +236,7 @@ fn chain_problems_are_refused_before_writing() {
     );
 
     let (_dir, store) = scratch_copy("plain");
-    let md5 = store.digest_path(3);
+    let md5 = store.digest_path(3, DigestFormat::Legacy);
     let bytes = fs::read(&md5).unwrap();
     fs::write(&md5, &bytes[..bytes.len() - 3]).unwrap();
     let e = restore_error(&store, 3);
@@ -264,14 +267,13 @@ fn chain_problems_are_refused_before_writing() {
 #[test]
 fn backup_against_a_corrupt_digest_fails_and_keeps_the_chain() {
     let (_dir, store) = scratch_copy("plain");
-    let md5 = store.digest_path(3);
+    let md5 = store.digest_path(3, DigestFormat::Legacy);
     let bytes = fs::read(&md5).unwrap();
     fs::write(&md5, &bytes[..bytes.len() - 1]).unwrap();
     let src = source(3);
     let e = backup(
         &store,
-        &src[..],
-        Path::new("source"),
+        DumpSource::from_bytes(&src, "source"),
         &BackupOptions::default(),
         &mut NoProgress,
     )
@@ -279,8 +281,12 @@ fn backup_against_a_corrupt_digest_fails_and_keeps_the_chain() {
     .to_string();
     assert!(e.contains("plain.3.md5") && e.contains("offset 244"), "{e}");
     assert_eq!(store.current_generation().unwrap(), Some(3));
-    assert!(!store.diff_path(4, Compression::None).exists());
-    assert!(!store.digest_path(4).exists());
+    assert!(
+        !store
+            .diff_path(4, DiffFormat::Legacy(Compression::None))
+            .exists()
+    );
+    assert!(!store.digest_path(4, DigestFormat::Legacy).exists());
 }
 
 #[test]
@@ -291,7 +297,11 @@ fn short_block_that_is_not_the_last_is_refused() {
     let mut w = 16384u32.to_le_bytes().to_vec();
     w.extend_from_slice(&[0u8; 8]);
     w.extend_from_slice(&[1u8; 100]);
-    fs::write(store.diff_path(3, Compression::None), &w).unwrap();
+    fs::write(
+        store.diff_path(3, DiffFormat::Legacy(Compression::None)),
+        &w,
+    )
+    .unwrap();
     let e = restore_error(&store, 3);
     assert!(
         e.contains("plain.3")

@@ -3,11 +3,10 @@
 
 use std::fs;
 use std::io::{self, Read};
-use std::path::Path;
 
 use blockdiff_core::{
-    BackupOptions, BlockSize, Compression, DumpOptions, GenerationStore, NoProgress,
-    RestoreOptions, RestorePlan, backup,
+    BackupOptions, BlockSize, Compression, DiffFormat, DumpOptions, DumpSource, FrameCompression,
+    GenerationStore, HashAlgorithm, NoProgress, RestoreOptions, RestorePlan, backup,
 };
 use proptest::prelude::*;
 
@@ -78,7 +77,13 @@ proptest! {
         initial in proptest::collection::vec(any::<u8>(), 0..40_000),
         edits in proptest::collection::vec(proptest::collection::vec(edit_strategy(), 0..4), 1..7),
         block_size in prop_oneof![Just(512u32), Just(1000), Just(4096), Just(16384)],
-        gzip in any::<bool>(),
+        format in prop_oneof![
+            Just(DiffFormat::Legacy(Compression::None)),
+            Just(DiffFormat::Legacy(Compression::Gzip)),
+            Just(DiffFormat::V2 { compression: FrameCompression::Zstd, level: 1 }),
+            Just(DiffFormat::V2 { compression: FrameCompression::None, level: 0 }),
+        ],
+        hash in prop_oneof![Just(HashAlgorithm::Md5), Just(HashAlgorithm::Blake3)],
         threads in 1usize..4,
         slow_reader in any::<bool>(),
     ) {
@@ -87,10 +92,12 @@ proptest! {
         let options = BackupOptions {
             dump: DumpOptions {
                 block_size: BlockSize::new(block_size).unwrap(),
+                hash,
                 threads,
                 read_size: 3 * block_size as usize,
+                ..DumpOptions::default()
             },
-            compression: if gzip { Compression::Gzip } else { Compression::None },
+            format: Some(format),
         };
         let mut versions = Vec::new();
         let mut src = initial;
@@ -100,10 +107,12 @@ proptest! {
                     apply(&mut src, e);
                 }
             }
+            // A slow reader stands for a pipe: its size is not known.
             let report = if slow_reader {
-                backup(&store, OneByte(&src), Path::new("src"), &options, &mut NoProgress)
+                let source = DumpSource { reader: OneByte(&src), name: "src".into(), size: None };
+                backup(&store, source, &options, &mut NoProgress)
             } else {
-                backup(&store, &src[..], Path::new("src"), &options, &mut NoProgress)
+                backup(&store, DumpSource::from_bytes(&src, "src"), &options, &mut NoProgress)
             }.unwrap();
             prop_assert_eq!(report.generation, i as u64 + 1);
             prop_assert_eq!(report.dump.source_bytes, src.len() as u64);
@@ -137,8 +146,7 @@ fn restore_of_a_long_chain_writes_each_block_once() {
         src[..8 * 1024].fill(g as u8 + 1);
         backup(
             &store,
-            &src[..],
-            Path::new("src"),
+            DumpSource::from_bytes(&src, "src"),
             &options,
             &mut NoProgress,
         )

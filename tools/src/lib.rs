@@ -4,7 +4,9 @@
 #![deny(missing_docs)]
 
 mod cli;
+mod format_args;
 mod stderr_progress;
 
 pub use cli::{ExitStatus, UsageError, error_line, parse_block_size, run_main};
+pub use format_args::{FormatArgs, FormatName};
 pub use stderr_progress::StderrProgress;

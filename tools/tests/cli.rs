@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 const DUMP: &str = env!("CARGO_BIN_EXE_blockdiff-dump");
 const BACKUP: &str = env!("CARGO_BIN_EXE_blockdiff-backup");
 const RESTORE: &str = env!("CARGO_BIN_EXE_blockdiff-restore");
+const INFO: &str = env!("CARGO_BIN_EXE_blockdiff-info");
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/legacy")
@@ -40,22 +41,26 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-#[test]
-fn backup_then_restore_every_generation() {
+/// Four generations of one source, each backed up with the options given
+/// for it, then every generation restored and compared.
+fn chain_round_trip(per_generation: [&[&str]; 4], expect_files: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let name = dir.path().join("db");
     let src = dir.path().join("disk.img");
     let mut versions = Vec::new();
     let mut data = noise(300_000, 1);
-    for g in 1..=4u8 {
+    data.extend_from_slice(&[0u8; 100_000]);
+    for (g, extra) in (1..=4u8).zip(per_generation) {
         data[g as usize * 20_000] ^= 0xff;
         data.extend_from_slice(&[g; 1000]);
         fs::write(&src, &data).unwrap();
-        let gzip_flag: &[&dyn AsRef<std::ffi::OsStr>] = if g % 2 == 0 { &[&"--gzip"] } else { &[] };
-        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&name, &src];
-        args.extend_from_slice(gzip_flag);
-        let o = run(BACKUP, &args);
-        assert!(o.status.success(), "{}", stderr(&o));
+        let o = Command::new(BACKUP)
+            .arg(&name)
+            .arg(&src)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
         assert!(
             stderr(&o).contains(&format!("generation {g} of")),
             "{}",
@@ -68,7 +73,9 @@ fn backup_then_restore_every_generation() {
         fs::read_to_string(dir.path().join("db.ver")).unwrap(),
         "4\n"
     );
-    assert!(dir.path().join("db.2.gz").exists() && dir.path().join("db.3").exists());
+    for f in expect_files {
+        assert!(dir.path().join(f).exists(), "{f} is missing");
+    }
     for (i, expected) in versions.iter().enumerate() {
         let k = (i + 1).to_string();
         let target = dir.path().join(format!("restored-{k}"));
@@ -81,6 +88,137 @@ fn backup_then_restore_every_generation() {
     let o = run(RESTORE, &[&target, &"--from", &name, &"-q"]);
     assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
     assert_eq!(&fs::read(&target).unwrap(), versions.last().unwrap());
+    // The chain verifies, and the last source matches the last generation.
+    let o = run(RESTORE, &[&"--verify-only", &"--from", &name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("generation 4 of"), "{}", stderr(&o));
+    let o = run(
+        RESTORE,
+        &[&"--verify-only", &"--from", &name, &"--against", &src],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn v2_chain_backup_then_restore_every_generation() {
+    chain_round_trip(
+        [&[], &["--zstd-level", "9"], &["--zstd-level", "0"], &[]],
+        &["db.1", "db.1.digest", "db.4", "db.4.digest"],
+    );
+}
+
+#[test]
+fn legacy_chain_backup_then_restore_every_generation() {
+    chain_round_trip(
+        [
+            &["--format", "legacy"],
+            &["-z"],
+            &[],
+            &["--format", "legacy"],
+        ],
+        &["db.1", "db.1.md5", "db.2.gz", "db.3.gz", "db.4", "db.4.md5"],
+    );
+}
+
+#[test]
+fn a_chain_keeps_its_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = dir.path().join("db");
+    let src = dir.path().join("disk.img");
+    fs::write(&src, noise(50_000, 9)).unwrap();
+    assert!(run(BACKUP, &[&name, &src]).status.success());
+    let o = run(BACKUP, &[&name, &src, &"--format", &"legacy"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("db.1: this chain is v2+zstd-1 but legacy was asked for"),
+        "{e}"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("db.ver")).unwrap(),
+        "1\n"
+    );
+}
+
+#[test]
+fn verify_only_reports_damage_and_against_lists_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = dir.path().join("db");
+    let src = dir.path().join("disk.img");
+    let mut data = noise(200_000, 4);
+    fs::write(&src, &data).unwrap();
+    assert!(run(BACKUP, &[&name, &src]).status.success());
+    // A changed file: two ranges differ.
+    data[20_000] ^= 1;
+    data[100_000] ^= 1;
+    let changed = dir.path().join("changed.img");
+    fs::write(&changed, &data).unwrap();
+    let o = run(
+        RESTORE,
+        &[&"--verify-only", &"--from", &name, &"--against", &changed],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out, "16384-32768\t16384 bytes\n98304-114688\t16384 bytes\n");
+    assert!(
+        stderr(&o).contains("differs from generation 1 in 2 range(s)"),
+        "{}",
+        stderr(&o)
+    );
+    // A damaged diff: one flipped byte in the middle of the frames.
+    let diff = dir.path().join("db.1");
+    let mut bytes = fs::read(&diff).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    fs::write(&diff, &bytes).unwrap();
+    let o = run(RESTORE, &[&"--verify-only", &"--from", &name]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.contains("db.1: frame 0 at offset 128: CRC32 mismatch"),
+        "{e}"
+    );
+    // And a restore of it writes nothing.
+    let target = dir.path().join("t.img");
+    let o = run(RESTORE, &[&target, &"--from", &name]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!target.exists());
+}
+
+#[test]
+fn info_shows_every_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = dir.path().join("db");
+    let src = dir.path().join("disk.img");
+    let mut data = noise(1 << 20, 4);
+    data.extend_from_slice(&[0u8; 1 << 20]);
+    fs::write(&src, &data).unwrap();
+    assert!(run(BACKUP, &[&name, &src]).status.success());
+    data[5] ^= 1;
+    fs::write(&src, &data).unwrap();
+    assert!(run(BACKUP, &[&name, &src]).status.success());
+    let o = run(INFO, &[&name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(
+        table.lines().nth(1).unwrap().contains("128 100.0%"),
+        "{table}"
+    );
+    assert!(
+        table.lines().nth(2).unwrap().contains("1   0.8%"),
+        "{table}"
+    );
+    let o = run(INFO, &[&name, &"--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["current_generation"], 2);
+    let g1 = &v["generations"][0];
+    assert_eq!(g1["source_bytes"], 2 << 20);
+    assert_eq!(g1["changed_blocks"], 128);
+    assert_eq!(g1["zero_blocks"], 64);
+    assert_eq!(g1["hash"], "blake3");
+    assert_eq!(v["generations"][1]["changed_blocks"], 1);
 }
 
 #[test]
@@ -92,8 +230,15 @@ fn dump_tool_reproduces_the_original_files() {
         let md5 = dir.path().join(format!("plain.{k}.md5"));
         let src = f.join(format!("source.v{k}"));
         let prev = f.join(format!("plain.{}.md5", k - 1));
-        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
-            vec![&"--new-digest", &md5, &"-o", &diff, &src];
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"--format",
+            &"legacy",
+            &"--new-digest",
+            &md5,
+            &"-o",
+            &diff,
+            &src,
+        ];
         if k > 1 {
             args.extend_from_slice(&[&"--old-digest", &prev]);
         }
@@ -345,7 +490,7 @@ fn killed_backup_leaves_committed_generations_and_the_next_run_succeeds() {
     writer.write_all(&v2[..v2.len() / 2]).unwrap();
     // The run has begun generation 2 and is blocked reading the rest.
     wait_for("generation 2 to begin", || {
-        dir.path().join("db.2.tmp").exists() && dir.path().join("db.2.md5.tmp").exists()
+        dir.path().join("db.2.tmp").exists() && dir.path().join("db.2.digest.tmp").exists()
     });
     std::thread::sleep(Duration::from_millis(100));
     child.kill().unwrap();

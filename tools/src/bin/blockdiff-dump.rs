@@ -7,24 +7,26 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use blockdiff_core::{
-    BlockSize, Compression, DigestReader, DigestWriter, DumpOptions, LegacySink, dump,
+    BlockSize, DiffFormat, DigestReader, DigestWriter, DumpOptions, DumpSource, LegacySink, V2Sink,
+    dump,
 };
-use blockdiff_tools::{StderrProgress, UsageError, parse_block_size, run_main};
+use blockdiff_tools::{FormatArgs, StderrProgress, UsageError, parse_block_size, run_main};
 use clap::Parser;
 
 const EXAMPLES: &str = "\
 Examples:
   # full dump: every block, and the digest for the next run
-  blockdiff-dump --new-digest disk.1.md5 -o disk.1 /srv/disk.img
+  blockdiff-dump --new-digest disk.1.digest -o disk.1 /srv/disk.img
 
-  # incremental dump: only the blocks whose hash differs from disk.1.md5
-  blockdiff-dump --old-digest disk.1.md5 --new-digest disk.2.md5 -o disk.2 /srv/disk.img
+  # incremental dump: only the blocks whose hash differs from disk.1.digest
+  blockdiff-dump --old-digest disk.1.digest --new-digest disk.2.digest -o disk.2 /srv/disk.img
 
-  # the original's file descriptors 5 and 6 work through /dev/fd
-  blockdiff-dump --old-digest /dev/fd/5 --new-digest /dev/fd/6 < disk.img 5< d.1.md5 6> d.2.md5 > d.2
+  # the original's format, and its file descriptors 5 and 6 through /dev/fd
+  blockdiff-dump --format legacy --old-digest /dev/fd/5 --new-digest /dev/fd/6 < disk.img 5< d.1.md5 6> d.2.md5 > d.2
 
-The output is the original blockdiff's diff format; blockdiff-restore applies it.
-Most users want blockdiff-backup, which numbers generations and commits them safely.";
+An incremental dump keeps the old digest's format, block size and hash.
+blockdiff-restore applies the output. Most users want blockdiff-backup, which
+numbers generations and commits them safely.";
 
 /// Write the blocks of a file or device that changed since a previous digest.
 #[derive(Debug, Parser)]
@@ -51,11 +53,14 @@ struct Args {
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
 
-    /// Compress the diff with gzip (as the original's -z)
-    #[arg(short = 'z', long)]
-    gzip: bool,
+    #[command(flatten)]
+    format: FormatArgs,
 
-    /// Hash threads [default: one per core]
+    /// Generation number recorded in a v2 diff and digest
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    generation: u64,
+
+    /// Hash and compression threads [default: one per core]
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     threads: usize,
 
@@ -86,32 +91,46 @@ fn create(path: &Path) -> anyhow::Result<BufWriter<File>> {
 
 fn run(args: Args) -> anyhow::Result<()> {
     if args.output.is_none() && io::stdout().is_terminal() {
-        return Err(UsageError("refusing to write a binary diff to a terminal: redirect standard output or use -o FILE".into()).into());
+        return Err(UsageError(
+            "refusing to write a binary diff to a terminal: redirect standard output or use -o FILE"
+                .into(),
+        )
+        .into());
     }
-    let compression = if args.gzip {
-        Compression::Gzip
-    } else {
-        Compression::None
-    };
-    let options = DumpOptions {
-        block_size: args.block_size,
-        threads: args.threads,
-        ..DumpOptions::default()
-    };
     let mut previous = args
         .old_digest
         .as_deref()
         .map(DigestReader::open)
         .transpose()?;
-
-    let (source, source_name): (Box<dyn Read + Send>, PathBuf) = match &args.source {
-        Some(p) if p.as_os_str() != "-" => (
-            Box::new(
-                File::open(p).with_context(|| format!("{}: cannot open source", p.display()))?,
-            ),
-            p.clone(),
-        ),
-        _ => (Box::new(io::stdin()), PathBuf::from("standard input")),
+    // The format follows the old digest's unless asked for; a new dump is v2.
+    let format = match (args.format.requested()?, &previous) {
+        (Some(f), _) => f,
+        (None, Some(p)) if p.spec().format == blockdiff_core::DigestFormat::Legacy => {
+            DiffFormat::Legacy(blockdiff_core::Compression::None)
+        }
+        (None, _) => DiffFormat::default(),
+    };
+    let options = DumpOptions {
+        block_size: args.block_size,
+        hash: args.format.hash_for(Some(format)),
+        generation: args.generation,
+        threads: args.threads,
+        ..DumpOptions::default()
+    };
+    let source: DumpSource<Box<dyn Read + Send>> = match &args.source {
+        Some(p) if p.as_os_str() != "-" => {
+            let s = DumpSource::open(p)?;
+            DumpSource {
+                reader: Box::new(s.reader),
+                name: s.name,
+                size: s.size,
+            }
+        }
+        _ => DumpSource {
+            reader: Box::new(io::stdin()),
+            name: "standard input".into(),
+            size: None,
+        },
     };
 
     let mut cleanup_out = RemoveOnFailure(args.output.as_deref());
@@ -127,22 +146,39 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => (Box::new(create(p)?), p.clone()),
         None => (Box::new(io::sink()), PathBuf::from("(no digest)")),
     };
-    let mut sink = LegacySink::new(compression.writer(out), &out_name);
     let mut digest = DigestWriter::new(digest_out, digest_name);
     let mut progress = StderrProgress::new("blockdiff-dump", args.quiet);
-    dump(
-        source,
-        &source_name,
-        previous.as_mut(),
-        &mut sink,
-        &mut digest,
-        &options,
-        &mut progress,
-    )?;
-    sink.finish()?
-        .finish()
-        .with_context(|| format!("{}: cannot write", out_name.display()))?;
-    digest.finish()?;
+    let prev = previous.as_mut();
+    match format {
+        DiffFormat::Legacy(compression) => {
+            let mut sink = LegacySink::new(compression.writer(out), &out_name);
+            dump(
+                source,
+                prev,
+                &mut sink,
+                &mut digest,
+                &options,
+                &mut progress,
+            )?;
+            sink.into_inner()?
+                .finish()
+                .with_context(|| format!("{}: cannot write", out_name.display()))?;
+        }
+        DiffFormat::V2 { compression, level } => {
+            let mut sink = V2Sink::new(out, &out_name, compression, level);
+            dump(
+                source,
+                prev,
+                &mut sink,
+                &mut digest,
+                &options,
+                &mut progress,
+            )?;
+            sink.into_inner()?
+                .flush()
+                .with_context(|| format!("{}: cannot write", out_name.display()))?;
+        }
+    }
     cleanup_out.0 = None;
     cleanup_digest.0 = None;
     Ok(())

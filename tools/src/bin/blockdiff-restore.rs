@@ -1,13 +1,15 @@
-//! `blockdiff-restore`: rebuild an image from a chain of generations, or
-//! apply one diff stream (the original `blockdiff_merge`).
+//! `blockdiff-restore`: rebuild an image from a chain of generations, verify
+//! a chain, or apply one diff stream (the original `blockdiff_merge`).
 
 use std::fs::File;
-use std::io::{self, IsTerminal};
+use std::io::{self, IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use blockdiff_core::{GenerationStore, RestoreOptions, RestorePlan, apply_stream};
+use blockdiff_core::{
+    DumpSource, GenerationStore, RestoreOptions, RestorePlan, apply_stream, compare_with_generation,
+};
 use blockdiff_tools::{StderrProgress, UsageError, run_main};
 use clap::Parser;
 
@@ -19,30 +21,43 @@ Examples:
   # generation 2, onto a block device (never written past its end)
   blockdiff-restore /dev/vg0/restore --from /var/backup/db --generation 2
 
+  # check a chain without writing anything
+  blockdiff-restore --verify-only --from /var/backup/db
+
+  # which parts of a disk differ from generation 5?
+  blockdiff-restore --verify-only --from /var/backup/db -g 5 --against /dev/vg0/data
+
   # apply one diff stream to an image, as the original blockdiff_merge
   blockdiff-restore disk.img < disk.3
   zcat disk.4.gz | blockdiff-restore disk.img
 
-With --from, generation K is rebuilt from generations K..1, each block
-written once from the newest generation that has it, and every block is
-checked against NAME.K.md5: a truncated or corrupt diff is reported, never
-restored silently. A regular-file TARGET is written beside it and renamed
+With --from, generation K is rebuilt from generations K..1, each block read
+once from the newest generation that has it, and every block is checked
+against generation K's digest: a truncated or corrupt diff is reported, never
+restored silently. A v2 chain whose generations do not link is refused before
+anything is written. A regular-file TARGET is written beside it and renamed
 into place when complete, with all-zero blocks left as holes.
 
-A single stream (without --from) cannot be checked: the legacy format has no
-checksum. A gzip-compressed stream is recognised by its first bytes.
+--verify-only checks every frame's CRC and every trailer of the chain, the
+digest's fingerprint, and that the replayed content hashes to the digest,
+without writing an image. Exit status 1 if anything is wrong, or (with
+--against) if the file differs.
+
+A single stream (without --from) is recognised by its first bytes: legacy,
+gzipped legacy or v2. A legacy stream has no checksum and cannot be checked.
 
 Exit status: 0 success, 1 failure, 2 usage error.";
 
-/// Restore an image from blockdiff backups.
+/// Restore an image from blockdiff backups, or verify them.
 #[derive(Debug, Parser)]
 #[command(name = "blockdiff-restore", version, after_help = EXAMPLES)]
 struct Args {
-    /// File or block device to write
-    target: PathBuf,
+    /// File or block device to write (not with --verify-only)
+    #[arg(required_unless_present = "verify_only")]
+    target: Option<PathBuf>,
 
     /// Restore from the backup whose files start with NAME (NAME.ver, NAME.N, …)
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", required_if_eq("verify_only", "true"))]
     from: Option<PathBuf>,
 
     /// Generation to restore [default: the last committed one]
@@ -50,8 +65,17 @@ struct Args {
     generation: Option<u64>,
 
     /// Do not check the restored blocks against the generation's digest
-    #[arg(long, requires = "from")]
+    #[arg(long, requires = "from", conflicts_with = "verify_only")]
     no_verify: bool,
+
+    /// Check the chain (or, with --against, a file) without writing anything
+    #[arg(long, conflicts_with = "target")]
+    verify_only: bool,
+
+    /// With --verify-only: compare FILE (or a device) with the generation's
+    /// digest and list the byte ranges that differ
+    #[arg(long, value_name = "FILE", requires = "verify_only")]
+    against: Option<PathBuf>,
 
     /// Read the single diff stream from FILE instead of standard input
     #[arg(short, long, value_name = "FILE", conflicts_with = "from")]
@@ -66,18 +90,78 @@ fn main() -> ExitCode {
     run_main("blockdiff-restore", run)
 }
 
+/// A difference found by `--against`: the run fails with this message.
+#[derive(Debug)]
+struct Differs(String);
+
+impl std::fmt::Display for Differs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Differs {}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let mut progress = StderrProgress::new("blockdiff-restore", args.quiet);
+    let options = RestoreOptions {
+        generation: args.generation,
+        verify: !args.no_verify,
+    };
+    if args.verify_only {
+        let name = args
+            .from
+            .as_ref()
+            .expect("clap requires --from with --verify-only");
+        let store = GenerationStore::new(name);
+        if let Some(file) = &args.against {
+            let source = DumpSource::open(file)?;
+            let cmp = compare_with_generation(&store, args.generation, source, 0, &mut progress)?;
+            if cmp.is_identical() {
+                if !args.quiet {
+                    eprintln!(
+                        "blockdiff-restore: {} matches generation {} ({} bytes)",
+                        file.display(),
+                        cmp.generation,
+                        cmp.file_size
+                    );
+                }
+                return Ok(());
+            }
+            for (start, end) in &cmp.differing {
+                println!("{start}-{end}\t{} bytes", end - start);
+            }
+            let total: u64 = cmp.differing.iter().map(|(s, e)| e - s).sum();
+            return Err(Differs(format!(
+                "{} differs from generation {} in {} range(s), {total} bytes (listed on standard output as START-END)",
+                file.display(),
+                cmp.generation,
+                cmp.differing.len()
+            ))
+            .into());
+        }
+        let report = RestorePlan::new(&store, &options)?.verify(&mut progress)?;
+        if !args.quiet {
+            eprintln!(
+                "blockdiff-restore: generation {} of {} verified: {} bytes, {} blocks checked against the digest, {} frames checked",
+                report.generation,
+                name.display(),
+                report.source_size,
+                report.blocks,
+                report.frames_read
+            );
+        }
+        return Ok(());
+    }
+    let target = args
+        .target
+        .as_ref()
+        .expect("clap requires TARGET without --verify-only");
     let report = if let Some(name) = &args.from {
         let store = GenerationStore::new(name);
-        let options = RestoreOptions {
-            generation: args.generation,
-            verify: !args.no_verify,
-        };
-        let plan = RestorePlan::new(&store, &options)?;
-        plan.execute(&args.target, &mut progress)?
+        RestorePlan::new(&store, &options)?.execute(target, &mut progress)?
     } else {
-        let (input, name): (Box<dyn io::Read + Send>, PathBuf) = match &args.input {
+        let (input, name): (Box<dyn Read + Send>, PathBuf) = match &args.input {
             Some(p) => (
                 Box::new(File::open(p).with_context(|| format!("{}: cannot open", p.display()))?),
                 p.clone(),
@@ -92,9 +176,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 (Box::new(io::stdin()), PathBuf::from("standard input"))
             }
         };
-        let (_, stream) = blockdiff_core::Compression::sniff(input)
-            .with_context(|| format!("{}: cannot read", name.display()))?;
-        apply_stream(stream, &name, &args.target, &mut progress)?
+        apply_stream(input, &name, target, &mut progress)?
     };
     if !args.quiet {
         let what = if report.generation > 0 {
@@ -104,7 +186,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         };
         eprintln!(
             "blockdiff-restore: restored {what} to {}: {} bytes, {} blocks{}{}",
-            args.target.display(),
+            target.display(),
             report.source_size,
             report.blocks,
             if report.holes > 0 {

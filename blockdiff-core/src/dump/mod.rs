@@ -1,0 +1,496 @@
+//! The diff engine: source + optional previous digest → changed blocks (to
+//! a [`DiffSink`]) + new digest, hashed and encoded on every core.
+
+mod sink;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use archive_format::{Fingerprint, HashAlgorithm, UNKNOWN_SIZE, read_full};
+use crossbeam_channel as channel;
+
+pub use sink::{ChangedRanges, LegacySink, NoEncoding, V2Encoder, V2Frame, V2Sink};
+
+use crate::block::{BlockHash, BlockHasher, BlockSize};
+use crate::digest::{DigestFormat, DigestReader, DigestSpec, DigestWriter};
+use crate::error::IoContext;
+use crate::progress::{Notice, Progress};
+use crate::{Error, Result};
+
+/// What a sink learns before the first block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpPlan {
+    /// The block size in use.
+    pub block_size: BlockSize,
+    /// The hash algorithm in use.
+    pub hash: HashAlgorithm,
+    /// The generation being written.
+    pub generation: u64,
+    /// The source's size, if known before reading it.
+    pub source_size: Option<u64>,
+    /// Fingerprint of the previous generation's digest (v2 chains).
+    pub parent: Option<Fingerprint>,
+}
+
+/// One chunk of the source after hashing: consecutive blocks, with which
+/// of them changed and which are all zero.
+#[derive(Debug, Clone, Copy)]
+pub struct DumpedChunk<'a> {
+    /// Byte offset of the chunk in the source.
+    pub offset: u64,
+    /// Index of its first block.
+    pub first_block: u64,
+    /// The chunk's bytes (the last block may be short).
+    pub data: &'a [u8],
+    /// The block size.
+    pub block_size: BlockSize,
+    /// Per block: differs from the previous digest (or there is none).
+    pub changed: &'a [bool],
+    /// Per block: all bytes zero.
+    pub zero: &'a [bool],
+}
+
+impl<'a> DumpedChunk<'a> {
+    /// The bytes of block `i` of the chunk.
+    pub fn block(&self, i: usize) -> &'a [u8] {
+        let bs = self.block_size.bytes();
+        let start = i * bs;
+        &self.data[start..(start + bs).min(self.data.len())]
+    }
+}
+
+/// Work done for a sink on the hashing threads, before the chunk reaches
+/// the sink in order: compressing, for v2.
+pub trait ChunkEncoder: Sync {
+    /// Per-thread state (a compression context).
+    type State: Send;
+    /// What [`encode`](Self::encode) produces for the sink.
+    type Output: Send + Default;
+    /// A new per-thread state.
+    fn state(&self) -> Result<Self::State>;
+    /// Encodes one chunk into `out`.
+    fn encode(
+        &self,
+        state: &mut Self::State,
+        chunk: &DumpedChunk<'_>,
+        out: &mut Self::Output,
+    ) -> Result<()>;
+}
+
+/// Receives a dump's chunks in source order: the blocks that changed.
+pub trait DiffSink {
+    /// The work this sink has done on the hashing threads.
+    type Encoder: ChunkEncoder;
+    /// The digest format that goes with this diff format.
+    fn digest_format(&self) -> DigestFormat;
+    /// Called once, before any chunk.
+    fn begin(&mut self, plan: &DumpPlan) -> Result<Self::Encoder>;
+    /// One chunk, in order, with what the encoder made of it.
+    fn write_chunk(
+        &mut self,
+        chunk: &DumpedChunk<'_>,
+        encoded: &<Self::Encoder as ChunkEncoder>::Output,
+    ) -> Result<()>;
+    /// The source ended after `source_size` bytes; `fingerprint` is the new
+    /// digest's (v2).
+    fn end(&mut self, source_size: u64, fingerprint: Option<Fingerprint>) -> Result<()>;
+}
+
+/// How a dump runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpOptions {
+    /// Block size for a new chain. An incremental dump uses the previous
+    /// digest's block size (with a [`Notice`] when they differ).
+    pub block_size: BlockSize,
+    /// Hash algorithm for a new chain; a chain keeps its algorithm.
+    pub hash: HashAlgorithm,
+    /// The generation number written into v2 headers.
+    pub generation: u64,
+    /// Hash worker threads; 0 means one per core.
+    pub threads: usize,
+    /// Bytes read from the source at a time (rounded to whole blocks).
+    pub read_size: usize,
+}
+
+impl Default for DumpOptions {
+    fn default() -> Self {
+        DumpOptions {
+            block_size: BlockSize::DEFAULT,
+            hash: HashAlgorithm::Blake3,
+            generation: 1,
+            threads: 0,
+            read_size: 4 << 20,
+        }
+    }
+}
+
+impl DumpOptions {
+    fn worker_count(&self) -> usize {
+        match self.threads {
+            0 => thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// The source of a dump: a reader, its name for messages, and its size
+/// when known in advance (files and block devices).
+#[derive(Debug)]
+pub struct DumpSource<R> {
+    /// Where the bytes come from.
+    pub reader: R,
+    /// Its name in messages.
+    pub name: PathBuf,
+    /// Its size, if known before reading; a source that then yields another
+    /// number of bytes fails the dump.
+    pub size: Option<u64>,
+}
+
+impl DumpSource<File> {
+    /// Opens a file or block device, learning its size.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let mut file = File::open(path).ctx(path, "open source")?;
+        let meta = file.metadata().ctx(path, "stat source")?;
+        let size = if meta.is_file() {
+            Some(meta.len())
+        } else if meta.file_type().is_block_device() {
+            let size = file
+                .seek(SeekFrom::End(0))
+                .ctx(path, "find the device's size")?;
+            file.seek(SeekFrom::Start(0)).ctx(path, "seek")?;
+            Some(size)
+        } else {
+            None
+        };
+        Ok(DumpSource {
+            reader: file,
+            name: path.to_owned(),
+            size,
+        })
+    }
+}
+
+impl<'a> DumpSource<&'a [u8]> {
+    /// A source in memory.
+    pub fn from_bytes(bytes: &'a [u8], name: impl Into<PathBuf>) -> Self {
+        DumpSource {
+            reader: bytes,
+            name: name.into(),
+            size: Some(bytes.len() as u64),
+        }
+    }
+}
+
+/// What a dump did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DumpReport {
+    /// The block size used.
+    pub block_size: u32,
+    /// The hash algorithm used.
+    pub hash: HashAlgorithm,
+    /// Bytes read from the source: its size.
+    pub source_bytes: u64,
+    /// Blocks in the source.
+    pub blocks: u64,
+    /// Blocks that changed (written as data or recorded as zero).
+    pub changed_blocks: u64,
+    /// Bytes of the changed blocks.
+    pub changed_bytes: u64,
+    /// Changed blocks that are all zero.
+    pub zero_blocks: u64,
+    /// Fingerprint of the new digest (v2).
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// A run of consecutive blocks in flight through the pipeline.
+struct Chunk<O> {
+    seq: u64,
+    offset: u64,
+    buf: Vec<u8>,
+    len: usize,
+    previous: Vec<BlockHash>,
+    hashes: Vec<BlockHash>,
+    changed: Vec<bool>,
+    zero: Vec<bool>,
+    encoded: O,
+}
+
+/// Picks the block size and hash: the previous digest's when there is one.
+fn resolve<P: Read>(
+    options: &DumpOptions,
+    previous: Option<&DigestReader<P>>,
+    sink_format: DigestFormat,
+    progress: &mut dyn Progress,
+) -> Result<(BlockSize, HashAlgorithm, Option<Fingerprint>)> {
+    let Some(prev) = previous else {
+        let hash = match sink_format {
+            DigestFormat::Legacy => HashAlgorithm::Md5,
+            DigestFormat::V2 => options.hash,
+        };
+        return Ok((options.block_size, hash, None));
+    };
+    if prev.spec().format != sink_format {
+        return Err(Error::Chain {
+            path: prev.path().to_owned(),
+            detail: format!(
+                "the previous digest is {:?} but this dump writes {:?}: a chain keeps one format (start a new backup name to change it)",
+                prev.spec().format,
+                sink_format
+            ),
+        });
+    }
+    if prev.block_size() != options.block_size {
+        progress.notice(Notice::BlockSizeFromDigest {
+            digest: prev.path().to_owned(),
+            requested: options.block_size,
+            used: prev.block_size(),
+        });
+    }
+    if sink_format == DigestFormat::V2 && prev.algorithm() != options.hash {
+        progress.notice(Notice::HashFromDigest {
+            digest: prev.path().to_owned(),
+            requested: options.hash,
+            used: prev.algorithm(),
+        });
+    }
+    let parent = match sink_format {
+        DigestFormat::V2 => Some(prev.fingerprint().ok_or_else(|| Error::Chain {
+            path: prev.path().to_owned(),
+            detail: "a v2 previous digest must be a regular file (its fingerprint is read from its end)".into(),
+        })?),
+        DigestFormat::Legacy => None,
+    };
+    Ok((prev.block_size(), prev.algorithm(), parent))
+}
+
+/// Runs a dump: reads `source` to its end, hashes every block on all cores,
+/// hands the chunks in order to `sink` (which writes the blocks that differ
+/// from `previous`, or all without it) and writes every hash to `digest`.
+///
+/// Block size and hash algorithm are the previous digest's when there is
+/// one (with a [`Notice`] if the options differ). Memory is bounded by a
+/// few chunks per worker, whatever the source size. On success the sink and
+/// the digest have been ended (trailers written, flushed).
+pub fn dump<R, P, S, D>(
+    source: DumpSource<R>,
+    mut previous: Option<&mut DigestReader<P>>,
+    sink: &mut S,
+    digest: &mut DigestWriter<D>,
+    options: &DumpOptions,
+    progress: &mut dyn Progress,
+) -> Result<DumpReport>
+where
+    R: Read + Send,
+    P: Read + Send,
+    S: DiffSink,
+    D: Write,
+{
+    let (block_size, hash, parent) =
+        resolve(options, previous.as_deref(), sink.digest_format(), progress)?;
+    let plan = DumpPlan {
+        block_size,
+        hash,
+        generation: options.generation,
+        source_size: source.size,
+        parent,
+    };
+    let encoder = sink.begin(&plan)?;
+    digest.begin(&DigestSpec {
+        format: sink.digest_format(),
+        algorithm: hash,
+        block_size,
+        generation: options.generation,
+        source_size: source.size.unwrap_or(UNKNOWN_SIZE),
+    })?;
+    let hasher = BlockHasher::new(hash, block_size);
+    let bs = block_size.bytes();
+    let read_size = (options.read_size.max(bs) / bs) * bs;
+    let blocks_per_chunk = read_size / bs;
+    let workers = options.worker_count().max(1);
+    let pool_size = workers * 2 + 2;
+    let mut states = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        states.push(encoder.state()?);
+    }
+
+    type Encoded<S> = <<S as DiffSink>::Encoder as ChunkEncoder>::Output;
+    let (free_tx, free_rx) = channel::bounded::<Chunk<Encoded<S>>>(pool_size);
+    let (work_tx, work_rx) = channel::bounded::<Chunk<Encoded<S>>>(pool_size);
+    let (done_tx, done_rx) = channel::bounded::<Result<Chunk<Encoded<S>>>>(pool_size);
+    for _ in 0..pool_size {
+        free_tx
+            .send(Chunk {
+                seq: 0,
+                offset: 0,
+                buf: vec![0u8; read_size],
+                len: 0,
+                previous: Vec::with_capacity(blocks_per_chunk),
+                hashes: Vec::with_capacity(blocks_per_chunk),
+                changed: Vec::with_capacity(blocks_per_chunk),
+                zero: Vec::with_capacity(blocks_per_chunk),
+                encoded: Default::default(),
+            })
+            .expect("receiver is alive");
+    }
+
+    let mut report = DumpReport {
+        block_size: block_size.get(),
+        hash,
+        ..DumpReport::default()
+    };
+    let source_name = source.name.clone();
+    let encoder = &encoder;
+    let hasher = &hasher;
+    thread::scope(|scope| -> Result<()> {
+        let reader = scope.spawn(move || -> Result<()> {
+            let DumpSource {
+                mut reader, name, ..
+            } = source;
+            let mut offset = 0u64;
+            for seq in 0.. {
+                let Ok(mut chunk) = free_rx.recv() else {
+                    return Ok(());
+                };
+                let len =
+                    read_full(&mut reader, &mut chunk.buf).map_err(|source| Error::SourceRead {
+                        path: name.clone(),
+                        offset,
+                        source,
+                    })?;
+                if len == 0 {
+                    break;
+                }
+                chunk.previous.clear();
+                if let Some(prev) = previous.as_deref_mut() {
+                    for _ in 0..len.div_ceil(bs) {
+                        match prev.next_entry()? {
+                            Some(h) => chunk.previous.push(h),
+                            None => break,
+                        }
+                    }
+                }
+                (chunk.seq, chunk.offset, chunk.len) = (seq, offset, len);
+                if work_tx.send(chunk).is_err() {
+                    return Ok(());
+                }
+                offset += len as u64;
+                if len < read_size {
+                    break;
+                }
+            }
+            // Read what is left of the previous digest: its length, and a
+            // v2 digest's fingerprint, are checked at its end.
+            if let Some(prev) = previous {
+                prev.finish()?;
+            }
+            Ok(())
+        });
+        for mut state in states {
+            let work_rx = work_rx.clone();
+            let done_tx = done_tx.clone();
+            scope.spawn(move || {
+                for mut chunk in work_rx {
+                    let result =
+                        hash_and_encode(&mut chunk, block_size, hasher, encoder, &mut state);
+                    if done_tx.send(result.map(|()| chunk)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(work_rx);
+        drop(done_tx);
+
+        // In-order writer, on this thread.
+        let written = (|| -> Result<()> {
+            let mut waiting: BTreeMap<u64, Chunk<Encoded<S>>> = BTreeMap::new();
+            let mut next_seq = 0u64;
+            for chunk in &done_rx {
+                let chunk = chunk?;
+                waiting.insert(chunk.seq, chunk);
+                while let Some(chunk) = waiting.remove(&next_seq) {
+                    next_seq += 1;
+                    let view = DumpedChunk {
+                        offset: chunk.offset,
+                        first_block: chunk.offset / bs as u64,
+                        data: &chunk.buf[..chunk.len],
+                        block_size,
+                        changed: &chunk.changed,
+                        zero: &chunk.zero,
+                    };
+                    sink.write_chunk(&view, &chunk.encoded)?;
+                    for (i, h) in chunk.hashes.iter().enumerate() {
+                        digest.push(h)?;
+                        if chunk.changed[i] {
+                            report.changed_blocks += 1;
+                            report.changed_bytes += view.block(i).len() as u64;
+                            report.zero_blocks += u64::from(chunk.zero[i]);
+                        }
+                    }
+                    report.blocks += chunk.hashes.len() as u64;
+                    report.source_bytes += chunk.len as u64;
+                    progress.advance(chunk.len as u64);
+                    // The reader may have stopped already; the chunk is
+                    // then simply dropped.
+                    let _ = free_tx.send(chunk);
+                }
+            }
+            Ok(())
+        })();
+        // Unblock the reader and workers if the writer stopped early.
+        drop(free_tx);
+        drop(done_rx);
+        let read = reader
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        read?;
+        written
+    })?;
+    if let Some(expected) = plan.source_size
+        && expected != report.source_bytes
+    {
+        return Err(Error::SourceSizeChanged {
+            path: source_name,
+            expected,
+            read: report.source_bytes,
+        });
+    }
+    report.fingerprint = digest.end(report.source_bytes)?;
+    sink.end(report.source_bytes, report.fingerprint)?;
+    Ok(report)
+}
+
+fn hash_and_encode<E: ChunkEncoder>(
+    chunk: &mut Chunk<E::Output>,
+    block_size: BlockSize,
+    hasher: &BlockHasher,
+    encoder: &E,
+    state: &mut E::State,
+) -> Result<()> {
+    chunk.hashes.clear();
+    chunk.changed.clear();
+    chunk.zero.clear();
+    for (i, block) in chunk.buf[..chunk.len]
+        .chunks(block_size.bytes())
+        .enumerate()
+    {
+        let (h, zero) = hasher.hash(block);
+        chunk.changed.push(chunk.previous.get(i) != Some(&h));
+        chunk.hashes.push(h);
+        chunk.zero.push(zero);
+    }
+    let view = DumpedChunk {
+        offset: chunk.offset,
+        first_block: chunk.offset / block_size.bytes() as u64,
+        data: &chunk.buf[..chunk.len],
+        block_size,
+        changed: &chunk.changed,
+        zero: &chunk.zero,
+    };
+    encoder.encode(state, &view, &mut chunk.encoded)
+}

@@ -1,0 +1,235 @@
+//! What a backup holds: one line per generation, for `blockdiff-info`, and
+//! the comparison of a file with a generation's digest.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use archive_format::{DiffFile, HashAlgorithm, LegacyReader, UNKNOWN_SIZE};
+
+use crate::digest::{DigestFormat, DigestReader, DigestWriter};
+use crate::dump::{ChangedRanges, DumpOptions, DumpSource, dump};
+use crate::error::{ArchiveContext, IoContext};
+use crate::progress::Progress;
+use crate::store::{DiffFormat, GenerationStore};
+use crate::{Error, Result};
+
+/// One generation of a backup, as `blockdiff-info` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationInfo {
+    /// The generation number.
+    pub generation: u64,
+    /// Its diff file.
+    pub diff_path: PathBuf,
+    /// Its format.
+    pub format: DiffFormat,
+    /// When it was made: the v2 header's time, or the legacy diff's mtime.
+    pub created: Option<SystemTime>,
+    /// Size of the source, exact for v2; a legacy digest only bounds it.
+    pub source_size: Option<u64>,
+    /// Blocks in the source.
+    pub blocks: u64,
+    /// The block size.
+    pub block_size: u32,
+    /// The hash algorithm of its digest.
+    pub hash: HashAlgorithm,
+    /// Blocks this generation holds (changed since the previous one).
+    pub changed_blocks: u64,
+    /// Of those, all-zero blocks recorded without data (v2).
+    pub zero_blocks: u64,
+    /// Bytes of block data before compression.
+    pub raw_bytes: u64,
+    /// Bytes of the diff file on disk.
+    pub diff_bytes: u64,
+    /// Bytes of the digest file on disk.
+    pub digest_bytes: u64,
+}
+
+impl GenerationInfo {
+    /// Changed blocks as a percentage of all blocks.
+    pub fn changed_percent(&self) -> f64 {
+        if self.blocks == 0 {
+            0.0
+        } else {
+            100.0 * self.changed_blocks as f64 / self.blocks as f64
+        }
+    }
+
+    /// Block data bytes per byte on disk (above 1 when compression helps).
+    pub fn compression_ratio(&self) -> f64 {
+        if self.diff_bytes == 0 {
+            1.0
+        } else {
+            self.raw_bytes as f64 / self.diff_bytes as f64
+        }
+    }
+}
+
+impl GenerationStore {
+    /// Describes every committed generation, oldest first.
+    pub fn info(&self) -> Result<Vec<GenerationInfo>> {
+        let current = self
+            .current_generation()?
+            .ok_or_else(|| Error::MissingGeneration {
+                path: self.ver_path(),
+                generation: 1,
+                reason: "there is no backup under this name (no .ver file)".into(),
+            })?;
+        (1..=current).map(|g| self.generation_info(g)).collect()
+    }
+
+    /// Describes generation `generation`.
+    pub fn generation_info(&self, generation: u64) -> Result<GenerationInfo> {
+        let diff = self.find_diff(generation)?;
+        let (digest_path, _) = self.find_digest(generation)?;
+        let digest = DigestReader::open(&digest_path)?;
+        let diff_meta = fs::metadata(&diff.path).ctx(&diff.path, "stat")?;
+        let digest_bytes = fs::metadata(&digest_path).ctx(&digest_path, "stat")?.len();
+        let blocks = digest.entries().unwrap_or(0);
+        let mut info = GenerationInfo {
+            generation,
+            diff_path: diff.path.clone(),
+            format: diff.format,
+            created: diff_meta.modified().ok(),
+            source_size: digest.source_size(),
+            blocks,
+            block_size: digest.block_size().get(),
+            hash: digest.algorithm(),
+            changed_blocks: 0,
+            zero_blocks: 0,
+            raw_bytes: 0,
+            diff_bytes: diff_meta.len(),
+            digest_bytes,
+        };
+        match diff.format {
+            DiffFormat::V2 { .. } => {
+                let file = File::open(&diff.path).ctx(&diff.path, "open")?;
+                let v2 = DiffFile::open(file).in_file(&diff.path)?;
+                let (h, s) = (v2.header(), v2.summary());
+                info.created = Some(
+                    UNIX_EPOCH
+                        + Duration::new(
+                            h.created_secs.max(0) as u64,
+                            h.created_nanos.min(999_999_999),
+                        ),
+                );
+                info.source_size = Some(s.source_size);
+                info.changed_blocks = s.data_blocks + s.zero_blocks;
+                info.zero_blocks = s.zero_blocks;
+                info.raw_bytes = s.raw_bytes;
+            }
+            DiffFormat::Legacy(compression) => {
+                let file = File::open(&diff.path).ctx(&diff.path, "open")?;
+                let mut r = LegacyReader::new(compression.reader(file)).in_file(&diff.path)?;
+                while r.next_record().in_file(&diff.path)?.is_some() {
+                    info.raw_bytes += r.skip_data().in_file(&diff.path)?;
+                    info.changed_blocks += 1;
+                }
+            }
+        }
+        Ok(info)
+    }
+}
+
+/// The outcome of comparing a file or device with a generation's digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comparison {
+    /// The generation compared with.
+    pub generation: u64,
+    /// The source size the digest records (v2), or `None` (legacy).
+    pub expected_size: Option<u64>,
+    /// Bytes read from the file.
+    pub file_size: u64,
+    /// Byte ranges `[start, end)` that differ, in order; past the end of the
+    /// shorter of the two counts as differing.
+    pub differing: Vec<(u64, u64)>,
+}
+
+impl Comparison {
+    /// True when the file matches the generation exactly.
+    pub fn is_identical(&self) -> bool {
+        self.differing.is_empty()
+    }
+}
+
+/// Compares `source` block by block with the digest of generation
+/// `generation` (the last committed one if `None`), on all cores, and lists
+/// the byte ranges that differ. Nothing is written.
+pub fn compare_with_generation<R: Read + Send>(
+    store: &GenerationStore,
+    generation: Option<u64>,
+    source: DumpSource<R>,
+    threads: usize,
+    progress: &mut dyn Progress,
+) -> Result<Comparison> {
+    let current = store
+        .current_generation()?
+        .ok_or_else(|| Error::MissingGeneration {
+            path: store.ver_path(),
+            generation: generation.unwrap_or(1),
+            reason: "there is no backup under this name (no .ver file)".into(),
+        })?;
+    let generation = generation.unwrap_or(current);
+    if generation == 0 || generation > current {
+        return Err(Error::MissingGeneration {
+            path: store.ver_path(),
+            generation,
+            reason: format!(
+                "it is not committed: {} says {current}",
+                store.ver_path().display()
+            ),
+        });
+    }
+    let (path, format) = store.find_digest(generation)?;
+    let mut digest = DigestReader::open(&path)?;
+    let spec = *digest.spec();
+    let expected_size = digest.source_size();
+    let digest_blocks = digest.entries().unwrap_or(0);
+    let mut sink = ChangedRanges::new(format);
+    let mut discard = DigestWriter::new(io::sink(), "(comparison)");
+    let options = DumpOptions {
+        block_size: spec.block_size,
+        hash: spec.algorithm,
+        generation: spec.generation.max(1),
+        threads,
+        ..DumpOptions::default()
+    };
+    // The file's own size is what is compared; the digest says what it
+    // should be.
+    let source = DumpSource {
+        size: None,
+        ..source
+    };
+    let report = dump(
+        source,
+        Some(&mut digest),
+        &mut sink,
+        &mut discard,
+        &options,
+        progress,
+    )?;
+    let mut differing = sink.ranges().to_vec();
+    let bs = u64::from(spec.block_size.get());
+    let expected_end = match (expected_size, format) {
+        (Some(size), _) if size != UNKNOWN_SIZE => size,
+        _ => digest_blocks * bs,
+    };
+    // Blocks the digest lists beyond the end of the file are missing.
+    let file_blocks = report.blocks;
+    if file_blocks < digest_blocks
+        || (format == DigestFormat::V2 && report.source_bytes < expected_end)
+    {
+        let start = report.source_bytes;
+        match differing.last_mut() {
+            Some(last) if last.1 >= start => last.1 = last.1.max(expected_end),
+            _ => differing.push((start, expected_end)),
+        }
+    }
+    Ok(Comparison {
+        generation,
+        expected_size,
+        file_size: report.source_bytes,
+        differing,
+    })
+}

@@ -1,0 +1,169 @@
+//! `blockdiff-info`: the generations of a backup, as a table or JSON.
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use blockdiff_core::{GenerationInfo, GenerationStore};
+use blockdiff_tools::run_main;
+use clap::Parser;
+use serde_json::json;
+
+const EXAMPLES: &str = "\
+Examples:
+  blockdiff-info /var/backup/db
+  blockdiff-info /var/backup/db --json | jq '.generations[-1].changed_percent'
+
+Columns: generation, creation time (UTC), source size, blocks changed and
+their share of the source, bytes on disk (diff + digest), compression ratio
+(block data bytes per byte of diff), format and hash.
+
+Exit status: 0 success, 1 failure (no backup under NAME, a damaged file),
+2 usage error.";
+
+/// Show the generations of a blockdiff backup.
+#[derive(Debug, Parser)]
+#[command(name = "blockdiff-info", version, after_help = EXAMPLES)]
+struct Args {
+    /// Path prefix of the backup's files, e.g. /var/backup/db
+    name: std::path::PathBuf,
+
+    /// Print one JSON object instead of a table, for monitoring
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    run_main("blockdiff-info", run)
+}
+
+fn unix_seconds(t: Option<SystemTime>) -> Option<f64> {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC, from the civil-from-days algorithm.
+fn utc(t: Option<SystemTime>) -> String {
+    let Some(secs) = unix_seconds(t).map(|s| s as i64) else {
+        return "-".into();
+    };
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn to_json(g: &GenerationInfo) -> serde_json::Value {
+    json!({
+        "generation": g.generation,
+        "diff": g.diff_path,
+        "format": g.format.to_string(),
+        "hash": g.hash.name(),
+        "created_unix": unix_seconds(g.created),
+        "source_bytes": g.source_size,
+        "block_size": g.block_size,
+        "blocks": g.blocks,
+        "changed_blocks": g.changed_blocks,
+        "zero_blocks": g.zero_blocks,
+        "changed_percent": g.changed_percent(),
+        "raw_bytes": g.raw_bytes,
+        "diff_bytes": g.diff_bytes,
+        "digest_bytes": g.digest_bytes,
+        "compression_ratio": g.compression_ratio(),
+    })
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let store = GenerationStore::new(&args.name);
+    let generations = store.info()?;
+    if args.json {
+        let total: u64 = generations
+            .iter()
+            .map(|g| g.diff_bytes + g.digest_bytes)
+            .sum();
+        let out = json!({
+            "name": args.name,
+            "current_generation": generations.last().map(|g| g.generation),
+            "bytes_on_disk": total,
+            "generations": generations.iter().map(to_json).collect::<Vec<_>>(),
+        });
+        println!("{out:#}");
+        return Ok(());
+    }
+    println!(
+        "{:>4}  {:<19}  {:>10}  {:>16}  {:>10}  {:>6}  format",
+        "gen", "created (UTC)", "source", "changed blocks", "on disk", "ratio"
+    );
+    for g in &generations {
+        let size = match g.source_size {
+            Some(s) => human(s),
+            None => format!("~{}", human(g.blocks * u64::from(g.block_size))),
+        };
+        println!(
+            "{:>4}  {:<19}  {:>10}  {:>9} {:>5.1}%  {:>10}  {:>5.2}x  {}, {}",
+            g.generation,
+            utc(g.created),
+            size,
+            g.changed_blocks,
+            g.changed_percent(),
+            human(g.diff_bytes + g.digest_bytes),
+            g.compression_ratio(),
+            g.format,
+            g.hash
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(Some(UNIX_EPOCH)), "1970-01-01 00:00:00");
+        assert_eq!(
+            utc(Some(UNIX_EPOCH + Duration::from_secs(1_763_734_567))),
+            "2025-11-21 14:16:07"
+        );
+        assert_eq!(
+            utc(Some(UNIX_EPOCH + Duration::from_secs(951_782_400))),
+            "2000-02-29 00:00:00"
+        );
+        assert_eq!(utc(None), "-");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(3 << 30), "3.0 GiB");
+    }
+}
