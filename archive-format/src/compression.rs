@@ -32,8 +32,8 @@ impl Compression {
     /// Guesses the compression of a stream from its first bytes.
     ///
     /// A legacy stream starts with its block size; one that started with the
-    /// gzip magic would need a block size of 560,927 bytes plus a multiple of
-    /// 16 MiB, which no tool writes.
+    /// gzip magic would need a block size of 559,903 bytes (`0x088B1F`),
+    /// which [`LegacyWriter`](crate::LegacyWriter) refuses to write.
     pub fn detect(first_bytes: &[u8]) -> Compression {
         if first_bytes.starts_with(&GZIP_MAGIC) {
             Compression::Gzip

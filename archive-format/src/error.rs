@@ -63,6 +63,19 @@ pub enum ArchiveError {
         /// The largest source size accepted.
         max: u64,
     },
+    /// A record's block comes at or before the previous record's: blockdiff
+    /// writes blocks in increasing order, once each.
+    #[error(
+        "record at offset {offset}: block offset {block_offset} does not follow the previous record's {previous} (records must be in increasing order)"
+    )]
+    OutOfOrder {
+        /// Stream offset of the record header.
+        offset: u64,
+        /// The block offset found in the record.
+        block_offset: u64,
+        /// The previous record's block offset.
+        previous: u64,
+    },
     /// A record header at the very end of the stream has no data after it.
     #[error("record at offset {offset} has a header but no data")]
     EmptyRecord {
@@ -119,6 +132,7 @@ impl ArchiveError {
             | ArchiveError::Misaligned { offset, .. }
             | ArchiveError::OffsetTooLarge { offset, .. }
             | ArchiveError::EmptyRecord { offset }
+            | ArchiveError::OutOfOrder { offset, .. }
             | ArchiveError::Corrupt { offset, .. }
             | ArchiveError::Checksum { offset, .. } => Some(*offset),
             ArchiveError::MissingTrailer { len } => Some(*len),

@@ -23,6 +23,10 @@ pub const HEADER_LEN: u64 = 4;
 /// Length of a record header (the block offset).
 pub const RECORD_HEADER_LEN: u64 = 8;
 
+/// The first three bytes of a gzip member, which a legacy stream's block
+/// size must not spell.
+const GZIP_LOOKALIKE: [u8; 3] = [0x1f, 0x8b, 0x08];
+
 /// One record's header, as returned by [`LegacyReader::next_record`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordHeader {
@@ -75,6 +79,8 @@ pub struct LegacyReader<R> {
     pos: u64,
     limits: Limits,
     state: State,
+    /// The smallest block offset the next record may have.
+    next_min: u64,
 }
 
 impl<R: Read> LegacyReader<R> {
@@ -103,6 +109,7 @@ impl<R: Read> LegacyReader<R> {
             pos: HEADER_LEN,
             limits,
             state: State::Header,
+            next_min: 0,
         })
     }
 
@@ -183,6 +190,14 @@ impl<R: Read> LegacyReader<R> {
                 max: self.limits.max_source_size,
             });
         }
+        if block_offset < self.next_min {
+            return Err(ArchiveError::OutOfOrder {
+                offset: self.pos,
+                block_offset,
+                previous: self.next_min - u64::from(self.block_size),
+            });
+        }
+        self.next_min = block_offset + u64::from(self.block_size);
         self.pos += RECORD_HEADER_LEN;
         self.state = State::Data(header);
         Ok(Some(header))
@@ -256,12 +271,19 @@ pub struct LegacyWriter<W: Write> {
     block_size: u32,
     pos: u64,
     wrote_short: bool,
+    next_min: u64,
 }
 
 impl<W: Write> LegacyWriter<W> {
     /// Writes the stream header.
     pub fn new(mut inner: W, block_size: u32) -> Result<Self> {
         Limits::default().check_block_size(u64::from(block_size), 0)?;
+        if block_size.to_le_bytes()[..3] == GZIP_LOOKALIKE {
+            return Err(ArchiveError::InvalidWrite {
+                block_offset: 0,
+                reason: "block size 559903 would make the stream start like gzip; choose another",
+            });
+        }
         inner
             .write_all(&block_size.to_le_bytes())
             .map_err(|source| ArchiveError::Io { offset: 0, source })?;
@@ -270,6 +292,7 @@ impl<W: Write> LegacyWriter<W> {
             block_size,
             pos: HEADER_LEN,
             wrote_short: false,
+            next_min: 0,
         })
     }
 
@@ -300,6 +323,9 @@ impl<W: Write> LegacyWriter<W> {
         if data.is_empty() || data.len() > self.block_size as usize {
             return invalid("data must be 1 to block-size bytes long");
         }
+        if block_offset < self.next_min {
+            return invalid("records must come in increasing block order, each block once");
+        }
         let mut hdr = [0u8; 8];
         hdr[..4].copy_from_slice(&(block_offset as u32).to_le_bytes());
         hdr[4..].copy_from_slice(&((block_offset >> 32) as u32).to_le_bytes());
@@ -312,6 +338,7 @@ impl<W: Write> LegacyWriter<W> {
         self.inner.write_all(data).map_err(io)?;
         self.pos += RECORD_HEADER_LEN + data.len() as u64;
         self.wrote_short = data.len() < self.block_size as usize;
+        self.next_min = block_offset + u64::from(self.block_size);
         Ok(())
     }
 

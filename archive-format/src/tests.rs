@@ -190,13 +190,57 @@ fn errors_name_the_offset() {
 }
 
 #[test]
+fn records_must_come_in_increasing_order() {
+    let mut bytes = 4u32.to_le_bytes().to_vec();
+    for off in [8u64, 4] {
+        bytes.extend_from_slice(&off.to_le_bytes());
+        bytes.extend_from_slice(b"abcd");
+    }
+    let e = read_all(&bytes[..]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ArchiveError::OutOfOrder {
+                offset: 16,
+                block_offset: 4,
+                previous: 8
+            }
+        ),
+        "{e}"
+    );
+    // A repeated block is out of order too.
+    let mut bytes = 4u32.to_le_bytes().to_vec();
+    for _ in 0..2 {
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        bytes.extend_from_slice(b"abcd");
+    }
+    assert!(matches!(
+        read_all(&bytes[..]).unwrap_err(),
+        ArchiveError::OutOfOrder { .. }
+    ));
+}
+
+#[test]
+fn no_block_size_makes_a_stream_look_like_gzip() {
+    let e = LegacyWriter::new(Vec::new(), 0x088B1F).unwrap_err();
+    assert!(e.to_string().contains("559903"), "{e}");
+    assert_eq!(&0x088B1Fu32.to_le_bytes()[..3], &[0x1f, 0x8b, 0x08]);
+}
+
+#[test]
 fn writer_rejects_what_the_format_cannot_hold() {
     let mut w = LegacyWriter::new(Vec::new(), 4).unwrap();
     assert!(w.write_record(2, b"abcd").is_err());
     assert!(w.write_record(0, b"").is_err());
     assert!(w.write_record(0, b"abcde").is_err());
-    w.write_record(0, b"ab").unwrap();
-    assert!(w.write_record(4, b"abcd").is_err());
+    w.write_record(4, b"abcd").unwrap();
+    assert!(w.write_record(4, b"abcd").is_err(), "a block once only");
+    assert!(w.write_record(0, b"abcd").is_err(), "in increasing order");
+    w.write_record(8, b"ab").unwrap();
+    assert!(
+        w.write_record(12, b"abcd").is_err(),
+        "nothing after a short block"
+    );
     assert!(LegacyWriter::new(Vec::new(), 0).is_err());
 }
 
@@ -234,9 +278,10 @@ fn gzip_round_trip_and_detection() {
 fn records_strategy() -> impl Strategy<Value = (u32, Records)> {
     (1u32..64).prop_flat_map(|bs| {
         let block = proptest::collection::vec(any::<u8>(), bs as usize);
-        let recs = proptest::collection::vec((0u64..1000, block), 0..20);
+        let recs = proptest::collection::btree_map(0u64..1000, block, 0..20);
         let tail = proptest::option::of(proptest::collection::vec(any::<u8>(), 1..=bs as usize));
         (Just(bs), recs, tail).prop_map(|(bs, recs, tail)| {
+            // Records in increasing block order, as blockdiff writes them.
             let mut out: Records = recs
                 .into_iter()
                 .map(|(i, d)| (i * u64::from(bs), d))

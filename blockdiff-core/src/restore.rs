@@ -285,6 +285,16 @@ impl RestorePlan {
         }
         let source_size = newest.summary().source_size;
         if let Some(d) = &digest {
+            if d.spec().algorithm != hash {
+                return Err(chain_error(
+                    d.path(),
+                    format!(
+                        "holds {} hashes but {} says {hash}",
+                        d.spec().algorithm,
+                        newest_loc.path.display()
+                    ),
+                ));
+            }
             if d.fingerprint() != Some(newest.summary().fingerprint) {
                 return Err(chain_error(
                     d.path(),

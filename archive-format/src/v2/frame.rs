@@ -277,8 +277,9 @@ pub(super) fn parse_frame_header(
 }
 
 /// Decodes one whole frame (`bytes`, found at file offset `offset`): checks
-/// its CRC before anything else, its extents against the block size and
-/// source size, and decompresses its payload into `frame`.
+/// its header's lengths against the limits and the frame's length, then its
+/// CRC before decoding anything, then its extents against the block size
+/// and source size, and decompresses its payload into `frame`.
 pub fn decode_frame(
     bytes: &[u8],
     what: &str,

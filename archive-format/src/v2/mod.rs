@@ -268,6 +268,23 @@ impl DiffHeader {
             .ok_or_else(|| corrupt("header", 32, format!("unknown hash algorithm {}", b[32])))?;
         let compression = FrameCompression::from_id(b[33])
             .ok_or_else(|| corrupt("header", 33, format!("unknown compression {}", b[33])))?;
+        for (from, to) in [(35, 40), (52, 56), (88, HEADER_LEN - 4)] {
+            if b[from..to].iter().any(|&x| x != 0) {
+                return Err(corrupt(
+                    "header",
+                    from as u64,
+                    "reserved header bytes are not zero",
+                ));
+            }
+        }
+        let created_nanos = u32_at(b, 48);
+        if created_nanos >= 1_000_000_000 {
+            return Err(corrupt(
+                "header",
+                48,
+                format!("creation time has {created_nanos} nanoseconds"),
+            ));
+        }
         let mut parent = [0u8; 32];
         parent.copy_from_slice(&b[56..88]);
         Ok(DiffHeader {
@@ -278,7 +295,7 @@ impl DiffHeader {
             compression,
             level: b[34] as i8,
             created_secs: u64_at(b, 40) as i64,
-            created_nanos: u32_at(b, 48),
+            created_nanos,
             parent,
         })
     }

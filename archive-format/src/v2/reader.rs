@@ -427,6 +427,10 @@ pub struct StreamReader<R> {
     bytes: Vec<u8>,
     decompressor: FrameDecompressor,
     summary: Option<DiffSummary>,
+    /// Payload bytes of the frames read.
+    seen_raw: u64,
+    /// The last frame read ended in a short block.
+    short_tail: bool,
 }
 
 impl<R: Read> StreamReader<R> {
@@ -459,6 +463,8 @@ impl<R: Read> StreamReader<R> {
             bytes: Vec::new(),
             decompressor: FrameDecompressor::default(),
             summary: None,
+            seen_raw: 0,
+            short_tail: false,
         })
     }
 
@@ -538,6 +544,23 @@ impl<R: Read> StreamReader<R> {
                     "frame's extents overlap the previous frame's",
                 ));
             }
+            // With an unknown source size a frame may end in a short block;
+            // that block is the source's last, so no frame may follow it.
+            let full: u64 = frame
+                .extents
+                .iter()
+                .filter(|e| e.kind == ExtentKind::Data)
+                .map(|e| u64::from(e.blocks) * u64::from(self.header.block_size))
+                .sum();
+            if self.short_tail {
+                return Err(corrupt(
+                    what,
+                    start,
+                    "follows a frame that ended the source with a short block",
+                ));
+            }
+            self.short_tail = (frame.payload.len() as u64) < full;
+            self.seen_raw += frame.payload.len() as u64;
             self.seen_frames.push(FrameEntry {
                 offset: start,
                 len: self.bytes.len() as u32,
@@ -564,7 +587,10 @@ impl<R: Read> StreamReader<R> {
             .ok_or_else(|| corrupt("index", start, "index too large"))?;
         self.read_more(rest, "the index", start)?;
         let index = parse_index(&self.bytes, start, &self.header, &self.limits)?;
-        if index.frames != self.seen_frames || index.extents != self.seen_extents {
+        if index.frames != self.seen_frames
+            || index.extents != self.seen_extents
+            || index.summary.raw_bytes != self.seen_raw
+        {
             return Err(corrupt(
                 "index",
                 start,

@@ -278,3 +278,36 @@ fn incompressible_frames_are_stored() {
     assert_eq!(file.summary().stored_bytes, 4096);
     assert_eq!(read_random(&bytes).unwrap(), blocks);
 }
+
+#[test]
+fn a_short_block_must_end_the_source_even_when_its_size_is_unknown() {
+    // Block 0 short (3 of 4 bytes) in one frame, block 1 full in the next:
+    // the totals agree with a 7-byte source, but block 0 cannot be short.
+    let mut w =
+        DiffWriter::new(Vec::new(), header(4, UNKNOWN_SIZE, FrameCompression::None)).unwrap();
+    let mut c = FrameCompressor::new(FrameCompression::None, 0).unwrap();
+    for (block, data) in [(0u64, &b"abc"[..]), (1, &b"defg"[..])] {
+        let mut f = FrameBuilder::new();
+        f.push_data(block, data).unwrap();
+        let mut bytes = Vec::new();
+        let meta = f.encode(&mut c, &mut bytes).unwrap();
+        w.append_frame(&bytes, &meta).unwrap();
+    }
+    let bytes = w.finish(7, [0; 32]).unwrap();
+    let e = read_stream(&bytes[..]).unwrap_err();
+    assert!(
+        e.to_string().contains("frame 1") && e.to_string().contains("short block"),
+        "{e}"
+    );
+    assert!(read_random(&bytes).is_err());
+}
+
+#[test]
+fn reserved_header_bytes_must_be_zero() {
+    let mut h = header(4, 8, FrameCompression::Zstd).encode();
+    h[100] = 1;
+    let crc = crc32fast::hash(&h[..HEADER_LEN - 4]);
+    h[HEADER_LEN - 4..].copy_from_slice(&crc.to_le_bytes());
+    let e = DiffHeader::decode(&h, &crate::Limits::default()).unwrap_err();
+    assert!(e.to_string().contains("reserved"), "{e}");
+}

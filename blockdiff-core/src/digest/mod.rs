@@ -152,6 +152,9 @@ fn parse_header(path: &Path, head: &[u8]) -> Result<DigestSpec> {
                 format!("digest version {version} is not supported"),
             ));
         }
+        if h[34..60].iter().any(|&x| x != 0) {
+            return Err(corrupt(path, 34, "reserved header bytes are not zero"));
+        }
         let raw_bs = u32_at(h, 12);
         Limits::default()
             .check_block_size(u64::from(raw_bs), 12)

@@ -56,9 +56,10 @@ struct Args {
     #[command(flatten)]
     format: FormatArgs,
 
-    /// Generation number recorded in a v2 diff and digest
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    generation: u64,
+    /// Generation number recorded in a v2 diff and digest [default: the old
+    /// digest's plus one, or 1 for a full dump]
+    #[arg(long, value_name = "N")]
+    generation: Option<u64>,
 
     /// Hash and compression threads [default: one per core]
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
@@ -113,7 +114,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     let options = DumpOptions {
         block_size: args.block_size,
         hash: args.format.hash_for(Some(format)),
-        generation: args.generation,
+        generation: args
+            .generation
+            .unwrap_or_else(|| previous.as_ref().map_or(1, |p| p.spec().generation + 1)),
         threads: args.threads,
         ..DumpOptions::default()
     };
