@@ -1,18 +1,22 @@
 #!/bin/sh
-# Seeds the fuzz corpora from the fixtures written by the original blockdiff
-# (testdata/legacy/): diff streams (plain and gzip) for legacy_reader, digest
-# sidecars for digest_reader, version files for ver_parser. Fixtures larger
-# than 64 KiB are cut to their first 64 KiB so that the fuzzer stays fast.
+# Seeds the fuzz corpora from the fixtures: those written by the original
+# blockdiff (testdata/legacy/) and the v2 chains written by this project's
+# tools (testdata/v2/). Legacy diff streams (plain and gzip) go to
+# legacy_reader, v2 diffs to v2_reader, digest sidecars of both formats to
+# digest_reader, version files to ver_parser. Fixtures larger than 64 KiB are
+# cut to their first 64 KiB so that the fuzzer stays fast.
 #
 # Usage: fuzz/seed.sh   (from anywhere; existing corpus entries are kept)
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 fixtures="$here/../testdata/legacy"
+v2="$here/../testdata/v2"
 corpus="$here/corpus"
 max=65536
 
 [ -d "$fixtures" ] || { echo "seed.sh: no fixtures at $fixtures" >&2; exit 1; }
+[ -d "$v2" ] || { echo "seed.sh: no fixtures at $v2" >&2; exit 1; }
 
 # seed TARGET FILE...
 seed() {
@@ -31,17 +35,23 @@ seed() {
     echo "seed.sh: $target: $(find "$corpus/$target" -type f | wc -l) corpus files"
 }
 
-# Diffs are NAME.N (plain) and NAME.N.gz; NAME.N.md5 are digests.
-diffs=
-for f in "$fixtures"/*; do
-    case "$(basename "$f")" in
-        *.[0-9] | *.[0-9][0-9] | *.[0-9].gz | *.[0-9][0-9].gz) diffs="$diffs $f" ;;
-    esac
-done
-# shellcheck disable=SC2086 # fixture names have no spaces
-seed legacy_reader $diffs
-seed digest_reader "$fixtures"/*.md5
-seed ver_parser "$fixtures"/*.ver
+# diffs DIR: the diffs in DIR, NAME.N (plain) and NAME.N.gz.
+diffs() {
+    for f in "$1"/*; do
+        case "$(basename "$f")" in
+            *.[0-9] | *.[0-9][0-9] | *.[0-9].gz | *.[0-9][0-9].gz) printf '%s\n' "$f" ;;
+        esac
+    done
+}
+
+# Fixture names have no spaces: word splitting of $(diffs ...) is safe.
+# shellcheck disable=SC2046
+seed legacy_reader $(diffs "$fixtures")
+# shellcheck disable=SC2046
+seed v2_reader $(diffs "$v2")
+# Digests: NAME.N.md5 (legacy), NAME.N.digest (v2).
+seed digest_reader "$fixtures"/*.md5 "$v2"/*.digest
+seed ver_parser "$fixtures"/*.ver "$v2"/*.ver
 
 # Inputs that once made a target fail stay in its corpus.
 for dir in "$here"/regressions/*/; do

@@ -9,8 +9,10 @@
 # run is skipped (exit 0). Stable Rust is used: RUSTC_BOOTSTRAP=1 lets it
 # accept the nightly flags cargo-fuzz passes (sanitizers, -Z options).
 #
-# Crashing inputs go to fuzz/artifacts/<target>/, each run's full libFuzzer
-# output to fuzz/target/fuzz-logs/<target>.log.
+# Each target runs with -rss_limit_mb=1024 and -malloc_limit_mb=256: a single
+# allocation of 256 MiB or more counts as a crash. Crashing inputs go to
+# fuzz/artifacts/<target>/, each run's full libFuzzer output to
+# fuzz/target/fuzz-logs/<target>.log.
 set -euo pipefail
 
 secs=${1:-60}
@@ -23,7 +25,7 @@ esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 fuzz="$root/fuzz"
-targets=(legacy_reader digest_reader ver_parser)
+targets=(legacy_reader v2_reader digest_reader ver_parser)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     if [ "${FUZZ_INSTALL:-}" = 1 ]; then
@@ -52,7 +54,7 @@ for t in "${targets[@]}"; do
     echo "fuzz.sh: fuzzing $t for ${secs}s (log: $log)"
     status=0
     cargo fuzz run "$t" "corpus/$t" -- \
-        -max_total_time="$secs" -rss_limit_mb=1024 -max_len=262144 \
+        -max_total_time="$secs" -rss_limit_mb=1024 -malloc_limit_mb=256 -max_len=262144 \
         -print_final_stats=1 >"$log" 2>&1 || status=$?
 
     # Executions: libFuzzer's final stats, else its "Done N runs" line, else

@@ -14,3 +14,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "unit, integration, property and CLI tests (cargo test --workspace)"
 cargo test --workspace
+
+step "fuzzing (scripts/fuzz.sh 60: every fuzz target for 60 s)"
+if cargo fuzz --version >/dev/null 2>&1; then
+    scripts/fuzz.sh 60
+else
+    echo "fuzzing skipped: cargo-fuzz is not installed (FUZZ_INSTALL=1 scripts/fuzz.sh installs it and fuzzes)"
+fi

@@ -5,7 +5,8 @@
 //! The same bytes are parsed several ways (reading every block, skipping
 //! every block, dropping unread blocks, a reader that returns one byte at a
 //! time and is interrupted in between); all must agree, and every record
-//! must satisfy the format's invariants.
+//! must satisfy the format's invariants (archive-format/FORMAT.md §3.1),
+//! among them strictly increasing offsets.
 #![no_main]
 
 use std::io::{self, Read};
@@ -168,6 +169,14 @@ fn check_records(o: &Outcome) {
             "record {i}: offset {} is not a multiple of the block size {bs}",
             h.block_offset
         );
+        if let Some((prev, _)) = i.checked_sub(1).map(|p| &o.records[p]) {
+            assert!(
+                h.block_offset > prev.block_offset,
+                "record {i}: offset {} does not follow the previous record's {}",
+                h.block_offset,
+                prev.block_offset
+            );
+        }
         let last = i + 1 == o.records.len();
         if last && o.end != End::Clean {
             // The data of the last record may have failed (e.g. empty).

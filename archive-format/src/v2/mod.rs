@@ -41,6 +41,10 @@ pub const UNKNOWN_SIZE: u64 = u64::MAX;
 pub const MAX_FRAME_RAW: u32 = 64 << 20;
 /// The largest number of extents in one frame.
 pub const MAX_FRAME_EXTENTS: u32 = 1 << 20;
+/// No extent may end beyond this block: the largest source (2^60 bytes) in
+/// blocks of one byte.
+const MAX_BLOCKS: u64 = 1 << 60;
+
 /// The largest index a reader accepts: 256 MiB.
 pub const MAX_INDEX_LEN: u64 = 256 << 20;
 
@@ -322,9 +326,10 @@ pub struct Extent {
 }
 
 impl Extent {
-    /// One past the last block.
+    /// One past the last block (saturating; decoded extents never reach
+    /// the limit).
     pub fn end_block(&self) -> u64 {
-        self.first_block + u64::from(self.blocks)
+        self.first_block.saturating_add(u64::from(self.blocks))
     }
 
     fn encode(&self) -> [u8; EXTENT_LEN] {
@@ -351,8 +356,19 @@ impl Extent {
         if blocks == 0 {
             return Err(corrupt(what, offset, "empty extent"));
         }
+        let first_block = u64_at(b, 0);
+        if first_block
+            .checked_add(u64::from(blocks))
+            .is_none_or(|end| end > MAX_BLOCKS)
+        {
+            return Err(corrupt(
+                what,
+                offset,
+                format!("extent at block {first_block} lies beyond any source"),
+            ));
+        }
         Ok(Extent {
-            first_block: u64_at(b, 0),
+            first_block,
             blocks,
             kind,
         })

@@ -311,3 +311,30 @@ fn reserved_header_bytes_must_be_zero() {
     let e = DiffHeader::decode(&h, &crate::Limits::default()).unwrap_err();
     assert!(e.to_string().contains("reserved"), "{e}");
 }
+
+#[test]
+fn an_extent_near_the_end_of_u64_is_corrupt_not_an_overflow() {
+    // Found by the v2_reader fuzz target: a zero extent at block 2^64 - 1
+    // of a 2-block source, every checksum valid.
+    // fuzz/regressions/v2_reader/extent-end-overflows-u64, as hex.
+    let bytes: Vec<u8> = (0..OVERFLOWING_EXTENT.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&OVERFLOWING_EXTENT[i..i + 2], 16).unwrap())
+        .collect();
+    let bytes = &bytes[..];
+    let e = read_random(bytes).unwrap_err();
+    assert!(e.to_string().contains("lies beyond any source"), "{e}");
+    let e = read_stream(&bytes[..]).unwrap_err();
+    assert!(e.to_string().contains("lies beyond any source"), "{e}");
+}
+
+const OVERFLOWING_EXTENT: &str = concat!(
+    "894244460d0a1a0a020080000010000000200000000000000100000000000000020000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "000000000000000000000000000000000000000000000000000000000000000000000000390030e842444652",
+    "00000000010000000000000000000000796b3b0effffffffffffffff01000000010000004244495800000000",
+    "0100000000000000010000000000000000200000000000000000000000000000010000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "80000000000000002800000001000000ffffffffffffffff0100000001000000a80000000000000080000000",
+    "00000000176f4a6da96b143442444946454e440a",
+);
