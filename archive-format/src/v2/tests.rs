@@ -324,7 +324,7 @@ fn an_extent_near_the_end_of_u64_is_corrupt_not_an_overflow() {
     let bytes = &bytes[..];
     let e = read_random(bytes).unwrap_err();
     assert!(e.to_string().contains("lies beyond any source"), "{e}");
-    let e = read_stream(&bytes[..]).unwrap_err();
+    let e = read_stream(bytes).unwrap_err();
     assert!(e.to_string().contains("lies beyond any source"), "{e}");
 }
 
