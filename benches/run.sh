@@ -14,6 +14,9 @@
 #   BENCH_CHAIN_MIB    size of the volume of the restore chain (default 1024)
 #   BENCH_CHAIN_GENERATIONS  generations in that chain (default 30)
 #   BENCH_DIR          work directory (default bench-work/ at the repository root)
+#   BENCH_REPEAT       runs of each measured command (default 3); with more than one,
+#                      the run with the median time is reported, and the
+#                      fastest and slowest times are shown beside it
 #   BENCH_LOAD_MAX     a measurement starts once the 1-minute load average is
 #                      below this (default 0.5) ...
 #   BENCH_LOAD_QUIET   ... for this many seconds in a row (default 5) ...
@@ -63,6 +66,7 @@ IMAGE_MIB=${BENCH_IMAGE_MIB:-2048}
 STAGE_MIB=${BENCH_STAGE_MIB:-$((IMAGE_MIB * 9 / 16))}
 CHAIN_MIB=${BENCH_CHAIN_MIB:-1024}
 CHAIN_GENS=${BENCH_CHAIN_GENERATIONS:-30}
+REPEAT=${BENCH_REPEAT:-3}
 WORK=${BENCH_DIR:-$ROOT/bench-work}
 LOAD_MAX=${BENCH_LOAD_MAX:-0.5}
 LOAD_QUIET=${BENCH_LOAD_QUIET:-5}
@@ -70,9 +74,9 @@ LOAD_WAIT=${BENCH_LOAD_WAIT:-600}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
 
-for var in SIZE_MIB IMAGE_MIB STAGE_MIB CHAIN_MIB CHAIN_GENS LOAD_QUIET; do
+for var in SIZE_MIB IMAGE_MIB STAGE_MIB CHAIN_MIB CHAIN_GENS LOAD_QUIET REPEAT; do
     if ! [[ ${!var} =~ ^[1-9][0-9]*$ ]]; then
-        echo "run.sh: BENCH_$var must be a positive whole number, not '${!var}'" >&2
+        echo "run.sh: BENCH_${var/CHAIN_GENS/CHAIN_GENERATIONS} must be a positive whole number, not '${!var}'" >&2
         exit 2
     fi
 done
@@ -239,45 +243,63 @@ wait_for_quiet() {
 # --- measurements -----------------------------------------------------------
 
 NAMES=()
-declare -A SECS CPU RSS OTHER LOAD WAIT MIB
+declare -A SECS CPU RSS OTHER LOAD WAIT MIB SPREAD
 
 now() { date +%s.%N; }
 
 # measure NAME MIB COMMAND [ARGS...]: wall time (date), CPU time and peak RSS
-# (GNU time) of one run of COMMAND over MIB MiB of data, and the share of
-# the machine's CPU capacity other processes used meanwhile. Dirty pages are
-# written back first so that an earlier write does not slow the command
-# down; then the script waits for a quiet machine, and with DROP_CACHES=1
-# empties the page cache.
+# (GNU time) of COMMAND over MIB MiB of data, and the share of the machine's
+# CPU capacity other processes used meanwhile. COMMAND runs REPEAT times
+# and the run with the median wall time is kept (its load, wait, CPU time
+# and others; the peak RSS is the largest of all). Before each run: the
+# command BEFORE_EACH (an array, e.g. removing the previous output) runs,
+# dirty pages are written back so that an earlier write does not slow the
+# command down, the script waits for a quiet machine, and with
+# DROP_CACHES=1 the page cache is emptied.
 DROP_CACHES=0
+BEFORE_EACH=()
 measure() {
-    local name=$1 mib=$2 t0 t1 b0 b1 user sys rss
+    local name=$1 mib=$2 t0 t1 b0 b1 user sys rss r runs=() med load wait of=""
+    local -a best
     shift 2
-    sync
-    wait_for_quiet "$name"
-    if ((DROP_CACHES)); then
+    for ((r = 1; r <= REPEAT; r++)); do
+        if ((${#BEFORE_EACH[@]} > 0)); then "${BEFORE_EACH[@]}"; fi
         sync
-        echo 3 >/proc/sys/vm/drop_caches
-    fi
-    LOAD[$name]=$(load1)
-    WAIT[$name]=$WAITED
-    if ((GAVE_UP)); then WAIT[$name]+='!'; fi
-    log "timing: $name (load $(load1))"
-    b0=$(busy_ticks)
-    t0=$(now)
-    /usr/bin/time -f '%U %S %M' -o "$TIMES" "$@"
-    t1=$(now)
-    b1=$(busy_ticks)
+        wait_for_quiet "$name"
+        if ((DROP_CACHES)); then
+            sync
+            echo 3 >/proc/sys/vm/drop_caches
+        fi
+        load=$(load1)
+        wait=$WAITED
+        if ((GAVE_UP)); then wait+='!'; fi
+        if ((REPEAT > 1)); then of=" (run $r of $REPEAT)"; fi
+        log "timing: $name$of (load $load)"
+        b0=$(busy_ticks)
+        t0=$(now)
+        /usr/bin/time -f '%U %S %M' -o "$TIMES" "$@"
+        t1=$(now)
+        b1=$(busy_ticks)
+        read -r user sys rss <"$TIMES"
+        # seconds cpu rss others load wait
+        runs+=("$(awk -v a="$t0" -v b="$t1" -v u="$user" -v s="$sys" -v r="$rss" \
+            -v b0="$b0" -v b1="$b1" -v hz="$HZ" -v n="$NPROC" -v l="$load" -v w="$wait" 'BEGIN {
+            t = b - a; c = u + s
+            o = (b1 - b0) / hz - c; if (o < 0) o = 0
+            printf "%.3f %.2f %d %.0f %s %s", t, c, r, (t > 0) ? 100 * o / (t * n) : 0, l, w }')")
+    done
+    med=$(printf '%s\n' "${runs[@]}" | sort -n -k1,1 | awk -v m=$(((REPEAT + 1) / 2)) 'NR == m')
+    read -r -a best <<<"$med"
     NAMES+=("$name")
     MIB[$name]=$mib
-    SECS[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-    read -r user sys rss <"$TIMES"
-    CPU[$name]=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')
-    RSS[$name]=$rss
-    OTHER[$name]=$(awk -v b0="$b0" -v b1="$b1" -v hz="$HZ" -v c="${CPU[$name]}" \
-        -v t="${SECS[$name]}" -v n="$NPROC" 'BEGIN {
-        o = (b1 - b0) / hz - c; if (o < 0) o = 0
-        printf "%.0f", (t > 0) ? 100 * o / (t * n) : 0 }')
+    SECS[$name]=${best[0]}
+    CPU[$name]=${best[1]}
+    RSS[$name]=$(printf '%s\n' "${runs[@]}" | awk '$3 > m { m = $3 } END { print m }')
+    OTHER[$name]=${best[3]}
+    LOAD[$name]=${best[4]}
+    WAIT[$name]=${best[5]}
+    SPREAD[$name]=$(printf '%s\n' "${runs[@]}" | awk 'NR == 1 || $1 < lo { lo = $1 } NR == 1 || $1 > hi { hi = $1 }
+        END { printf "%.2f-%.2f", lo, hi }')
 }
 
 FAILURES=()
@@ -290,24 +312,26 @@ fail() {
 # column only when MD5_SECONDS is not empty.
 CONTENDED=0
 print_table() {
-    local m=$1 name
+    local m=$1 name spread_head=""
     shift
+    if ((REPEAT > 1)); then spread_head=$(printf '  %-13s' "min-max s"); fi
     if [[ -n $m ]]; then
-        printf '%-34s %7s %9s %8s %9s %8s %8s %6s %7s %7s\n' "name" "MiB" "seconds" "GiB/s" "x md5sum" "cpu s" "RSS MiB" "load" "wait s" "others"
+        printf '%-34s %7s %9s %8s %9s %8s %8s %6s %7s %7s%s\n' "name" "MiB" "seconds" "GiB/s" "x md5sum" "cpu s" "RSS MiB" "load" "wait s" "others" "$spread_head"
     else
-        printf '%-34s %7s %9s %8s %8s %8s %6s %7s %7s\n' "name" "MiB" "seconds" "GiB/s" "cpu s" "RSS MiB" "load" "wait s" "others"
+        printf '%-34s %7s %9s %8s %8s %8s %6s %7s %7s%s\n' "name" "MiB" "seconds" "GiB/s" "cpu s" "RSS MiB" "load" "wait s" "others" "$spread_head"
     fi
     for name in "$@"; do
         awk -v name="$name" -v t="${SECS[$name]}" -v m="$m" -v mib="${MIB[$name]}" \
             -v c="${CPU[$name]}" -v r="${RSS[$name]}" -v o="${OTHER[$name]}" -v n="$NPROC" \
-            -v l="${LOAD[$name]}" -v w="${WAIT[$name]}" 'BEGIN {
+            -v l="${LOAD[$name]}" -v w="${WAIT[$name]}" -v sp="${SPREAD[$name]}" -v rep="$REPEAT" 'BEGIN {
             if (t <= 0) t = 0.001
             # Under 1 CPU-second of capacity, clock ticks are too coarse.
             others = (t * n >= 1) ? sprintf("%6d%%", o) : "      -"
+            spread = (rep > 1) ? sprintf("  %-13s", sp) : ""
             if (m != "")
-                printf "%-34s %7d %9.3f %8.3f %9.2f %8.2f %8.1f %6.2f %7s %s\n", name, mib, t, mib / 1024 / t, m / t, c, r / 1024, l, w, others
+                printf "%-34s %7d %9.3f %8.3f %9.2f %8.2f %8.1f %6.2f %7s %s%s\n", name, mib, t, mib / 1024 / t, m / t, c, r / 1024, l, w, others, spread
             else
-                printf "%-34s %7d %9.3f %8.3f %8.2f %8.1f %6.2f %7s %s\n", name, mib, t, mib / 1024 / t, c, r / 1024, l, w, others }'
+                printf "%-34s %7d %9.3f %8.3f %8.2f %8.1f %6.2f %7s %s%s\n", name, mib, t, mib / 1024 / t, c, r / 1024, l, w, others, spread }'
         if awk -v t="${SECS[$name]}" -v n="$NPROC" -v o="${OTHER[$name]}" \
             'BEGIN { exit !(t * n >= 1 && o > 10) }'; then
             CONTENDED=1
@@ -341,11 +365,17 @@ RESTORE="blockdiff-restore (info)"
 
 measure "$MD5" "$SIZE_MIB" bash -c 'md5sum "$1" > /dev/null' _ "$DATA"
 measure "$READ" "$SIZE_MIB" bash -c 'cat "$1" > /dev/null' _ "$DATA"
+# Each writing command starts from no output file, as on the first run.
+BEFORE_EACH=(rm -f "$COPY")
 measure "$WRITE" "$SIZE_MIB" bash -c 'cat "$1" > "$2"' _ "$DATA" "$COPY"
 rm -f "$COPY"
+BEFORE_EACH=(rm -f "$DIFF")
 measure "$FULL" "$SIZE_MIB" "$BIN/blockdiff-dump" --format legacy --new-digest "$D1" -o "$DIFF" "$DATA"
+BEFORE_EACH=(rm -f "$DIFF2")
 measure "$INCR" "$SIZE_MIB" "$BIN/blockdiff-dump" --format legacy --old-digest "$D1" --new-digest "$D2" -o "$DIFF2" "$DATA"
+BEFORE_EACH=(rm -f "$RESTORED")
 measure "$RESTORE" "$SIZE_MIB" bash -c '"$1" -q "$2" < "$3"' _ "$BIN/blockdiff-restore" "$RESTORED" "$DIFF"
+BEFORE_EACH=()
 PART1=("${NAMES[@]}")
 
 size2=$(stat -c %s "$DIFF2")
@@ -370,17 +400,25 @@ A_FULL="A: v2 blake3 full dump (info)"
 A_READ="A: cat FILE > /dev/null"
 A_INCR="A: v2 blake3 incremental dump"
 
+BEFORE_EACH=(rm -f "$V2FULL")
 measure "$A_FULL" "$SIZE_MIB" "$BIN/blockdiff-dump" -q --format v2 --hash blake3 --new-digest "$V2D1" -o "$V2FULL" "$DATA"
 rm -f "$V2FULL"
+BEFORE_EACH=()
 measure "$A_READ" "$SIZE_MIB" bash -c 'cat "$1" > /dev/null' _ "$DATA"
+BEFORE_EACH=(rm -f "$V2INCR")
 measure "$A_INCR" "$SIZE_MIB" "$BIN/blockdiff-dump" -q --format v2 --hash blake3 --old-digest "$V2D1" --new-digest "$V2D2" -o "$V2INCR" "$DATA"
 
 V2INCR_BYTES=$(stat -c %s "$V2INCR")
 if [[ $V2INCR_BYTES -ne 256 ]]; then
     fail "the v2 incremental diff of the unchanged file has $V2INCR_BYTES bytes, not 256 (header 128 + index 96 + footer 32): it holds frames"
 fi
-if ! cmp -s "$V2D1" "$V2D2"; then
-    fail "the v2 incremental dump's digest differs from the full dump's ($V2D1, $V2D2)"
+# The headers differ (the incremental is generation 2 of the chain, and the
+# fingerprint in the trailer covers the generation): compare the entries,
+# between the 64-byte header and the 56-byte trailer.
+v2d1_bytes=$(stat -c %s "$V2D1")
+if [[ $(stat -c %s "$V2D2") -ne $v2d1_bytes ]] ||
+    ! cmp -s -i 64 -n $((v2d1_bytes - 64 - 56)) "$V2D1" "$V2D2"; then
+    fail "the v2 incremental dump's digest entries differ from the full dump's ($V2D1, $V2D2)"
 fi
 rm -f "$DATA" "$V2D1" "$V2D2"
 
@@ -389,18 +427,28 @@ rm -f "$DATA" "$V2D1" "$V2D2"
 # =============================================================================
 
 # Stage about STAGE_MIB of /usr: whole subdirectories of /usr/lib and
-# /usr/share, largest first, each taken if it still fits.
+# /usr/share, taken alternately from each (largest first) if they still fit,
+# for a mix of libraries and executables with text, docs and translations.
 log "choosing about $STAGE_MIB MiB of /usr/lib and /usr/share to copy"
 STAGE_BUDGET=$((STAGE_MIB * 1024 * 1024))
 STAGED=()
-while read -r bytes dir; do
+# usr_dirs PARENT PARITY: "RANK BYTES DIR" for PARENT's subdirectories,
+# largest first, ranked 2, 4, 6 ... (PARITY 0) or 3, 5, 7 ... (PARITY 1).
+usr_dirs() {
+    find "$1" -mindepth 1 -maxdepth 1 -type d -print0 |
+        xargs -0 -r du -sb -x 2>/dev/null | sort -rn |
+        awk -v p="$2" '{ print 2 * NR + p " " $0 }' || true
+}
+while read -r _ bytes dir; do
     if ((bytes <= STAGE_BUDGET)); then
         STAGED+=("$dir")
         STAGE_BUDGET=$((STAGE_BUDGET - bytes))
     fi
     if ((STAGE_BUDGET < STAGE_MIB * 1024 * 1024 / 100)); then break; fi
-done < <(find /usr/lib /usr/share -mindepth 1 -maxdepth 1 -type d -print0 |
-    xargs -0 du -sb -x 2>/dev/null | sort -rn)
+done < <({
+    usr_dirs /usr/lib 0
+    usr_dirs /usr/share 1
+} | sort -n)
 if ((${#STAGED[@]} == 0)); then
     echo "run.sh: found nothing under /usr/lib or /usr/share to copy" >&2
     exit 1
@@ -421,7 +469,7 @@ if ((STAGE_FILES * 5 / 4 > IMAGE_BYTES / 16384)); then
     MKFS_INODES=(-N $((STAGE_FILES * 5 / 4 + 1024)))
 fi
 log "making a $IMAGE_MIB MiB ext4 image of $STAGE_BYTES bytes in $STAGE_FILES files"
-"$MKFS" -q -F "${MKFS_INODES[@]}" -d "$STAGE" "$IMAGE" "${IMAGE_MIB}M"
+"$MKFS" -q -F "${MKFS_INODES[@]}" -d "$STAGE" "$IMAGE" "${IMAGE_MIB}M" >&2
 rm -rf "$STAGE"
 IMAGE_ALLOC=$(($(stat -c '%b * %B' "$IMAGE")))
 if [[ $(stat -c %s "$IMAGE") -ne $IMAGE_BYTES ]]; then
@@ -437,10 +485,12 @@ B_DUMP="B: v2 zstd-1 full dump of image"
 
 log "warming the page cache"
 cat "$IMAGE" >/dev/null
+BEFORE_EACH=(rm -f "$IMAGE_ZST")
 measure "$B_ZSTD" "$IMAGE_MIB" zstd -1 -T0 -q -f "$IMAGE" -o "$IMAGE_ZST"
 ZST_BYTES=$(stat -c %s "$IMAGE_ZST")
 rm -f "$IMAGE_ZST"
 cat "$IMAGE" >/dev/null
+BEFORE_EACH=(rm -f "$IMAGE_DIFF")
 measure "$B_DUMP" "$IMAGE_MIB" "$BIN/blockdiff-dump" -q --format v2 --hash blake3 --zstd-level 1 --new-digest "$IMAGE_DIGEST" -o "$IMAGE_DIFF" "$IMAGE"
 IMAGE_DIFF_BYTES=$(stat -c %s "$IMAGE_DIFF")
 
@@ -476,17 +526,17 @@ C_FIRST="C: restore generation 1"
 C_LAST="C: restore generation $CHAIN_GENS"
 
 DROP_CACHES=$CAN_DROP
-rm -f "$CHAIN_RESTORED"
+BEFORE_EACH=(rm -f "$CHAIN_RESTORED")
 measure "$C_FIRST" "$CHAIN_MIB" "$BIN/blockdiff-restore" -q "$CHAIN_RESTORED" --from "$CHAIN" --generation 1
 if ! cmp "$CHAIN_GEN1" "$CHAIN_RESTORED"; then
     fail "the restored generation 1 differs from generation 1's source"
 fi
-rm -f "$CHAIN_RESTORED"
 measure "$C_LAST" "$CHAIN_MIB" "$BIN/blockdiff-restore" -q "$CHAIN_RESTORED" --from "$CHAIN" --generation "$CHAIN_GENS"
 if ! cmp "$CHAIN_SRC" "$CHAIN_RESTORED"; then
     fail "the restored generation $CHAIN_GENS differs from the final source"
 fi
 DROP_CACHES=0
+BEFORE_EACH=()
 rm -f "$CHAIN_RESTORED"
 
 PART2=("$A_FULL" "$A_READ" "$A_INCR" "$B_ZSTD" "$B_DUMP" "$C_FIRST" "$C_LAST")
@@ -509,7 +559,10 @@ echo "  memory:   $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/
 echo "  kernel:   $(uname -r)"
 echo "  work dir: $WORK ($(df -hT "$WORK" | awk 'NR == 2 { print $2 " on " $1 }'))"
 echo "  tools:    $(zstd --version | sed 's/^\*\** *//; s/ *\**$//'); $("$MKFS" -V 2>&1 | head -1)"
-echo "  quiet:    each measurement waited for the 1-minute load average < $LOAD_MAX for ${LOAD_QUIET}s (at most ${LOAD_WAIT}s)"
+if ((REPEAT > 1)); then
+    echo "  repeat:   each command ran $REPEAT times; the run with the median time is shown (min-max s: all runs)"
+fi
+echo "  quiet:    each run waited for the 1-minute load average < $LOAD_MAX for ${LOAD_QUIET}s (at most ${LOAD_WAIT}s)"
 echo "            'load' = 1-minute load average when the measurement started, 'wait s' = seconds waited (! = gave up)"
 echo "  columns:  cpu s = user + system CPU seconds of the command; others = share of the machine's"
 echo "            CPU capacity used by other processes while it ran (- if too short to tell)"
@@ -605,5 +658,5 @@ if ((${#FAILURES[@]} > 0)); then
     for f in "${FAILURES[@]}"; do echo "  - $f"; done
     exit 1
 fi
-echo "correctness: OK (legacy and v2 incremental diffs of the unchanged file are empty and their digests agree;"
+echo "correctness: OK (legacy and v2 incremental diffs of the unchanged file are empty and their digests' hashes agree;"
 echo "  the legacy full diff and the ext4 image's v2 diff restore exactly; the chain's generations 1 and $CHAIN_GENS restore exactly)"
