@@ -195,12 +195,6 @@ pub fn compare_with_generation<R: Read + Send>(
         threads,
         ..DumpOptions::default()
     };
-    // The file's own size is what is compared; the digest says what it
-    // should be.
-    let source = DumpSource {
-        size: None,
-        ..source
-    };
     let report = dump(
         source,
         Some(&mut digest),

@@ -162,8 +162,10 @@ impl RestorePlan {
             return Err(chain_error(
                 &other.path,
                 format!(
-                    "is {} but generation {generation} is {}: a chain keeps one format",
-                    other.format, diffs[0].format
+                    "is {} but generation {generation} ({}) is {}: a chain keeps one format (is one of them damaged or cut short?)",
+                    other.format,
+                    diffs[0].path.display(),
+                    diffs[0].format
                 ),
             ));
         }

@@ -109,7 +109,7 @@ proptest! {
             }
             // A slow reader stands for a pipe: its size is not known.
             let report = if slow_reader {
-                let source = DumpSource { reader: OneByte(&src), name: "src".into(), size: None };
+                let source = DumpSource::stream(OneByte(&src), "src");
                 backup(&store, source, &options, &mut NoProgress)
             } else {
                 backup(&store, DumpSource::from_bytes(&src, "src"), &options, &mut NoProgress)

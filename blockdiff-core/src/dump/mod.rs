@@ -6,7 +6,7 @@ mod sink;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::thread;
 
@@ -112,7 +112,9 @@ pub struct DumpOptions {
     pub generation: u64,
     /// Hash worker threads; 0 means one per core.
     pub threads: usize,
-    /// Bytes read from the source at a time (rounded to whole blocks).
+    /// Bytes read from the source at a time (rounded to whole blocks): one
+    /// chunk, and one v2 frame at most. 1 MiB keeps a chunk in a core's
+    /// cache while it is hashed and compressed.
     pub read_size: usize,
 }
 
@@ -123,7 +125,7 @@ impl Default for DumpOptions {
             hash: HashAlgorithm::Blake3,
             generation: 1,
             threads: 0,
-            read_size: 4 << 20,
+            read_size: 1 << 20,
         }
     }
 }
@@ -139,15 +141,62 @@ impl DumpOptions {
 
 /// The source of a dump: a reader, its name for messages, and its size
 /// when known in advance (files and block devices).
+///
+/// A source opened with [`DumpSource::open`] is also read with positional
+/// reads: each hashing thread reads its own chunk, so reading runs on every
+/// core too.
 #[derive(Debug)]
 pub struct DumpSource<R> {
-    /// Where the bytes come from.
-    pub reader: R,
+    reader: R,
+    name: PathBuf,
+    size: Option<u64>,
+    positional: Option<File>,
+}
+
+impl<R> DumpSource<R> {
+    /// A source of known size; one that then yields another number of
+    /// bytes fails the dump.
+    pub fn new(reader: R, name: impl Into<PathBuf>, size: u64) -> Self {
+        DumpSource {
+            reader,
+            name: name.into(),
+            size: Some(size),
+            positional: None,
+        }
+    }
+
+    /// A source of unknown size, such as a pipe.
+    pub fn stream(reader: R, name: impl Into<PathBuf>) -> Self {
+        DumpSource {
+            reader,
+            name: name.into(),
+            size: None,
+            positional: None,
+        }
+    }
+
     /// Its name in messages.
-    pub name: PathBuf,
-    /// Its size, if known before reading; a source that then yields another
-    /// number of bytes fails the dump.
-    pub size: Option<u64>,
+    pub fn name(&self) -> &Path {
+        &self.name
+    }
+
+    /// Its size, if known before reading.
+    pub fn size(&self) -> Option<u64> {
+        self.size
+    }
+}
+
+impl<'a, R: Read + Send + 'a> DumpSource<R> {
+    /// The same source behind a boxed reader, so that files and pipes can
+    /// share one type.
+    pub fn boxed(self) -> DumpSource<Box<dyn Read + Send + 'a>> {
+        DumpSource {
+            reader: Box::new(self.reader),
+            name: self.name,
+            size: self.size,
+            positional: self.positional,
+        }
+    }
 }
 
 impl DumpSource<File> {
@@ -167,10 +216,18 @@ impl DumpSource<File> {
         } else {
             None
         };
+        let positional = match size {
+            Some(_) => Some(
+                file.try_clone()
+                    .ctx(path, "duplicate the source's handle")?,
+            ),
+            None => None,
+        };
         Ok(DumpSource {
             reader: file,
             name: path.to_owned(),
             size,
+            positional,
         })
     }
 }
@@ -178,11 +235,7 @@ impl DumpSource<File> {
 impl<'a> DumpSource<&'a [u8]> {
     /// A source in memory.
     pub fn from_bytes(bytes: &'a [u8], name: impl Into<PathBuf>) -> Self {
-        DumpSource {
-            reader: bytes,
-            name: name.into(),
-            size: Some(bytes.len() as u64),
-        }
+        DumpSource::new(bytes, name, bytes.len() as u64)
     }
 }
 
@@ -213,6 +266,8 @@ struct Chunk<O> {
     offset: u64,
     buf: Vec<u8>,
     len: usize,
+    /// The bytes are still to be read, by position, on a hashing thread.
+    unread: bool,
     previous: Vec<BlockHash>,
     hashes: Vec<BlockHash>,
     changed: Vec<bool>,
@@ -277,7 +332,7 @@ fn resolve<P: Read>(
 /// few chunks per worker, whatever the source size. On success the sink and
 /// the digest have been ended (trailers written, flushed).
 pub fn dump<R, P, S, D>(
-    source: DumpSource<R>,
+    mut source: DumpSource<R>,
     mut previous: Option<&mut DigestReader<P>>,
     sink: &mut S,
     digest: &mut DigestWriter<D>,
@@ -329,6 +384,7 @@ where
                 offset: 0,
                 buf: vec![0u8; read_size],
                 len: 0,
+                unread: false,
                 previous: Vec::with_capacity(blocks_per_chunk),
                 hashes: Vec::with_capacity(blocks_per_chunk),
                 changed: Vec::with_capacity(blocks_per_chunk),
@@ -346,6 +402,9 @@ where
     let source_name = source.name.clone();
     let encoder = &encoder;
     let hasher = &hasher;
+    let total = source.size;
+    let positional_file = source.positional.take();
+    let positional = positional_file.as_ref();
     thread::scope(|scope| -> Result<()> {
         let reader = scope.spawn(move || -> Result<()> {
             let DumpSource {
@@ -356,12 +415,19 @@ where
                 let Ok(mut chunk) = free_rx.recv() else {
                     return Ok(());
                 };
-                let len =
-                    read_full(&mut reader, &mut chunk.buf).map_err(|source| Error::SourceRead {
-                        path: name.clone(),
-                        offset,
-                        source,
-                    })?;
+                // With positional reads the worker fills the chunk; here only
+                // its place is decided.
+                let len = match (positional, total) {
+                    (Some(_), Some(total)) => (total - offset).min(read_size as u64) as usize,
+                    _ => read_full(&mut reader, &mut chunk.buf).map_err(|source| {
+                        Error::SourceRead {
+                            path: name.clone(),
+                            offset,
+                            source,
+                        }
+                    })?,
+                };
+                chunk.unread = positional.is_some() && total.is_some();
                 if len == 0 {
                     break;
                 }
@@ -393,10 +459,12 @@ where
         for mut state in states {
             let work_rx = work_rx.clone();
             let done_tx = done_tx.clone();
+            let source_name = &source_name;
             scope.spawn(move || {
                 for mut chunk in work_rx {
-                    let result =
-                        hash_and_encode(&mut chunk, block_size, hasher, encoder, &mut state);
+                    let result = read_chunk(&mut chunk, positional, source_name).and_then(|()| {
+                        hash_and_encode(&mut chunk, block_size, hasher, encoder, &mut state)
+                    });
                     if done_tx.send(result.map(|()| chunk)).is_err() {
                         return;
                     }
@@ -463,6 +531,20 @@ where
     report.fingerprint = digest.end(report.source_bytes)?;
     sink.end(report.source_bytes, report.fingerprint)?;
     Ok(report)
+}
+
+/// Fills a chunk with a positional read, when the reader left it to this
+/// thread.
+fn read_chunk<O>(chunk: &mut Chunk<O>, file: Option<&File>, name: &Path) -> Result<()> {
+    let (true, Some(file)) = (chunk.unread, file) else {
+        return Ok(());
+    };
+    file.read_exact_at(&mut chunk.buf[..chunk.len], chunk.offset)
+        .map_err(|source| Error::SourceRead {
+            path: name.to_owned(),
+            offset: chunk.offset,
+            source,
+        })
 }
 
 fn hash_and_encode<E: ChunkEncoder>(

@@ -78,18 +78,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         format,
     };
     let source: DumpSource<Box<dyn Read + Send>> = if args.source.as_os_str() == "-" {
-        DumpSource {
-            reader: Box::new(io::stdin()),
-            name: "standard input".into(),
-            size: None,
-        }
+        DumpSource::stream(io::stdin(), "standard input").boxed()
     } else {
-        let s = DumpSource::open(&args.source)?;
-        DumpSource {
-            reader: Box::new(s.reader),
-            name: s.name,
-            size: s.size,
-        }
+        DumpSource::open(&args.source)?.boxed()
     };
     let mut progress = StderrProgress::new("blockdiff-backup", args.quiet);
     let report = backup(&store, source, &options, &mut progress).with_context(|| {

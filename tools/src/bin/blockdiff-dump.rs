@@ -121,19 +121,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         ..DumpOptions::default()
     };
     let source: DumpSource<Box<dyn Read + Send>> = match &args.source {
-        Some(p) if p.as_os_str() != "-" => {
-            let s = DumpSource::open(p)?;
-            DumpSource {
-                reader: Box::new(s.reader),
-                name: s.name,
-                size: s.size,
-            }
-        }
-        _ => DumpSource {
-            reader: Box::new(io::stdin()),
-            name: "standard input".into(),
-            size: None,
-        },
+        Some(p) if p.as_os_str() != "-" => DumpSource::open(p)?.boxed(),
+        _ => DumpSource::stream(io::stdin(), "standard input").boxed(),
     };
 
     let mut cleanup_out = RemoveOnFailure(args.output.as_deref());
