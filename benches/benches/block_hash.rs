@@ -11,8 +11,8 @@ use std::io;
 use std::time::Duration;
 
 use blockdiff_core::{
-    BlockSize, DigestReader, DigestWriter, DumpOptions, DumpSource, FrameCompression,
-    HashAlgorithm, LegacySink, NoProgress, V2Sink, dump, hash_blocks,
+    BlockSize, DiffSink, DigestReader, DigestWriter, DumpOptions, DumpReport, DumpSource,
+    FrameCompression, HashAlgorithm, LegacySink, NoProgress, V2Sink, dump, hash_blocks,
 };
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
@@ -64,6 +64,21 @@ fn bench_hash_blocks(c: &mut Criterion) {
     }
 }
 
+/// One full dump of `data` into `sink`, with the digest discarded.
+fn full_dump<S: DiffSink>(data: &[u8], mut sink: S, options: &DumpOptions) -> DumpReport {
+    let mut digest = DigestWriter::new(io::sink(), "bench");
+    let report = dump(
+        DumpSource::from_bytes(black_box(data), "bench"),
+        None::<&mut DigestReader<io::Empty>>,
+        &mut sink,
+        &mut digest,
+        options,
+        &mut NoProgress,
+    )
+    .expect("dump into a sink cannot fail");
+    black_box(report)
+}
+
 /// The whole engine: a full dump (every block written) into a diff sink and
 /// a digest, both discarding their output: legacy (MD5, no compression) and
 /// v2 (BLAKE3, zstd level 1 on incompressible data, which is stored).
@@ -79,35 +94,12 @@ fn bench_dump(c: &mut Criterion) {
             ..DumpOptions::default()
         };
         group.bench_with_input(BenchmarkId::new("legacy", label), &options, |b, options| {
-            b.iter(|| {
-                let mut sink = LegacySink::new(io::sink(), "bench");
-                let mut digest = DigestWriter::new(io::sink(), "bench");
-                let report = dump(
-                    DumpSource::from_bytes(black_box(&data), "bench"),
-                    None::<&mut DigestReader<io::Empty>>,
-                    &mut sink,
-                    &mut digest,
-                    options,
-                    &mut NoProgress,
-                )
-                .expect("dump into a sink cannot fail");
-                black_box(report)
-            });
+            b.iter(|| full_dump(&data, LegacySink::new(io::sink(), "bench"), options));
         });
         group.bench_with_input(BenchmarkId::new("v2", label), &options, |b, options| {
             b.iter(|| {
-                let mut sink = V2Sink::new(io::sink(), "bench", FrameCompression::Zstd, 1);
-                let mut digest = DigestWriter::new(io::sink(), "bench");
-                let report = dump(
-                    DumpSource::from_bytes(black_box(&data), "bench"),
-                    None::<&mut DigestReader<io::Empty>>,
-                    &mut sink,
-                    &mut digest,
-                    options,
-                    &mut NoProgress,
-                )
-                .expect("dump into a sink cannot fail");
-                black_box(report)
+                let sink = V2Sink::new(io::sink(), "bench", FrameCompression::Zstd, 1);
+                full_dump(&data, sink, options)
             });
         });
     }
