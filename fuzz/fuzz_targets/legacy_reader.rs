@@ -9,9 +9,10 @@
 //! among them strictly increasing offsets.
 #![no_main]
 
-use std::io::{self, Read};
+use std::io;
 
 use archive_format::{Compression, LegacyReader, RecordHeader, SkipRead};
+use blockdiff_fuzz::Trickle;
 use libfuzzer_sys::fuzz_target;
 
 /// Decompressed bytes the gzip path handles before it stops, so that a
@@ -53,32 +54,6 @@ enum Mode {
     /// `next_record` only: the next call reads and drops the data.
     Drop,
 }
-
-/// A reader that returns at most one byte per call and fails every other
-/// call with `Interrupted`, which the parser must retry.
-struct Trickle<'a> {
-    rest: &'a [u8],
-    interrupt: bool,
-}
-
-impl Read for Trickle<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.interrupt = !self.interrupt;
-        if self.interrupt {
-            return Err(io::ErrorKind::Interrupted.into());
-        }
-        match (self.rest.split_first(), buf.first_mut()) {
-            (Some((&b, rest)), Some(slot)) => {
-                *slot = b;
-                self.rest = rest;
-                Ok(1)
-            }
-            _ => Ok(0),
-        }
-    }
-}
-
-impl SkipRead for Trickle<'_> {}
 
 /// Parses `input` with `mode`. `data_of` receives each record's header and
 /// data (for `Mode::Read` only). Stops once `cap` data bytes were consumed.
@@ -267,10 +242,7 @@ fuzz_target!(|data: &[u8]| {
 
     // Byte-at-a-time reading costs two calls per byte: only on small inputs.
     if data.len() <= TRICKLE_MAX {
-        let trickle = Trickle {
-            rest: data,
-            interrupt: false,
-        };
+        let trickle = Trickle::new(data);
         let trickled = parse(trickle, Mode::Read, u64::MAX, check_plain_data(data));
         assert_eq!(read, trickled, "one-byte reader disagrees");
     }

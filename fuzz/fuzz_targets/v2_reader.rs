@@ -13,12 +13,13 @@
 //! reach the checks behind them.
 #![no_main]
 
-use std::io::{self, Read};
+use std::io::Read;
 
 use archive_format::{
     DIFF_MAGIC, DiffFile, DiffHeader, DiffSummary, Extent, ExtentKind, Frame, FrameDecompressor,
     StreamReader, V2_HEADER_LEN, data_len,
 };
+use blockdiff_fuzz::Trickle;
 use libfuzzer_sys::fuzz_target;
 
 /// Inputs up to this length are also streamed one byte per read call.
@@ -31,30 +32,6 @@ const FRAME_HEADER_LEN: usize = 24;
 const EXTENT_LEN: u64 = 16;
 const FOOTER_LEN: usize = 32;
 const END_MAGIC: &[u8; 8] = b"BDIFEND\n";
-
-/// A reader that returns at most one byte per call and fails every other
-/// call with `Interrupted`, which the reader must retry.
-struct Trickle<'a> {
-    rest: &'a [u8],
-    interrupt: bool,
-}
-
-impl Read for Trickle<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.interrupt = !self.interrupt;
-        if self.interrupt {
-            return Err(io::ErrorKind::Interrupted.into());
-        }
-        match (self.rest.split_first(), buf.first_mut()) {
-            (Some((&b, rest)), Some(slot)) => {
-                *slot = b;
-                self.rest = rest;
-                Ok(1)
-            }
-            _ => Ok(0),
-        }
-    }
-}
 
 /// One of the readers, stepped frame by frame.
 enum Reader<'a> {
@@ -204,10 +181,7 @@ fn check(data: &[u8]) {
         Err(e) => header_errors.push(e.to_string()),
     }
     if data.len() <= TRICKLE_MAX {
-        let trickle = Trickle {
-            rest: data,
-            interrupt: false,
-        };
+        let trickle = Trickle::new(data);
         match StreamReader::new(trickle) {
             Ok(r) => {
                 assert!(
