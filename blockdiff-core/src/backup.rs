@@ -144,6 +144,9 @@ pub fn backup<R: Read + Send>(
             }
         }
     };
+    if let Some(reason) = progress.should_stop() {
+        return Err(Error::Stopped { reason });
+    }
     let generation = pending.commit()?;
     let diff_bytes = std::fs::metadata(&diff_path).map(|m| m.len()).unwrap_or(0);
     Ok(BackupReport {

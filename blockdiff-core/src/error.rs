@@ -135,6 +135,12 @@ pub enum Error {
         /// The bytes read.
         read: u64,
     },
+    /// The caller asked the run to stop ([`Progress::should_stop`](crate::Progress::should_stop)).
+    #[error("stopped before the generation was committed: {reason}")]
+    Stopped {
+        /// Why, in the caller's words.
+        reason: String,
+    },
     /// An option is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),

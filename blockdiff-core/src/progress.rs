@@ -71,6 +71,14 @@ pub trait Progress {
     fn notice(&mut self, _notice: Notice) {}
     /// `bytes` more of the source were processed (dump) or written (restore).
     fn advance(&mut self, _bytes: u64) {}
+    /// Asked after every chunk of a dump and once more just before a backup
+    /// commits its generation. `Some(reason)` stops the run with
+    /// [`Error::Stopped`](crate::Error::Stopped): nothing of the new
+    /// generation is committed. This is how a caller stops a run on a signal,
+    /// or because the snapshot being read overflowed.
+    fn should_stop(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// A [`Progress`] that ignores everything.

@@ -503,6 +503,9 @@ where
                     report.blocks += chunk.hashes.len() as u64;
                     report.source_bytes += chunk.len as u64;
                     progress.advance(chunk.len as u64);
+                    if let Some(reason) = progress.should_stop() {
+                        return Err(Error::Stopped { reason });
+                    }
                     // The reader may have stopped already; the chunk is
                     // then simply dropped.
                     let _ = free_tx.send(chunk);

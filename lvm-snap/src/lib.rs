@@ -1,0 +1,40 @@
+//! LVM snapshots for backups, with a lifecycle that never leaks.
+//!
+//! - [`Lvm`] runs `lvs`, `vgs`, `lvcreate`, `lvremove` through a
+//!   [`CommandRunner`] ([`LocalRunner`] here; tests record, a remote runner
+//!   goes over ssh) and parses `lvs --reportformat json` into
+//!   [`LogicalVolume`]s.
+//! - [`Snapshot`] is a guard: [`Snapshot::create`] syncs, checks the volume
+//!   group's free space against the [`SnapshotSize`] policy, and creates a
+//!   thick or thin snapshot with a unique, tagged name; dropping the guard
+//!   removes it. [`stale_snapshots`] finds those an earlier, killed run
+//!   left behind.
+//! - [`FillMonitor`] polls a snapshot's fill on a thread while it is read,
+//!   keeps the peak, warns at a threshold and notices an overflowed
+//!   (invalid) snapshot.
+//!
+//! ```no_run
+//! use lvm_snap::{Lvm, Snapshot, SnapshotOptions};
+//!
+//! let lvm = Lvm::local();
+//! let snapshot = Snapshot::create(&lvm, &"vg0/data".parse()?, &SnapshotOptions::default())?;
+//! let image = std::fs::File::open(snapshot.device())?;
+//! // … read the image at leisure …
+//! drop(image);
+//! snapshot.remove()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod lvm;
+mod runner;
+mod snapshot;
+
+pub use error::{Error, Result};
+pub use lvm::{LogicalVolume, LvPath, Lvm, VolumeGroup};
+pub use runner::{CommandOutput, CommandRunner, Invocation, LocalRunner};
+pub use snapshot::{
+    PID_TAG_PREFIX, SNAPSHOT_TAG, Snapshot, SnapshotOptions, SnapshotSize, SnapshotUsage,
+    SnapshotWatcher, TaggedSnapshot, stale_snapshots, tagged_snapshots,
+};
