@@ -144,7 +144,7 @@ pub fn backup<R: Read + Send>(
             }
         }
     };
-    if let Some(reason) = progress.should_stop() {
+    if let Some(reason) = progress.before_commit() {
         return Err(Error::Stopped { reason });
     }
     let generation = pending.commit()?;
@@ -155,4 +155,76 @@ pub fn backup<R: Read + Send>(
         dump: report,
         diff_bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NoProgress;
+
+    /// Stops after `chunks` chunks, or (with `None`) just before commit.
+    struct StopAfter {
+        chunks: Option<usize>,
+        seen: usize,
+    }
+
+    impl Progress for StopAfter {
+        fn should_stop(&mut self) -> Option<String> {
+            self.seen += 1;
+            match self.chunks {
+                Some(n) if self.seen > n => Some("asked to stop".into()),
+                _ => None,
+            }
+        }
+        fn before_commit(&mut self) -> Option<String> {
+            Some("snapshot overflowed".into())
+        }
+    }
+
+    #[test]
+    fn a_stopped_backup_commits_nothing_and_leaves_no_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        let image = vec![5u8; 3 << 20];
+        backup(
+            &store,
+            DumpSource::from_bytes(&image, "image"),
+            &BackupOptions::default(),
+            &mut NoProgress,
+        )
+        .unwrap();
+        let before: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        for chunks in [Some(0), Some(1), None] {
+            let mut progress = StopAfter { chunks, seen: 0 };
+            let changed = vec![6u8; 3 << 20];
+            let err = backup(
+                &store,
+                DumpSource::from_bytes(&changed, "image"),
+                &BackupOptions::default(),
+                &mut progress,
+            )
+            .unwrap_err();
+            let want = if chunks.is_some() {
+                "asked to stop"
+            } else {
+                "snapshot overflowed"
+            };
+            assert_eq!(
+                err.to_string(),
+                format!("stopped before the generation was committed: {want}")
+            );
+            assert_eq!(store.current_generation().unwrap(), Some(1));
+            let mut after: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            after.sort();
+            let mut b = before.clone();
+            b.sort();
+            assert_eq!(after, b, "files left by a run stopped at {chunks:?}");
+        }
+    }
 }

@@ -79,6 +79,13 @@ pub trait Progress {
     fn should_stop(&mut self) -> Option<String> {
         None
     }
+    /// Asked once, after the dump and just before a backup commits its
+    /// generation: the place for a check too slow to make after every
+    /// chunk (has the snapshot overflowed?). `Some(reason)` stops the run
+    /// as [`Progress::should_stop`] does. By default, asks `should_stop`.
+    fn before_commit(&mut self) -> Option<String> {
+        self.should_stop()
+    }
 }
 
 /// A [`Progress`] that ignores everything.

@@ -28,11 +28,13 @@
 
 mod error;
 mod lvm;
+mod monitor;
 mod runner;
 mod snapshot;
 
 pub use error::{Error, Result};
 pub use lvm::{LogicalVolume, LvPath, Lvm, VolumeGroup};
+pub use monitor::{FillEvent, FillMonitor, FillMonitorOptions, FillStatus};
 pub use runner::{CommandOutput, CommandRunner, Invocation, LocalRunner};
 pub use snapshot::{
     PID_TAG_PREFIX, SNAPSHOT_TAG, Snapshot, SnapshotOptions, SnapshotSize, SnapshotUsage,

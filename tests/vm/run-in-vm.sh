@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs inside the test VM (see scripts/vm-test.sh): prepares the guest and
+# runs each tests/vm/NN-*.sh case in its own bash, printing PASS/FAIL with
+# the case's log on failure. Arguments: repository root, a results
+# directory shared with the host, an optional filter on case names.
+set -u
+ROOT=$1 RESULTS=$2 FILTER=${3:-}
+touch "$RESULTS/started"
+
+# The host's root is read-only here and /tmp a small overlay: loop images
+# go to a tmpfs.
+mount -t tmpfs -o size=512M tmpfs /tmp
+for m in loop dm-mod dm-snapshot dm-thin-pool; do
+    modprobe "$m" || { echo "run-in-vm: modprobe $m failed" >&2; exit 1; }
+done
+mkdir -p /run/lock/lvm /run/lvm
+export ROOT BIN=$ROOT/target/release LVM_SUPPRESS_FD_WARNINGS=1
+export PATH=$BIN:$PATH
+
+passed=0 failed=0 names=()
+for case in "$ROOT"/tests/vm/[0-9]*.sh; do
+    name=$(basename "$case" .sh)
+    [[ -z $FILTER || $name == *"$FILTER"* ]] || continue
+    log=/tmp/$name.log
+    t0=$(date +%s)
+    if (cd /tmp && bash -euo pipefail "$case") >"$log" 2>&1; then
+        passed=$((passed + 1))
+        echo "PASS $name ($(($(date +%s) - t0)) s)"
+    else
+        failed=$((failed + 1))
+        names+=("$name")
+        echo "FAIL $name ($(($(date +%s) - t0)) s); its log:"
+        sed 's/^/    /' "$log"
+    fi
+    cp "$log" "$RESULTS/" 2>/dev/null || true
+done
+echo "$failed failed, $passed passed${names[*]:+ (failed: ${names[*]})}" | tee "$RESULTS/summary"
+[[ $failed -eq 0 ]]
