@@ -113,7 +113,7 @@ fn parse_snapshot_size(s: &str) -> Result<SnapshotSize, String> {
 /// Notices on stderr; stops the dump on a signal or an overflowed snapshot.
 struct RunProgress<'a> {
     out: StderrProgress,
-    signals: &'a StopSignals,
+    signals: Option<&'a StopSignals>,
     monitor: Option<&'a FillMonitor>,
 }
 
@@ -123,7 +123,7 @@ impl Progress for RunProgress<'_> {
     }
 
     fn should_stop(&mut self) -> Option<String> {
-        if let Some(reason) = self.signals.stop_reason() {
+        if let Some(reason) = self.signals.and_then(StopSignals::stop_reason) {
             return Some(reason);
         }
         let m = self.monitor?;
@@ -155,7 +155,6 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let signals = StopSignals::install().context("cannot install signal handlers")?;
     let store = GenerationStore::new(&args.name);
     let format = args.format.requested()?;
     let options = BackupOptions {
@@ -168,7 +167,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         format,
     };
     let report = match (&args.lvm, &args.source) {
-        (Some(origin), _) => backup_lvm(&args, origin, &store, &options, &signals)?,
+        (Some(origin), _) => {
+            // A snapshot must be removed however the run ends, so signals
+            // stop the run instead of killing it. (A plain source needs no
+            // cleanup: a killed run commits nothing, and keeping the
+            // default action ends a run blocked on a pipe at once.)
+            let signals = StopSignals::install().context("cannot install signal handlers")?;
+            backup_lvm(&args, origin, &store, &options, &signals)?
+        }
         (None, Some(path)) => {
             let source: DumpSource<Box<dyn Read + Send>> = if path.as_os_str() == "-" {
                 DumpSource::stream(io::stdin(), "standard input").boxed()
@@ -177,7 +183,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             };
             let mut progress = RunProgress {
                 out: StderrProgress::new("blockdiff-backup", args.quiet),
-                signals: &signals,
+                signals: None,
                 monitor: None,
             };
             backup(&store, source, &options, &mut progress).with_context(|| {
@@ -273,7 +279,7 @@ fn backup_lvm(
             None => {
                 let mut progress = RunProgress {
                     out: StderrProgress::new("blockdiff-backup", quiet),
-                    signals,
+                    signals: Some(signals),
                     monitor: Some(&monitor),
                 };
                 DumpSource::open(snapshot.device())
