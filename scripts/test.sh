@@ -15,6 +15,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "unit, integration, property and CLI tests (cargo test --workspace)"
 cargo test --workspace
 
+step "LVM in a VM (scripts/vm-test.sh: real device-mapper, lvm2 and the release binaries)"
+if [[ ${BLOCKDIFF_SKIP_VM:-} == 1 ]]; then
+    echo "VM tests skipped: BLOCKDIFF_SKIP_VM=1"
+else
+    scripts/vm-test.sh
+fi
+
 step "fuzzing (scripts/fuzz.sh 60: every fuzz target for 60 s)"
 if cargo fuzz --version >/dev/null 2>&1; then
     scripts/fuzz.sh 60

@@ -22,12 +22,18 @@ echo "vm-test: building the release binaries" >&2
 KERNEL=$(ls /boot/vmlinuz-* | sort -V | tail -n 1)
 RESULTS=$(mktemp -d /tmp/blockdiff-vm.XXXXXX)
 trap 'rm -rf "$RESULTS"' EXIT
+if [[ -n ${VM_KEEP_LOGS:-} ]]; then
+    trap 'mkdir -p "$VM_KEEP_LOGS" && cp "$RESULTS"/* "$VM_KEEP_LOGS"/ 2>/dev/null; rm -rf "$RESULTS"' EXIT
+fi
 
 run_vm() {
-    # The guest sees the host's / read-only and $RESULTS read-write.
+    # The guest sees the host's / read-only and $RESULTS read-write. Its
+    # console goes through a pipe: vng reopens its standard output, which
+    # would truncate a log file it was redirected to.
     timeout "${VM_TIMEOUT:-1500}" vng --run "$KERNEL" --user root --memory 1G --cpus 2 \
         --rwdir "$RESULTS" "$@" -- \
-        bash "$ROOT/tests/vm/run-in-vm.sh" "$ROOT" "$RESULTS" "$FILTER"
+        bash "$ROOT/tests/vm/run-in-vm.sh" "$ROOT" "$RESULTS" "$FILTER" | cat
+    return "${PIPESTATUS[0]}"
 }
 
 start=$(date +%s)
