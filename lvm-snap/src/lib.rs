@@ -12,6 +12,11 @@
 //! - [`FillMonitor`] polls a snapshot's fill on a thread while it is read,
 //!   keeps the peak, warns at a threshold and notices an overflowed
 //!   (invalid) snapshot.
+//! - [`PartitionTable`] reads the MBR or GPT inside a volume (a Xen domU's
+//!   disk) itself, and [`PartitionMounter`] mounts one partition of a
+//!   snapshot read-only for a file-level backup: snapshot, loop device at
+//!   the partition's offset, `fsck -y` to replay the journal, `mount -o ro`,
+//!   with a state file so that a later process unmounts and undoes it all.
 //!
 //! ```no_run
 //! use lvm_snap::{Lvm, Snapshot, SnapshotOptions};
@@ -29,12 +34,19 @@
 mod error;
 mod lvm;
 mod monitor;
+mod mount;
+mod partition;
 mod runner;
 mod snapshot;
 
 pub use error::{Error, Result};
 pub use lvm::{LogicalVolume, LvPath, Lvm, VolumeGroup};
 pub use monitor::{FillEvent, FillMonitor, FillMonitorOptions, FillStatus};
+pub use mount::{
+    DEFAULT_STATE_DIR, DeviceReader, MOUNT_TAG, MountOptions, MountedPartition, PartitionMounter,
+    SnapshotState, SnapshotStatus,
+};
+pub use partition::{Guid, Partition, PartitionTable, PartitionType};
 pub use runner::{CommandOutput, CommandRunner, Invocation, LocalRunner};
 pub use snapshot::{
     PID_TAG_PREFIX, SNAPSHOT_TAG, Snapshot, SnapshotOptions, SnapshotSize, SnapshotUsage,
