@@ -21,7 +21,8 @@ pub struct ProcessInfo {
     pub name: String,
 }
 
-/// The running processes; [`ProcProcessTable`] reads `/proc`.
+/// The running processes (zombies left out); [`ProcProcessTable`] reads
+/// `/proc`.
 pub trait ProcessTable: Send + Sync {
     /// Every process now.
     fn processes(&self) -> io::Result<Vec<ProcessInfo>>;
@@ -55,13 +56,17 @@ impl ProcessTable for ProcProcessTable {
 }
 
 /// Parses `/proc/PID/stat`: `pid (comm) state ppid …`; comm may hold
-/// spaces and parentheses, so the last `)` ends it.
+/// spaces and parentheses, so the last `)` ends it. Zombies are `None`.
 fn parse_stat(pid: u32, stat: &str) -> Option<ProcessInfo> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let name = stat.get(open + 1..close)?.to_string();
     let mut rest = stat.get(close + 1..)?.split_whitespace();
-    let _state = rest.next()?;
+    let state = rest.next()?;
+    if state == "Z" || state == "X" {
+        // Exited, not yet reaped: not running.
+        return None;
+    }
     let parent = rest.next()?.parse().ok()?;
     Some(ProcessInfo { pid, parent, name })
 }
@@ -323,6 +328,7 @@ mod tests {
     fn parses_stat_lines_with_odd_names() {
         let info = parse_stat(42, "42 (a (b) c) S 7 42 42 0 -1").unwrap();
         assert_eq!(info, process(42, 7, "a (b) c"));
+        assert_eq!(parse_stat(43, "43 (cron) Z 1 43 43 0 -1"), None);
     }
 
     #[test]
