@@ -12,6 +12,9 @@ cargo fmt --all -- --check
 step "lints (cargo clippy, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "services the quiesce tests run for real (scripts/services-setup.sh: mariadb-server, cron)"
+scripts/services-setup.sh
+
 step "unit, integration, property and CLI tests (cargo test --workspace)"
 cargo test --workspace
 

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what the quiesce crate's real-service tests need: a MariaDB server
+# and client (mariadbd, mariadb-install-db, mariadb-admin, mariadb) and Debian's
+# cron daemon. Idempotent and quiet: packages already present are not touched,
+# apt-get runs only when something is missing. Run as root (CI does, before
+# the tests).
+set -euo pipefail
+
+missing=()
+have() { command -v "$1" >/dev/null 2>&1; }
+
+have mariadbd || have mysqld || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+have mariadb || have mysql || missing+=(mariadb-client)
+have cron || [ -x /usr/sbin/cron ] || missing+=(cron)
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "services-setup: mariadb-server, mariadb-client and cron are already installed"
+    exit 0
+fi
+
+echo "services-setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+# Do not start the packaged services: the tests start private instances, and
+# containers/CI machines often have no init system to start them with.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee "$policy" >/dev/null
+    "${sudo_cmd[@]}" chmod 755 "$policy"
+    created_policy=1
+fi
+cleanup() { [ "$created_policy" -eq 0 ] || "${sudo_cmd[@]}" rm -f "$policy"; }
+trap cleanup EXIT
+
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "services-setup: done"
