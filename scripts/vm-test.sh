@@ -20,7 +20,8 @@ echo "vm-test: building the release binaries" >&2
 (cd "$ROOT" && cargo build --release --quiet -p blockdiff-tools --bins)
 
 KERNEL=$(ls /boot/vmlinuz-* | sort -V | tail -n 1)
-RESULTS=$(mktemp -d /tmp/blockdiff-vm.XXXXXX)
+# Not under /tmp: the guest mounts a tmpfs there.
+RESULTS=$(mktemp -d /var/tmp/blockdiff-vm.XXXXXX)
 trap 'rm -rf "$RESULTS"' EXIT
 if [[ -n ${VM_KEEP_LOGS:-} ]]; then
     trap 'mkdir -p "$VM_KEEP_LOGS" && cp "$RESULTS"/* "$VM_KEEP_LOGS"/ 2>/dev/null; rm -rf "$RESULTS"' EXIT
@@ -28,11 +29,11 @@ fi
 
 run_vm() {
     # The guest sees the host's / read-only and $RESULTS read-write. Its
-    # console goes through a pipe: vng reopens its standard output, which
-    # would truncate a log file it was redirected to.
+    # console goes through a pipe: vng reopens its standard output and
+    # error, which would truncate a log file they were redirected to.
     timeout "${VM_TIMEOUT:-1500}" vng --run "$KERNEL" --user root --memory 1G --cpus 2 \
         --rwdir "$RESULTS" "$@" -- \
-        bash "$ROOT/tests/vm/run-in-vm.sh" "$ROOT" "$RESULTS" "$FILTER" | cat
+        bash "$ROOT/tests/vm/run-in-vm.sh" "$ROOT" "$RESULTS" "$FILTER" 2>&1 | cat
     return "${PIPESTATUS[0]}"
 }
 
