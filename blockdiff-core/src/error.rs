@@ -141,6 +141,14 @@ pub enum Error {
         /// Why, in the caller's words.
         reason: String,
     },
+    /// A generation's metadata file is not a JSON object of strings.
+    #[error("{path}: not a metadata file (a JSON object of strings): {detail}")]
+    BadMetadata {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        detail: String,
+    },
     /// An option is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),

@@ -1,6 +1,7 @@
 //! The generation store: `NAME.ver`, `NAME.N[.gz]`, `NAME.N.md5`, and the
 //! crash-safe commit of a new generation.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -159,6 +160,50 @@ impl GenerationStore {
     /// `NAME.ver`.
     pub fn ver_path(&self) -> PathBuf {
         self.with_suffix(".ver")
+    }
+
+    /// `NAME.N.meta.json`: facts about how generation N was made (its
+    /// source, snapshot, freeze window, the database's binary-log position),
+    /// a flat JSON object of strings. Not part of the generation's data: a
+    /// restore does not need it.
+    pub fn metadata_path(&self, generation: u64) -> PathBuf {
+        self.with_suffix(&format!(".{generation}.meta.json"))
+    }
+
+    /// Writes generation `generation`'s metadata atomically (temporary
+    /// file, fsync, rename, directory fsync).
+    pub fn write_metadata(
+        &self,
+        generation: u64,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let path = self.metadata_path(generation);
+        let tmp = self.with_suffix(&format!(".{generation}.meta.json.tmp"));
+        let mut text = serde_json::to_string_pretty(metadata).unwrap_or_default();
+        text.push('\n');
+        let mut file = File::create(&tmp).ctx(&tmp, "create")?;
+        file.write_all(text.as_bytes()).ctx(&tmp, "write")?;
+        file.sync_all().ctx(&tmp, "fsync")?;
+        drop(file);
+        fs::rename(&tmp, &path).ctx(&path, "rename into place")?;
+        sync_dir(&self.dir())
+    }
+
+    /// Generation `generation`'s metadata, or `None` if it has none (made
+    /// by the original tool, or by a run that stopped after its commit).
+    pub fn read_metadata(&self, generation: u64) -> Result<Option<BTreeMap<String, String>>> {
+        let path = self.metadata_path(generation);
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).ctx(&path, "read"),
+        };
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| Error::BadMetadata {
+                path,
+                detail: e.to_string(),
+            })
     }
 
     /// `NAME.lock`.
@@ -583,6 +628,26 @@ mod tests {
         assert_eq!(parse_version(b"x\n"), None);
         assert_eq!(parse_version(b" 3\n"), None);
         assert_eq!(parse_version(b"99999999999999999999999\n"), None);
+    }
+
+    #[test]
+    fn metadata_round_trips_and_bad_metadata_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        assert_eq!(store.read_metadata(1).unwrap(), None);
+        let meta: BTreeMap<String, String> = [
+            ("mysql.binlog_position", "1234"),
+            ("freeze_window_seconds", "0.412"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        store.write_metadata(1, &meta).unwrap();
+        assert_eq!(store.read_metadata(1).unwrap(), Some(meta));
+        assert!(store.metadata_path(1).ends_with("db.1.meta.json"));
+        fs::write(store.metadata_path(2), "[1, 2]").unwrap();
+        let e = store.read_metadata(2).unwrap_err().to_string();
+        assert!(e.contains("db.2.meta.json: not a metadata file"), "{e}");
     }
 
     #[test]

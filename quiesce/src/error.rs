@@ -130,7 +130,7 @@ pub enum Error {
     /// The snapshot step overran the freeze window limit: everything was
     /// thawed while it was still running and its result was discarded.
     #[error(
-        "the freeze window limit of {limit:?} was exceeded (the snapshot step was still running after {elapsed:?}); everything was thawed and the snapshot step's result was discarded"
+        "the freeze window limit of {:.1} s was exceeded (the snapshot step was still running after {:.3} s); everything was thawed and the snapshot step's result was discarded", limit.as_secs_f64(), elapsed.as_secs_f64()
     )]
     FreezeWindowExceeded {
         /// The configured limit.

@@ -767,7 +767,7 @@ mod tests {
             "{error}"
         );
         assert!(
-            error.to_string().contains("limit of 200ms was exceeded"),
+            error.to_string().contains("limit of 0.2 s was exceeded"),
             "{error}"
         );
         assert_eq!(

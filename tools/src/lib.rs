@@ -6,11 +6,9 @@
 mod cli;
 mod format_args;
 mod stderr_progress;
-mod stop_signals;
 mod timestamp;
 
 pub use cli::{ExitStatus, UsageError, error_line, parse_block_size, run_main};
 pub use format_args::{FormatArgs, FormatName};
 pub use stderr_progress::StderrProgress;
-pub use stop_signals::StopSignals;
 pub use timestamp::timestamp;

@@ -1,5 +1,6 @@
 //! `blockdiff-backup`: numbered, crash-safe generations of a file or device.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,13 +12,14 @@ use blockdiff_core::{
     Progress, backup,
 };
 use blockdiff_tools::{
-    FormatArgs, StderrProgress, StopSignals, parse_block_size, run_main, timestamp,
+    FormatArgs, StderrProgress, UsageError, parse_block_size, run_main, timestamp,
 };
 use clap::Parser;
 use lvm_snap::{
     FillEvent, FillMonitor, FillMonitorOptions, LvPath, Lvm, Snapshot, SnapshotOptions,
     SnapshotSize,
 };
+use quiesce::{FreezeReport, FreezeWindow, Logger, QuiesceSpec, QuiesceStack, TerminationSignals};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -32,6 +34,29 @@ failure, SIGINT, SIGTERM or panic. Its fill is polled while it is read: a
 warning at --fill-warn, and if it overflows (LVM invalidates it) the
 generation is not committed. A run killed with SIGKILL cannot clean up:
 `blockdiff-lvm cleanup` removes what such runs left.
+
+--quiesce SPEC (repeatable) holds services still while the snapshot is
+taken: frozen in the order given, thawed in reverse, always (on errors,
+signals and panics too), and never longer than --freeze-limit. With a plain
+file as SOURCE there is no snapshot, so they stay quiesced for the whole
+dump. SPEC is one of:
+  mysql[:defaults-file=F,host=H,port=N,socket=S,user=U,lock-wait-timeout=SECS]
+                         FLUSH TABLES WITH READ LOCK on one connection, after
+                         a sync; the binary-log position is recorded. The
+                         password comes from ~/.my.cnf, the defaults file or
+                         MYSQL_PWD, never from the command line.
+  cron[:stop=CMD,start=CMD,wait=SECS]   wait for running jobs, stop cron, start it after
+  service:NAME[,NAME...]                stop services, start them after (reverse order)
+  openvz[:mode=checkpoint|suspend]      vzctl chkpnt/restore every running container
+  cgroup:PATH                           the cgroup v2 freezer (containers, systemd scopes)
+  fsfreeze:MOUNTPOINT                   FIFREEZE/FITHAW a file system
+  hook:STAGE=COMMAND                    sh -c COMMAND at pre-freeze, post-freeze,
+                                        pre-thaw or post-thaw
+Example:
+  blockdiff-backup /var/backup/db --lvm vg0/mysql --quiesce mysql --quiesce cron
+
+Each generation's facts (source, snapshot and its peak fill, freeze window,
+binary-log position) go to NAME.N.meta.json.
 
 Files, beside NAME:
   NAME.ver       the last committed generation (decimal text)
@@ -80,6 +105,16 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0, requires = "lvm")]
     fill_interval: f64,
 
+    /// Quiesce a service while the snapshot is taken (repeatable; see SPEC
+    /// below)
+    #[arg(long = "quiesce", value_name = "SPEC", value_parser = parse_quiesce_spec)]
+    quiesce: Vec<String>,
+
+    /// Longest time services may stay quiesced, in seconds: past it the
+    /// snapshot is abandoned, everything is thawed and the run fails
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    freeze_limit: f64,
+
     /// Leave the snapshot in place after the run (for debugging; remove it
     /// with lvremove or `blockdiff-lvm cleanup`)
     #[arg(long, requires = "lvm")]
@@ -110,11 +145,35 @@ fn parse_snapshot_size(s: &str) -> Result<SnapshotSize, String> {
     s.parse().map_err(|e: lvm_snap::Error| e.to_string())
 }
 
-/// Notices on stderr; stops the dump on a signal or an overflowed snapshot.
+fn parse_quiesce_spec(s: &str) -> Result<String, String> {
+    QuiesceSpec::parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Notices on stderr; stops the dump on a signal, an overflowed snapshot or
+/// a freeze window that ran out.
 struct RunProgress<'a> {
     out: StderrProgress,
-    signals: Option<&'a StopSignals>,
+    signals: Option<&'a TerminationSignals>,
     monitor: Option<&'a FillMonitor>,
+    window: Option<&'a FreezeWindow>,
+}
+
+impl<'a> RunProgress<'a> {
+    fn new(
+        quiet: bool,
+        signals: Option<&'a TerminationSignals>,
+        monitor: Option<&'a FillMonitor>,
+        window: Option<&'a FreezeWindow>,
+    ) -> Self {
+        RunProgress {
+            out: StderrProgress::new("blockdiff-backup", quiet),
+            signals,
+            monitor,
+            window,
+        }
+    }
 }
 
 impl Progress for RunProgress<'_> {
@@ -123,8 +182,15 @@ impl Progress for RunProgress<'_> {
     }
 
     fn should_stop(&mut self) -> Option<String> {
-        if let Some(reason) = self.signals.and_then(StopSignals::stop_reason) {
-            return Some(reason);
+        if let Some(signal) = self.signals.and_then(TerminationSignals::received) {
+            return Some(format!("interrupted by {}", quiesce::signal_name(signal)));
+        }
+        if let Some(w) = self.window
+            && (w.is_abandoned() || w.remaining().is_zero())
+        {
+            return Some(
+                "the freeze window limit passed before the dump finished (raise --freeze-limit, or back up a snapshot)".into(),
+            );
         }
         let m = self.monitor?;
         m.overflow_error().map(|e| e.to_string())
@@ -154,8 +220,58 @@ fn main() -> ExitCode {
     run_main("blockdiff-backup", run)
 }
 
+/// The quiesce stack of `--quiesce`, if any.
+fn quiesce_stack(
+    args: &Args,
+    signals: Option<&TerminationSignals>,
+) -> anyhow::Result<Option<QuiesceStack>> {
+    if args.quiesce.is_empty() {
+        return Ok(None);
+    }
+    if !(args.freeze_limit > 0.0 && args.freeze_limit <= 86400.0) {
+        return Err(UsageError(format!(
+            "--freeze-limit must be between 0 and 86400 seconds, not {}",
+            args.freeze_limit
+        ))
+        .into());
+    }
+    let quiet = args.quiet;
+    let logger = Logger::new(move |line| log(quiet, format_args!("{line}")));
+    let mut stack = QuiesceStack::from_spec_strings(&args.quiesce, logger)?;
+    stack.set_freeze_limit(Duration::from_secs_f64(args.freeze_limit));
+    if let Some(signals) = signals {
+        stack.stop_on_signals(signals);
+    }
+    Ok(Some(stack))
+}
+
+fn record_freeze(meta: &mut BTreeMap<String, String>, report: &FreezeReport) {
+    meta.insert(
+        "freeze_window_seconds".into(),
+        format!("{:.3}", report.window.as_secs_f64()),
+    );
+    if !report.quiescers.is_empty() {
+        meta.insert("quiesced".into(), report.quiescers.join(","));
+    }
+    for (k, v) in &report.metadata {
+        meta.insert(k.clone(), v.clone());
+    }
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let store = GenerationStore::new(&args.name);
+    // A snapshot must be removed and services thawed however the run ends,
+    // so then signals stop the run instead of killing it. (A plain source
+    // needs no cleanup: a killed run commits nothing, and the default
+    // action ends a run blocked on a pipe at once.)
+    let signals = if args.lvm.is_some() || !args.quiesce.is_empty() {
+        Some(TerminationSignals::catch()?)
+    } else {
+        None
+    };
+    let mut stack = quiesce_stack(&args, signals.as_ref())?;
+    let mut meta = BTreeMap::new();
+    meta.insert("started".to_owned(), timestamp());
     let format = args.format.requested()?;
     let options = BackupOptions {
         dump: DumpOptions {
@@ -168,12 +284,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let report = match (&args.lvm, &args.source) {
         (Some(origin), _) => {
-            // A snapshot must be removed however the run ends, so signals
-            // stop the run instead of killing it. (A plain source needs no
-            // cleanup: a killed run commits nothing, and keeping the
-            // default action ends a run blocked on a pipe at once.)
-            let signals = StopSignals::install().context("cannot install signal handlers")?;
-            backup_lvm(&args, origin, &store, &options, &signals)?
+            meta.insert("source".into(), format!("lvm:{origin}"));
+            backup_lvm(
+                &args,
+                origin,
+                &store,
+                &options,
+                signals.as_ref(),
+                stack.as_mut(),
+                &mut meta,
+            )?
         }
         (None, Some(path)) => {
             let source: DumpSource<Box<dyn Read + Send>> = if path.as_os_str() == "-" {
@@ -181,21 +301,49 @@ fn run(args: Args) -> anyhow::Result<()> {
             } else {
                 DumpSource::open(path)?.boxed()
             };
-            let mut progress = RunProgress {
-                out: StderrProgress::new("blockdiff-backup", args.quiet),
-                signals: None,
-                monitor: None,
-            };
-            backup(&store, source, &options, &mut progress).with_context(|| {
+            meta.insert("source".into(), path.display().to_string());
+            let failed = || {
                 format!(
                     "backup of {} to {} failed",
                     path.display(),
                     args.name.display()
                 )
-            })?
+            };
+            let quiet = args.quiet;
+            let signals = signals.as_ref();
+            let progress = |window| RunProgress::new(quiet, signals, None, window);
+            match stack.as_mut() {
+                None => {
+                    backup(&store, source, &options, &mut progress(None)).with_context(failed)?
+                }
+                Some(stack) => {
+                    log(
+                        args.quiet,
+                        format_args!(
+                            "no snapshot: quiescing ({}) for the whole dump (at most {} s)",
+                            args.quiesce.join(", "),
+                            args.freeze_limit
+                        ),
+                    );
+                    let frozen = stack
+                        .run_frozen(|window| {
+                            let mut progress = RunProgress::new(quiet, signals, None, Some(window));
+                            backup(&store, source, &options, &mut progress)
+                        })
+                        .with_context(failed)?;
+                    record_freeze(&mut meta, &frozen.report);
+                    frozen.value.with_context(failed)?
+                }
+            }
         }
         (None, None) => unreachable!("clap requires a source or --lvm"),
     };
+    meta.insert("generation".into(), report.generation.to_string());
+    meta.insert("finished".into(), timestamp());
+    if let Err(e) = store.write_metadata(report.generation, &meta) {
+        // The generation is committed and complete; only its facts are lost.
+        eprintln!("blockdiff-backup: warning: {e}");
+    }
     if !args.quiet {
         let d = report.dump;
         eprintln!(
@@ -222,7 +370,9 @@ fn backup_lvm(
     origin: &LvPath,
     store: &GenerationStore,
     options: &BackupOptions,
-    signals: &StopSignals,
+    signals: Option<&TerminationSignals>,
+    stack: Option<&mut QuiesceStack>,
+    meta: &mut BTreeMap<String, String>,
 ) -> anyhow::Result<BackupReport> {
     if !(args.fill_interval > 0.0 && args.fill_interval <= 3600.0) {
         return Err(blockdiff_tools::UsageError(format!(
@@ -238,10 +388,23 @@ fn backup_lvm(
         ..SnapshotOptions::default()
     };
     log(quiet, format_args!("creating snapshot of {origin}"));
-    let snapshot = Snapshot::create(&lvm, origin, &snapshot_options)
-        .with_context(|| format!("cannot snapshot {origin}"))?;
+    let snapshot_failed = || format!("cannot snapshot {origin}");
+    let snapshot = match stack {
+        None => Snapshot::create(&lvm, origin, &snapshot_options).with_context(snapshot_failed)?,
+        Some(stack) => {
+            // Only the snapshot is taken while frozen. If the window runs
+            // out, the late snapshot is dropped, which removes it.
+            let frozen = stack
+                .run_frozen(|_| Snapshot::create(&lvm, origin, &snapshot_options))
+                .with_context(snapshot_failed)?;
+            record_freeze(meta, &frozen.report);
+            frozen.value.with_context(snapshot_failed)?
+        }
+    };
     let created = Instant::now();
     let kind = if snapshot.is_thin() { "thin" } else { "thick" };
+    meta.insert("snapshot".into(), snapshot.path().to_string());
+    meta.insert("snapshot_kind".into(), kind.into());
     log(
         quiet,
         format_args!("created {kind} snapshot {}", snapshot.path()),
@@ -274,14 +437,13 @@ fn backup_lvm(
         }
     });
     let result = monitor.map_err(anyhow::Error::from).and_then(|monitor| {
-        let result = match signals.stop_reason() {
-            Some(reason) => Err(anyhow::anyhow!("{reason}")),
+        let result = match signals.and_then(TerminationSignals::received) {
+            Some(signal) => Err(anyhow::anyhow!(
+                "interrupted by {}",
+                quiesce::signal_name(signal)
+            )),
             None => {
-                let mut progress = RunProgress {
-                    out: StderrProgress::new("blockdiff-backup", quiet),
-                    signals: Some(signals),
-                    monitor: Some(&monitor),
-                };
+                let mut progress = RunProgress::new(quiet, signals, Some(&monitor), None);
                 DumpSource::open(snapshot.device())
                     .and_then(|source| backup(store, source, options, &mut progress))
                     .map_err(anyhow::Error::from)
@@ -303,6 +465,9 @@ fn backup_lvm(
     let peak_text = peak
         .map(|p| format!("; peak fill {p:.1}%"))
         .unwrap_or_default();
+    if let Some(p) = peak {
+        meta.insert("snapshot_peak_fill_percent".into(), format!("{p:.1}"));
+    }
     let held = created.elapsed().as_secs_f64();
     if args.keep_snapshot {
         let kept = snapshot.keep();
