@@ -20,8 +20,11 @@ echo "vm-test: building the release binaries" >&2
 (cd "$ROOT" && cargo build --release --quiet -p blockdiff-tools --bins)
 
 KERNEL=$(ls /boot/vmlinuz-* | sort -V | tail -n 1)
-# Not under /tmp: the guest mounts a tmpfs there.
-RESULTS=$(mktemp -d /var/tmp/blockdiff-vm.XXXXXX)
+# Not under /tmp, /var, /etc, /usr…: virtme-ng lays overlays over those in
+# the guest (and the guest mounts a tmpfs on /tmp), hiding a shared
+# directory there.
+mkdir -p "$ROOT/target"
+RESULTS=$(mktemp -d "$ROOT/target/vm-results.XXXXXX")
 trap 'rm -rf "$RESULTS"' EXIT
 if [[ -n ${VM_KEEP_LOGS:-} ]]; then
     trap 'mkdir -p "$VM_KEEP_LOGS" && cp "$RESULTS"/* "$VM_KEEP_LOGS"/ 2>/dev/null; rm -rf "$RESULTS"' EXIT

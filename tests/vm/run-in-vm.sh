@@ -5,7 +5,8 @@
 # directory shared with the host, an optional filter on case names.
 set -u
 ROOT=$1 RESULTS=$2 FILTER=${3:-}
-touch "$RESULTS/started"
+echo "run-in-vm: kernel $(uname -r), $(nproc) CPUs"
+touch "$RESULTS/started" || { echo "run-in-vm: cannot write to $RESULTS" >&2; exit 1; }
 
 # The host's root is read-only here and /tmp a small overlay: loop images
 # go to a tmpfs.
