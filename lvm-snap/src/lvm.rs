@@ -193,8 +193,17 @@ impl Lvm {
         self.run(&Invocation::new("sync", [""; 0])).map(drop)
     }
 
-    /// Every logical volume, of one volume group or of all.
-    pub fn list(&self, vg: Option<&str>) -> Result<Vec<LogicalVolume>> {
+    /// Runs an LVM report command (`lvs`, `vgs`) in JSON with sizes in
+    /// bytes, returning the rows of `kind` (`lv`, `vg`). A missing volume or
+    /// group is [`Error::NotFound`] naming `what`.
+    fn report(
+        &self,
+        command: &str,
+        fields: &str,
+        target: Option<&str>,
+        kind: &str,
+        what: impl Fn() -> String,
+    ) -> Result<(Invocation, Vec<Value>)> {
         let mut args = vec![
             "--reportformat",
             "json",
@@ -202,57 +211,36 @@ impl Lvm {
             "b",
             "--nosuffix",
             "-o",
-            LV_FIELDS,
+            fields,
         ];
-        args.extend(vg);
-        let inv = Invocation::new("lvs", args);
+        args.extend(target);
+        let inv = Invocation::new(command, args);
         let out = self.run_unchecked(&inv)?;
         if !out.success() {
-            if let Some(vg) = vg
-                && is_not_found(&out)
-            {
-                return Err(Error::NotFound {
-                    what: format!("volume group {vg}"),
-                });
+            if target.is_some() && is_not_found(&out) {
+                return Err(Error::NotFound { what: what() });
             }
             return Err(command_failed(&inv, &out));
         }
-        report_rows(&inv, &out.stdout, "lv")?
-            .iter()
-            .map(|row| parse_lv(&inv, row))
-            .collect()
+        let rows = report_rows(&inv, &out.stdout, kind)?;
+        Ok((inv, rows))
+    }
+
+    /// Every logical volume, of one volume group or of all.
+    pub fn list(&self, vg: Option<&str>) -> Result<Vec<LogicalVolume>> {
+        let what = || format!("volume group {}", vg.unwrap_or_default());
+        let (inv, rows) = self.report("lvs", LV_FIELDS, vg, "lv", what)?;
+        rows.iter().map(|row| parse_lv(&inv, row)).collect()
     }
 
     /// One logical volume.
     pub fn lv(&self, path: &LvPath) -> Result<LogicalVolume> {
-        let inv = Invocation::new(
-            "lvs",
-            [
-                "--reportformat",
-                "json",
-                "--units",
-                "b",
-                "--nosuffix",
-                "-o",
-                LV_FIELDS,
-                &path.to_string(),
-            ],
-        );
-        let out = self.run_unchecked(&inv)?;
-        if !out.success() {
-            if is_not_found(&out) {
-                return Err(Error::NotFound {
-                    what: format!("logical volume {path}"),
-                });
-            }
-            return Err(command_failed(&inv, &out));
-        }
-        let rows = report_rows(&inv, &out.stdout, "lv")?;
+        let what = || format!("logical volume {path}");
+        let target = path.to_string();
+        let (inv, rows) = self.report("lvs", LV_FIELDS, Some(&target), "lv", what)?;
         match rows.as_slice() {
             [row] => parse_lv(&inv, row),
-            [] => Err(Error::NotFound {
-                what: format!("logical volume {path}"),
-            }),
+            [] => Err(Error::NotFound { what: what() }),
             _ => Err(Error::Parse {
                 command: inv.to_string(),
                 detail: format!("{} rows for one volume", rows.len()),
@@ -262,33 +250,11 @@ impl Lvm {
 
     /// One volume group.
     pub fn vg(&self, name: &str) -> Result<VolumeGroup> {
-        let inv = Invocation::new(
-            "vgs",
-            [
-                "--reportformat",
-                "json",
-                "--units",
-                "b",
-                "--nosuffix",
-                "-o",
-                "vg_name,vg_size,vg_free,vg_extent_size",
-                name,
-            ],
-        );
-        let out = self.run_unchecked(&inv)?;
-        if !out.success() {
-            if is_not_found(&out) {
-                return Err(Error::NotFound {
-                    what: format!("volume group {name}"),
-                });
-            }
-            return Err(command_failed(&inv, &out));
-        }
-        let rows = report_rows(&inv, &out.stdout, "vg")?;
+        let what = || format!("volume group {name}");
+        let fields = "vg_name,vg_size,vg_free,vg_extent_size";
+        let (inv, rows) = self.report("vgs", fields, Some(name), "vg", what)?;
         let [row] = rows.as_slice() else {
-            return Err(Error::NotFound {
-                what: format!("volume group {name}"),
-            });
+            return Err(Error::NotFound { what: what() });
         };
         let num = |key: &str| number_field(&inv, row, key);
         Ok(VolumeGroup {

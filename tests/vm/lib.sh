@@ -68,3 +68,44 @@ start_writer() {
 md5() {
     md5sum "$1" | cut -d' ' -f1
 }
+
+# backups_equal_snapshots VG KIND: three backups of VG/data (KIND "thick"
+# or "thin") while a writer keeps writing to its first 8 MiB, each with
+# --keep-snapshot so that the snapshot's checksum can be taken; then a
+# normal run, which must remove its snapshot and log its fill; then every
+# generation restored and compared with its snapshot's checksum.
+backups_equal_snapshots() {
+    local vg=$1 kind=$2 store=/tmp/store-$1/data gen snap got
+    local -A sums
+    mkdir -p "/tmp/store-$vg"
+    at_exit "rm -rf /tmp/store-$vg /tmp/restored-$vg"
+    dd if=/dev/urandom of="/dev/$vg/data" bs=1M count=32 oflag=direct status=none
+    start_writer "/dev/$vg/data" 2048
+    for gen in 1 2 3; do
+        blockdiff-backup "$store" --lvm "$vg/data" --snapshot-size 50% --keep-snapshot --fill-interval 0.5
+        snap=$(snapshots "$vg")
+        [[ $(wc -w <<<"$snap") -eq 1 ]] || fail "expected one kept snapshot, found: $snap"
+        # The snapshot's content is what generation $gen must restore to.
+        sums[$gen]=$(md5 "/dev/$vg/$snap")
+        lvremove -q -f "$vg/$snap" >/dev/null
+        sleep 1
+    done
+    [[ $(cat "$store.ver") == 3 ]] || fail "NAME.ver is $(cat "$store.ver"), not 3"
+    [[ ${sums[1]} != "${sums[3]}" ]] || fail "the writer changed nothing between generations"
+
+    # A run without --keep-snapshot removes it and says so.
+    blockdiff-backup "$store" --lvm "/dev/$vg/data" --snapshot-size 50% --fill-interval 0.5 2>"/tmp/$vg.log"
+    cat "/tmp/$vg.log"
+    grep -q "created $kind snapshot $vg/data-bd-" "/tmp/$vg.log" || fail "no 'created $kind snapshot' line"
+    grep -Eq "removed snapshot $vg/data-bd-.* after [0-9.]+ s; peak fill [0-9.]+%" "/tmp/$vg.log" ||
+        fail "no 'removed … peak fill' line"
+    grep -q '"snapshot_peak_fill_percent"' "$store.4.meta.json" || fail "no peak fill in $store.4.meta.json"
+    assert_no_snapshots "$vg"
+
+    for gen in 1 2 3; do
+        blockdiff-restore "/tmp/restored-$vg" --from "$store" --generation "$gen"
+        got=$(md5 "/tmp/restored-$vg")
+        [[ $got == "${sums[$gen]}" ]] || fail "generation $gen restores to $got, its snapshot was ${sums[$gen]}"
+        rm -f "/tmp/restored-$vg"
+    done
+}
