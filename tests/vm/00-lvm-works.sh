@@ -1,7 +1,7 @@
 # The harness itself: device-mapper, a loop-backed VG, thick and thin
 # snapshots and lvs' JSON report work in this VM.
 source "$ROOT/tests/vm/lib.sh"
-make_vg vgsmoke 48
+make_vg vgsmoke 64
 lvcreate -q -L 16M -n data vgsmoke >/dev/null
 lvcreate -q -L 8M -s -n snap vgsmoke/data >/dev/null
 lvcreate -q -L 16M -T vgsmoke/pool >/dev/null
