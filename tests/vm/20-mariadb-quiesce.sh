@@ -8,8 +8,8 @@ source "$ROOT/tests/vm/lib.sh"
 for p in mariadbd mariadb-install-db mariadb mariadb-admin; do
     command -v $p >/dev/null || fail "$p is not installed: run scripts/services-setup.sh"
 done
-make_vg vgdb 224
-lvcreate -q -L 96M -n mysql vgdb >/dev/null
+make_vg vgdb 192
+lvcreate -q -L 64M -n mysql vgdb >/dev/null
 mkfs.ext4 -q /dev/vgdb/mysql
 mkdir -p /tmp/db /tmp/db2 /tmp/store-db
 mount /dev/vgdb/mysql /tmp/db
@@ -36,7 +36,7 @@ sql() { # sql NAME STATEMENT
 
 log "installing a datadir on vgdb/mysql"
 mariadb-install-db --no-defaults --user=root --datadir=/tmp/db/data --skip-test-db \
-    --auth-root-authentication-method=socket >/tmp/install.log 2>&1 ||
+    --auth-root-authentication-method=socket --innodb-log-file-size=8M >/tmp/install.log 2>&1 ||
     { cat /tmp/install.log; fail "mariadb-install-db failed"; }
 start_server /tmp/db/data db
 sql db "CREATE DATABASE app; CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(100)) ENGINE=MyISAM;
@@ -77,7 +77,7 @@ echo "freeze window of generation 2: $window s"
 assert_no_snapshots vgdb
 
 log "restoring generation 2 into a new volume and starting a second server on it"
-lvcreate -q -L 96M -n restored vgdb >/dev/null
+lvcreate -q -L 64M -n restored vgdb >/dev/null
 blockdiff-restore /dev/vgdb/restored --from "$store" --generation 2
 mount /dev/vgdb/restored /tmp/db2
 at_exit "umount /tmp/db2"
