@@ -5,7 +5,8 @@
 # (read-only in the guest) and runs tests/vm/run-in-vm.sh there.
 #
 #   scripts/vm-test.sh            every test case, tests/vm/[0-9]*.sh
-#   scripts/vm-test.sh thin       only the cases whose file name has "thin"
+#   scripts/vm-test.sh thin       only the cases whose file name matches an
+#   scripts/vm-test.sh '^(00|12)' extended regular expression
 #
 # Installs what is missing first (scripts/vm-setup.sh). KVM is used when a
 # quick probe boot shows that it works; where it does not (as on the

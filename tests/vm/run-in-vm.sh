@@ -21,7 +21,7 @@ export PATH=$BIN:$PATH
 passed=0 failed=0 names=()
 for case in "$ROOT"/tests/vm/[0-9]*.sh; do
     name=$(basename "$case" .sh)
-    [[ -z $FILTER || $name == *"$FILTER"* ]] || continue
+    [[ -z $FILTER || $name =~ $FILTER ]] || continue
     log=/tmp/$name.log
     t0=$(date +%s)
     if (cd /tmp && bash -euo pipefail "$case") >"$log" 2>&1; then
