@@ -222,8 +222,16 @@ impl FrameCompressor {
                         offset: 0,
                         source: std::io::Error::other("cannot allocate a zstd context"),
                     })?;
-                ctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level))
+                use zstd::zstd_safe::CParameter;
+                ctx.set_parameter(CParameter::CompressionLevel(level))
                     .map_err(zstd_error)?;
+                if level == 1 {
+                    // Level 1 (the default) with a window of 1 MiB, a whole
+                    // frame of a dump, where zstd's is 512 KiB: a slightly
+                    // better ratio at the same speed.
+                    ctx.set_parameter(CParameter::WindowLog(20))
+                        .map_err(zstd_error)?;
+                }
                 Some(ctx)
             }
             FrameCompression::None => None,
