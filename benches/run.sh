@@ -24,6 +24,11 @@
 #                      below this (default 0.5) ...
 #   BENCH_LOAD_QUIET   ... for this many seconds in a row (default 5) ...
 #   BENCH_LOAD_WAIT    ... or, with a warning, after this many seconds (default 600)
+#   BENCH_RT           1: run each measured command with real-time priority
+#                      (chrt -f 10, root only), so that other processes of a
+#                      shared machine do not take the CPUs from it; they keep
+#                      what the kernel's RT throttling leaves (5%) while it
+#                      runs (default 0)
 #   CARGO_TARGET_DIR   honoured as cargo does (binaries are looked up there)
 #
 # Part 1, the issue-2 figures (the legacy format: MD5, as the original
@@ -71,6 +76,7 @@ CHAIN_MIB=${BENCH_CHAIN_MIB:-1024}
 CHAIN_GENS=${BENCH_CHAIN_GENERATIONS:-30}
 REPEAT=${BENCH_REPEAT:-3}
 PARTS=${BENCH_PARTS:-1 A B C}
+RT_ON=${BENCH_RT:-0}
 WORK=${BENCH_DIR:-$ROOT/bench-work}
 LOAD_MAX=${BENCH_LOAD_MAX:-0.5}
 LOAD_QUIET=${BENCH_LOAD_QUIET:-5}
@@ -95,6 +101,21 @@ if [[ -z ${PARTS// /} ]]; then
     echo "run.sh: BENCH_PARTS names no part" >&2
     exit 2
 fi
+RT=()
+case $RT_ON in
+0) ;;
+1)
+    if ! chrt -f 10 true 2>/dev/null; then
+        echo "run.sh: BENCH_RT=1 needs chrt and the right to use SCHED_FIFO (root)" >&2
+        exit 2
+    fi
+    RT=(chrt -f 10)
+    ;;
+*)
+    echo "run.sh: BENCH_RT must be 0 or 1, not '$RT_ON'" >&2
+    exit 2
+    ;;
+esac
 # has_part P: true when part P (1, A, B or C) is to run.
 has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 if ! [[ $LOAD_WAIT =~ ^[0-9]+$ ]]; then
@@ -294,7 +315,7 @@ measure() {
         log "timing: $name$of (load $load)"
         b0=$(busy_ticks)
         t0=$(now)
-        /usr/bin/time -f '%U %S %M' -o "$TIMES" "$@"
+        "${RT[@]}" /usr/bin/time -f '%U %S %M' -o "$TIMES" "$@"
         t1=$(now)
         b1=$(busy_ticks)
         read -r user sys rss <"$TIMES"
@@ -597,6 +618,9 @@ if ((REPEAT > 1)); then
     echo "  repeat:   each command ran $REPEAT times; the run with the median time is shown (min-max s: all runs)"
 fi
 echo "  quiet:    each run waited for the 1-minute load average < $LOAD_MAX for ${LOAD_QUIET}s (at most ${LOAD_WAIT}s)"
+if ((${#RT[@]} > 0)); then
+    echo "  priority: each measured command ran with real-time priority (BENCH_RT=1: ${RT[*]})"
+fi
 echo "            'load' = 1-minute load average when the measurement started, 'wait s' = seconds waited (! = gave up)"
 echo "  columns:  cpu s = user + system CPU seconds of the command; others = share of the machine's"
 echo "            CPU capacity used by other processes while it ran (- if too short to tell)"
