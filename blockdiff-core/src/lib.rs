@@ -58,7 +58,7 @@ pub use block::{BlockHash, BlockHasher, BlockSize, HASH_LEN, hash_block, hash_bl
 pub use digest::{DIGEST_MAGIC, DigestFile, DigestFormat, DigestReader, DigestSpec, DigestWriter};
 pub use dump::{
     ChangedRanges, ChunkEncoder, DiffSink, DumpOptions, DumpPlan, DumpReport, DumpSource,
-    DumpedChunk, LegacySink, NoEncoding, V2Encoder, V2Frame, V2Sink, dump,
+    DumpedChunk, LegacySink, NoEncoding, V2Encoder, V2EncoderState, V2Frame, V2Sink, dump,
 };
 pub use error::{Error, Result};
 pub use info::{Comparison, GenerationInfo, compare_with_generation};

@@ -392,7 +392,9 @@ impl GenerationStore {
             digest_path,
             diff_tmp,
             digest_tmp,
-            diff: Some(compression.writer(BufWriter::with_capacity(1 << 20, diff))),
+            // Writes at least as large as the buffer (most v2 frames) go
+            // to the file without a copy through it.
+            diff: Some(compression.writer(BufWriter::with_capacity(128 << 10, diff))),
             digest: None,
             stage: Stage::Writing,
         };

@@ -6,10 +6,19 @@ use crate::{ArchiveError, Result};
 
 /// Collects the changed blocks of one frame, coalescing adjacent blocks of
 /// the same kind into extents.
+///
+/// A data block's bytes are either copied in ([`push_data`](Self::push_data),
+/// then [`encode`](Self::encode)) or only counted
+/// ([`push_data_len`](Self::push_data_len)), the caller then handing the
+/// whole payload to [`encode_payload`](Self::encode_payload): a dump whose
+/// changed blocks lie side by side in its read buffer compresses them from
+/// there, without a copy.
 #[derive(Debug, Default, Clone)]
 pub struct FrameBuilder {
     extents: Vec<Extent>,
     raw: Vec<u8>,
+    /// Bytes of all data blocks pushed, copied into `raw` or not.
+    raw_len: usize,
 }
 
 impl FrameBuilder {
@@ -22,6 +31,7 @@ impl FrameBuilder {
     pub fn clear(&mut self) {
         self.extents.clear();
         self.raw.clear();
+        self.raw_len = 0;
     }
 
     /// True when no block was pushed.
@@ -29,9 +39,9 @@ impl FrameBuilder {
         self.extents.is_empty()
     }
 
-    /// Bytes of block data pushed so far.
+    /// Bytes of block data pushed so far (the payload's length).
     pub fn raw_len(&self) -> usize {
-        self.raw.len()
+        self.raw_len
     }
 
     /// The extents pushed so far.
@@ -60,18 +70,30 @@ impl FrameBuilder {
         Ok(())
     }
 
-    /// Adds block `block` with its bytes. Only the source's last block may
-    /// be shorter than the block size.
-    pub fn push_data(&mut self, block: u64, data: &[u8]) -> Result<()> {
-        if self.raw.len() + data.len() > MAX_FRAME_RAW as usize {
+    fn push_data_block(&mut self, block: u64, len: usize) -> Result<()> {
+        if self.raw_len + len > MAX_FRAME_RAW as usize {
             return Err(ArchiveError::InvalidWrite {
                 block_offset: block,
                 reason: "frame payload would exceed 64 MiB",
             });
         }
         self.push(block, ExtentKind::Data)?;
+        self.raw_len += len;
+        Ok(())
+    }
+
+    /// Adds block `block` with its bytes. Only the source's last block may
+    /// be shorter than the block size.
+    pub fn push_data(&mut self, block: u64, data: &[u8]) -> Result<()> {
+        self.push_data_block(block, data.len())?;
         self.raw.extend_from_slice(data);
         Ok(())
+    }
+
+    /// Adds block `block`, of `len` bytes, without its bytes: the frame is
+    /// then encoded with [`encode_payload`](Self::encode_payload).
+    pub fn push_data_len(&mut self, block: u64, len: usize) -> Result<()> {
+        self.push_data_block(block, len)
     }
 
     /// Adds block `block` as an all-zero block: recorded, not stored.
@@ -79,27 +101,56 @@ impl FrameBuilder {
         self.push(block, ExtentKind::Zero)
     }
 
-    /// Appends the encoded frame to `out` and describes it.
+    /// Appends the encoded frame to `out` and describes it. Every data
+    /// block must have been pushed with its bytes.
     pub fn encode(&self, compressor: &mut FrameCompressor, out: &mut Vec<u8>) -> Result<FrameMeta> {
+        if self.raw.len() != self.raw_len {
+            return Err(ArchiveError::InvalidWrite {
+                block_offset: self.extents.first().map_or(0, |e| e.first_block),
+                reason: "blocks were pushed without their bytes: encode them with encode_payload",
+            });
+        }
+        self.encode_payload(&self.raw, compressor, out)
+    }
+
+    /// Appends the encoded frame to `out` and describes it, with `payload`
+    /// as its payload: the bytes of its data blocks, in order (see
+    /// [`push_data_len`](Self::push_data_len)). Its length must be that of
+    /// the data blocks pushed.
+    pub fn encode_payload(
+        &self,
+        payload: &[u8],
+        compressor: &mut FrameCompressor,
+        out: &mut Vec<u8>,
+    ) -> Result<FrameMeta> {
+        let first_block = self.extents.first().map_or(0, |e| e.first_block);
+        if payload.len() != self.raw_len {
+            return Err(ArchiveError::InvalidWrite {
+                block_offset: first_block,
+                reason: "the payload's length differs from that of the blocks pushed",
+            });
+        }
         if self.extents.len() > MAX_FRAME_EXTENTS as usize {
             return Err(ArchiveError::InvalidWrite {
-                block_offset: self.extents[0].first_block,
+                block_offset: first_block,
                 reason: "too many extents in one frame",
             });
         }
-        let (compression, stored) = compressor.compress(&self.raw)?;
         let start = out.len();
-        let mut hdr = [0u8; FRAME_HEADER_LEN];
-        hdr[0..4].copy_from_slice(&FRAME_MAGIC);
-        hdr[4] = compression.id();
-        hdr[8..12].copy_from_slice(&(self.extents.len() as u32).to_le_bytes());
-        hdr[12..16].copy_from_slice(&(self.raw.len() as u32).to_le_bytes());
-        hdr[16..20].copy_from_slice(&(stored.len() as u32).to_le_bytes());
-        out.extend_from_slice(&hdr);
+        out.reserve(FRAME_HEADER_LEN + self.extents.len() * EXTENT_LEN);
+        out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
         for e in &self.extents {
             out.extend_from_slice(&e.encode());
         }
-        out.extend_from_slice(stored);
+        let payload_start = out.len();
+        let compression = compressor.compress_into(payload, out)?;
+        let stored_len = out.len() - payload_start;
+        let hdr = &mut out[start..start + FRAME_HEADER_LEN];
+        hdr[0..4].copy_from_slice(&FRAME_MAGIC);
+        hdr[4] = compression.id();
+        hdr[8..12].copy_from_slice(&(self.extents.len() as u32).to_le_bytes());
+        hdr[12..16].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        hdr[16..20].copy_from_slice(&(stored_len as u32).to_le_bytes());
         let mut h = crc32fast::Hasher::new();
         h.update(&out[start..start + 20]);
         h.update(&out[start + FRAME_HEADER_LEN..]);
@@ -115,8 +166,8 @@ impl FrameBuilder {
         Ok(FrameMeta {
             len: (out.len() - start) as u32,
             extents: self.extents.clone(),
-            raw_len: self.raw.len() as u32,
-            stored_len: stored.len() as u32,
+            raw_len: payload.len() as u32,
+            stored_len: stored_len as u32,
             data_blocks,
             zero_blocks,
         })
@@ -143,8 +194,7 @@ pub struct FrameMeta {
 /// A reusable compression context: one per worker thread.
 pub struct FrameCompressor {
     compression: FrameCompression,
-    zstd: Option<zstd::bulk::Compressor<'static>>,
-    stored: Vec<u8>,
+    zstd: Option<zstd::zstd_safe::CCtx<'static>>,
 }
 
 impl std::fmt::Debug for FrameCompressor {
@@ -155,40 +205,70 @@ impl std::fmt::Debug for FrameCompressor {
     }
 }
 
+fn zstd_error(code: usize) -> ArchiveError {
+    ArchiveError::Io {
+        offset: 0,
+        source: std::io::Error::other(zstd::zstd_safe::get_error_name(code)),
+    }
+}
+
 impl FrameCompressor {
     /// A context compressing with zstd at `level`, or storing.
     pub fn new(compression: FrameCompression, level: i32) -> Result<Self> {
         let zstd = match compression {
-            FrameCompression::Zstd => Some(
-                zstd::bulk::Compressor::new(level)
-                    .map_err(|source| ArchiveError::Io { offset: 0, source })?,
-            ),
+            FrameCompression::Zstd => {
+                let mut ctx =
+                    zstd::zstd_safe::CCtx::try_create().ok_or_else(|| ArchiveError::Io {
+                        offset: 0,
+                        source: std::io::Error::other("cannot allocate a zstd context"),
+                    })?;
+                use zstd::zstd_safe::CParameter;
+                ctx.set_parameter(CParameter::CompressionLevel(level))
+                    .map_err(zstd_error)?;
+                if level == 1 {
+                    // Level 1 (the default) with a window of 1 MiB, a whole
+                    // frame of a dump, where zstd's is 512 KiB: a slightly
+                    // better ratio at the same speed.
+                    ctx.set_parameter(CParameter::WindowLog(20))
+                        .map_err(zstd_error)?;
+                }
+                Some(ctx)
+            }
             FrameCompression::None => None,
         };
-        Ok(FrameCompressor {
-            compression,
-            zstd,
-            stored: Vec::new(),
-        })
+        Ok(FrameCompressor { compression, zstd })
     }
 
-    /// Compresses `raw`; a payload that does not shrink is stored as is.
-    fn compress<'a>(&'a mut self, raw: &'a [u8]) -> Result<(FrameCompression, &'a [u8])> {
-        let Some(ctx) = self.zstd.as_mut() else {
-            return Ok((FrameCompression::None, raw));
-        };
-        if raw.is_empty() {
-            return Ok((FrameCompression::None, raw));
+    /// Appends `raw`, compressed, to `out` and returns the compression
+    /// used: one zstd frame, written straight into `out`, or `raw` as is
+    /// when it is empty or does not shrink.
+    fn compress_into(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<FrameCompression> {
+        let start = out.len();
+        if let Some(ctx) = self.zstd.as_mut()
+            && !raw.is_empty()
+        {
+            use zstd::zstd_safe::{
+                InBuffer, OutBuffer, ResetDirective, zstd_sys::ZSTD_EndDirective,
+            };
+            // As ZSTD_compress2 does: a new frame, the whole input at once,
+            // with room for the worst case so that it ends in this call.
+            ctx.reset(ResetDirective::SessionOnly).map_err(zstd_error)?;
+            out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+            let mut input = InBuffer::around(raw);
+            let mut output = OutBuffer::around_pos(out, start);
+            let left = ctx.compress_stream2(&mut output, &mut input, ZSTD_EndDirective::ZSTD_e_end);
+            let done = matches!(left, Ok(0)) && input.pos() == raw.len();
+            let stored = output.pos() - start;
+            if done && stored < raw.len() {
+                return Ok(FrameCompression::Zstd);
+            }
+            // Not smaller (or, which the bound rules out, not finished):
+            // store the payload; the next frame starts a new session.
+            out.truncate(start);
+            left.map_err(zstd_error)?;
         }
-        self.stored.clear();
-        self.stored
-            .reserve(zstd::zstd_safe::compress_bound(raw.len()));
-        ctx.compress_to_buffer(raw, &mut self.stored)
-            .map_err(|source| ArchiveError::Io { offset: 0, source })?;
-        if self.stored.len() >= raw.len() {
-            return Ok((FrameCompression::None, raw));
-        }
-        Ok((FrameCompression::Zstd, &self.stored))
+        out.extend_from_slice(raw);
+        Ok(FrameCompression::None)
     }
 }
 

@@ -263,6 +263,53 @@ fn writer_refuses_inconsistent_input() {
 }
 
 #[test]
+fn a_payload_given_at_encoding_makes_the_same_frame_as_copied_blocks() {
+    let text: Vec<u8> = b"some text, some text again, ".repeat(300);
+    for compression in [FrameCompression::Zstd, FrameCompression::None] {
+        let mut c = FrameCompressor::new(compression, 1).unwrap();
+        let (mut copied, mut counted) = (FrameBuilder::new(), FrameBuilder::new());
+        // Blocks 3 and 4, zero block 5, then the source's short last block.
+        for (block, range) in [(3u64, 0..4096), (4, 4096..8192), (7, 8192..8400)] {
+            if block == 7 {
+                copied.push_zero(5).unwrap();
+                counted.push_zero(5).unwrap();
+            }
+            copied.push_data(block, &text[range.clone()]).unwrap();
+            counted.push_data_len(block, range.len()).unwrap();
+        }
+        assert_eq!(counted.raw_len(), 8400);
+        // Appended after what `out` already holds.
+        let (mut a, mut b) = (vec![1, 2, 3], vec![1, 2, 3]);
+        let meta_a = copied.encode(&mut c, &mut a).unwrap();
+        let meta_b = counted
+            .encode_payload(&text[..8400], &mut c, &mut b)
+            .unwrap();
+        assert_eq!((&a, &meta_a), (&b, &meta_b));
+        assert_eq!(meta_a.len as usize, a.len() - 3);
+        let mut frame = Frame::default();
+        decode_frame(
+            &a[3..],
+            "frame",
+            0,
+            4096,
+            7 * 4096 + 208,
+            &mut FrameDecompressor::default(),
+            &mut frame,
+        )
+        .unwrap();
+        assert_eq!(frame.payload, text[..8400]);
+        // The payload must be the blocks' length; counted blocks have no
+        // bytes for encode.
+        assert!(
+            counted
+                .encode_payload(&text[..8399], &mut c, &mut b)
+                .is_err()
+        );
+        assert!(counted.encode(&mut c, &mut b).is_err());
+    }
+}
+
+#[test]
 fn incompressible_frames_are_stored() {
     let mut blocks = Blocks::new();
     let mut x = 12345u32;

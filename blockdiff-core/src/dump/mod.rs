@@ -13,7 +13,7 @@ use std::thread;
 use archive_format::{Fingerprint, HashAlgorithm, UNKNOWN_SIZE, read_full};
 use crossbeam_channel as channel;
 
-pub use sink::{ChangedRanges, LegacySink, NoEncoding, V2Encoder, V2Frame, V2Sink};
+pub use sink::{ChangedRanges, LegacySink, NoEncoding, V2Encoder, V2EncoderState, V2Frame, V2Sink};
 
 use crate::block::{BlockHash, BlockHasher, BlockSize};
 use crate::digest::{DigestFormat, DigestReader, DigestSpec, DigestWriter};

@@ -123,43 +123,85 @@ pub struct V2Frame {
     meta: Option<FrameMeta>,
 }
 
+/// A hashing thread's state for [`V2Encoder`]: its compression context,
+/// its frame, and a buffer for payloads that must be gathered.
+#[derive(Debug)]
+pub struct V2EncoderState {
+    compressor: FrameCompressor,
+    builder: FrameBuilder,
+    /// The byte ranges of a chunk's data blocks, adjacent ones merged.
+    runs: Vec<(usize, usize)>,
+    gathered: Vec<u8>,
+}
+
 impl ChunkEncoder for V2Encoder {
-    type State = (FrameCompressor, FrameBuilder);
+    type State = V2EncoderState;
     type Output = V2Frame;
 
     fn state(&self) -> Result<Self::State> {
-        let c = FrameCompressor::new(self.compression, self.level).in_file("zstd")?;
-        Ok((c, FrameBuilder::new()))
+        let compressor = FrameCompressor::new(self.compression, self.level).in_file("zstd")?;
+        Ok(V2EncoderState {
+            compressor,
+            builder: FrameBuilder::new(),
+            runs: Vec::new(),
+            gathered: Vec::new(),
+        })
     }
 
     fn encode(
         &self,
-        (compressor, builder): &mut Self::State,
+        state: &mut Self::State,
         chunk: &DumpedChunk<'_>,
         out: &mut V2Frame,
     ) -> Result<()> {
+        let V2EncoderState {
+            compressor,
+            builder,
+            runs,
+            gathered,
+        } = state;
         builder.clear();
         out.bytes.clear();
         out.meta = None;
+        // Usually the data blocks make one run, compressed from the chunk
+        // as it is; several runs are gathered into one payload first.
+        runs.clear();
+        let bs = chunk.block_size.bytes();
         for (i, changed) in chunk.changed.iter().enumerate() {
             if !*changed {
                 continue;
             }
             let block = chunk.first_block + i as u64;
-            let pushed = if chunk.zero[i] {
-                builder.push_zero(block)
-            } else {
-                builder.push_data(block, chunk.block(i))
-            };
-            pushed.in_file("frame")?;
+            if chunk.zero[i] {
+                builder.push_zero(block).in_file("frame")?;
+                continue;
+            }
+            let (start, len) = (i * bs, chunk.block(i).len());
+            builder.push_data_len(block, len).in_file("frame")?;
+            match runs.last_mut() {
+                Some(run) if run.1 == start => run.1 = start + len,
+                _ => runs.push((start, start + len)),
+            }
         }
-        if !builder.is_empty() {
-            out.meta = Some(
-                builder
-                    .encode(compressor, &mut out.bytes)
-                    .in_file("frame")?,
-            );
+        if builder.is_empty() {
+            return Ok(());
         }
+        let payload = match runs.as_slice() {
+            [] => &[][..],
+            [(start, end)] => &chunk.data[*start..*end],
+            _ => {
+                gathered.clear();
+                for (start, end) in runs.iter() {
+                    gathered.extend_from_slice(&chunk.data[*start..*end]);
+                }
+                &gathered[..]
+            }
+        };
+        out.meta = Some(
+            builder
+                .encode_payload(payload, compressor, &mut out.bytes)
+                .in_file("frame")?,
+        );
         Ok(())
     }
 }

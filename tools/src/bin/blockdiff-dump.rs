@@ -87,7 +87,10 @@ impl Drop for RemoveOnFailure<'_> {
 
 fn create(path: &Path) -> anyhow::Result<BufWriter<File>> {
     let f = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
-    Ok(BufWriter::with_capacity(1 << 20, f))
+    // Small writes (legacy records, digest entries, headers) are gathered;
+    // a write at least this large (most v2 frames) goes to the file as it
+    // is, without a copy through the buffer.
+    Ok(BufWriter::with_capacity(128 << 10, f))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
