@@ -9,7 +9,17 @@ echo "run-in-vm: kernel $(uname -r), $(nproc) CPUs"
 touch "$RESULTS/started" || { echo "run-in-vm: cannot write to $RESULTS" >&2; exit 1; }
 
 # The host's root is read-only here and /tmp a small overlay: loop images
-# go to a tmpfs.
+# go to a tmpfs mounted on /tmp. A checkout under /tmp (a CI clone) would
+# be hidden by it, so it is bind-mounted elsewhere first (with the shared results
+# directory mounted inside it).
+case $ROOT/ in
+/tmp/*)
+    mkdir -p /run/blockdiff-root
+    mount --rbind "$ROOT" /run/blockdiff-root || { echo "run-in-vm: cannot bind-mount $ROOT" >&2; exit 1; }
+    RESULTS=/run/blockdiff-root/${RESULTS#"$ROOT"/}
+    ROOT=/run/blockdiff-root
+    ;;
+esac
 mount -t tmpfs -o size=512M tmpfs /tmp
 for m in loop dm-mod dm-snapshot dm-thin-pool; do
     modprobe "$m" || { echo "run-in-vm: modprobe $m failed" >&2; exit 1; }
