@@ -53,6 +53,23 @@ seed v2_reader $(diffs "$v2")
 seed digest_reader "$fixtures"/*.md5 "$v2"/*.digest
 seed ver_parser "$fixtures"/*.ver "$v2"/*.ver
 
+# Partition tables: small disk images made by sfdisk (MBR with an extended
+# partition and logical ones; GPT), when sfdisk is installed.
+if command -v sfdisk >/dev/null 2>&1; then
+    mkdir -p "$corpus/partition_table"
+    img="$corpus/partition_table/seed-mbr.img"
+    rm -f "$img" && truncate -s 128K "$img"
+    printf 'label: dos\nstart=8, size=40, type=83\nstart=48, size=200, type=5\nstart=56, size=60, type=83\nstart=124, size=100, type=82\n' |
+        sfdisk -q --no-reread --no-tell-kernel "$img" >/dev/null
+    img="$corpus/partition_table/seed-gpt.img"
+    rm -f "$img" && truncate -s 128K "$img"
+    printf 'label: gpt\nfirst-lba: 34\nstart=40, size=60, type=L, name=root\nstart=100, size=80, type=S\n' |
+        sfdisk -q --no-reread --no-tell-kernel "$img" >/dev/null
+    echo "seed.sh: partition_table: $(find "$corpus/partition_table" -type f | wc -l) corpus files"
+else
+    echo "seed.sh: partition_table: sfdisk not installed, no seeds (the fuzzer starts from nothing)" >&2
+fi
+
 # Inputs that once made a target fail stay in its corpus.
 for dir in "$here"/regressions/*/; do
     [ -d "$dir" ] || continue

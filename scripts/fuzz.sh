@@ -3,6 +3,7 @@
 # and fails if any of them finds a crash.
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]
+#        FUZZ_TARGETS="v2_reader partition_table" scripts/fuzz.sh 600   (only those)
 #
 # Needs cargo-fuzz. When it is missing it is installed with
 # `cargo install cargo-fuzz --locked` if FUZZ_INSTALL=1 is set; otherwise the
@@ -25,7 +26,11 @@ esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 fuzz="$root/fuzz"
-targets=(legacy_reader v2_reader digest_reader ver_parser)
+targets=(legacy_reader v2_reader digest_reader ver_parser partition_table)
+# FUZZ_TARGETS="v2_reader partition_table" runs only those.
+if [ -n "${FUZZ_TARGETS:-}" ]; then
+    read -r -a targets <<<"$FUZZ_TARGETS"
+fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     if [ "${FUZZ_INSTALL:-}" = 1 ]; then
