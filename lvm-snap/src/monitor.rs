@@ -208,19 +208,14 @@ impl Drop for FillMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::fake::{RecordingRunner, ok};
+    use crate::runner::fake::ok;
+    use crate::snapshot::tests::thick_vg;
     use crate::{Lvm, Snapshot, SnapshotOptions};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn monitor_keeps_the_peak_warns_once_and_sees_the_overflow() {
-        let r = Arc::new(RecordingRunner::default());
-        let origin = r#"{"report": [{"lv": [{"lv_name":"data", "vg_name":"vg0", "lv_attr":"-wi-ao----", "lv_size":"104857600", "origin":"", "pool_lv":"", "data_percent":"", "lv_tags":""}]}]}"#;
-        r.on("lvs", move |_| ok(origin));
-        r.on("vgs", |_| ok(r#"{"report": [{"vg": [{"vg_name":"vg0", "vg_size":"1073741824", "vg_free":"1073741824", "vg_extent_size":"4194304"}]}]}"#));
-        r.on("sync", |_| ok(""));
-        r.on("lvcreate", |_| ok(""));
-        r.on("lvremove", |_| ok(""));
+        let r = thick_vg(1 << 30);
         let lvm = Lvm::with_runner(r.clone());
         let snap = Snapshot::create(
             &lvm,

@@ -356,12 +356,12 @@ pub fn stale_snapshots(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::runner::fake::{RecordingRunner, fail, ok};
     use std::sync::Arc;
 
-    fn lv_row(
+    pub(crate) fn lv_row(
         name: &str,
         attr: &str,
         size: u64,
@@ -375,11 +375,13 @@ mod tests {
         )
     }
 
-    fn report(rows: &[String]) -> String {
+    pub(crate) fn report(rows: &[String]) -> String {
         format!(r#"{{"report": [{{"lv": [{}]}}]}}"#, rows.join(","))
     }
 
-    fn thick_vg(free: u64) -> Arc<RecordingRunner> {
+    /// A VG with 100 MiB origin `data` and `free` bytes free, where every
+    /// command succeeds.
+    pub(crate) fn thick_vg(free: u64) -> Arc<RecordingRunner> {
         let r = Arc::new(RecordingRunner::default());
         let origin = report(&[lv_row("data", "-wi-ao----", 100 << 20, "", "", "", "")]);
         r.on("lvs", move |_| ok(&origin));

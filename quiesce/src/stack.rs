@@ -609,6 +609,19 @@ mod tests {
                 what: format!("{} {what} failed", self.name),
             }
         }
+
+        /// Records `what` and fails it if asked to.
+        fn step(&self, what: &str, fail: bool) -> Result<()> {
+            self.events
+                .lock()
+                .unwrap()
+                .push(format!("{what} {}", self.name));
+            if fail {
+                Err(self.failure(what))
+            } else {
+                Ok(())
+            }
+        }
     }
 
     impl Quiescer for Fake {
@@ -616,37 +629,13 @@ mod tests {
             self.name.to_string()
         }
         fn prepare(&mut self, _log: &Logger) -> Result<()> {
-            self.events
-                .lock()
-                .unwrap()
-                .push(format!("prepare {}", self.name));
-            if self.fail_prepare {
-                Err(self.failure("prepare"))
-            } else {
-                Ok(())
-            }
+            self.step("prepare", self.fail_prepare)
         }
         fn freeze(&mut self, _log: &Logger) -> Result<()> {
-            self.events
-                .lock()
-                .unwrap()
-                .push(format!("freeze {}", self.name));
-            if self.fail_freeze {
-                Err(self.failure("freeze"))
-            } else {
-                Ok(())
-            }
+            self.step("freeze", self.fail_freeze)
         }
         fn thaw(&mut self, _log: &Logger) -> Result<()> {
-            self.events
-                .lock()
-                .unwrap()
-                .push(format!("thaw {}", self.name));
-            if self.fail_thaw {
-                Err(self.failure("thaw"))
-            } else {
-                Ok(())
-            }
+            self.step("thaw", self.fail_thaw)
         }
         fn metadata(&self) -> Vec<(String, String)> {
             vec![(format!("{}.key", self.name), "value".to_string())]
