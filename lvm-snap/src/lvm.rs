@@ -114,6 +114,11 @@ impl LogicalVolume {
         matches!(self.attr_char(4), 'I' | 'S')
     }
 
+    /// Open: something (a mount, a reader) holds its device.
+    pub fn is_open(&self) -> bool {
+        self.attr_char(5) == 'o'
+    }
+
     /// Active (its device node exists).
     pub fn is_active(&self) -> bool {
         self.attr_char(4) == 'a'

@@ -673,7 +673,7 @@ impl PartitionMounter {
                 let mount = mounts
                     .iter()
                     .find(|m| m.snapshot.as_ref() == Some(&snapshot.lv.path));
-                let open = snapshot.lv.attr.chars().nth(5) == Some('o');
+                let open = snapshot.lv.is_open();
                 let state = match mount {
                     Some(m) => SnapshotState::Mounted(m.mount_point.clone()),
                     None if snapshot.owner_running => SnapshotState::OwnerRunning,

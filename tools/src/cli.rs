@@ -35,6 +35,16 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// Parses a `--snapshot-size` value (`15%`, `512M`, `2G`) for clap.
+pub fn parse_snapshot_size(s: &str) -> Result<lvm_snap::SnapshotSize, String> {
+    s.parse().map_err(|e: lvm_snap::Error| e.to_string())
+}
+
+/// Parses a logical volume (`VG/LV` or `/dev/VG/LV`) for clap.
+pub fn parse_lv(s: &str) -> Result<lvm_snap::LvPath, String> {
+    s.parse().map_err(|e: lvm_snap::Error| e.to_string())
+}
+
 /// Parses a `--block-size` value (`16384`, `16k`, `1M`) for clap.
 pub fn parse_block_size(s: &str) -> Result<BlockSize, String> {
     s.parse().map_err(|e: blockdiff_core::Error| e.to_string())

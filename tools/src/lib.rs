@@ -8,7 +8,9 @@ mod format_args;
 mod stderr_progress;
 mod timestamp;
 
-pub use cli::{ExitStatus, UsageError, error_line, parse_block_size, run_main};
+pub use cli::{
+    ExitStatus, UsageError, error_line, parse_block_size, parse_lv, parse_snapshot_size, run_main,
+};
 pub use format_args::{FormatArgs, FormatName};
 pub use stderr_progress::StderrProgress;
 pub use timestamp::timestamp;

@@ -12,7 +12,8 @@ use blockdiff_core::{
     Progress, backup,
 };
 use blockdiff_tools::{
-    FormatArgs, StderrProgress, UsageError, parse_block_size, run_main, timestamp,
+    FormatArgs, StderrProgress, UsageError, parse_block_size, parse_lv, parse_snapshot_size,
+    run_main, timestamp,
 };
 use clap::Parser;
 use lvm_snap::{
@@ -135,14 +136,6 @@ struct Args {
     /// Print nothing on success
     #[arg(short, long)]
     quiet: bool,
-}
-
-fn parse_lv(s: &str) -> Result<LvPath, String> {
-    s.parse().map_err(|e: lvm_snap::Error| e.to_string())
-}
-
-fn parse_snapshot_size(s: &str) -> Result<SnapshotSize, String> {
-    s.parse().map_err(|e: lvm_snap::Error| e.to_string())
 }
 
 fn parse_quiesce_spec(s: &str) -> Result<String, String> {

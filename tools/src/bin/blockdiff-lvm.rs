@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
-use blockdiff_tools::{UsageError, run_main};
+use blockdiff_tools::{UsageError, parse_snapshot_size, run_main};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use lvm_snap::{
     DEFAULT_STATE_DIR, LvPath, Lvm, MountOptions, PartitionMounter, SnapshotOptions, SnapshotSize,
@@ -156,10 +156,6 @@ struct UmountArgs {
     /// The directory given to `mount --each --under`
     #[arg(long, value_name = "DIR", requires = "each")]
     under: Option<PathBuf>,
-}
-
-fn parse_snapshot_size(s: &str) -> Result<SnapshotSize, String> {
-    s.parse().map_err(|e: lvm_snap::Error| e.to_string())
 }
 
 fn main() -> ExitCode {
