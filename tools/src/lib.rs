@@ -1,10 +1,13 @@
 //! Plumbing shared by the blockdiff command-line tools: exit codes, error
-//! lines and notices on stderr. The tools themselves are thin: they parse
-//! arguments into the libraries' option types and make one library call.
+//! lines, the run log, and reading a source consistently (snapshot,
+//! quiescers). The tools themselves are thin: they parse arguments into the
+//! libraries' option types and make one library call.
 #![deny(missing_docs)]
 
 mod cli;
 mod format_args;
+mod run_log;
+mod source_reader;
 mod stderr_progress;
 mod timestamp;
 
@@ -12,5 +15,7 @@ pub use cli::{
     ExitStatus, UsageError, error_line, parse_block_size, parse_lv, parse_snapshot_size, run_main,
 };
 pub use format_args::{FormatArgs, FormatName};
+pub use run_log::{LogLevel, RunLog};
+pub use source_reader::{ConsistencyArgs, DumpStep, RunFacts, SourceReader, SourceSpec};
 pub use stderr_progress::StderrProgress;
 pub use timestamp::timestamp;
