@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the quiesce crate's real-service tests need: a MariaDB server
-# and client (mariadbd, mariadb-install-db, mariadb-admin, mariadb) and Debian's
-# cron daemon. Idempotent and quiet: packages already present are not touched,
+# Installs what the real-service tests need: a MariaDB server and client
+# (mariadbd, mariadb-install-db, mariadb-admin, mariadb) and Debian's cron
+# daemon for the quiesce crate, and OpenSSH's server and client for the
+# remote-backup tests (which start a private sshd on loopback). Idempotent and quiet: packages already present are not touched,
 # apt-get runs only when something is missing. Run as root (CI does, before
 # the tests).
 set -euo pipefail
@@ -12,9 +13,12 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have mariadbd || have mysqld || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 have mariadb || have mysql || missing+=(mariadb-client)
 have cron || [ -x /usr/sbin/cron ] || missing+=(cron)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+have ssh || missing+=(openssh-client)
+have sha256sum || missing+=(coreutils)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "services-setup: mariadb-server, mariadb-client and cron are already installed"
+    echo "services-setup: mariadb-server, mariadb-client, cron and openssh are already installed"
     exit 0
 fi
 

@@ -1,11 +1,12 @@
 //! One backup run: lock, dump against the previous digest, commit.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use crate::digest::{DigestReader, DigestWriter};
 use crate::dump::{DumpOptions, DumpReport, DumpSource, LegacySink, V2Sink, dump};
 use crate::progress::Progress;
-use crate::store::{DiffFormat, GenerationStore};
+use crate::store::{DiffFormat, GenerationStore, PendingGeneration, StoreLock};
 use crate::{Error, Result};
 
 /// How a backup runs.
@@ -64,6 +65,106 @@ fn choose_format(
     }
 }
 
+/// The first half of a backup: the store is locked, the format chosen,
+/// the new generation's files created and the previous digest found. The
+/// dump may then run here ([`backup`] does that) or elsewhere, such as on a
+/// remote host whose stream is copied into [`PreparedBackup::writers`];
+/// [`PreparedBackup::commit`] makes the generation current. Dropping it
+/// uncommitted removes everything it wrote.
+#[derive(Debug)]
+pub struct PreparedBackup {
+    // Held until the commit is done (or the backup dropped).
+    _lock: StoreLock,
+    pending: PendingGeneration,
+    format: DiffFormat,
+    previous_digest: Option<PathBuf>,
+    dump: DumpOptions,
+}
+
+impl PreparedBackup {
+    /// Takes the store's lock (failing at once if another run holds it),
+    /// chooses the format and starts the next generation.
+    pub fn prepare(
+        store: &GenerationStore,
+        options: &BackupOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<Self> {
+        let lock = store.lock()?;
+        let current = store.current_generation()?;
+        let format = choose_format(store, current, options.format)?;
+        let pending = store.begin(&lock, format, progress)?;
+        let previous_digest = match current.filter(|&n| n > 0) {
+            Some(n) => Some(
+                store
+                    .find_digest(n)
+                    .map_err(|e| match e {
+                        Error::MissingGeneration { path, .. } => Error::MissingGeneration {
+                            path,
+                            generation: n,
+                            reason: "its digest is needed for an incremental backup".into(),
+                        },
+                        other => other,
+                    })?
+                    .0,
+            ),
+            None => None,
+        };
+        let dump = DumpOptions {
+            generation: pending.generation(),
+            ..options.dump.clone()
+        };
+        Ok(PreparedBackup {
+            _lock: lock,
+            pending,
+            format,
+            previous_digest,
+            dump,
+        })
+    }
+
+    /// The generation being written.
+    pub fn generation(&self) -> u64 {
+        self.pending.generation()
+    }
+
+    /// The diff format to write.
+    pub fn format(&self) -> DiffFormat {
+        self.format
+    }
+
+    /// The dump's options, with the generation number set.
+    pub fn dump_options(&self) -> &DumpOptions {
+        &self.dump
+    }
+
+    /// The previous generation's digest, which an incremental dump reads;
+    /// `None` for the first generation of a chain.
+    pub fn previous_digest(&self) -> Option<&Path> {
+        self.previous_digest.as_deref()
+    }
+
+    /// Where the diff and the digest go once committed (for messages).
+    pub fn paths(&self) -> (&Path, &Path) {
+        (self.pending.diff_path(), self.pending.digest_path())
+    }
+
+    /// The diff's writer (compressing a gzipped legacy diff) and the
+    /// digest's writer.
+    pub fn writers(&mut self) -> (&mut dyn Write, &mut dyn Write) {
+        let (diff, digest) = self.pending.writers();
+        (diff, digest)
+    }
+
+    /// Commits the generation crash-safely and returns it with the size of
+    /// its diff.
+    pub fn commit(self) -> Result<(u64, u64)> {
+        let diff_path = self.pending.diff_path().to_owned();
+        let generation = self.pending.commit()?;
+        let diff_bytes = std::fs::metadata(&diff_path).map(|m| m.len()).unwrap_or(0);
+        Ok((generation, diff_bytes))
+    }
+}
+
 /// Backs `source` up as the next generation of `store`.
 ///
 /// Takes the store's lock (failing at once if another run holds it), dumps
@@ -90,33 +191,17 @@ pub fn backup<R: Read + Send>(
     options: &BackupOptions,
     progress: &mut dyn Progress,
 ) -> Result<BackupReport> {
-    let lock = store.lock()?;
-    let current = store.current_generation()?;
-    let format = choose_format(store, current, options.format)?;
-    let mut pending = store.begin(&lock, format, progress)?;
-    let generation = pending.generation();
-    let mut previous = match current.filter(|&n| n > 0) {
-        Some(n) => {
-            let (path, _) = store.find_digest(n).map_err(|e| match e {
-                Error::MissingGeneration { path, .. } => Error::MissingGeneration {
-                    path,
-                    generation: n,
-                    reason: "its digest is needed for an incremental backup".into(),
-                },
-                other => other,
-            })?;
-            Some(DigestReader::open(path)?)
-        }
+    let mut prepared = PreparedBackup::prepare(store, options, progress)?;
+    let mut previous = match prepared.previous_digest() {
+        Some(path) => Some(DigestReader::open(path)?),
         None => None,
     };
-    let dump_options = DumpOptions {
-        generation,
-        ..options.dump.clone()
-    };
-    let diff_path = pending.diff_path().to_owned();
-    let digest_path = pending.digest_path().to_owned();
+    let format = prepared.format();
+    let dump_options = prepared.dump_options().clone();
+    let diff_path = prepared.pending.diff_path().to_owned();
+    let digest_path = prepared.pending.digest_path().to_owned();
     let report = {
-        let (diff, digest) = pending.writers();
+        let (diff, digest) = prepared.pending.writers();
         let mut digest = DigestWriter::new(digest, &digest_path);
         let previous = previous.as_mut();
         match format {
@@ -147,8 +232,7 @@ pub fn backup<R: Read + Send>(
     if let Some(reason) = progress.before_commit() {
         return Err(Error::Stopped { reason });
     }
-    let generation = pending.commit()?;
-    let diff_bytes = std::fs::metadata(&diff_path).map(|m| m.len()).unwrap_or(0);
+    let (generation, diff_bytes) = prepared.commit()?;
     Ok(BackupReport {
         generation,
         format,

@@ -53,7 +53,7 @@ mod restore;
 mod store;
 
 pub use archive_format::{Compression, Fingerprint, FrameCompression, HashAlgorithm};
-pub use backup::{BackupOptions, BackupReport, backup};
+pub use backup::{BackupOptions, BackupReport, PreparedBackup, backup};
 pub use block::{BlockHash, BlockHasher, BlockSize, HASH_LEN, hash_block, hash_blocks, is_zero};
 pub use digest::{DIGEST_MAGIC, DigestFile, DigestFormat, DigestReader, DigestSpec, DigestWriter};
 pub use dump::{

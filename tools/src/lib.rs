@@ -6,6 +6,7 @@
 
 mod cli;
 mod format_args;
+pub mod remote;
 mod run_log;
 mod source_reader;
 mod stderr_progress;

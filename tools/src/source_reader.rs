@@ -333,7 +333,7 @@ fn record_freeze(facts: &mut RunFacts, report: &FreezeReport) {
 
 /// Notices to the log; stops the dump on a signal, an overflowed snapshot
 /// or a freeze window that ran out.
-struct RunProgress<'a> {
+pub(crate) struct RunProgress<'a> {
     log: &'a RunLog,
     signals: Option<&'a TerminationSignals>,
     monitor: Option<&'a FillMonitor>,
@@ -341,7 +341,7 @@ struct RunProgress<'a> {
 }
 
 impl<'a> RunProgress<'a> {
-    fn new(
+    pub(crate) fn new(
         log: &'a RunLog,
         signals: Option<&'a TerminationSignals>,
         monitor: Option<&'a FillMonitor>,

@@ -4,7 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use blockdiff_core::{BackupOptions, BlockSize, DumpOptions, GenerationStore, backup};
+use blockdiff_core::{
+    BackupOptions, BackupReport, BlockSize, DumpOptions, GenerationStore, backup,
+};
+use blockdiff_tools::remote::{
+    self, AgentBinary, RemoteSource, SshOptions, SshSession, backup_remote,
+};
 use blockdiff_tools::{
     ConsistencyArgs, FormatArgs, RunFacts, RunLog, SourceReader, SourceSpec, parse_block_size,
     parse_lv, run_main, timestamp,
@@ -75,13 +80,15 @@ struct Args {
     /// Path prefix of the backup's files, e.g. /var/backup/db
     name: PathBuf,
 
-    /// File or block device to back up ('-' for standard input)
+    /// File or block device to back up ('-' for standard input), or
+    /// [USER@]HOST:PATH on a remote host
     #[arg(required_unless_present = "lvm", conflicts_with = "lvm")]
     source: Option<PathBuf>,
 
-    /// Back up a logical volume through a snapshot of it: VG/LV or /dev/VG/LV
-    #[arg(long, value_name = "VG/LV", value_parser = parse_lv)]
-    lvm: Option<LvPath>,
+    /// Back up a logical volume through a snapshot of it: VG/LV or
+    /// /dev/VG/LV, or [USER@]HOST:VG/LV on a remote host
+    #[arg(long, value_name = "[HOST:]VG/LV", value_parser = parse_lvm_location)]
+    lvm: Option<(Option<String>, LvPath)>,
 
     #[command(flatten)]
     consistency: ConsistencyArgs,
@@ -101,6 +108,36 @@ struct Args {
     /// Print nothing on success
     #[arg(short, long)]
     quiet: bool,
+
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// How remote hosts are reached.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Remote hosts")]
+struct RemoteArgs {
+    /// An ssh option for remote sources, as ssh -o takes it (Port=2222,
+    /// IdentityFile=/root/.ssh/backup); repeatable
+    #[arg(long = "ssh-option", value_name = "OPTION")]
+    ssh_options: Vec<String>,
+
+    /// The ssh client to use
+    #[arg(long, value_name = "PROGRAM", default_value = "ssh")]
+    ssh: PathBuf,
+
+    /// The agent to copy to remote hosts [default: $BLOCKDIFF_AGENT, else
+    /// blockdiff-agent beside this program]; build a static one with
+    /// scripts/build-agent.sh
+    #[arg(long, value_name = "PATH")]
+    agent: Option<PathBuf>,
+}
+
+fn parse_lvm_location(s: &str) -> Result<(Option<String>, LvPath), String> {
+    match remote::split_remote(s) {
+        Some((host, lv)) => Ok((Some(host.to_owned()), parse_lv(lv)?)),
+        None => Ok((None, parse_lv(s)?)),
+    }
 }
 
 fn main() -> ExitCode {
@@ -110,13 +147,15 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let store = GenerationStore::new(&args.name);
     let log = RunLog::stderr("blockdiff-backup", args.quiet);
-    let spec = match (&args.lvm, &args.source) {
-        (Some(origin), _) => SourceSpec::Lvm(origin.clone()),
-        (None, Some(path)) if path.as_os_str() == "-" => SourceSpec::Stdin,
-        (None, Some(path)) => SourceSpec::Path(path.clone()),
+    let (host, spec) = match (&args.lvm, &args.source) {
+        (Some((host, origin)), _) => (host.clone(), SourceSpec::Lvm(origin.clone())),
+        (None, Some(path)) if path.as_os_str() == "-" => (None, SourceSpec::Stdin),
+        (None, Some(path)) => match path.to_str().and_then(remote::split_remote) {
+            Some((host, path)) => (Some(host.to_owned()), SourceSpec::Path(path.into())),
+            None => (None, SourceSpec::Path(path.clone())),
+        },
         (None, None) => unreachable!("clap requires a source or --lvm"),
     };
-    let mut reader = SourceReader::new(&spec, &args.consistency, log.clone())?;
     let mut facts = RunFacts::new();
     facts.insert("started".to_owned(), timestamp());
     let format = args.format.requested()?;
@@ -129,13 +168,23 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
         format,
     };
-    let report = reader
-        .read(
-            &spec,
-            &mut facts,
-            Box::new(|source, progress| backup(&store, source, &options, progress)),
-        )
-        .with_context(|| format!("backup of {spec} to {} failed", args.name.display()))?;
+    let report = match host {
+        Some(host) => {
+            let source = RemoteSource {
+                destination: host,
+                spec,
+            };
+            backup_from_host(&args, &store, &options, &source, &log, &mut facts)
+                .with_context(|| format!("backup of {source} to {} failed", args.name.display()))?
+        }
+        None => SourceReader::new(&spec, &args.consistency, log.clone())?
+            .read(
+                &spec,
+                &mut facts,
+                Box::new(|source, progress| backup(&store, source, &options, progress)),
+            )
+            .with_context(|| format!("backup of {spec} to {} failed", args.name.display()))?,
+    };
     facts.insert("generation".into(), report.generation.to_string());
     facts.insert("finished".into(), timestamp());
     if let Err(e) = store.write_metadata(report.generation, &facts) {
@@ -158,4 +207,55 @@ fn run(args: Args) -> anyhow::Result<()> {
     ));
     log.info(format_args!("backup completed successfully"));
     Ok(())
+}
+
+/// Connects to the source's host, puts the agent there and backs up
+/// through it.
+fn backup_from_host(
+    args: &Args,
+    store: &GenerationStore,
+    options: &BackupOptions,
+    source: &RemoteSource,
+    log: &RunLog,
+    facts: &mut RunFacts,
+) -> anyhow::Result<BackupReport> {
+    let agent = AgentBinary::locate(args.remote.agent.as_deref())?;
+    if !agent.is_static() {
+        log.warning(format_args!(
+            "the agent {} is dynamically linked: it runs only on hosts with a compatible C library (scripts/build-agent.sh builds a static one)",
+            agent.path().display()
+        ));
+    }
+    let ssh = SshOptions {
+        program: args.remote.ssh.clone(),
+        options: args.remote.ssh_options.clone(),
+        ..SshOptions::default()
+    };
+    log.info(format_args!("connecting to {}", source.destination));
+    let session = SshSession::connect(&source.destination, &ssh)?;
+    let installed = agent.install(&session)?;
+    log.info(format_args!(
+        "{} the agent {}:{}",
+        if installed.uploaded {
+            "copied"
+        } else {
+            "reusing"
+        },
+        source.destination,
+        installed.path
+    ));
+    facts.insert("host".into(), source.destination.clone());
+    let report = backup_remote(
+        &session,
+        &installed,
+        store,
+        options,
+        source,
+        &args.consistency,
+        &[],
+        log,
+        facts,
+    )?;
+    facts.insert("source".into(), source.to_string());
+    Ok(report)
 }

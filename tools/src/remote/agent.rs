@@ -1,0 +1,228 @@
+//! The dump helper copied to remote hosts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+
+use super::ssh::SshSession;
+
+/// The file name of the agent beside the tools.
+pub const AGENT_NAME: &str = "blockdiff-agent";
+
+/// The local agent executable that is copied to remote hosts: where it is,
+/// its SHA-256 and whether it is statically linked.
+#[derive(Debug, Clone)]
+pub struct AgentBinary {
+    path: PathBuf,
+    sha256: String,
+    is_static: bool,
+}
+
+impl AgentBinary {
+    /// The agent at `explicit`, else at `$BLOCKDIFF_AGENT`, else
+    /// `blockdiff-agent` beside the running executable. It must be an
+    /// x86-64 Linux executable.
+    pub fn locate(explicit: Option<&Path>) -> anyhow::Result<Self> {
+        let path = match (explicit, std::env::var_os("BLOCKDIFF_AGENT")) {
+            (Some(p), _) => p.to_owned(),
+            (None, Some(p)) if !p.is_empty() => PathBuf::from(p),
+            _ => std::env::current_exe()
+                .context("find the running executable")?
+                .with_file_name(AGENT_NAME),
+        };
+        Self::load(&path)
+    }
+
+    /// Reads and checks the agent at `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read the remote agent {} (install blockdiff-agent beside blockdiff-backup, or name it with --agent; scripts/build-agent.sh builds a static one)",
+                path.display()
+            )
+        })?;
+        let is_static = elf_is_static_x86_64(&bytes)
+            .with_context(|| format!("{} is not usable as the remote agent", path.display()))?;
+        Ok(AgentBinary {
+            path: path.to_owned(),
+            sha256: hex(&Sha256::digest(&bytes)),
+            is_static,
+        })
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its SHA-256, in hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Whether it runs without a dynamic loader (and so on any x86-64
+    /// Linux host, whatever its C library).
+    pub fn is_static(&self) -> bool {
+        self.is_static
+    }
+
+    /// Makes sure the agent is on the host, in the private directory
+    /// `${XDG_CACHE_HOME:-$HOME/.cache}/blockdiff` (mode 0700) as
+    /// `blockdiff-agent-SHA256`: reused when present with the right hash,
+    /// else copied over the connection into a temporary file, checked and
+    /// renamed into place. Uploads left by interrupted runs are removed.
+    pub fn install(&self, session: &SshSession) -> anyhow::Result<InstalledAgent> {
+        let out = session.run_script(
+            "preparing the agent directory",
+            PREPARE,
+            &[&self.sha256],
+            None,
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut words = text.split_whitespace();
+        let (state, machine, remote_path) = (words.next(), words.next(), words.next());
+        let (Some(state), Some(machine), Some(remote_path)) = (state, machine, remote_path) else {
+            bail!(
+                "unexpected answer from {} while preparing the agent: {text:?}",
+                session.destination()
+            );
+        };
+        if machine != "x86_64" {
+            bail!(
+                "{} is a {machine} machine; the agent is built for x86_64 only",
+                session.destination()
+            );
+        }
+        let uploaded = state != "ready";
+        if uploaded {
+            session.run_script(
+                "copying the agent",
+                UPLOAD,
+                &[&self.sha256],
+                Some(&self.path),
+            )?;
+        }
+        Ok(InstalledAgent {
+            path: remote_path.to_owned(),
+            uploaded,
+        })
+    }
+}
+
+/// The agent on a remote host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledAgent {
+    /// Its absolute path there.
+    pub path: String,
+    /// Whether this run copied it (`false`: an earlier copy was reused).
+    pub uploaded: bool,
+}
+
+/// Creates the private directory, removes leftovers of interrupted runs
+/// (uploads, `run.PID` directories whose agent is gone) and agents unused
+/// for 30 days, and says whether agent `$1` is there.
+const PREPARE: &str = r#"set -eu
+umask 077
+dir="${XDG_CACHE_HOME:-$HOME/.cache}/blockdiff"
+mkdir -p "$dir"
+chmod 700 "$dir"
+cd "$dir"
+for f in .upload.* run.*; do
+  [ -e "$f" ] || continue
+  kill -0 "${f##*.}" 2>/dev/null || rm -rf -- "$f"
+done
+find . -maxdepth 1 -name 'blockdiff-agent-*' ! -name "blockdiff-agent-$1" -mtime +30 -exec rm -f {} + 2>/dev/null || true
+agent="$dir/blockdiff-agent-$1"
+if [ -f "$agent" ] && [ -x "$agent" ] && [ "$(sha256sum < "$agent")" = "$1  -" ]; then
+  touch "$agent"
+  echo "ready $(uname -m) $agent"
+else
+  echo "missing $(uname -m) $agent"
+fi
+"#;
+
+/// Receives the agent on stdin into a temporary file, checks its SHA-256
+/// against `$1` and renames it into place.
+const UPLOAD: &str = r#"set -eu
+umask 077
+dir="${XDG_CACHE_HOME:-$HOME/.cache}/blockdiff"
+tmp="$dir/.upload.$$"
+trap 'rm -f -- "$tmp"' EXIT
+cat > "$tmp"
+sum=$(sha256sum < "$tmp")
+if [ "$sum" != "$1  -" ]; then
+  echo "the copied agent's SHA-256 is ${sum%% *}, not $1" >&2
+  exit 3
+fi
+chmod 700 "$tmp"
+mv -f -- "$tmp" "$dir/blockdiff-agent-$1"
+"#;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `elf` is a statically linked x86-64 executable (no `PT_INTERP`);
+/// an error if it is not an x86-64 ELF executable at all.
+fn elf_is_static_x86_64(elf: &[u8]) -> anyhow::Result<bool> {
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
+        bail!("not a 64-bit little-endian ELF file");
+    }
+    if u16_at(0x12) != Some(62) {
+        bail!("not an x86-64 executable");
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        bail!("truncated ELF header");
+    };
+    for i in 0..u64::from(phnum) {
+        let at = phoff
+            .checked_add(i * u64::from(phentsize))
+            .and_then(|o| usize::try_from(o).ok())
+            .and_then(u32_at);
+        match at {
+            Some(3) => return Ok(false), // PT_INTERP: needs the dynamic loader
+            Some(_) => {}
+            None => bail!("truncated ELF program headers"),
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_binary_is_an_x86_64_elf_and_text_is_not() {
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        // Test binaries are dynamically linked unless built with crt-static.
+        let linked_static = elf_is_static_x86_64(&me).unwrap();
+        assert_eq!(linked_static, cfg!(target_feature = "crt-static"));
+        let e = elf_is_static_x86_64(b"#!/bin/sh\necho hi\n").unwrap_err();
+        assert!(e.to_string().contains("not a 64-bit"), "{e}");
+        let e = elf_is_static_x86_64(&me[..0x30]).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn the_remote_scripts_are_valid_sh() {
+        for script in [PREPARE, UPLOAD] {
+            let ok = std::process::Command::new("sh")
+                .args(["-n", "-c", script])
+                .status()
+                .unwrap();
+            assert!(ok.success(), "{script}");
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! `blockdiff-backup HOST:PATH` against a real OpenSSH server (Debian's
+//! `openssh-server`, installed by scripts/services-setup.sh) that the tests
+//! start on loopback with a generated host key and user key.
+//!
+//! The agent copied to the "remote" host is `$BLOCKDIFF_AGENT` when set
+//! (scripts/test.sh sets it to the static build of scripts/build-agent.sh),
+//! else the blockdiff-agent that cargo built for these tests.
+
+use std::fs;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BACKUP: &str = env!("CARGO_BIN_EXE_blockdiff-backup");
+const RESTORE: &str = env!("CARGO_BIN_EXE_blockdiff-restore");
+
+fn agent() -> PathBuf {
+    match std::env::var_os("BLOCKDIFF_AGENT") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_blockdiff-agent")),
+    }
+}
+
+/// A private sshd on 127.0.0.1, and the client options to reach it.
+struct Sshd {
+    dir: tempfile::TempDir,
+    child: Child,
+    user: String,
+}
+
+impl Sshd {
+    /// `None` (with the reason printed) where no sshd can run.
+    fn start() -> Option<Sshd> {
+        if std::env::var_os("BLOCKDIFF_SKIP_SERVICES").is_some() {
+            eprintln!("skipped: BLOCKDIFF_SKIP_SERVICES is set");
+            return None;
+        }
+        let sshd = Path::new("/usr/sbin/sshd");
+        if !sshd.exists() {
+            eprintln!("skipped: no /usr/sbin/sshd (scripts/services-setup.sh installs it)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let keygen = |file: &str| {
+            let ok = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(d.join(file))
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        };
+        keygen("host_key");
+        keygen("id");
+        fs::copy(d.join("id.pub"), d.join("authorized_keys")).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let host_pub = fs::read_to_string(d.join("host_key.pub")).unwrap();
+        fs::write(
+            d.join("known_hosts"),
+            format!("[127.0.0.1]:{port} {host_pub}"),
+        )
+        .unwrap();
+        fs::write(
+            d.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\n\
+                 StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+                 AcceptEnv XDG_CACHE_HOME\nLogLevel VERBOSE\n",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        // The privilege separation directory sshd insists on when root.
+        let _ = fs::create_dir_all("/run/sshd");
+        let log = fs::File::create(d.join("sshd.log")).unwrap();
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_owned();
+        let mut sshd = Sshd { dir, child, user };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = sshd.child.try_wait() {
+                panic!("sshd exited ({status}): {}", sshd.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen: {}",
+                sshd.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sshd.port_file(port);
+        Some(sshd)
+    }
+
+    fn port_file(&self, port: u16) {
+        fs::write(self.dir.path().join("port"), port.to_string()).unwrap();
+    }
+
+    fn port(&self) -> u16 {
+        fs::read_to_string(self.dir.path().join("port"))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// The remote user's private directory for the agent (XDG_CACHE_HOME
+    /// is sent with SetEnv, so the tests keep out of the real home).
+    fn remote_cache(&self) -> PathBuf {
+        self.dir.path().join("remote-cache")
+    }
+
+    fn source(&self, path: &Path) -> String {
+        format!("{}@127.0.0.1:{}", self.user, path.display())
+    }
+
+    /// `blockdiff-backup NAME SOURCE ARGS…` with the client options.
+    fn backup(&self, name: &Path, source: &str, args: &[&str]) -> Child {
+        let d = self.dir.path();
+        let options = [
+            format!("Port={}", self.port()),
+            format!("IdentityFile={}/id", d.display()),
+            "IdentitiesOnly=yes".into(),
+            format!("UserKnownHostsFile={}/known_hosts", d.display()),
+            "StrictHostKeyChecking=yes".into(),
+            format!("SetEnv=XDG_CACHE_HOME={}", self.remote_cache().display()),
+            "LogLevel=ERROR".into(),
+        ];
+        Command::new(BACKUP)
+            .arg(name)
+            .arg(source)
+            .arg("--agent")
+            .arg(agent())
+            .args(options.iter().flat_map(|o| ["--ssh-option", o.as_str()]))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn backup_ok(&self, name: &Path, source: &str, args: &[&str]) -> String {
+        let o = self.backup(name, source, args).wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}\nsshd: {}", self.log());
+        err
+    }
+
+    fn connections(&self) -> usize {
+        self.log().matches("Accepted publickey").count()
+    }
+
+    /// Agent processes of this server still running.
+    fn running_agents(&self) -> Vec<String> {
+        let cache = self.remote_cache().display().to_string();
+        let out = Command::new("pgrep")
+            .args(["-af", &cache])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("blockdiff-agent-") && l.contains(" dump"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Files in the agent's directory.
+    fn remote_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = match fs::read_dir(self.remote_cache().join("blockdiff")) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Pseudo-random bytes from a seed (xorshift).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn restore(name: &Path, generation: u64, out: &Path) -> Vec<u8> {
+    let o = Command::new(RESTORE)
+        .arg(out)
+        .arg("--from")
+        .arg(name)
+        .arg("--generation")
+        .arg(generation.to_string())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    fs::read(out).unwrap()
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn agent_sha256() -> String {
+    let out = Command::new("sha256sum").arg(agent()).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_owned()
+}
+
+#[test]
+fn full_and_incremental_remote_backups_restore_exactly_over_one_connection_each() {
+    let Some(sshd) = Sshd::start() else { return };
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let src = remote.path().join("disk.img");
+    let name = local.path().join("db");
+    let mut data = noise(3 << 20, 7);
+    data.extend_from_slice(&vec![0u8; 1 << 20]);
+    fs::write(&src, &data).unwrap();
+    let v1 = data.clone();
+
+    let err = sshd.backup_ok(&name, &sshd.source(&src), &[]);
+    assert!(err.contains("copied the agent"), "{err}");
+    assert_eq!(sshd.connections(), 1, "{}", sshd.log());
+    // The agent sits in a private directory, named by its hash, alone.
+    let cache = sshd.remote_cache().join("blockdiff");
+    assert_eq!(
+        fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        sshd.remote_files(),
+        [format!("blockdiff-agent-{}", agent_sha256())]
+    );
+
+    for (i, at) in [100_000usize, 2_000_000, 3_500_000].iter().enumerate() {
+        data[*at] ^= 0x55 + i as u8;
+    }
+    fs::write(&src, &data).unwrap();
+    let err = sshd.backup_ok(&name, &sshd.source(&src), &[]);
+    assert!(err.contains("reusing the agent"), "{err}");
+    assert!(err.contains("3 of 256 blocks changed"), "{err}");
+    assert_eq!(
+        sshd.connections(),
+        2,
+        "one connection per run: {}",
+        sshd.log()
+    );
+
+    // A remote source quiesced by a hook: the hook runs on the remote side,
+    // and its log lines come back prefixed with the host.
+    data[10] ^= 1;
+    fs::write(&src, &data).unwrap();
+    let marker = remote.path().join("frozen");
+    let hook = format!("hook:post-freeze=touch '{}'", marker.display());
+    let err = sshd.backup_ok(&name, &sshd.source(&src), &["--quiesce", &hook]);
+    assert!(marker.exists(), "{err}");
+    assert!(err.contains("@127.0.0.1: "), "{err}");
+    let meta = fs::read_to_string(local.path().join("db.3.meta.json")).unwrap();
+    assert!(meta.contains("freeze_window_seconds"), "{meta}");
+
+    let out = local.path().join("restored");
+    assert!(restore(&name, 1, &out) == v1, "generation 1 differs");
+    assert!(restore(&name, 3, &out) == data, "generation 3 differs");
+    assert_eq!(sshd.remote_files().len(), 1);
+    assert!(sshd.running_agents().is_empty());
+}
+
+#[test]
+fn a_legacy_gzip_chain_works_remotely_too() {
+    let Some(sshd) = Sshd::start() else { return };
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let src = remote.path().join("disk.img");
+    let name = local.path().join("old");
+    let mut data = noise(1 << 20, 3);
+    fs::write(&src, &data).unwrap();
+    sshd.backup_ok(&name, &sshd.source(&src), &["--format", "legacy", "-z"]);
+    data[500_000] ^= 0xff;
+    fs::write(&src, &data).unwrap();
+    sshd.backup_ok(&name, &sshd.source(&src), &[]);
+    assert!(local.path().join("old.2.gz").exists());
+    assert!(local.path().join("old.2.md5").exists());
+    let out = local.path().join("restored");
+    assert!(restore(&name, 2, &out) == data);
+}
+
+#[test]
+fn a_path_with_spaces_and_command_substitution_is_read_as_is_and_runs_nothing() {
+    let Some(sshd) = Sshd::start() else { return };
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let pwned = format!("pwned-{}", std::process::id());
+    let odd = remote
+        .path()
+        .join(format!("a dir $(touch {pwned}) `touch {pwned}`; 'q' \"x\""));
+    fs::create_dir(&odd).unwrap();
+    let src = odd.join("my disk $HOME.img");
+    let data = noise(200_000, 9);
+    fs::write(&src, &data).unwrap();
+    let name = local.path().join("odd");
+    sshd.backup_ok(&name, &sshd.source(&src), &[]);
+    let out = local.path().join("restored");
+    assert!(restore(&name, 1, &out) == data);
+    // Nothing ran: no file appeared in the remote home, the source's
+    // directory, the test's directories, or here.
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    for dir in [
+        Path::new(&home),
+        odd.as_path(),
+        remote.path(),
+        local.path(),
+        &sshd.remote_cache(),
+        Path::new("."),
+    ] {
+        assert!(!dir.join(&pwned).exists(), "{pwned} in {}", dir.display());
+    }
+}
+
+#[test]
+fn a_remote_error_names_the_host_and_commits_nothing() {
+    let Some(sshd) = Sshd::start() else { return };
+    let local = tempfile::tempdir().unwrap();
+    let name = local.path().join("db");
+    let missing = local.path().join("no such disk.img");
+    let o = sshd
+        .backup(&name, &sshd.source(&missing), &[])
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("on root@127.0.0.1") || err.contains(&format!("on {}@127.0.0.1", sshd.user)),
+        "{err}"
+    );
+    assert!(err.contains("no such disk.img"), "{err}");
+    assert!(!local.path().join("db.ver").exists());
+    assert_eq!(listing(local.path()), ["db.lock"]);
+}
+
+#[test]
+fn a_connection_killed_mid_transfer_commits_nothing_and_leaves_nothing_behind() {
+    let Some(sshd) = Sshd::start() else { return };
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let name = local.path().join("db");
+    let src = remote.path().join("disk.img");
+    let data = noise(2 << 20, 5);
+    fs::write(&src, &data).unwrap();
+    sshd.backup_ok(&name, &sshd.source(&src), &[]);
+    let before = listing(local.path());
+    let ver = fs::read(local.path().join("db.ver")).unwrap();
+
+    // The second run reads a pipe that the test feeds: half the data, then
+    // the connection is cut while the agent waits for the rest.
+    let fifo = remote.path().join("feed");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let run = sshd.backup(&name, &sshd.source(&fifo), &[]);
+    let mut feed = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    feed.write_all(&data[..1 << 20]).unwrap();
+    // Wait until the diff is arriving: the agent has started and sent.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sshd.running_agents().is_empty() {
+        assert!(Instant::now() < deadline, "the agent never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Cut the connection: kill sshd's per-connection processes.
+    let killed = Command::new("pkill")
+        .args(["-KILL", "-P", &sshd.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no connection to kill");
+    let o = {
+        let _ = feed.write_all(&data[1 << 20..]);
+        drop(feed);
+        run.wait_with_output().unwrap()
+    };
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("nothing was committed"), "{err}");
+    assert_eq!(listing(local.path()), before, "{err}");
+    assert_eq!(fs::read(local.path().join("db.ver")).unwrap(), ver);
+
+    // The agent of the cut run does not linger, and the next run works
+    // and leaves nothing but the cached agent.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sshd.running_agents().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "agent still running: {:?}",
+            sshd.running_agents()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fs::remove_file(&fifo).unwrap();
+    sshd.backup_ok(&name, &sshd.source(&src), &[]);
+    assert_eq!(
+        fs::read_to_string(local.path().join("db.ver"))
+            .unwrap()
+            .trim(),
+        "2"
+    );
+    assert_eq!(
+        sshd.remote_files(),
+        [format!("blockdiff-agent-{}", agent_sha256())]
+    );
+    assert!(sshd.running_agents().is_empty());
+    let out = local.path().join("restored");
+    assert!(restore(&name, 2, &out) == data);
+}
