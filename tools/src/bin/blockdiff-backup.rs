@@ -129,6 +129,9 @@ struct Args {
     #[command(flatten)]
     format: FormatArgs,
 
+    #[command(flatten)]
+    polite: blockdiff_tools::PoliteArgs,
+
     /// Hash threads [default: one per core]
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     threads: usize,
@@ -252,6 +255,8 @@ fn record_freeze(meta: &mut BTreeMap<String, String>, report: &FreezeReport) {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    // First: the dump's threads inherit them from this one.
+    args.polite.apply_priorities()?;
     let store = GenerationStore::new(&args.name);
     // A snapshot must be removed and services thawed however the run ends,
     // so then signals stop the run instead of killing it. (A plain source
@@ -271,6 +276,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             block_size: args.block_size,
             hash: args.format.hash_for(format),
             threads: args.threads,
+            max_rate: args.polite.max_rate(),
+            drop_cache: args.polite.drop_cache,
             ..DumpOptions::default()
         },
         format,
