@@ -66,26 +66,9 @@ impl FromStr for BlockSize {
 
     /// Parses `16384`, `16k`, `16KiB`, `1M` or `1MiB` (binary multiples).
     fn from_str(s: &str) -> Result<Self> {
-        let t = s.trim();
-        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(digits);
-        let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kb" | "kib" => 1 << 10,
-            "m" | "mb" | "mib" => 1 << 20,
-            _ => {
-                return Err(Error::InvalidOption(format!(
-                    "block size {s:?}: unknown unit {unit:?}"
-                )));
-            }
-        };
-        let n: u64 = num
-            .parse()
-            .map_err(|_| Error::InvalidOption(format!("block size {s:?} is not a number")))?;
-        let bytes = n
-            .checked_mul(mult)
-            .and_then(|b| u32::try_from(b).ok())
-            .ok_or_else(|| Error::InvalidOption(format!("block size {s:?} is too large")))?;
+        let bytes = crate::units::parse_binary_size(s, "block size")?;
+        let bytes = u32::try_from(bytes)
+            .map_err(|_| Error::InvalidOption(format!("block size {s:?} is too large")))?;
         BlockSize::new(bytes)
     }
 }

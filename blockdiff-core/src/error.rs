@@ -149,6 +149,16 @@ pub enum Error {
         /// What the parser said.
         detail: String,
     },
+    /// The niceness or I/O priority could not be set (raising a priority
+    /// needs root).
+    #[error("cannot set the {setting}: {source}")]
+    Priority {
+        /// What was being set ("niceness -5", "I/O priority realtime:0").
+        setting: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
     /// An option is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),

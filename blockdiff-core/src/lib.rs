@@ -18,6 +18,10 @@
 //!   checking it against the digest, or verifies a chain without writing;
 //!   [`apply_stream`] applies a single diff stream as the original
 //!   `blockdiff_merge` did.
+//! - Polite I/O, on the host that reads the source: [`DumpOptions`] can cap
+//!   the read rate ([`RateLimiter`]) and drop what was read from the page
+//!   cache; [`set_nice`] and [`IoPriority`] lower the priority of the
+//!   threads a dump then starts.
 //!
 //! The legacy formats are those of the original Perl blockdiff, byte for
 //! byte; v2 (the default for new chains) is specified in `FORMAT.md` of the
@@ -48,9 +52,12 @@ mod digest;
 mod dump;
 mod error;
 mod info;
+mod priority;
 mod progress;
+mod rate;
 mod restore;
 mod store;
+mod units;
 
 pub use archive_format::{Compression, Fingerprint, FrameCompression, HashAlgorithm};
 pub use backup::{BackupOptions, BackupReport, PreparedBackup, backup};
@@ -62,7 +69,9 @@ pub use dump::{
 };
 pub use error::{Error, Result};
 pub use info::{Comparison, GenerationInfo, compare_with_generation};
+pub use priority::{IoPriority, NICE_MAX, NICE_MIN, set_nice};
 pub use progress::{NoProgress, Notice, Progress};
+pub use rate::{Clock, RateLimiter, SystemClock, parse_rate};
 pub use restore::{RestoreOptions, RestorePlan, RestoreReport, apply_stream};
 pub use store::{
     CommitStep, DiffFormat, DiffLocation, GenerationStore, PendingGeneration, StoreLock,

@@ -12,7 +12,7 @@ use lvm_snap::{
 };
 use quiesce::{FreezeReport, FreezeWindow, QuiesceSpec, QuiesceStack, TerminationSignals};
 
-use crate::{RunLog, UsageError, parse_snapshot_size};
+use crate::{PoliteArgs, RunLog, UsageError, parse_snapshot_size};
 
 /// What a backup reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +129,7 @@ pub struct SourceReader<'a> {
     log: RunLog,
     signals: Option<TerminationSignals>,
     stack: Option<QuiesceStack>,
+    polite: Option<PoliteArgs>,
 }
 
 impl<'a> SourceReader<'a> {
@@ -159,7 +160,24 @@ impl<'a> SourceReader<'a> {
             log,
             signals,
             stack,
+            polite: None,
         })
+    }
+
+    /// Reads at the niceness and I/O priority of `polite`: set on this
+    /// thread just before the dump starts its threads (which inherit
+    /// them), so the snapshot and the quiescers run at normal priority and
+    /// the freeze window is not stretched.
+    pub fn with_priorities(mut self, polite: &PoliteArgs) -> Self {
+        self.polite = Some(polite.clone());
+        self
+    }
+
+    fn lower_priorities(&self) -> blockdiff_core::Result<()> {
+        match &self.polite {
+            Some(p) => p.apply_priorities(),
+            None => Ok(()),
+        }
     }
 
     /// Makes `spec` ready, runs `step` on it and cleans up; `facts` gets
@@ -176,6 +194,7 @@ impl<'a> SourceReader<'a> {
             SourceSpec::Stdin => DumpSource::stream(io::stdin(), "standard input").boxed(),
             SourceSpec::Path(path) => DumpSource::open(path)?.boxed(),
         };
+        self.lower_priorities()?;
         let signals = self.signals.as_ref();
         let log = &self.log;
         match self.stack.as_mut() {
@@ -268,7 +287,8 @@ impl<'a> SourceReader<'a> {
                 )),
                 None => {
                     let mut progress = RunProgress::new(&log, signals, Some(&monitor), None);
-                    DumpSource::open(snapshot.device())
+                    self.lower_priorities()
+                        .and_then(|()| DumpSource::open(snapshot.device()))
                         .and_then(|source| step(source.boxed(), &mut progress))
                         .map_err(anyhow::Error::from)
                 }

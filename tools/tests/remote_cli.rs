@@ -401,7 +401,12 @@ fn a_connection_killed_mid_transfer_commits_nothing_and_leaves_nothing_behind() 
             .unwrap()
             .success()
     );
-    let run = sshd.backup(&name, &sshd.source(&fifo), &[]);
+    // Polite I/O applies where the volume is read: on the remote host.
+    let run = sshd.backup(
+        &name,
+        &sshd.source(&fifo),
+        &["--nice", "6", "--ionice", "idle", "--max-rate", "512M"],
+    );
     let mut feed = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     feed.write_all(&data[..1 << 20]).unwrap();
     // Wait until the diff is arriving: the agent has started and sent.
@@ -411,6 +416,12 @@ fn a_connection_killed_mid_transfer_commits_nothing_and_leaves_nothing_behind() 
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
+    let agent_line = sshd.running_agents().remove(0);
+    let pid = agent_line.split_whitespace().next().unwrap();
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let nice = stat.rsplit(')').next().unwrap().split_whitespace().nth(16);
+    assert_eq!(nice, Some("6"), "{stat}");
+    assert!(agent_line.contains("--ionice=idle"), "{agent_line}");
     // Cut the connection: kill sshd's per-connection processes.
     let killed = Command::new("pkill")
         .args(["-KILL", "-P", &sshd.child.id().to_string()])

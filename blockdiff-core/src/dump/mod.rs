@@ -6,6 +6,7 @@ mod sink;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -19,6 +20,7 @@ use crate::block::{BlockHash, BlockHasher, BlockSize};
 use crate::digest::{DigestFormat, DigestReader, DigestSpec, DigestWriter};
 use crate::error::IoContext;
 use crate::progress::{Notice, Progress};
+use crate::rate::RateLimiter;
 use crate::{Error, Result};
 
 /// What a sink learns before the first block.
@@ -116,6 +118,21 @@ pub struct DumpOptions {
     /// chunk, and one v2 frame at most. 1 MiB keeps a chunk in a core's
     /// cache while it is hashed and compressed.
     pub read_size: usize,
+    /// Most bytes per second read from the source, like `pv -L`; `None` or
+    /// 0 is unlimited. A token bucket shared by every thread that reads
+    /// ([`RateLimiter`]): after a pause, at most one chunk or a quarter of a
+    /// second's worth (the larger) is read at once.
+    pub max_rate: Option<u64>,
+    /// Drop what was read from the page cache
+    /// (`posix_fadvise(POSIX_FADV_DONTNEED)` behind the hashing: once a
+    /// chunk and all before it are hashed, on its range, widened down to the
+    /// 2 MiB boundary below the previous chunk's end so that the large folios
+    /// straddling chunk boundaries go too; the whole file after the last
+    /// chunk), so that a backup does not evict the host's working set. Only
+    /// for a source read by position (a file or block device opened with
+    /// [`DumpSource::open`]); a stream source (a pipe, standard input) has no
+    /// file to advise and is read as it is.
+    pub drop_cache: bool,
 }
 
 impl Default for DumpOptions {
@@ -126,6 +143,8 @@ impl Default for DumpOptions {
             generation: 1,
             threads: 0,
             read_size: 1 << 20,
+            max_rate: None,
+            drop_cache: false,
         }
     }
 }
@@ -331,6 +350,10 @@ fn resolve<P: Read>(
 /// one (with a [`Notice`] if the options differ). Memory is bounded by a
 /// few chunks per worker, whatever the source size. On success the sink and
 /// the digest have been ended (trailers written, flushed).
+///
+/// The threads that read and hash are started by this call and inherit the
+/// calling thread's niceness and I/O priority: set those first
+/// ([`set_nice`](crate::set_nice), [`IoPriority::apply`](crate::IoPriority::apply)).
 pub fn dump<R, P, S, D>(
     mut source: DumpSource<R>,
     mut previous: Option<&mut DigestReader<P>>,
@@ -405,6 +428,10 @@ where
     let total = source.size;
     let positional_file = source.positional.take();
     let positional = positional_file.as_ref();
+    let limiter = RateLimiter::new(options.max_rate.unwrap_or(0), read_size as u64);
+    let limiter = &limiter;
+    // The file whose cache is dropped behind the hashing (never a stream).
+    let drop_cache = positional.filter(|_| options.drop_cache && total.is_some());
     thread::scope(|scope| -> Result<()> {
         let reader = scope.spawn(move || -> Result<()> {
             let DumpSource {
@@ -419,13 +446,19 @@ where
                 // its place is decided.
                 let len = match (positional, total) {
                     (Some(_), Some(total)) => (total - offset).min(read_size as u64) as usize,
-                    _ => read_full(&mut reader, &mut chunk.buf).map_err(|source| {
-                        Error::SourceRead {
-                            path: name.clone(),
-                            offset,
-                            source,
-                        }
-                    })?,
+                    _ => {
+                        let len = read_full(&mut reader, &mut chunk.buf).map_err(|source| {
+                            Error::SourceRead {
+                                path: name.clone(),
+                                offset,
+                                source,
+                            }
+                        })?;
+                        // Paid after the read, for the bytes it returned:
+                        // the next read waits.
+                        limiter.acquire(len as u64);
+                        len
+                    }
                 };
                 chunk.unread = positional.is_some() && total.is_some();
                 if len == 0 {
@@ -462,9 +495,10 @@ where
             let source_name = &source_name;
             scope.spawn(move || {
                 for mut chunk in work_rx {
-                    let result = read_chunk(&mut chunk, positional, source_name).and_then(|()| {
-                        hash_and_encode(&mut chunk, block_size, hasher, encoder, &mut state)
-                    });
+                    let result =
+                        read_chunk(&mut chunk, positional, source_name, limiter).and_then(|()| {
+                            hash_and_encode(&mut chunk, block_size, hasher, encoder, &mut state)
+                        });
                     if done_tx.send(result.map(|()| chunk)).is_err() {
                         return;
                     }
@@ -478,6 +512,7 @@ where
         let written = (|| -> Result<()> {
             let mut waiting: BTreeMap<u64, Chunk<Encoded<S>>> = BTreeMap::new();
             let mut next_seq = 0u64;
+            let mut dropped_to = 0u64;
             for chunk in &done_rx {
                 let chunk = chunk?;
                 waiting.insert(chunk.seq, chunk);
@@ -502,6 +537,11 @@ where
                     }
                     report.blocks += chunk.hashes.len() as u64;
                     report.source_bytes += chunk.len as u64;
+                    if let Some(file) = drop_cache {
+                        let end = chunk.offset + chunk.len as u64;
+                        drop_cached(file, dropped_to, end, total, &source_name)?;
+                        dropped_to = end;
+                    }
                     progress.advance(chunk.len as u64);
                     if let Some(reason) = progress.should_stop() {
                         return Err(Error::Stopped { reason });
@@ -537,17 +577,70 @@ where
 }
 
 /// Fills a chunk with a positional read, when the reader left it to this
-/// thread.
-fn read_chunk<O>(chunk: &mut Chunk<O>, file: Option<&File>, name: &Path) -> Result<()> {
+/// thread, once the rate limit allows it.
+fn read_chunk<O>(
+    chunk: &mut Chunk<O>,
+    file: Option<&File>,
+    name: &Path,
+    limiter: &RateLimiter,
+) -> Result<()> {
     let (true, Some(file)) = (chunk.unread, file) else {
         return Ok(());
     };
+    limiter.acquire(chunk.len as u64);
     file.read_exact_at(&mut chunk.buf[..chunk.len], chunk.offset)
         .map_err(|source| Error::SourceRead {
             path: name.to_owned(),
             offset: chunk.offset,
             source,
         })
+}
+
+/// The largest folio (run of pages cached as one) the page cache makes:
+/// 2 MiB, a huge page, on x86-64. Folios are aligned to their size in the
+/// file.
+const LARGEST_FOLIO: u64 = 2 << 20;
+
+/// Drops the source's cached pages up to `end`, once every chunk before
+/// `end` is hashed; `dropped_to` is where the previous call ended.
+///
+/// `POSIX_FADV_DONTNEED` drops a folio only when the range covers it whole,
+/// and the page cache holds large folios (up to 2 MiB; a file written
+/// recently is cached that way), so a chunk's exact range would leave every
+/// folio that straddles a chunk boundary, which with 1 MiB chunks and
+/// 2 MiB folios is all of them. The range therefore starts at the folio
+/// boundary below the previous end, and the last chunk's covers the whole
+/// file (any larger folio left behind, too).
+fn drop_cached(
+    file: &File,
+    dropped_to: u64,
+    end: u64,
+    total: Option<u64>,
+    name: &Path,
+) -> Result<()> {
+    let (from, len) = match total {
+        // The last chunk: the whole file (len 0 is "to the end").
+        Some(total) if end >= total => (0, 0),
+        _ => {
+            let from = dropped_to - dropped_to % LARGEST_FOLIO;
+            (from, end - from)
+        }
+    };
+    let (Ok(from), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(len)) else {
+        return Ok(());
+    };
+    // SAFETY: posix_fadvise only reads its integer arguments; the
+    // descriptor is open for as long as `file` is borrowed.
+    let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), from, len, libc::POSIX_FADV_DONTNEED) };
+    // posix_fadvise returns the error number instead of setting errno.
+    match r {
+        0 => Ok(()),
+        errno => Err(Error::Io {
+            path: name.to_owned(),
+            op: "drop the source's pages from the cache (posix_fadvise)",
+            source: std::io::Error::from_raw_os_error(errno),
+        }),
+    }
 }
 
 fn hash_and_encode<E: ChunkEncoder>(

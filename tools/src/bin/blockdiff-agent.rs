@@ -12,8 +12,8 @@ use blockdiff_core::{
 use blockdiff_tools::remote::protocol::{PacketKind, PacketWriter};
 use blockdiff_tools::remote::report_json;
 use blockdiff_tools::{
-    ConsistencyArgs, FormatArgs, RunFacts, RunLog, SourceReader, SourceSpec, error_line,
-    parse_block_size, parse_lv,
+    ConsistencyArgs, FormatArgs, PoliteArgs, RunFacts, RunLog, SourceReader, SourceSpec,
+    error_line, parse_block_size, parse_lv,
 };
 use clap::{Parser, Subcommand};
 use lvm_snap::LvPath;
@@ -64,6 +64,9 @@ struct DumpArgs {
 
     #[command(flatten)]
     consistency: ConsistencyArgs,
+
+    #[command(flatten)]
+    polite: PoliteArgs,
 }
 
 fn main() -> ExitCode {
@@ -119,14 +122,16 @@ fn dump_to(
         (None, None) => unreachable!("clap requires --source or --lvm"),
     };
     let format = args.format.requested()?.unwrap_or_default();
-    let options = DumpOptions {
+    let mut options = DumpOptions {
         block_size: args.block_size,
         hash: args.format.hash_for(Some(format)),
         generation: args.generation,
         threads: args.threads,
         ..DumpOptions::default()
     };
-    let mut reader = SourceReader::new(&spec, &args.consistency, log)?;
+    args.polite.fill_dump_options(&mut options);
+    let mut reader =
+        SourceReader::new(&spec, &args.consistency, log)?.with_priorities(&args.polite);
     let mut facts = RunFacts::new();
     let report = reader.read(
         &spec,

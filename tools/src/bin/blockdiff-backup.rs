@@ -11,8 +11,8 @@ use blockdiff_tools::remote::{
     self, AgentBinary, RemoteSource, SshOptions, SshSession, backup_remote,
 };
 use blockdiff_tools::{
-    ConsistencyArgs, FormatArgs, RunFacts, RunLog, SourceReader, SourceSpec, parse_block_size,
-    parse_lv, run_main, timestamp,
+    ConsistencyArgs, FormatArgs, PoliteArgs, RunFacts, RunLog, SourceReader, SourceSpec,
+    parse_block_size, parse_lv, run_main, timestamp,
 };
 use clap::Parser;
 use lvm_snap::LvPath;
@@ -101,6 +101,9 @@ struct Args {
     #[command(flatten)]
     format: FormatArgs,
 
+    #[command(flatten)]
+    polite: PoliteArgs,
+
     /// Hash threads [default: one per core]
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     threads: usize,
@@ -164,6 +167,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             block_size: args.block_size,
             hash: args.format.hash_for(format),
             threads: args.threads,
+            max_rate: args.polite.max_rate(),
+            drop_cache: args.polite.drop_cache,
             ..DumpOptions::default()
         },
         format,
@@ -178,6 +183,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("backup of {source} to {} failed", args.name.display()))?
         }
         None => SourceReader::new(&spec, &args.consistency, log.clone())?
+            .with_priorities(&args.polite)
             .read(
                 &spec,
                 &mut facts,
@@ -252,7 +258,7 @@ fn backup_from_host(
         options,
         source,
         &args.consistency,
-        &[],
+        &args.polite.to_args(),
         log,
         facts,
     )?;

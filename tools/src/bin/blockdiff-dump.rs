@@ -10,7 +10,9 @@ use blockdiff_core::{
     BlockSize, DiffFormat, DigestReader, DigestWriter, DumpOptions, DumpSource, LegacySink, V2Sink,
     dump,
 };
-use blockdiff_tools::{FormatArgs, StderrProgress, UsageError, parse_block_size, run_main};
+use blockdiff_tools::{
+    FormatArgs, PoliteArgs, StderrProgress, UsageError, parse_block_size, run_main,
+};
 use clap::Parser;
 
 const EXAMPLES: &str = "\
@@ -56,6 +58,9 @@ struct Args {
     #[command(flatten)]
     format: FormatArgs,
 
+    #[command(flatten)]
+    polite: PoliteArgs,
+
     /// Generation number recorded in a v2 diff and digest [default: the old
     /// digest's plus one, or 1 for a full dump]
     #[arg(long, value_name = "N")]
@@ -94,6 +99,8 @@ fn create(path: &Path) -> anyhow::Result<BufWriter<File>> {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    // First: the dump's threads inherit them from this one.
+    args.polite.apply_priorities()?;
     if args.output.is_none() && io::stdout().is_terminal() {
         return Err(UsageError(
             "refusing to write a binary diff to a terminal: redirect standard output or use -o FILE"
@@ -114,7 +121,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         (None, _) => DiffFormat::default(),
     };
-    let options = DumpOptions {
+    let mut options = DumpOptions {
         block_size: args.block_size,
         hash: args.format.hash_for(Some(format)),
         generation: args
@@ -123,6 +130,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         threads: args.threads,
         ..DumpOptions::default()
     };
+    args.polite.fill_dump_options(&mut options);
     let source: DumpSource<Box<dyn Read + Send>> = match &args.source {
         Some(p) if p.as_os_str() != "-" => DumpSource::open(p)?.boxed(),
         _ => DumpSource::stream(io::stdin(), "standard input").boxed(),

@@ -164,7 +164,9 @@ pub fn backup_remote(
             Ok(Some(p)) => p,
             Ok(None) => break Ok(()),
             Err(e) => {
-                break Err(anyhow::Error::from(e).context(format!("the agent's stream from {host}")));
+                break Err(
+                    anyhow::Error::from(e).context(format!("the agent's stream from {host}"))
+                );
             }
         };
         let (diff, digest) = prepared.writers();
