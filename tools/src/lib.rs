@@ -5,6 +5,7 @@
 
 mod cli;
 mod format_args;
+mod local_date;
 mod stderr_progress;
 mod timestamp;
 
@@ -12,5 +13,6 @@ pub use cli::{
     ExitStatus, UsageError, error_line, parse_block_size, parse_lv, parse_snapshot_size, run_main,
 };
 pub use format_args::{FormatArgs, FormatName};
+pub use local_date::local_today;
 pub use stderr_progress::StderrProgress;
 pub use timestamp::timestamp;

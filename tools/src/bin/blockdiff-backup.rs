@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use blockdiff_core::{
-    BackupOptions, BackupReport, BlockSize, DumpOptions, DumpSource, GenerationStore, Notice,
-    Progress, backup,
+    BackupOptions, BackupReport, BlockSize, ChainPeriod, DumpOptions, DumpSource, GenerationStore,
+    Notice, Progress, backup,
 };
 use blockdiff_tools::{
-    FormatArgs, StderrProgress, UsageError, parse_block_size, parse_lv, parse_snapshot_size,
-    run_main, timestamp,
+    FormatArgs, StderrProgress, UsageError, local_today, parse_block_size, parse_lv,
+    parse_snapshot_size, run_main, timestamp,
 };
 use clap::Parser;
 use lvm_snap::{
@@ -28,6 +28,7 @@ Examples:
   blockdiff-backup /var/backup/db /srv/mysql.img    # generation 2: changed blocks only
   blockdiff-restore /tmp/restored.img --from /var/backup/db --generation 2
   blockdiff-backup /var/backup/db --lvm vg0/mysql   # snapshot vg0/mysql, dump it, remove it
+  blockdiff-backup --chain monthly /var/backup/db /srv/mysql.img   # to /var/backup/db-YYYYMM
 
 With --lvm, the volume is read from a snapshot taken for this run (tagged
 'blockdiff', named VG/LV-bd-PID-TIME-N) and removed afterwards, on success,
@@ -85,6 +86,13 @@ struct Args {
     /// Path prefix of the backup's files, e.g. /var/backup/db
     name: PathBuf,
 
+    /// Start a new chain every period: back up to NAME-YYYYMM (monthly),
+    /// NAME-YYYYWww (ISO week) or NAME-YYYYMMDD (daily), by the local date;
+    /// the first backup of a period is full. `blockdiff-prune NAME` removes
+    /// old ones.
+    #[arg(long, value_name = "PERIOD", value_parser = parse_chain_period)]
+    chain: Option<ChainPeriod>,
+
     /// File or block device to back up ('-' for standard input)
     #[arg(required_unless_present = "lvm", conflicts_with = "lvm")]
     source: Option<PathBuf>,
@@ -136,6 +144,10 @@ struct Args {
     /// Print nothing on success
     #[arg(short, long)]
     quiet: bool,
+}
+
+fn parse_chain_period(s: &str) -> Result<ChainPeriod, String> {
+    s.parse().map_err(|e: blockdiff_core::Error| e.to_string())
 }
 
 fn parse_quiesce_spec(s: &str) -> Result<String, String> {
@@ -251,7 +263,19 @@ fn record_freeze(meta: &mut BTreeMap<String, String>, report: &FreezeReport) {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(mut args: Args) -> anyhow::Result<()> {
+    if let Some(period) = args.chain {
+        let base = args.name.clone();
+        args.name = period.chain_name(&base, local_today()?);
+        log(
+            args.quiet,
+            format_args!(
+                "chain {} (--chain {period} of {})",
+                args.name.display(),
+                base.display()
+            ),
+        );
+    }
     let store = GenerationStore::new(&args.name);
     // A snapshot must be removed and services thawed however the run ends,
     // so then signals stop the run instead of killing it. (A plain source
