@@ -292,7 +292,7 @@ fn prune_keeps_a_chain_another_run_has_locked() {
     let fifo = dir.path().join("source.fifo");
     let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(status.success());
-    let mut running = Command::new(BACKUP)
+    let running = Command::new(BACKUP)
         .arg(dir.path().join("db-202003"))
         .arg(&fifo)
         .arg("--quiet")
