@@ -162,6 +162,30 @@ pub enum Error {
     /// An option is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// A chain period is not `monthly`, `weekly` or `daily`.
+    #[error("unknown chain period {value:?}: expected monthly, weekly or daily")]
+    UnknownChainPeriod {
+        /// What was given.
+        value: String,
+    },
+    /// A civil date does not exist (or is outside years 1 to 9999).
+    #[error("not a date: {year:04}-{month:02}-{day:02}")]
+    InvalidDate {
+        /// The year.
+        year: i32,
+        /// The month, 1 to 12.
+        month: u32,
+        /// The day of the month.
+        day: u32,
+    },
+    /// A backup name cannot be the base of period chains.
+    #[error("{path}: not a base name for period chains: {detail}")]
+    BadChainBase {
+        /// The name given.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
 }
 
 /// Result type of this crate.

@@ -14,6 +14,9 @@
 //!   `NAME.N.digest` or the original's `NAME.N.md5` and `NAME.N.gz`) and
 //!   commits a new one crash-safely under a lock; [`backup`] runs one backup
 //!   end to end.
+//! - [`ChainPeriod`] names a chain per month, ISO week or day
+//!   (`NAME-YYYYMM`, `NAME-YYYYWww`, `NAME-YYYYMMDD`); [`ChainSet`] lists
+//!   them and [`PrunePlan`] deletes the old ones by a [`PrunePolicy`].
 //! - [`RestorePlan`] restores a generation writing every block once and
 //!   checking it against the digest, or verifies a chain without writing;
 //!   [`apply_stream`] applies a single diff stream as the original
@@ -48,6 +51,7 @@
 
 mod backup;
 mod block;
+mod chains;
 mod digest;
 mod dump;
 mod error;
@@ -62,6 +66,10 @@ mod units;
 pub use archive_format::{Compression, Fingerprint, FrameCompression, HashAlgorithm};
 pub use backup::{BackupOptions, BackupReport, PreparedBackup, backup};
 pub use block::{BlockHash, BlockHasher, BlockSize, HASH_LEN, hash_block, hash_blocks, is_zero};
+pub use chains::{
+    ChainPeriod, ChainSet, CivilDate, DeleteReason, DeletedChain, KeepReason, PeriodChain,
+    PruneAction, PruneDecision, PrunePlan, PrunePolicy, PruneReport,
+};
 pub use digest::{DIGEST_MAGIC, DigestFile, DigestFormat, DigestReader, DigestSpec, DigestWriter};
 pub use dump::{
     ChangedRanges, ChunkEncoder, DiffSink, DumpOptions, DumpPlan, DumpReport, DumpSource,

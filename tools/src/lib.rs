@@ -6,6 +6,7 @@
 
 mod cli;
 mod format_args;
+mod local_date;
 mod polite_args;
 pub mod remote;
 mod run_log;
@@ -17,6 +18,7 @@ pub use cli::{
     ExitStatus, UsageError, error_line, parse_block_size, parse_lv, parse_snapshot_size, run_main,
 };
 pub use format_args::{FormatArgs, FormatName};
+pub use local_date::local_today;
 pub use polite_args::{PoliteArgs, parse_io_priority, parse_max_rate};
 pub use run_log::{LogLevel, RunLog};
 pub use source_reader::{ConsistencyArgs, DumpStep, RunFacts, SourceReader, SourceSpec};

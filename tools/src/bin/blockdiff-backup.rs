@@ -5,14 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use blockdiff_core::{
-    BackupOptions, BackupReport, BlockSize, DumpOptions, GenerationStore, backup,
+    BackupOptions, BackupReport, BlockSize, ChainPeriod, DumpOptions, GenerationStore, backup,
 };
 use blockdiff_tools::remote::{
     self, AgentBinary, RemoteSource, SshOptions, SshSession, backup_remote,
 };
 use blockdiff_tools::{
     ConsistencyArgs, FormatArgs, PoliteArgs, RunFacts, RunLog, SourceReader, SourceSpec,
-    parse_block_size, parse_lv, run_main, timestamp,
+    local_today, parse_block_size, parse_lv, run_main, timestamp,
 };
 use clap::Parser;
 use lvm_snap::LvPath;
@@ -23,6 +23,7 @@ Examples:
   blockdiff-backup /var/backup/db /srv/mysql.img    # generation 2: changed blocks only
   blockdiff-restore /tmp/restored.img --from /var/backup/db --generation 2
   blockdiff-backup /var/backup/db --lvm vg0/mysql   # snapshot vg0/mysql, dump it, remove it
+  blockdiff-backup --chain monthly /var/backup/db /srv/mysql.img   # to /var/backup/db-YYYYMM
 
 With --lvm, the volume is read from a snapshot taken for this run (tagged
 'blockdiff', named VG/LV-bd-PID-TIME-N) and removed afterwards, on success,
@@ -80,6 +81,13 @@ struct Args {
     /// Path prefix of the backup's files, e.g. /var/backup/db
     name: PathBuf,
 
+    /// Start a new chain every period: back up to NAME-YYYYMM (monthly),
+    /// NAME-YYYYWww (ISO week) or NAME-YYYYMMDD (daily), by the local date;
+    /// the first backup of a period is full. `blockdiff-prune NAME` removes
+    /// old ones.
+    #[arg(long, value_name = "PERIOD", value_parser = parse_chain_period)]
+    chain: Option<ChainPeriod>,
+
     /// File or block device to back up ('-' for standard input), or
     /// [USER@]HOST:PATH on a remote host
     #[arg(required_unless_present = "lvm", conflicts_with = "lvm")]
@@ -136,6 +144,10 @@ struct RemoteArgs {
     agent: Option<PathBuf>,
 }
 
+fn parse_chain_period(s: &str) -> Result<ChainPeriod, String> {
+    s.parse().map_err(|e: blockdiff_core::Error| e.to_string())
+}
+
 fn parse_lvm_location(s: &str) -> Result<(Option<String>, LvPath), String> {
     match remote::split_remote(s) {
         Some((host, lv)) => Ok((Some(host.to_owned()), parse_lv(lv)?)),
@@ -147,9 +159,18 @@ fn main() -> ExitCode {
     run_main("blockdiff-backup", run)
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
-    let store = GenerationStore::new(&args.name);
+fn run(mut args: Args) -> anyhow::Result<()> {
     let log = RunLog::stderr("blockdiff-backup", args.quiet);
+    if let Some(period) = args.chain {
+        let base = args.name.clone();
+        args.name = period.chain_name(&base, local_today()?);
+        log.info(format_args!(
+            "chain {} (--chain {period} of {})",
+            args.name.display(),
+            base.display()
+        ));
+    }
+    let store = GenerationStore::new(&args.name);
     let (host, spec) = match (&args.lvm, &args.source) {
         (Some((host, origin)), _) => (host.clone(), SourceSpec::Lvm(origin.clone())),
         (None, Some(path)) if path.as_os_str() == "-" => (None, SourceSpec::Stdin),

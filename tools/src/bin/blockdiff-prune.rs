@@ -1,0 +1,235 @@
+//! `blockdiff-prune`: removes old period chains (`NAME-YYYYMM`,
+//! `NAME-YYYYWww`, `NAME-YYYYMMDD`) that `blockdiff-backup --chain` made.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use blockdiff_core::{
+    ChainSet, CivilDate, PeriodChain, PruneAction, PrunePlan, PrunePolicy, PruneReport,
+};
+use blockdiff_tools::{local_today, run_main};
+use clap::{ArgGroup, Parser};
+use serde_json::{Value, json};
+
+const EXAMPLES: &str = "\
+Examples:
+  blockdiff-backup --chain monthly /var/backup/db /srv/mysql.img   # nightly: /var/backup/db-YYYYMM
+  blockdiff-prune /var/backup/db --keep 3          # keep the 3 newest chains
+  blockdiff-prune /var/backup/db --keep-days 90    # keep chains backed up in the last 90 days
+  blockdiff-prune /var/backup/db --keep 3 --dry-run --json
+
+The chains of NAME are NAME-YYYYMM, NAME-YYYYWww and NAME-YYYYMMDD; other
+files that merely start with NAME- are never touched. The age of a chain is
+that of its last backup (the time of its NAME-KEY.ver).
+
+Never deleted: the newest chain, the chain of the current period (local
+date), and a chain that another run has locked (a backup running on it). A
+chain is deleted under its lock, so no backup can start on it meanwhile:
+its .ver first, so that a chain half deleted (by a crash) is never taken for
+a valid one, then every generation's diff, digest, meta.json and the
+leftovers of interrupted runs, and its .lock last. A chain without a .ver
+(an interrupted first backup, a half-deleted chain) is not counted and is
+deleted unless it is in use.
+
+Output: one line per chain, kept or deleted, and why; --json prints one
+object instead.
+
+Exit status: 0 success (also when a locked chain was kept), 1 failure,
+2 usage error.";
+
+/// Delete old period chains of NAME, keeping the newest N or those backed
+/// up in the last DAYS days.
+#[derive(Debug, Parser)]
+#[command(name = "blockdiff-prune", version, after_help = EXAMPLES)]
+#[command(group(ArgGroup::new("policy").required(true).args(["keep", "keep_days"])))]
+struct Args {
+    /// Base name of the chains, as given to `blockdiff-backup --chain`,
+    /// e.g. /var/backup/db
+    name: PathBuf,
+
+    /// Keep the newest N chains (by period)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    keep: Option<u64>,
+
+    /// Keep the chains whose last backup is younger than DAYS days
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    keep_days: Option<u32>,
+
+    /// Show what would be deleted; delete nothing
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+
+    /// Print one JSON object instead of lines
+    #[arg(long)]
+    json: bool,
+
+    /// Print nothing on success (errors still go to stderr)
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    run_main("blockdiff-prune", run)
+}
+
+fn unix_seconds(t: Option<SystemTime>) -> Option<u64> {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+}
+
+fn chain_json(chain: &PeriodChain, reason: &dyn std::fmt::Display) -> Value {
+    json!({
+        "chain": chain.name(),
+        "period": chain.period().as_str(),
+        "key": chain.key(),
+        "last_backup": unix_seconds(chain.last_backup()),
+        "reason": reason.to_string(),
+    })
+}
+
+fn with_files(mut value: Value, files: &[PathBuf]) -> Value {
+    value["files"] = json!(files);
+    value
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let policy = match (args.keep, args.keep_days) {
+        (Some(n), None) => PrunePolicy::Keep(usize::try_from(n).unwrap_or(usize::MAX)),
+        (None, Some(days)) => PrunePolicy::KeepDays(days),
+        _ => unreachable!("clap requires exactly one of --keep and --keep-days"),
+    };
+    let today = local_today()?;
+    let set = ChainSet::list(&args.name)?;
+    let plan = PrunePlan::new(&set, policy, today, SystemTime::now())?;
+    let report = if args.dry_run {
+        None
+    } else {
+        Some(plan.clone().execute()?)
+    };
+    // Written with `?`: a closed pipe (`| head`) ends the run quietly.
+    let mut out = io::stdout().lock();
+    if args.json {
+        let value = to_json(&args, policy, today, &plan, report.as_ref());
+        writeln!(out, "{value:#}")?;
+        return Ok(());
+    }
+    if args.quiet {
+        return Ok(());
+    }
+    if set.chains().is_empty() {
+        writeln!(
+            out,
+            "no period chains of {} ({}-YYYYMM, -YYYYWww or -YYYYMMDD)",
+            args.name.display(),
+            file_name(&args.name)
+        )?;
+        return Ok(());
+    }
+    match &report {
+        None => {
+            for d in plan.decisions() {
+                match &d.action {
+                    PruneAction::Keep(reason) => {
+                        writeln!(out, "keep         {}: {reason}", d.chain.name().display())?
+                    }
+                    PruneAction::Delete(reason) => writeln!(
+                        out,
+                        "would delete {}: {reason} ({} files)",
+                        d.chain.name().display(),
+                        d.chain.files().len()
+                    )?,
+                }
+            }
+        }
+        Some(report) => print_report(&mut out, report)?,
+    }
+    Ok(())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The chains kept and deleted, oldest first.
+fn print_report(out: &mut impl Write, report: &PruneReport) -> io::Result<()> {
+    let mut lines: Vec<(&PeriodChain, String)> = report
+        .kept
+        .iter()
+        .map(|(chain, reason)| {
+            (
+                chain,
+                format!("kept    {}: {reason}", chain.name().display()),
+            )
+        })
+        .chain(report.deleted.iter().map(|d| {
+            (
+                &d.chain,
+                format!(
+                    "deleted {}: {} ({} files)",
+                    d.chain.name().display(),
+                    d.reason,
+                    d.removed.len()
+                ),
+            )
+        }))
+        .collect();
+    lines.sort_by(|a, b| {
+        (a.0.start(), a.0.period(), a.0.key()).cmp(&(b.0.start(), b.0.period(), b.0.key()))
+    });
+    for (_, line) in lines {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+fn to_json(
+    args: &Args,
+    policy: PrunePolicy,
+    today: CivilDate,
+    plan: &PrunePlan,
+    report: Option<&PruneReport>,
+) -> Value {
+    let (kept, deleted): (Vec<Value>, Vec<Value>) = match report {
+        None => {
+            let mut kept = Vec::new();
+            let mut deleted = Vec::new();
+            for d in plan.decisions() {
+                match &d.action {
+                    PruneAction::Keep(reason) => kept.push(chain_json(&d.chain, reason)),
+                    PruneAction::Delete(reason) => {
+                        deleted.push(with_files(chain_json(&d.chain, reason), d.chain.files()))
+                    }
+                }
+            }
+            (kept, deleted)
+        }
+        Some(r) => (
+            r.kept
+                .iter()
+                .map(|(chain, reason)| chain_json(chain, reason))
+                .collect(),
+            r.deleted
+                .iter()
+                .map(|d| with_files(chain_json(&d.chain, &d.reason), &d.removed))
+                .collect(),
+        ),
+    };
+    let policy = match policy {
+        PrunePolicy::Keep(n) => json!({ "keep": n }),
+        PrunePolicy::KeepDays(d) => json!({ "keep_days": d }),
+    };
+    json!({
+        "name": args.name,
+        "policy": policy,
+        "today": today.to_string(),
+        "dry_run": args.dry_run,
+        "kept_count": kept.len(),
+        "deleted_count": deleted.len(),
+        "kept": kept,
+        "deleted": deleted,
+    })
+}
