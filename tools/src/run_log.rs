@@ -1,7 +1,13 @@
 use std::fmt;
-use std::sync::Arc;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use crate::timestamp;
+use anyhow::Context;
+
+use crate::{TerminalProgress, timestamp};
 
 /// How much a log line matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,9 +59,43 @@ type LogSink = dyn Fn(LogLevel, &str) + Send + Sync;
 /// quiescers log from their own). Where the lines go is the sink's choice:
 /// stderr by default, or, on a remote host, the stream back to the backup
 /// host.
+///
+/// [`RunLog::with_file`] adds a log file that gets every line, whatever
+/// the sink shows.
 #[derive(Clone)]
 pub struct RunLog {
     sink: Arc<LogSink>,
+    tool: Option<&'static str>,
+    file: Option<Arc<LogFile>>,
+}
+
+/// A log file: lines appended whole, one `write` each.
+struct LogFile {
+    path: PathBuf,
+    file: Mutex<File>,
+    failed: AtomicBool,
+}
+
+impl LogFile {
+    fn append(&self, line: &str) {
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = file.write_all(line.as_bytes())
+            && !self.failed.swap(true, Ordering::Relaxed)
+        {
+            // Said once: the run goes on, its log file is incomplete.
+            eprintln!(
+                "warning: cannot write to log file {}: {e}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// A log line as the tools print it: `TOOL: TIMESTAMP [level: ]message`
+/// (without `TOOL: ` when `tool` is `None`).
+pub fn log_line(tool: Option<&str>, level: LogLevel, message: &str) -> String {
+    let prefix = tool.map(|t| format!("{t}: ")).unwrap_or_default();
+    format!("{prefix}{} {}{message}", timestamp(), level.label())
 }
 
 impl fmt::Debug for RunLog {
@@ -68,11 +108,13 @@ impl RunLog {
     /// Lines on stderr as `TOOL: TIMESTAMP [level: ]message`; `quiet` keeps
     /// only warnings and errors.
     pub fn stderr(tool: &'static str, quiet: bool) -> Self {
-        RunLog::new(move |level, message| {
+        let mut log = RunLog::new(move |level, message| {
             if !(quiet && level == LogLevel::Info) {
-                eprintln!("{tool}: {} {}{message}", timestamp(), level.label());
+                eprintln!("{}", log_line(Some(tool), level, message));
             }
-        })
+        });
+        log.tool = Some(tool);
+        log
     }
 
     /// Lines go to `sink`, which receives each line's level and message
@@ -80,12 +122,62 @@ impl RunLog {
     pub fn new(sink: impl Fn(LogLevel, &str) + Send + Sync + 'static) -> Self {
         RunLog {
             sink: Arc::new(sink),
+            tool: None,
+            file: None,
         }
+    }
+
+    /// The same log, whose sink prints with `bars`' progress bar out of
+    /// the way (cleared, the line printed, the bar drawn again below it),
+    /// so that lines logged during a dump do not tear the bar.
+    pub fn around_bar(self, bars: &TerminalProgress) -> Self {
+        let inner = self.sink;
+        let bars = bars.clone();
+        RunLog {
+            sink: Arc::new(move |level, message| bars.suspend(|| inner(level, message))),
+            ..self
+        }
+    }
+
+    /// The same log, with every line also appended to the file at `path`
+    /// (all levels, `--quiet` or not, timestamped like stderr's lines).
+    /// The file is created if missing; one that cannot be opened is an
+    /// error naming it.
+    pub fn with_file(self, path: &Path) -> anyhow::Result<Self> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .with_context(|| format!("cannot open log file {}", path.display()))?;
+        Ok(RunLog {
+            file: Some(Arc::new(LogFile {
+                path: path.to_owned(),
+                file: Mutex::new(file),
+                failed: AtomicBool::new(false),
+            })),
+            ..self
+        })
     }
 
     /// Logs `message` at `level`.
     pub fn log(&self, level: LogLevel, message: fmt::Arguments<'_>) {
-        (self.sink)(level, &message.to_string());
+        let message = message.to_string();
+        (self.sink)(level, &message);
+        self.log_to_file(level, &message);
+    }
+
+    /// Logs `message` to the log file only, if there is one: for the
+    /// final error line, which `run_main` prints on stderr itself.
+    pub fn to_file_only(&self, level: LogLevel, message: fmt::Arguments<'_>) {
+        self.log_to_file(level, &message.to_string());
+    }
+
+    fn log_to_file(&self, level: LogLevel, message: &str) {
+        if let Some(file) = &self.file {
+            let mut line = log_line(self.tool, level, message);
+            line.push('\n');
+            file.append(&line);
+        }
     }
 
     /// Logs a step of the run.
@@ -134,5 +226,58 @@ mod tests {
         for level in [LogLevel::Info, LogLevel::Warning, LogLevel::Error] {
             assert_eq!(LogLevel::from_name(level.name()), Some(level));
         }
+    }
+
+    #[test]
+    fn a_log_file_gets_every_line_and_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backup.log");
+        std::fs::write(&path, "an earlier run\n").unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        // A sink that shows nothing but errors, as --quiet would.
+        let log = RunLog::new(move |level, m| {
+            if level == LogLevel::Error {
+                s.lock().unwrap().push(m.to_owned());
+            }
+        })
+        .with_file(&path)
+        .unwrap();
+        log.info(format_args!("creating snapshot of vg/lv"));
+        log.clone().warning(format_args!("half full"));
+        log.error(format_args!("overflowed"));
+        log.to_file_only(LogLevel::Error, format_args!("backup failed"));
+        assert_eq!(*seen.lock().unwrap(), ["overflowed"]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert_eq!(lines[0], "an earlier run");
+        let rest: Vec<&str> = lines[1..].iter().map(|l| &l[20..]).collect();
+        assert_eq!(
+            rest,
+            [
+                "creating snapshot of vg/lv",
+                "warning: half full",
+                "error: overflowed",
+                "error: backup failed"
+            ]
+        );
+        // Each line starts with its timestamp.
+        assert!(
+            lines[1..]
+                .iter()
+                .all(|l| l.as_bytes()[4] == b'-' && l.as_bytes()[19] == b' ')
+        );
+    }
+
+    #[test]
+    fn a_log_file_that_cannot_be_opened_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no/such/dir/backup.log");
+        let err = RunLog::stderr("t", true).with_file(&path).unwrap_err();
+        assert!(
+            format!("{err:#}").contains(&format!("cannot open log file {}", path.display())),
+            "{err:#}"
+        );
     }
 }

@@ -180,6 +180,16 @@ impl<'a> SourceReader<'a> {
         }
     }
 
+    /// The termination signal (SIGINT, SIGTERM, SIGHUP) received while
+    /// this reader catches them, if any: a run that goes on to another
+    /// source (`--each`) stops there.
+    pub fn interrupted_by(&self) -> Option<&'static str> {
+        self.signals
+            .as_ref()
+            .and_then(TerminationSignals::received)
+            .map(quiesce::signal_name)
+    }
+
     /// Makes `spec` ready, runs `step` on it and cleans up; `facts` gets
     /// the source, snapshot, fill and freeze window.
     pub fn read<T>(

@@ -242,6 +242,39 @@ fn listing(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Opens the FIFO once the agent has opened it for reading; fails (rather
+/// than hanging) if the run ends first.
+fn open_fifo_for_writing(fifo: &Path, run: &mut Child) -> fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+        {
+            Ok(file) => {
+                // Back to blocking writes.
+                use std::os::fd::AsRawFd;
+                // SAFETY: F_SETFL on a descriptor we own.
+                unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) };
+                return file;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                if let Some(status) = run.try_wait().unwrap() {
+                    let mut err = String::new();
+                    use std::io::Read;
+                    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                    panic!("the backup ended ({status}) before reading the pipe: {err}");
+                }
+                assert!(Instant::now() < deadline, "the agent never opened the pipe");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 fn agent_sha256() -> String {
     let out = Command::new("sha256sum").arg(agent()).output().unwrap();
     String::from_utf8_lossy(&out.stdout)[..64].to_owned()
@@ -407,7 +440,8 @@ fn a_connection_killed_mid_transfer_commits_nothing_and_leaves_nothing_behind() 
         &sshd.source(&fifo),
         &["--nice", "6", "--ionice", "idle", "--max-rate", "512M"],
     );
-    let mut feed = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let mut run = run;
+    let mut feed = open_fifo_for_writing(&fifo, &mut run);
     feed.write_all(&data[..1 << 20]).unwrap();
     // Wait until the diff is arriving: the agent has started and sent.
     let deadline = Instant::now() + Duration::from_secs(60);

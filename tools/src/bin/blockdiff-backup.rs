@@ -1,6 +1,7 @@
 //! `blockdiff-backup`: numbered, crash-safe generations of a file or device.
 
-use std::path::PathBuf;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -11,11 +12,14 @@ use blockdiff_tools::remote::{
     self, AgentBinary, RemoteSource, SshOptions, SshSession, backup_remote,
 };
 use blockdiff_tools::{
-    ConsistencyArgs, FormatArgs, PoliteArgs, RunFacts, RunLog, SourceReader, SourceSpec,
-    local_today, parse_block_size, parse_lv, run_main, timestamp,
+    ConsistencyArgs, FormatArgs, LogLevel, PoliteArgs, RunFacts, RunLog, RunSummary, SourceReader,
+    SourceSpec, TerminalProgress, VolumePattern, back_up_each, each_chain_name, error_line,
+    local_today, parse_block_size, parse_lv, run_main,
 };
-use clap::Parser;
-use lvm_snap::LvPath;
+use clap::{ArgGroup, Parser};
+use lvm_snap::{LvPath, Lvm};
+
+const TOOL: &str = "blockdiff-backup";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -24,6 +28,38 @@ Examples:
   blockdiff-restore /tmp/restored.img --from /var/backup/db --generation 2
   blockdiff-backup /var/backup/db --lvm vg0/mysql   # snapshot vg0/mysql, dump it, remove it
   blockdiff-backup --chain monthly /var/backup/db /srv/mysql.img   # to /var/backup/db-YYYYMM
+  blockdiff-backup /var/backup/web root@web1:/dev/vg0/www          # over ssh, nothing installed there
+  blockdiff-backup /var/backup/db --lvm root@db1:vg0/mysql --quiesce mysql --max-rate 60M --ionice idle
+  blockdiff-backup /var/backup/vms --each 'vg0/domu-*'   # one chain per LV: /var/backup/vms/domu-web, …
+  blockdiff-backup /var/backup/db /srv/mysql.img -q --log /var/log/blockdiff.log --json
+
+On a terminal, a progress bar (bytes, rate, ETA) shows while the source is
+read; --no-progress or --quiet hides it, and there is none when stderr is
+not a terminal (cron, a pipe): the timestamped log lines are then all
+there is. --log FILE appends every log line (all levels, --quiet or not)
+and the final error line to FILE. --json prints one JSON object on stdout
+at the end, also when the run failed (ok false, with the error): generation,
+name, source, bytes_read, blocks, blocks_changed, zero_blocks,
+bytes_changed, bytes_written (the diff on disk), compression_ratio,
+duration_seconds, freeze_window_seconds, snapshot_peak_fill_percent, hash,
+format, started, finished.
+
+--each VG/PATTERN backs up, one after another, every LV of VG whose name
+matches PATTERN (* and ?), each through its own snapshot, to the chain
+NAME/LVNAME (NAME is a directory, created if missing). Snapshots and thin
+pools are skipped. A failing volume is logged and the next one goes on;
+the exit status is 1 if any failed, and the last line names them. With
+--json, an array of one object per volume.
+
+A source written [USER@]HOST:PATH (or --lvm [USER@]HOST:VG/LV) is read on
+that host over ssh, with nothing installed there: blockdiff-agent (beside
+this program, static for x86-64 Linux; scripts/build-agent.sh builds it) is
+copied once to ~/.cache/blockdiff on the host (mode 0700), checked by
+SHA-256 and reused while unchanged. One ssh connection carries every step;
+the previous digest goes up, the compressed diff and the new digest come
+back, and the generation is committed here only when the stream is
+complete. Snapshot, quiescers and the polite-I/O options apply on the host.
+ssh runs in batch mode (keys, no passwords); --ssh-option passes -o options.
 
 With --lvm, the volume is read from a snapshot taken for this run (tagged
 'blockdiff', named VG/LV-bd-PID-TIME-N) and removed afterwards, on success,
@@ -77,8 +113,12 @@ Exit status: 0 success, 1 failure, 2 usage error.";
 /// only the blocks that changed since the last one.
 #[derive(Debug, Parser)]
 #[command(name = "blockdiff-backup", version, after_help = EXAMPLES)]
+// "lvm": a snapshot is taken (--lvm or --each), as the snapshot options
+// require.
+#[command(group(ArgGroup::new("lvm").args(["lvm_volume", "each"])))]
 struct Args {
-    /// Path prefix of the backup's files, e.g. /var/backup/db
+    /// Path prefix of the backup's files, e.g. /var/backup/db (with
+    /// --each, the directory of the chains)
     name: PathBuf,
 
     /// Start a new chain every period: back up to NAME-YYYYMM (monthly),
@@ -95,8 +135,13 @@ struct Args {
 
     /// Back up a logical volume through a snapshot of it: VG/LV or
     /// /dev/VG/LV, or [USER@]HOST:VG/LV on a remote host
-    #[arg(long, value_name = "[HOST:]VG/LV", value_parser = parse_lvm_location)]
+    #[arg(id = "lvm_volume", long = "lvm", value_name = "[HOST:]VG/LV", value_parser = parse_lvm_location)]
     lvm: Option<(Option<String>, LvPath)>,
+
+    /// Back up every LV of VG whose name matches PATTERN (* and ?), one
+    /// after another, each to the chain NAME/LVNAME
+    #[arg(long, value_name = "VG/PATTERN")]
+    each: Option<String>,
 
     #[command(flatten)]
     consistency: ConsistencyArgs,
@@ -116,14 +161,25 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     threads: usize,
 
-    /// Print nothing on success
+    /// Print nothing on success (and no progress bar)
     #[arg(short, long)]
     quiet: bool,
+
+    /// No progress bar, even on a terminal
+    #[arg(long)]
+    no_progress: bool,
+
+    /// Also append every log line, and the final error, to FILE
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+
+    /// Print a JSON summary of the run on stdout at the end
+    #[arg(long)]
+    json: bool,
 
     #[command(flatten)]
     remote: RemoteArgs,
 }
-
 /// How remote hosts are reached.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Remote hosts")]
@@ -156,12 +212,16 @@ fn parse_lvm_location(s: &str) -> Result<(Option<String>, LvPath), String> {
 }
 
 fn main() -> ExitCode {
-    run_main("blockdiff-backup", run)
+    run_main(TOOL, run)
 }
 
 fn run(mut args: Args) -> anyhow::Result<()> {
-    let log = RunLog::stderr("blockdiff-backup", args.quiet);
-    if let Some(period) = args.chain {
+    let bars = TerminalProgress::stderr(!args.quiet && !args.no_progress);
+    let mut log = RunLog::stderr(TOOL, args.quiet).around_bar(&bars);
+    if let Some(path) = &args.log {
+        log = log.with_file(path)?;
+    }
+    if let (Some(period), None) = (args.chain, &args.each) {
         let base = args.name.clone();
         args.name = period.chain_name(&base, local_today()?);
         log.info(format_args!(
@@ -170,7 +230,18 @@ fn run(mut args: Args) -> anyhow::Result<()> {
             base.display()
         ));
     }
-    let store = GenerationStore::new(&args.name);
+    let result = match &args.each {
+        Some(pattern) => run_each(&args, pattern, &log, &bars),
+        None => run_one(&args, &log, &bars),
+    };
+    if let Err(e) = &result {
+        // run_main prints it on stderr; the log file gets it too.
+        log.to_file_only(LogLevel::Error, format_args!("{}", error_line(e)));
+    }
+    result
+}
+
+fn run_one(args: &Args, log: &RunLog, bars: &TerminalProgress) -> anyhow::Result<()> {
     let (host, spec) = match (&args.lvm, &args.source) {
         (Some((host, origin)), _) => (host.clone(), SourceSpec::Lvm(origin.clone())),
         (None, Some(path)) if path.as_os_str() == "-" => (None, SourceSpec::Stdin),
@@ -178,74 +249,143 @@ fn run(mut args: Args) -> anyhow::Result<()> {
             Some((host, path)) => (Some(host.to_owned()), SourceSpec::Path(path.into())),
             None => (None, SourceSpec::Path(path.clone())),
         },
-        (None, None) => unreachable!("clap requires a source or --lvm"),
+        (None, None) => unreachable!("clap requires a source, --lvm or --each"),
     };
-    let mut facts = RunFacts::new();
-    facts.insert("started".to_owned(), timestamp());
-    let format = args.format.requested()?;
-    let options = BackupOptions {
-        dump: DumpOptions {
-            block_size: args.block_size,
-            hash: args.format.hash_for(format),
-            threads: args.threads,
-            max_rate: args.polite.max_rate(),
-            drop_cache: args.polite.drop_cache,
-            ..DumpOptions::default()
-        },
-        format,
+    let host = host.map(|destination| RemoteSource {
+        destination,
+        spec: spec.clone(),
+    });
+    let clock = RunSummary::start(&args.name, &spec);
+    let started = clock.started().to_owned();
+    let result = match &host {
+        Some(source) => back_up_remote(args, source, log, started),
+        None => back_up_one(args, &args.name, &spec, log, bars, started, &mut None),
     };
-    let report = match host {
-        Some(host) => {
-            let source = RemoteSource {
-                destination: host,
-                spec,
-            };
-            backup_from_host(&args, &store, &options, &source, &log, &mut facts)
-                .with_context(|| format!("backup of {source} to {} failed", args.name.display()))?
-        }
-        None => SourceReader::new(&spec, &args.consistency, log.clone())?
-            .with_priorities(&args.polite)
-            .read(
-                &spec,
-                &mut facts,
-                Box::new(|source, progress| backup(&store, source, &options, progress)),
-            )
-            .with_context(|| format!("backup of {spec} to {} failed", args.name.display()))?,
-    };
-    facts.insert("generation".into(), report.generation.to_string());
-    facts.insert("finished".into(), timestamp());
-    if let Err(e) = store.write_metadata(report.generation, &facts) {
-        // The generation is committed and complete; only its facts are lost.
-        log.warning(format_args!("{e}"));
+    if args.json {
+        let summary = match &result {
+            Ok((report, facts)) => clock.succeeded(report, facts),
+            Err(e) => clock.failed(e),
+        };
+        println!("{}", summary.to_json());
     }
-    let d = report.dump;
-    log.info(format_args!(
-        "generation {} of {} ({}, {}): {} of {} blocks changed ({} of {} bytes, {} zero blocks), diff is {} bytes",
-        report.generation,
-        args.name.display(),
-        report.format,
-        d.hash,
-        d.changed_blocks,
-        d.blocks,
-        d.changed_bytes,
-        d.source_bytes,
-        d.zero_blocks,
-        report.diff_bytes
-    ));
-    log.info(format_args!("backup completed successfully"));
-    Ok(())
+    result.map(drop)
+}
+
+/// `--each`: every matching LV to its own chain under NAME.
+fn run_each(
+    args: &Args,
+    pattern: &str,
+    log: &RunLog,
+    bars: &TerminalProgress,
+) -> anyhow::Result<()> {
+    let pattern = VolumePattern::parse(pattern)?;
+    let selection = pattern.select_from(&Lvm::local())?;
+    for (lv, why) in &selection.skipped {
+        log.info(format_args!("skipping {lv}: {why}"));
+    }
+    if selection.volumes.is_empty() {
+        anyhow::bail!("no logical volume to back up matches {pattern}");
+    }
+    std::fs::create_dir_all(&args.name)
+        .with_context(|| format!("cannot create directory {}", args.name.display()))?;
+    let (summaries, result) = back_up_each(&selection.volumes, log, |lv| {
+        let spec = SourceSpec::Lvm(lv.clone());
+        let name = match chain_name(args, lv) {
+            Ok(name) => name,
+            Err(e) => {
+                return ControlFlow::Continue(RunSummary::start(&args.name, &spec).failed(&e));
+            }
+        };
+        log.info(format_args!("backing up {lv} to {}", name.display()));
+        let clock = RunSummary::start(&name, &spec);
+        let started = clock.started().to_owned();
+        let mut interrupted = None;
+        let summary = match back_up_one(args, &name, &spec, log, bars, started, &mut interrupted) {
+            Ok((report, facts)) => clock.succeeded(&report, &facts),
+            Err(e) => clock.failed(&e),
+        };
+        match interrupted {
+            Some(_) => ControlFlow::Break(summary),
+            None => ControlFlow::Continue(summary),
+        }
+    });
+    if args.json {
+        let all: Vec<_> = summaries.iter().map(RunSummary::to_json).collect();
+        println!("{}", serde_json::Value::Array(all));
+    }
+    result
+}
+
+/// The chain of `lv` in an `--each` run: NAME/LV, or NAME/LV-PERIOD with
+/// --chain.
+fn chain_name(args: &Args, lv: &LvPath) -> anyhow::Result<PathBuf> {
+    let name = each_chain_name(&args.name, lv);
+    Ok(match args.chain {
+        Some(period) => period.chain_name(&name, local_today()?),
+        None => name,
+    })
+}
+
+/// The backup options of the command line.
+fn backup_options(args: &Args) -> anyhow::Result<BackupOptions> {
+    let format = args.format.requested()?;
+    let mut dump = DumpOptions {
+        block_size: args.block_size,
+        hash: args.format.hash_for(format),
+        threads: args.threads,
+        ..DumpOptions::default()
+    };
+    args.polite.fill_dump_options(&mut dump);
+    Ok(BackupOptions { dump, format })
+}
+
+/// Backs `spec` up as the next generation of `name`; `interrupted` is set
+/// when a termination signal stopped it.
+fn back_up_one(
+    args: &Args,
+    name: &Path,
+    spec: &SourceSpec,
+    log: &RunLog,
+    bars: &TerminalProgress,
+    started: String,
+    interrupted: &mut Option<&'static str>,
+) -> anyhow::Result<(BackupReport, RunFacts)> {
+    let store = GenerationStore::new(name);
+    let mut reader =
+        SourceReader::new(spec, &args.consistency, log.clone())?.with_priorities(&args.polite);
+    let mut facts = RunFacts::new();
+    facts.insert("started".to_owned(), started);
+    let options = backup_options(args)?;
+    let report = reader.read(
+        spec,
+        &mut facts,
+        Box::new(|source, progress| {
+            let label = source.name().display().to_string();
+            let mut progress = bars.wrap(progress, source.size(), &label);
+            backup(&store, source, &options, &mut progress)
+        }),
+    );
+    *interrupted = reader.interrupted_by();
+    let report =
+        report.with_context(|| format!("backup of {spec} to {} failed", name.display()))?;
+    finish(&store, &report, &mut facts, log);
+    Ok((report, facts))
 }
 
 /// Connects to the source's host, puts the agent there and backs up
 /// through it.
-fn backup_from_host(
+fn back_up_remote(
     args: &Args,
-    store: &GenerationStore,
-    options: &BackupOptions,
     source: &RemoteSource,
     log: &RunLog,
-    facts: &mut RunFacts,
-) -> anyhow::Result<BackupReport> {
+    started: String,
+) -> anyhow::Result<(BackupReport, RunFacts)> {
+    let failed = || format!("backup of {source} to {} failed", args.name.display());
+    let store = GenerationStore::new(&args.name);
+    let mut facts = RunFacts::new();
+    facts.insert("started".to_owned(), started);
+    facts.insert("host".into(), source.destination.clone());
+    let options = backup_options(args)?;
     let agent = AgentBinary::locate(args.remote.agent.as_deref())?;
     if !agent.is_static() {
         log.warning(format_args!(
@@ -259,8 +399,8 @@ fn backup_from_host(
         ..SshOptions::default()
     };
     log.info(format_args!("connecting to {}", source.destination));
-    let session = SshSession::connect(&source.destination, &ssh)?;
-    let installed = agent.install(&session)?;
+    let session = SshSession::connect(&source.destination, &ssh).with_context(failed)?;
+    let installed = agent.install(&session).with_context(failed)?;
     log.info(format_args!(
         "{} the agent {}:{}",
         if installed.uploaded {
@@ -271,18 +411,44 @@ fn backup_from_host(
         source.destination,
         installed.path
     ));
-    facts.insert("host".into(), source.destination.clone());
     let report = backup_remote(
         &session,
         &installed,
-        store,
-        options,
+        &store,
+        &options,
         source,
         &args.consistency,
         &args.polite.to_args(),
         log,
-        facts,
-    )?;
+        &mut facts,
+    )
+    .with_context(failed)?;
     facts.insert("source".into(), source.to_string());
-    Ok(report)
+    finish(&store, &report, &mut facts, log);
+    Ok((report, facts))
+}
+
+/// Records a committed generation's facts and logs it.
+fn finish(store: &GenerationStore, report: &BackupReport, facts: &mut RunFacts, log: &RunLog) {
+    facts.insert("generation".into(), report.generation.to_string());
+    facts.insert("finished".into(), blockdiff_tools::timestamp());
+    if let Err(e) = store.write_metadata(report.generation, facts) {
+        // The generation is committed and complete; only its facts are lost.
+        log.warning(format_args!("{e}"));
+    }
+    let d = report.dump;
+    log.info(format_args!(
+        "generation {} of {} ({}, {}): {} of {} blocks changed ({} of {} bytes, {} zero blocks), diff is {} bytes",
+        report.generation,
+        store.name().display(),
+        report.format,
+        d.hash,
+        d.changed_blocks,
+        d.blocks,
+        d.changed_bytes,
+        d.source_bytes,
+        d.zero_blocks,
+        report.diff_bytes
+    ));
+    log.info(format_args!("backup completed successfully"));
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
-use blockdiff_tools::{UsageError, parse_snapshot_size, run_main};
+use blockdiff_tools::{UsageError, VolumePattern, parse_snapshot_size, run_main};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use lvm_snap::{
     DEFAULT_STATE_DIR, LvPath, Lvm, MountOptions, PartitionMounter, SnapshotOptions, SnapshotSize,
@@ -305,7 +305,7 @@ fn mount(
     if let (Some(pattern), Some(under)) = (&args.each, &args.under) {
         let pattern = VolumePattern::parse(pattern)?;
         options.create_mount_point = true;
-        let volumes = pattern.volumes(lvm)?;
+        let volumes = pattern.select_from(lvm)?.volumes;
         if volumes.is_empty() {
             return Err(anyhow!("no logical volume matches {pattern}"));
         }
@@ -417,132 +417,10 @@ fn for_each(
     }
 }
 
-/// `VG/PATTERN`: a volume group and a glob over LV names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct VolumePattern {
-    vg: String,
-    lv_glob: String,
-}
-
-impl VolumePattern {
-    fn parse(text: &str) -> Result<VolumePattern, UsageError> {
-        let rest = text.strip_prefix("/dev/").unwrap_or(text);
-        let bad = |why: &str| {
-            UsageError(format!(
-                "'{text}' is not a VG/PATTERN such as 'vg0/domu-*': {why}"
-            ))
-        };
-        let (vg, glob) = rest.split_once('/').ok_or_else(|| bad("no '/'"))?;
-        if glob.is_empty() || glob.contains('/') {
-            return Err(bad("the pattern after the '/' must be one LV name pattern"));
-        }
-        if vg.contains(['*', '?']) {
-            return Err(bad("the volume group is a name, not a pattern"));
-        }
-        // The VG name as LVM allows it; the glob as an LV name would be,
-        // with * and ? allowed.
-        LvPath::new(vg, &glob.replace(['*', '?'], "x")).map_err(|e| bad(&e.to_string()))?;
-        Ok(VolumePattern {
-            vg: vg.to_owned(),
-            lv_glob: glob.to_owned(),
-        })
-    }
-
-    fn matches(&self, lv: &LvPath) -> bool {
-        lv.vg == self.vg && glob_matches(&self.lv_glob, &lv.lv)
-    }
-
-    /// The matching LVs that hold data: not snapshots, not thin pools.
-    fn volumes(&self, lvm: &Lvm) -> anyhow::Result<Vec<LvPath>> {
-        let mut found: Vec<LvPath> = lvm
-            .list(Some(&self.vg))?
-            .into_iter()
-            .filter(|lv| !lv.is_snapshot() && !lv.is_thin_pool() && self.matches(&lv.path))
-            .map(|lv| lv.path)
-            .collect();
-        found.sort();
-        Ok(found)
-    }
-}
-
-impl std::fmt::Display for VolumePattern {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.vg, self.lv_glob)
-    }
-}
-
-/// Whether `text` matches `pattern`, where `*` matches any run of
-/// characters (also none) and `?` any one character.
-fn glob_matches(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    // Where the last `*` was, and the text position it matched up to.
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, ti));
-                pi += 1;
-            }
-            Some(&c) if c == '?' || c == t[ti] => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match star {
-                // Let the last `*` swallow one more character.
-                Some((sp, st)) => {
-                    star = Some((sp, st + 1));
-                    pi = sp + 1;
-                    ti = st + 1;
-                }
-                None => return false,
-            },
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
-
-    #[test]
-    fn globs_match_like_a_shell() {
-        for (pattern, text, expected) in [
-            ("domu-*", "domu-web", true),
-            ("domu-*", "domu-", true),
-            ("domu-*", "dom-web", false),
-            ("domu-?", "domu-a", true),
-            ("domu-?", "domu-ab", false),
-            ("*", "", true),
-            ("", "", true),
-            ("", "x", false),
-            ("*-db", "domu-web-db", true),
-            ("*-db", "domu-db-web", false),
-            ("a*b*c", "aXbYbZc", true),
-            ("a*b*c", "aXbYbZ", false),
-            ("**x", "yyx", true),
-            ("data", "data", true),
-            ("data", "data2", false),
-        ] {
-            assert_eq!(glob_matches(pattern, text), expected, "{pattern} {text}");
-        }
-    }
-
-    #[test]
-    fn volume_patterns_parse_and_refuse() {
-        let p = VolumePattern::parse("vg0/domu-*").unwrap();
-        assert_eq!((p.vg.as_str(), p.lv_glob.as_str()), ("vg0", "domu-*"));
-        assert_eq!(VolumePattern::parse("/dev/vg0/domu-*").unwrap(), p);
-        assert!(p.matches(&"vg0/domu-a".parse().unwrap()));
-        assert!(!p.matches(&"vg1/domu-a".parse().unwrap()));
-        for bad in ["domu-*", "vg0/", "vg*/x", "vg0/a/b", "vg0/a b", "vg;x/*"] {
-            let err = VolumePattern::parse(bad).unwrap_err().to_string();
-            assert!(err.contains("is not a VG/PATTERN"), "{bad}: {err}");
-        }
-    }
 
     #[test]
     fn the_command_line_is_consistent() {

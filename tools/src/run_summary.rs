@@ -1,0 +1,220 @@
+//! `blockdiff-backup --json`: one object per backup run, for monitoring.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use blockdiff_core::BackupReport;
+use serde_json::{Value, json};
+
+use crate::{RunFacts, error_line, timestamp};
+
+/// What one backup run did (or how it failed), printed by `--json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    /// The chain (NAME).
+    pub name: PathBuf,
+    /// The source, as the metadata names it (`/srv/db.img`, `lvm:vg0/db`).
+    pub source: String,
+    /// When the run started (`YYYY-MM-DD HH:MM:SS`, local time).
+    pub started: String,
+    /// When it ended.
+    pub finished: String,
+    /// Its wall-clock time.
+    pub duration_seconds: f64,
+    /// The generation's figures; `None` when the run failed.
+    pub report: Option<BackupReport>,
+    /// Seconds the services stayed quiesced (without `--quiesce`, `None`).
+    pub freeze_window_seconds: Option<f64>,
+    /// The snapshot's peak fill (without `--lvm`, `None`).
+    pub snapshot_peak_fill_percent: Option<f64>,
+    /// The error line of a failed run.
+    pub error: Option<String>,
+}
+
+/// A run being timed: [`SummaryClock::succeeded`] or
+/// [`SummaryClock::failed`] makes its [`RunSummary`].
+#[derive(Debug)]
+pub struct SummaryClock {
+    name: PathBuf,
+    source: String,
+    started: String,
+    clock: Instant,
+}
+
+impl RunSummary {
+    /// Starts timing the run of chain `name` from `source`.
+    pub fn start(name: &Path, source: impl ToString) -> SummaryClock {
+        SummaryClock {
+            name: name.to_owned(),
+            source: source.to_string(),
+            started: timestamp(),
+            clock: Instant::now(),
+        }
+    }
+
+    /// Whether the run succeeded.
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// Block data bytes per byte of diff on disk; `None` when either is 0.
+    pub fn compression_ratio(&self) -> Option<f64> {
+        let r = self.report.as_ref()?;
+        (r.dump.changed_bytes > 0 && r.diff_bytes > 0)
+            .then(|| r.dump.changed_bytes as f64 / r.diff_bytes as f64)
+    }
+
+    /// The JSON object: `ok`, `error` (null on success), `generation`,
+    /// `name`, `source`, `bytes_read`, `blocks`, `blocks_changed`,
+    /// `zero_blocks`, `bytes_changed`, `bytes_written`,
+    /// `compression_ratio`, `duration_seconds`, `freeze_window_seconds`,
+    /// `snapshot_peak_fill_percent`, `hash`, `format`, `started`,
+    /// `finished`. A failed run's figures are null.
+    pub fn to_json(&self) -> Value {
+        let r = self.report.as_ref();
+        json!({
+            "ok": self.ok(),
+            "error": self.error,
+            "generation": r.map(|r| r.generation),
+            "name": self.name,
+            "source": self.source,
+            "bytes_read": r.map(|r| r.dump.source_bytes),
+            "blocks": r.map(|r| r.dump.blocks),
+            "blocks_changed": r.map(|r| r.dump.changed_blocks),
+            "zero_blocks": r.map(|r| r.dump.zero_blocks),
+            "bytes_changed": r.map(|r| r.dump.changed_bytes),
+            "bytes_written": r.map(|r| r.diff_bytes),
+            "compression_ratio": self.compression_ratio(),
+            "duration_seconds": self.duration_seconds,
+            "freeze_window_seconds": self.freeze_window_seconds,
+            "snapshot_peak_fill_percent": self.snapshot_peak_fill_percent,
+            "hash": r.map(|r| r.dump.hash.name()),
+            "format": r.map(|r| r.format.to_string()),
+            "started": self.started,
+            "finished": self.finished,
+        })
+    }
+}
+
+impl SummaryClock {
+    /// When the run started, as the summary shows it (also the metadata's
+    /// `started`).
+    pub fn started(&self) -> &str {
+        &self.started
+    }
+
+    /// The summary of a run that committed `report`; `facts` (the
+    /// metadata) gives the freeze window and the snapshot's peak fill.
+    pub fn succeeded(self, report: &BackupReport, facts: &RunFacts) -> RunSummary {
+        let number = |key: &str| facts.get(key).and_then(|v| v.parse::<f64>().ok());
+        let freeze_window_seconds = number("freeze_window_seconds");
+        let snapshot_peak_fill_percent = number("snapshot_peak_fill_percent");
+        RunSummary {
+            report: Some(report.clone()),
+            freeze_window_seconds,
+            snapshot_peak_fill_percent,
+            ..self.finish(None)
+        }
+    }
+
+    /// The summary of a run that failed with `error`.
+    pub fn failed(self, error: &anyhow::Error) -> RunSummary {
+        self.finish(Some(error_line(error)))
+    }
+
+    fn finish(self, error: Option<String>) -> RunSummary {
+        RunSummary {
+            name: self.name,
+            source: self.source,
+            started: self.started,
+            finished: timestamp(),
+            duration_seconds: self.clock.elapsed().as_secs_f64(),
+            report: None,
+            freeze_window_seconds: None,
+            snapshot_peak_fill_percent: None,
+            error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blockdiff_core::{DiffFormat, DumpReport};
+
+    fn report() -> BackupReport {
+        BackupReport {
+            generation: 3,
+            format: DiffFormat::default(),
+            dump: DumpReport {
+                block_size: 16384,
+                source_bytes: 10 * 16384,
+                blocks: 10,
+                changed_blocks: 2,
+                changed_bytes: 2 * 16384,
+                zero_blocks: 1,
+                ..DumpReport::default()
+            },
+            diff_bytes: 8192,
+        }
+    }
+
+    #[test]
+    fn a_successful_run_has_every_figure() {
+        let mut facts = RunFacts::new();
+        facts.insert("snapshot_peak_fill_percent".into(), "12.5".into());
+        let clock = RunSummary::start(Path::new("/b/db"), "lvm:vg0/db");
+        assert_eq!(clock.started().len(), 19);
+        let s = clock.succeeded(&report(), &facts);
+        assert!(s.ok());
+        let v = s.to_json();
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["error"], Value::Null);
+        assert_eq!(v["generation"], 3);
+        assert_eq!(v["name"], "/b/db");
+        assert_eq!(v["source"], "lvm:vg0/db");
+        assert_eq!(v["bytes_read"], 163840);
+        assert_eq!(v["blocks"], 10);
+        assert_eq!(v["blocks_changed"], 2);
+        assert_eq!(v["zero_blocks"], 1);
+        assert_eq!(v["bytes_changed"], 32768);
+        assert_eq!(v["bytes_written"], 8192);
+        assert_eq!(v["compression_ratio"], 4.0);
+        assert_eq!(v["freeze_window_seconds"], Value::Null);
+        assert_eq!(v["snapshot_peak_fill_percent"], 12.5);
+        assert_eq!(v["hash"], "blake3");
+        assert_eq!(v["format"], DiffFormat::default().to_string());
+        assert!(v["duration_seconds"].as_f64().unwrap() >= 0.0);
+        assert_eq!(v["started"].as_str().unwrap().len(), 19);
+        assert_eq!(v["finished"].as_str().unwrap().len(), 19);
+    }
+
+    #[test]
+    fn nothing_changed_has_no_ratio_and_a_failure_no_figures() {
+        let mut r = report();
+        r.dump.changed_blocks = 0;
+        r.dump.changed_bytes = 0;
+        let mut facts = RunFacts::new();
+        facts.insert("freeze_window_seconds".into(), "0.250".into());
+        let v = RunSummary::start(Path::new("db"), "/srv/db.img")
+            .succeeded(&r, &facts)
+            .to_json();
+        assert_eq!(v["compression_ratio"], Value::Null);
+        assert_eq!(v["freeze_window_seconds"], 0.25);
+        assert_eq!(v["snapshot_peak_fill_percent"], Value::Null);
+
+        let err = anyhow::anyhow!("/srv/db.img: cannot open source: No such file")
+            .context("backup of /srv/db.img to db failed");
+        let s = RunSummary::start(Path::new("db"), "/srv/db.img").failed(&err);
+        assert!(!s.ok());
+        let v = s.to_json();
+        assert_eq!(v["ok"], false);
+        assert_eq!(
+            v["error"],
+            "backup of /srv/db.img to db failed: /srv/db.img: cannot open source: No such file"
+        );
+        assert_eq!(v["generation"], Value::Null);
+        assert_eq!(v["bytes_written"], Value::Null);
+        assert_eq!(v["source"], "/srv/db.img");
+    }
+}
