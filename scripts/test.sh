@@ -12,8 +12,12 @@ cargo fmt --all -- --check
 step "lints (cargo clippy, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "services the quiesce tests run for real (scripts/services-setup.sh: mariadb-server, cron)"
+step "services the tests run for real (scripts/services-setup.sh: mariadb-server, cron, openssh-server)"
 scripts/services-setup.sh
+
+step "the static remote agent (scripts/build-agent.sh), which the ssh tests copy to the 'remote' host"
+scripts/build-agent.sh target/agent/blockdiff-agent
+export BLOCKDIFF_AGENT=$PWD/target/agent/blockdiff-agent
 
 step "unit, integration, property and CLI tests (cargo test --workspace)"
 cargo test --workspace
