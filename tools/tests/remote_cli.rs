@@ -138,6 +138,17 @@ impl Sshd {
 
     /// `blockdiff-backup NAME SOURCE ARGS…` with the client options.
     fn backup(&self, name: &Path, source: &str, args: &[&str]) -> Child {
+        Command::new(BACKUP)
+            .args(self.backup_args(name, source, args))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The arguments of [`Sshd::backup`].
+    fn backup_args(&self, name: &Path, source: &str, args: &[&str]) -> Vec<String> {
         let d = self.dir.path();
         let options = [
             format!("Port={}", self.port()),
@@ -148,18 +159,17 @@ impl Sshd {
             format!("SetEnv=XDG_CACHE_HOME={}", self.remote_cache().display()),
             "LogLevel=ERROR".into(),
         ];
-        Command::new(BACKUP)
-            .arg(name)
-            .arg(source)
-            .arg("--agent")
-            .arg(agent())
-            .args(options.iter().flat_map(|o| ["--ssh-option", o.as_str()]))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        let mut all = vec![
+            name.display().to_string(),
+            source.to_owned(),
+            "--agent".into(),
+            agent().display().to_string(),
+        ];
+        for o in options {
+            all.extend(["--ssh-option".into(), o]);
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
     }
 
     fn backup_ok(&self, name: &Path, source: &str, args: &[&str]) -> String {
@@ -499,4 +509,36 @@ fn a_connection_killed_mid_transfer_commits_nothing_and_leaves_nothing_behind() 
     assert!(sshd.running_agents().is_empty());
     let out = local.path().join("restored");
     assert!(restore(&name, 2, &out) == data);
+}
+
+#[test]
+fn a_remote_backup_shows_its_progress_bar_on_a_terminal() {
+    let Some(sshd) = Sshd::start() else { return };
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let src = remote.path().join("big.img");
+    fs::write(&src, noise(24 << 20, 11)).unwrap();
+    let args = sshd.backup_args(&local.path().join("db"), &sshd.source(&src), &[]);
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let shell = format!(
+        "stty cols 100 2>/dev/null; exec {BACKUP} {}",
+        quoted.join(" ")
+    );
+    let o = match Command::new("script")
+        .args(["-qec", &shell, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("skipped: no `script` (util-linux) here");
+            return;
+        }
+        Err(e) => panic!("script: {e}"),
+    };
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    // The bar counts the bytes the agent read on the remote host.
+    assert!(out.contains("/24.00 MiB") && out.contains("ETA"), "{out:?}");
+    assert!(out.contains("backup completed successfully"), "{out:?}");
 }

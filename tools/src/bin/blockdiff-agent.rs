@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use blockdiff_core::{
-    BlockSize, DiffFormat, DigestReader, DigestWriter, DumpOptions, Error, LegacySink, V2Sink, dump,
+    BlockSize, DiffFormat, DigestReader, DigestWriter, DumpOptions, Error, LegacySink, Notice,
+    Progress, V2Sink, dump,
 };
-use blockdiff_tools::remote::protocol::{PacketKind, PacketWriter};
+use blockdiff_tools::remote::protocol::{PacketKind, PacketWriter, progress_payload};
 use blockdiff_tools::remote::report_json;
 use blockdiff_tools::{
     ConsistencyArgs, FormatArgs, PoliteArgs, RunFacts, RunLog, SourceReader, SourceSpec,
@@ -137,6 +138,8 @@ fn dump_to(
         &spec,
         &mut facts,
         Box::new(|source, progress| {
+            let mut progress = ForwardProgress::new(progress, packets, source.size());
+            let progress: &mut dyn Progress = &mut progress;
             // A v2 digest is read from both ends, so the one sent on stdin
             // is kept in a private run directory until the dump is done.
             let run_dir = RunDir::create()?;
@@ -229,5 +232,54 @@ impl RunDir {
 impl Drop for RunDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Passes the dump's progress to the backup host (a packet every 4 MiB, for
+/// its progress bar) and everything else to the inner progress.
+struct ForwardProgress<'a> {
+    inner: &'a mut dyn Progress,
+    packets: &'a Packets,
+    total: Option<u64>,
+    done: u64,
+    sent: u64,
+}
+
+impl<'a> ForwardProgress<'a> {
+    fn new(inner: &'a mut dyn Progress, packets: &'a Packets, total: Option<u64>) -> Self {
+        let _ = packets.send(PacketKind::Progress, &progress_payload(total, 0));
+        ForwardProgress {
+            inner,
+            packets,
+            total,
+            done: 0,
+            sent: 0,
+        }
+    }
+}
+
+impl Progress for ForwardProgress<'_> {
+    fn notice(&mut self, notice: Notice) {
+        self.inner.notice(notice);
+    }
+
+    fn advance(&mut self, bytes: u64) {
+        self.done += bytes;
+        if self.done - self.sent >= 4 << 20 {
+            self.sent = self.done;
+            let _ = self.packets.send(
+                PacketKind::Progress,
+                &progress_payload(self.total, self.done),
+            );
+        }
+        self.inner.advance(bytes);
+    }
+
+    fn should_stop(&mut self) -> Option<String> {
+        self.inner.should_stop()
+    }
+
+    fn before_commit(&mut self) -> Option<String> {
+        self.inner.before_commit()
     }
 }

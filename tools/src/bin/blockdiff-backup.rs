@@ -258,7 +258,7 @@ fn run_one(args: &Args, log: &RunLog, bars: &TerminalProgress) -> anyhow::Result
     let clock = RunSummary::start(&args.name, &spec);
     let started = clock.started().to_owned();
     let result = match &host {
-        Some(source) => back_up_remote(args, source, log, started),
+        Some(source) => back_up_remote(args, source, log, bars, started),
         None => back_up_one(args, &args.name, &spec, log, bars, started, &mut None),
     };
     if args.json {
@@ -378,6 +378,7 @@ fn back_up_remote(
     args: &Args,
     source: &RemoteSource,
     log: &RunLog,
+    bars: &TerminalProgress,
     started: String,
 ) -> anyhow::Result<(BackupReport, RunFacts)> {
     let failed = || format!("backup of {source} to {} failed", args.name.display());
@@ -420,6 +421,7 @@ fn back_up_remote(
         &args.consistency,
         &args.polite.to_args(),
         log,
+        bars,
         &mut facts,
     )
     .with_context(failed)?;

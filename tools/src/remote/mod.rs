@@ -19,14 +19,15 @@ use std::process::Stdio;
 
 use anyhow::{Context, bail};
 use blockdiff_core::{
-    BackupOptions, BackupReport, DiffFormat, DumpReport, GenerationStore, PreparedBackup,
+    BackupOptions, BackupReport, DiffFormat, DumpReport, GenerationStore, NoProgress,
+    PreparedBackup, Progress,
 };
 
 pub use agent::{AGENT_NAME, AgentBinary, InstalledAgent};
 pub use ssh::{SshOptions, SshSession, sh_command, shell_quote};
 
 use crate::source_reader::RunProgress;
-use crate::{ConsistencyArgs, LogLevel, RunFacts, RunLog, SourceSpec};
+use crate::{ConsistencyArgs, LogLevel, RunFacts, RunLog, SourceSpec, TerminalProgress};
 use protocol::{PacketKind, PacketReader};
 
 /// Splits `[user@]host:path` into host and path, as scp and rsync read
@@ -112,6 +113,7 @@ pub fn backup_remote(
     consistency: &ConsistencyArgs,
     extra_args: &[String],
     log: &RunLog,
+    bars: &TerminalProgress,
     facts: &mut RunFacts,
 ) -> anyhow::Result<BackupReport> {
     let host = session.destination().to_owned();
@@ -156,6 +158,10 @@ pub fn backup_remote(
         let (a, b) = prepared.paths();
         (a.to_owned(), b.to_owned())
     };
+    let mut quiet_inner = NoProgress;
+    let mut quiet_inner = Some(&mut quiet_inner);
+    let mut bar = None;
+    let mut shown = 0u64;
     let mut report: Option<DumpReport> = None;
     let mut remote_error: Option<String> = None;
     let mut ended = false;
@@ -187,6 +193,18 @@ pub fn backup_remote(
                 Ok(())
             }
             (PacketKind::Facts, bytes) => parse_facts(&bytes).map(|f| facts.extend(f)),
+            (PacketKind::Progress, bytes) => {
+                if let Some((total, done)) = protocol::parse_progress(&bytes) {
+                    if let Some(inner) = quiet_inner.take() {
+                        bar = Some(bars.wrap(inner, total, &source.to_string()));
+                    }
+                    if let Some(bar) = bar.as_mut() {
+                        bar.advance(done.saturating_sub(shown));
+                    }
+                    shown = shown.max(done);
+                }
+                Ok(())
+            }
             (PacketKind::Report, bytes) => parse_report(&bytes).map(|r| report = Some(r)),
             (PacketKind::Error, bytes) => {
                 remote_error = Some(String::from_utf8_lossy(&bytes).into_owned());
@@ -205,6 +223,7 @@ pub fn backup_remote(
             break Ok(());
         }
     };
+    drop(bar);
     if streamed.is_err() {
         let _ = child.kill();
     }

@@ -29,6 +29,9 @@ pub enum PacketKind {
     /// The run's facts (source, snapshot, freeze window…) as a JSON object
     /// of strings.
     Facts,
+    /// How far the dump is: the source's size (`u64::MAX` when unknown)
+    /// and the bytes read so far, both u64 little-endian.
+    Progress,
     /// The dump's figures as a JSON object.
     Report,
     /// The dump failed: the error line.
@@ -45,6 +48,7 @@ impl PacketKind {
             PacketKind::Digest => b'G',
             PacketKind::Log => b'L',
             PacketKind::Facts => b'F',
+            PacketKind::Progress => b'P',
             PacketKind::Report => b'R',
             PacketKind::Error => b'E',
             PacketKind::End => b'Z',
@@ -58,6 +62,7 @@ impl PacketKind {
             b'G' => PacketKind::Digest,
             b'L' => PacketKind::Log,
             b'F' => PacketKind::Facts,
+            b'P' => PacketKind::Progress,
             b'R' => PacketKind::Report,
             b'E' => PacketKind::Error,
             b'Z' => PacketKind::End,
@@ -127,6 +132,21 @@ fn write_packet(w: &mut impl Write, kind: PacketKind, payload: &[u8]) -> io::Res
     header[1..].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     w.write_all(&header)?;
     w.write_all(payload)
+}
+
+/// A [`PacketKind::Progress`] payload.
+pub fn progress_payload(total: Option<u64>, done: u64) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    p[..8].copy_from_slice(&total.unwrap_or(u64::MAX).to_le_bytes());
+    p[8..].copy_from_slice(&done.to_le_bytes());
+    p
+}
+
+/// Reads a [`PacketKind::Progress`] payload: (total, done).
+pub fn parse_progress(payload: &[u8]) -> Option<(Option<u64>, u64)> {
+    let total = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
+    let done = u64::from_le_bytes(payload.get(8..16)?.try_into().ok()?);
+    Some(((total != u64::MAX).then_some(total), done))
 }
 
 /// One channel of a [`PacketWriter`].
