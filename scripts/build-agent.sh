@@ -17,6 +17,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/target/agent/blockdiff-agent}
 triple=x86_64-unknown-linux-gnu
 export CARGO_TARGET_DIR=$root/target/agent-build
+# No debug info and no symbols: the agent crosses the network on its first run.
+CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols \
 RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --manifest-path "$root/Cargo.toml" --release --locked \
     --target "$triple" -p blockdiff-tools --bin blockdiff-agent

@@ -1,0 +1,101 @@
+# blockdiff-backup --lvm root@127.0.0.1:VG/LV: the snapshot is taken by the
+# agent "remotely", over a real sshd on loopback inside the VM. Two backups
+# restore exactly, the snapshots are removed, and a connection cut while a
+# snapshot is being read leaves no snapshot and no committed generation.
+source "$ROOT/tests/vm/lib.sh"
+make_vg vgremote 64
+lvcreate -q -L 16M -n data vgremote >/dev/null
+dev=/dev/vgremote/data
+dd if=/dev/urandom of=$dev bs=1M count=16 oflag=direct status=none
+
+# A private sshd on 127.0.0.1 with generated keys.
+ssh_dir=/tmp/sshd
+mkdir -p $ssh_dir /run/sshd /tmp/cache
+ssh-keygen -q -t ed25519 -N '' -f $ssh_dir/host_key
+ssh-keygen -q -t ed25519 -N '' -f $ssh_dir/id
+cp $ssh_dir/id.pub $ssh_dir/authorized_keys
+port=2222
+cat >$ssh_dir/config <<CONF
+Port $port
+ListenAddress 127.0.0.1
+HostKey $ssh_dir/host_key
+AuthorizedKeysFile $ssh_dir/authorized_keys
+PidFile $ssh_dir/pid
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+PermitRootLogin prohibit-password
+AcceptEnv XDG_CACHE_HOME
+CONF
+echo "[127.0.0.1]:$port $(cat $ssh_dir/host_key.pub)" >$ssh_dir/known_hosts
+/usr/sbin/sshd -D -e -f $ssh_dir/config 2>$ssh_dir/log &
+sshd_pid=$!
+at_exit "kill $sshd_pid 2>/dev/null"
+for _ in $(seq 100); do
+    (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+    sleep 0.1
+done
+
+# The static agent when scripts/build-agent.sh built it, else the one beside
+# the release binaries.
+agent=$ROOT/target/agent/blockdiff-agent
+[[ -x $agent ]] || agent=$BIN/blockdiff-agent
+remote_backup() {
+    blockdiff-backup /tmp/store/data --lvm root@127.0.0.1:vgremote/data \
+        --agent "$agent" --snapshot-size 50% \
+        --ssh-option Port=$port --ssh-option IdentityFile=$ssh_dir/id \
+        --ssh-option UserKnownHostsFile=$ssh_dir/known_hosts \
+        --ssh-option StrictHostKeyChecking=yes \
+        --ssh-option SetEnv=XDG_CACHE_HOME=/tmp/cache "$@"
+}
+mkdir -p /tmp/store
+
+log "generation 1 over ssh"
+remote_backup >/tmp/r1.log 2>&1 || { cat /tmp/r1.log; fail "remote backup 1"; }
+grep -q "copied the agent" /tmp/r1.log || fail "agent not copied: $(cat /tmp/r1.log)"
+grep -Eq "127.0.0.1: removed snapshot vgremote/data-bd-.* after" /tmp/r1.log || fail "no remote snapshot removal logged: $(cat /tmp/r1.log)"
+assert_no_snapshots vgremote
+sum1=$(md5 $dev)
+
+log "generation 2 over ssh after writes"
+dd if=/dev/urandom of=$dev bs=4096 count=20 seek=100 conv=notrunc oflag=direct status=none
+remote_backup >/tmp/r2.log 2>&1 || { cat /tmp/r2.log; fail "remote backup 2"; }
+grep -q "reusing the agent" /tmp/r2.log || fail "agent not reused: $(cat /tmp/r2.log)"
+assert_no_snapshots vgremote
+sum2=$(md5 $dev)
+
+log "restores"
+blockdiff-restore /tmp/r.img --from /tmp/store/data --generation 1
+[[ $(md5 /tmp/r.img) == "$sum1" ]] || fail "generation 1 differs"
+blockdiff-restore /tmp/r.img --from /tmp/store/data --generation 2
+[[ $(md5 /tmp/r.img) == "$sum2" ]] || fail "generation 2 differs"
+
+log "the connection cut while the snapshot is read"
+dd if=/dev/urandom of=$dev bs=4096 count=20 seek=300 conv=notrunc oflag=direct status=none
+remote_backup --max-rate 1M >/tmp/r3.log 2>&1 &
+run=$!
+for _ in $(seq 300); do
+    [[ -n $(snapshots vgremote) ]] && break
+    sleep 0.1
+done
+[[ -n $(snapshots vgremote) ]] || fail "no snapshot appeared: $(cat /tmp/r3.log)"
+sleep 2
+pkill -KILL -P $sshd_pid || fail "no connection to cut"
+if wait $run; then fail "the cut run succeeded: $(cat /tmp/r3.log)"; fi
+grep -q "nothing was committed" /tmp/r3.log || fail "unexpected error: $(cat /tmp/r3.log)"
+[[ $(cat /tmp/store/data.ver) == 2 ]] || fail "generation committed: $(cat /tmp/store/data.ver)"
+# The agent stops on the broken pipe and removes its snapshot.
+for _ in $(seq 300); do
+    [[ -z $(snapshots vgremote) ]] && break
+    sleep 0.1
+done
+assert_no_snapshots vgremote
+pgrep -f "blockdiff-agent-.* dump" >/dev/null && fail "agent still running"
+log "the next run works and leaves only the agent"
+remote_backup >/tmp/r4.log 2>&1 || { cat /tmp/r4.log; fail "remote backup 4"; }
+[[ $(cat /tmp/store/data.ver) == 3 ]] || fail "generation 3 not committed"
+left=$(ls -A /tmp/cache/blockdiff)
+[[ $left == blockdiff-agent-* && $(wc -w <<<"$left") == 1 ]] || fail "remote leftovers: $left"
+blockdiff-restore /tmp/r.img --from /tmp/store/data --generation 3
+[[ $(md5 /tmp/r.img) == "$(md5 $dev)" ]] || fail "generation 3 differs"
+echo "remote LVM backups OK"
