@@ -8,7 +8,16 @@ lvcreate -q -L 16M -n data vgremote >/dev/null
 dev=/dev/vgremote/data
 dd if=/dev/urandom of=$dev bs=1M count=16 oflag=direct status=none
 
-# A private sshd on 127.0.0.1 with generated keys.
+# A private sshd on 127.0.0.1 with generated keys. The guest's root account
+# may be locked ('!' in /etc/shadow), which sshd refuses even for keys: the
+# throwaway guest gets an unlocked copy ('*': no password, keys only).
+if [[ $(getent shadow root | cut -d: -f2) == '!'* ]]; then
+    getent shadow >/tmp/shadow
+    sed -i 's/^root:![^:]*:/root:*:/' /tmp/shadow
+    chmod 640 /tmp/shadow
+    mount --bind /tmp/shadow /etc/shadow
+    at_exit "umount /etc/shadow"
+fi
 ssh_dir=/tmp/sshd
 mkdir -p $ssh_dir /run/sshd /tmp/cache
 ssh-keygen -q -t ed25519 -N '' -f $ssh_dir/host_key
@@ -51,7 +60,7 @@ remote_backup() {
 mkdir -p /tmp/store
 
 log "generation 1 over ssh"
-remote_backup >/tmp/r1.log 2>&1 || { cat /tmp/r1.log; fail "remote backup 1"; }
+remote_backup >/tmp/r1.log 2>&1 || { cat /tmp/r1.log; fail "remote backup 1; sshd: $(cat $ssh_dir/log)"; }
 grep -q "copied the agent" /tmp/r1.log || fail "agent not copied: $(cat /tmp/r1.log)"
 grep -Eq "127.0.0.1: removed snapshot vgremote/data-bd-.* after" /tmp/r1.log || fail "no remote snapshot removal logged: $(cat /tmp/r1.log)"
 assert_no_snapshots vgremote
