@@ -53,6 +53,22 @@ fn days_in_month(year: i32, month: u32) -> u32 {
     }
 }
 
+/// The proleptic Gregorian (year, month, day) `days` days after
+/// 1970-01-01, for any year (Howard Hinnant's civil_from_days); see
+/// [`CivilDate::from_days_since_epoch`] for a checked date.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 impl CivilDate {
     /// The date `year-month-day`; an error if it does not exist.
     pub fn new(year: i32, month: u32, day: u32) -> Result<Self> {
@@ -96,16 +112,7 @@ impl CivilDate {
     /// The date `days` days after 1970-01-01; an error outside years 1 to
     /// 9999.
     pub fn from_days_since_epoch(days: i64) -> Result<Self> {
-        // Howard Hinnant's civil_from_days.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (year, month, day) = civil_from_days(days);
         let year = i32::try_from(year).unwrap_or(i32::MAX);
         CivilDate::new(year, month, day)
     }
@@ -1112,6 +1119,18 @@ mod tests {
             .unwrap();
     }
 
+    /// The plan to keep the newest `keep` chains of `set`, today being
+    /// 2026-11-20.
+    fn plan_keeping(set: &ChainSet, keep: usize) -> PrunePlan {
+        PrunePlan::new(
+            set,
+            PrunePolicy::Keep(keep),
+            date(2026, 11, 20),
+            SystemTime::now(),
+        )
+        .unwrap()
+    }
+
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -1334,13 +1353,7 @@ mod tests {
         let held = GenerationStore::new(dir.path().join("db-202608"))
             .lock()
             .unwrap();
-        let plan = PrunePlan::new(
-            &set,
-            PrunePolicy::Keep(1),
-            date(2026, 11, 20),
-            SystemTime::now(),
-        )
-        .unwrap();
+        let plan = plan_keeping(&set, 1);
         let locked = &plan.decisions()[1];
         assert_eq!(locked.chain.key(), "202608");
         assert_eq!(
@@ -1402,15 +1415,7 @@ mod tests {
         // Released, the locked chain goes on the next run.
         drop(held);
         let set = ChainSet::list(&dir.path().join("db")).unwrap();
-        let report = PrunePlan::new(
-            &set,
-            PrunePolicy::Keep(1),
-            date(2026, 11, 20),
-            SystemTime::now(),
-        )
-        .unwrap()
-        .execute()
-        .unwrap();
+        let report = plan_keeping(&set, 1).execute().unwrap();
         assert_eq!(report.deleted.len(), 1);
         assert_eq!(report.deleted[0].removed.len(), 11);
         assert_eq!(
@@ -1426,13 +1431,7 @@ mod tests {
         fake_chain(dir.path(), "202609", 1, 60);
         fake_chain(dir.path(), "202610", 1, 30);
         let set = ChainSet::list(&dir.path().join("db")).unwrap();
-        let plan = PrunePlan::new(
-            &set,
-            PrunePolicy::Keep(1),
-            date(2026, 11, 20),
-            SystemTime::now(),
-        )
-        .unwrap();
+        let plan = plan_keeping(&set, 1);
         assert!(matches!(plan.decisions()[0].action, PruneAction::Delete(_)));
         let _held = GenerationStore::new(dir.path().join("db-202609"))
             .lock()
@@ -1453,13 +1452,7 @@ mod tests {
         // A prune killed after the .ver went.
         fs::remove_file(dir.path().join("db-202609.ver")).unwrap();
         let set = ChainSet::list(&dir.path().join("db")).unwrap();
-        let plan = PrunePlan::new(
-            &set,
-            PrunePolicy::Keep(2),
-            date(2026, 11, 20),
-            SystemTime::now(),
-        )
-        .unwrap();
+        let plan = plan_keeping(&set, 2);
         assert_eq!(
             plan.decisions()[0].action,
             PruneAction::Delete(DeleteReason::Incomplete)
@@ -1482,15 +1475,7 @@ mod tests {
         let set = ChainSet::list(&base).unwrap();
         assert_eq!(set.chains()[0].files()[0], rel.join("db-202609.1"));
         assert_eq!(set.base(), base);
-        let report = PrunePlan::new(
-            &set,
-            PrunePolicy::Keep(1),
-            date(2026, 11, 20),
-            SystemTime::now(),
-        )
-        .unwrap()
-        .execute()
-        .unwrap();
+        let report = plan_keeping(&set, 1).execute().unwrap();
         let removed = &report.deleted[0].removed;
         assert_eq!(removed.first().unwrap(), &rel.join("db-202609.ver"));
         assert_eq!(removed.last().unwrap(), &rel.join("db-202609.lock"));

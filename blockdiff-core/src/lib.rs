@@ -68,7 +68,7 @@ pub use backup::{BackupOptions, BackupReport, PreparedBackup, backup};
 pub use block::{BlockHash, BlockHasher, BlockSize, HASH_LEN, hash_block, hash_blocks, is_zero};
 pub use chains::{
     ChainPeriod, ChainSet, CivilDate, DeleteReason, DeletedChain, KeepReason, PeriodChain,
-    PruneAction, PruneDecision, PrunePlan, PrunePolicy, PruneReport,
+    PruneAction, PruneDecision, PrunePlan, PrunePolicy, PruneReport, civil_from_days,
 };
 pub use digest::{DIGEST_MAGIC, DigestFile, DigestFormat, DigestReader, DigestSpec, DigestWriter};
 pub use dump::{

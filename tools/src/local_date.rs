@@ -1,24 +1,14 @@
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use blockdiff_core::CivilDate;
+
+use crate::timestamp::{local_tm, now_secs};
 
 /// Today's date in the local time zone (`TZ`, `/etc/localtime`), for
 /// choosing the period chain of a run.
 pub fn local_today() -> Result<CivilDate, blockdiff_core::Error> {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let t = secs as libc::time_t;
-    // SAFETY: localtime_r writes only into `tm`, which is a valid,
-    // zero-initialised struct; `t` is a valid time_t.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
-            // Without a local time, the UTC date.
-            return CivilDate::from_days_since_epoch((secs / 86_400) as i64);
-        }
-        tm
+    let secs = now_secs();
+    let Some(tm) = local_tm(secs) else {
+        // Without a local time, the UTC date.
+        return CivilDate::from_days_since_epoch((secs / 86_400) as i64);
     };
     CivilDate::new(tm.tm_year + 1900, (tm.tm_mon + 1) as u32, tm.tm_mday as u32)
 }

@@ -1,20 +1,33 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The local time now as `YYYY-MM-DD HH:MM:SS`, for log lines.
-pub fn timestamp() -> String {
-    let secs = SystemTime::now()
+/// Seconds since the Unix epoch now; 0 for a clock set before it.
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// `secs` since the epoch as local time (`TZ`, `/etc/localtime`); `None`
+/// where `localtime_r` fails.
+pub(crate) fn local_tm(secs: u64) -> Option<libc::tm> {
     let t = secs as libc::time_t;
     // SAFETY: localtime_r writes only into `tm`, which is a valid,
     // zero-initialised struct; `t` is a valid time_t.
-    let tm = unsafe {
+    unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
         if libc::localtime_r(&t, &mut tm).is_null() {
-            return format!("@{secs}");
+            return None;
         }
-        tm
+        Some(tm)
+    }
+}
+
+/// The local time now as `YYYY-MM-DD HH:MM:SS`, for log lines.
+pub fn timestamp() -> String {
+    let secs = now_secs();
+    let Some(tm) = local_tm(secs) else {
+        return format!("@{secs}");
     };
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",

@@ -2,35 +2,16 @@
 //! `--json`, the progress bar (none without a terminal; drawn on a pty),
 //! and the command line of `--each`.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-const BACKUP: &str = env!("CARGO_BIN_EXE_blockdiff-backup");
+use common::{BACKUP, backup_on_a_pty, noise, run, text};
 
 fn backup(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    Command::new(BACKUP)
-        .args(args.iter().map(|a| a.as_ref()))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Pseudo-random bytes from a seed (xorshift), so tests need no data files.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    run(BACKUP, args)
 }
 
 /// `blockdiff-backup: YYYY-MM-DD HH:MM:SS ` at the start of `line`.
@@ -220,21 +201,6 @@ fn no_bar_when_stderr_is_not_a_terminal() {
     }
 }
 
-/// Runs the backup under `script` (util-linux), on a pseudo-terminal;
-/// `None` where `script` is missing.
-fn on_a_pty(args: &str) -> Option<Output> {
-    let shell = format!("stty cols 80 2>/dev/null; exec {BACKUP} {args}");
-    match Command::new("script")
-        .args(["-qec", &shell, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(o) => Some(o),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => panic!("script: {e}"),
-    }
-}
-
 #[test]
 fn on_a_terminal_the_bar_is_drawn_unless_turned_off() {
     let dir = tempfile::tempdir().unwrap();
@@ -242,7 +208,7 @@ fn on_a_terminal_the_bar_is_drawn_unless_turned_off() {
     let src = dir.path().join("disk.img");
     fs::write(&src, noise(8 << 20, 6)).unwrap();
     let q = |p: &Path| format!("'{}'", p.display());
-    let Some(o) = on_a_pty(&format!("{} {}", q(&name), q(&src))) else {
+    let Some(o) = backup_on_a_pty(80, &format!("{} {}", q(&name), q(&src))) else {
         eprintln!("skipped: no `script` (util-linux) here");
         return;
     };
@@ -263,7 +229,7 @@ fn on_a_terminal_the_bar_is_drawn_unless_turned_off() {
     );
 
     for off in ["--no-progress", "--quiet"] {
-        let o = on_a_pty(&format!("{} {} {off}", q(&name), q(&src))).unwrap();
+        let o = backup_on_a_pty(80, &format!("{} {} {off}", q(&name), q(&src))).unwrap();
         let out = text(&o.stdout);
         assert!(o.status.success(), "{off}: {out}");
         assert!(

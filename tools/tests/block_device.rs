@@ -3,12 +3,13 @@
 //! and loop devices, as CI has; set BLOCKDIFF_SKIP_LOOP=1 to skip where
 //! there are none.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-const BACKUP: &str = env!("CARGO_BIN_EXE_blockdiff-backup");
-const RESTORE: &str = env!("CARGO_BIN_EXE_blockdiff-restore");
+use common::{BACKUP, RESTORE, run, stderr};
 
 /// A loop device over a file, detached on drop.
 struct Loop {
@@ -50,13 +51,7 @@ impl Drop for Loop {
 }
 
 fn restore(name: &Path, target: &Path) -> Output {
-    Command::new(RESTORE)
-        .arg(target)
-        .arg("--from")
-        .arg(name)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    run(RESTORE, &[&target, &"--from", &name])
 }
 
 #[test]
@@ -74,14 +69,14 @@ fn restore_to_a_block_device_respects_its_end() {
         .collect();
     fs::write(&src, &data).unwrap();
     let o = Command::new(BACKUP).arg(&name).arg(&src).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", stderr(&o));
 
     // Too small even for the first byte of the last block: refused before
     // anything is written.
     let small = Loop::new(&dir.path().join("small.img"), 1 << 20, 0xab);
     let o = restore(&name, &small.dev);
     assert_eq!(o.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&o.stderr);
+    let e = stderr(&o);
     assert!(
         e.contains(&format!("{}: device is 1048576 bytes", small.dev.display())),
         "{e}"
@@ -95,7 +90,7 @@ fn restore_to_a_block_device_respects_its_end() {
     let short = Loop::new(&dir.path().join("short.img"), (1 << 20) + 4096, 0xab);
     let o = restore(&name, &short.dev);
     assert_eq!(o.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&o.stderr);
+    let e = stderr(&o);
     assert!(
         e.contains(
             "device is 1052672 bytes, the source needs 1053576; nothing was written past its end"
@@ -106,7 +101,7 @@ fn restore_to_a_block_device_respects_its_end() {
     // Larger than the source: restored exactly, the rest untouched.
     let big = Loop::new(&dir.path().join("big.img"), (1 << 20) + 16384, 0xab);
     let o = restore(&name, &big.dev);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", stderr(&o));
     let got = big.contents();
     assert_eq!(&got[..data.len()], &data[..]);
     assert!(

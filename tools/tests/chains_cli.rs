@@ -2,6 +2,8 @@
 //! the chain of the period, full first generation, retention, locked
 //! chains kept, dry runs, and files beside the chains left alone.
 
+mod common;
+
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
@@ -10,42 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use blockdiff_core::{ChainPeriod, CivilDate, GenerationStore};
 
-const BACKUP: &str = env!("CARGO_BIN_EXE_blockdiff-backup");
-const PRUNE: &str = env!("CARGO_BIN_EXE_blockdiff-prune");
-
-fn run(bin: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    Command::new(bin)
-        .args(args.iter().map(|a| a.as_ref()))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Pseudo-random bytes from a seed (xorshift).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
-}
+use common::{BACKUP, PRUNE, listing, noise, run, text};
 
 /// The name of the chain of today's period. Read before and after the run
 /// it is compared with, so a run across midnight is seen, not misread.

@@ -1,44 +1,20 @@
 //! The three tools as a user runs them: exit codes, one-line errors,
 //! byte-compatible output, the lock, and a real process killed mid-run.
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const DUMP: &str = env!("CARGO_BIN_EXE_blockdiff-dump");
-const BACKUP: &str = env!("CARGO_BIN_EXE_blockdiff-backup");
-const RESTORE: &str = env!("CARGO_BIN_EXE_blockdiff-restore");
-const INFO: &str = env!("CARGO_BIN_EXE_blockdiff-info");
+use common::{
+    BACKUP, DUMP, INFO, RESTORE, mkfifo, noise, restore_generation, run, stderr, wait_for,
+};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/legacy")
-}
-
-fn run(bin: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    Command::new(bin)
-        .args(args.iter().map(|a| a.as_ref()))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Pseudo-random bytes from a seed (xorshift), so tests need no data files.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Four generations of one source, each backed up with the options given
@@ -391,12 +367,6 @@ fn broken_pipe_is_success() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: `c` is a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-}
-
 /// Starts a backup reading from a FIFO, so the test decides when the
 /// source ends.
 fn backup_from_fifo(name: &Path, fifo: &Path) -> Child {
@@ -407,17 +377,6 @@ fn backup_from_fifo(name: &Path, fifo: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -457,15 +416,6 @@ fn second_backup_of_the_same_name_fails_at_once() {
         fs::read_to_string(dir.path().join("db.ver")).unwrap(),
         "1\n"
     );
-}
-
-fn restore_generation(name: &Path, k: u64, out: &Path) -> Vec<u8> {
-    let o = run(
-        RESTORE,
-        &[&out, &"--from", &name, &"--generation", &k.to_string()],
-    );
-    assert!(o.status.success(), "restore {k}: {}", stderr(&o));
-    fs::read(out).unwrap()
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! cron line, with only their paths moved to a temporary directory, back up
 //! into this month's chain and prune the old ones.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,8 +12,7 @@ use std::process::{Command, Output, Stdio};
 
 use blockdiff_core::{ChainPeriod, GenerationStore};
 
-const BACKUP: &str = env!("CARGO_BIN_EXE_blockdiff-backup");
-const PRUNE: &str = env!("CARGO_BIN_EXE_blockdiff-prune");
+use common::{BACKUP, PRUNE, text};
 
 fn contrib(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -21,10 +22,6 @@ fn contrib(path: &str) -> PathBuf {
 
 fn read(path: &str) -> String {
     fs::read_to_string(contrib(path)).unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Where the tests' binaries are, standing in for /usr/local/bin.

@@ -2,50 +2,15 @@
 //! a running dump, `--drop-cache` leaving the source out of the page cache,
 //! and `--max-rate` changing nothing but the pace.
 
+mod common;
+
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-const DUMP: &str = env!("CARGO_BIN_EXE_blockdiff-dump");
-const BACKUP: &str = env!("CARGO_BIN_EXE_blockdiff-backup");
-const RESTORE: &str = env!("CARGO_BIN_EXE_blockdiff-restore");
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Pseudo-random bytes from a seed (xorshift), so tests need no data files.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: `c` is a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use common::{BACKUP, DUMP, RESTORE, mkfifo, noise, stderr, wait_for};
 
 /// The thread ids of a process.
 fn threads(pid: u32) -> Vec<i32> {

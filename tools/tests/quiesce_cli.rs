@@ -2,17 +2,17 @@
 //! the freeze window is recorded in the generation's metadata, and a
 //! failing hook or an exceeded freeze window commits nothing.
 
-use std::fs;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-const BACKUP: &str = env!("CARGO_BIN_EXE_blockdiff-backup");
+use std::ffi::OsStr;
+use std::fs;
+use std::process::Output;
+
+use common::{BACKUP, run, stderr};
 
 fn backup(args: &[String]) -> Output {
-    Command::new(BACKUP)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    let args: Vec<&dyn AsRef<OsStr>> = args.iter().map(|a| a as _).collect();
+    run(BACKUP, &args)
 }
 
 #[test]
@@ -32,7 +32,7 @@ fn hooks_wrap_the_whole_dump_of_a_plain_file_and_the_window_is_recorded() {
         hook("pre-freeze"),
     ];
     let o = backup(&args);
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("no snapshot: "), "{err}");
     assert_eq!(fs::read_to_string(&log).unwrap(), "pre-freeze\npost-thaw\n");
@@ -59,7 +59,7 @@ fn a_failing_hook_or_an_exceeded_window_commits_nothing() {
     let mut failing = base.clone();
     failing.extend(["--quiesce".into(), "hook:pre-freeze=exit 7".into()]);
     let o = backup(&failing);
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("exit 7") || err.contains("status 7"), "{err}");
     assert!(!dir.path().join("db.ver").exists());
@@ -72,7 +72,7 @@ fn a_failing_hook_or_an_exceeded_window_commits_nothing() {
         "0.5".into(),
     ]);
     let o = backup(&slow);
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("freeze window"), "{err}");
     assert!(!dir.path().join("db.ver").exists());
@@ -80,7 +80,7 @@ fn a_failing_hook_or_an_exceeded_window_commits_nothing() {
     let mut bad = base;
     bad.extend(["--quiesce".into(), "mysql:password=x".into()]);
     let o = backup(&bad);
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("password"), "{err}");
 }

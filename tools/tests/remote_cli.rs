@@ -6,6 +6,8 @@
 //! (scripts/test.sh sets it to the static build of scripts/build-agent.sh),
 //! else the blockdiff-agent that cargo built for these tests.
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -14,8 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BACKUP: &str = env!("CARGO_BIN_EXE_blockdiff-backup");
-const RESTORE: &str = env!("CARGO_BIN_EXE_blockdiff-restore");
+use common::{BACKUP, backup_on_a_pty, listing, noise, restore_generation, stderr};
 
 fn agent() -> PathBuf {
     match std::env::var_os("BLOCKDIFF_AGENT") {
@@ -174,7 +175,7 @@ impl Sshd {
 
     fn backup_ok(&self, name: &Path, source: &str, args: &[&str]) -> String {
         let o = self.backup(name, source, args).wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let err = stderr(&o);
         assert!(o.status.success(), "{err}\nsshd: {}", self.log());
         err
     }
@@ -215,41 +216,6 @@ impl Drop for Sshd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Pseudo-random bytes from a seed (xorshift).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn restore(name: &Path, generation: u64, out: &Path) -> Vec<u8> {
-    let o = Command::new(RESTORE)
-        .arg(out)
-        .arg("--from")
-        .arg(name)
-        .arg("--generation")
-        .arg(generation.to_string())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    fs::read(out).unwrap()
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// Opens the FIFO once the agent has opened it for reading; fails (rather
@@ -343,8 +309,14 @@ fn full_and_incremental_remote_backups_restore_exactly_over_one_connection_each(
     assert!(meta.contains("freeze_window_seconds"), "{meta}");
 
     let out = local.path().join("restored");
-    assert!(restore(&name, 1, &out) == v1, "generation 1 differs");
-    assert!(restore(&name, 3, &out) == data, "generation 3 differs");
+    assert!(
+        restore_generation(&name, 1, &out) == v1,
+        "generation 1 differs"
+    );
+    assert!(
+        restore_generation(&name, 3, &out) == data,
+        "generation 3 differs"
+    );
     assert_eq!(sshd.remote_files().len(), 1);
     assert!(sshd.running_agents().is_empty());
 }
@@ -365,7 +337,7 @@ fn a_legacy_gzip_chain_works_remotely_too() {
     assert!(local.path().join("old.2.gz").exists());
     assert!(local.path().join("old.2.md5").exists());
     let out = local.path().join("restored");
-    assert!(restore(&name, 2, &out) == data);
+    assert!(restore_generation(&name, 2, &out) == data);
 }
 
 #[test]
@@ -384,7 +356,7 @@ fn a_path_with_spaces_and_command_substitution_is_read_as_is_and_runs_nothing() 
     let name = local.path().join("odd");
     sshd.backup_ok(&name, &sshd.source(&src), &[]);
     let out = local.path().join("restored");
-    assert!(restore(&name, 1, &out) == data);
+    assert!(restore_generation(&name, 1, &out) == data);
     // Nothing ran: no file appeared in the remote home, the source's
     // directory, the test's directories, or here.
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
@@ -410,7 +382,7 @@ fn a_remote_error_names_the_host_and_commits_nothing() {
         .backup(&name, &sshd.source(&missing), &[])
         .wait_with_output()
         .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
         err.contains("on root@127.0.0.1") || err.contains(&format!("on {}@127.0.0.1", sshd.user)),
@@ -477,7 +449,7 @@ fn a_connection_killed_mid_transfer_commits_nothing_and_leaves_nothing_behind() 
         drop(feed);
         run.wait_with_output().unwrap()
     };
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("nothing was committed"), "{err}");
     assert_eq!(listing(local.path()), before, "{err}");
@@ -508,7 +480,7 @@ fn a_connection_killed_mid_transfer_commits_nothing_and_leaves_nothing_behind() 
     );
     assert!(sshd.running_agents().is_empty());
     let out = local.path().join("restored");
-    assert!(restore(&name, 2, &out) == data);
+    assert!(restore_generation(&name, 2, &out) == data);
 }
 
 #[test]
@@ -520,21 +492,9 @@ fn a_remote_backup_shows_its_progress_bar_on_a_terminal() {
     fs::write(&src, noise(24 << 20, 11)).unwrap();
     let args = sshd.backup_args(&local.path().join("db"), &sshd.source(&src), &[]);
     let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
-    let shell = format!(
-        "stty cols 100 2>/dev/null; exec {BACKUP} {}",
-        quoted.join(" ")
-    );
-    let o = match Command::new("script")
-        .args(["-qec", &shell, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("skipped: no `script` (util-linux) here");
-            return;
-        }
-        Err(e) => panic!("script: {e}"),
+    let Some(o) = backup_on_a_pty(100, &quoted.join(" ")) else {
+        eprintln!("skipped: no `script` (util-linux) here");
+        return;
     };
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}");

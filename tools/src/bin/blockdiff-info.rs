@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use blockdiff_core::{GenerationInfo, GenerationStore};
+use blockdiff_core::{GenerationInfo, GenerationStore, civil_from_days};
 use blockdiff_tools::run_main;
 use clap::Parser;
 use serde_json::json;
@@ -41,21 +41,13 @@ fn unix_seconds(t: Option<SystemTime>) -> Option<f64> {
         .map(|d| d.as_secs_f64())
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in UTC, from the civil-from-days algorithm.
+/// `YYYY-MM-DD HH:MM:SS` in UTC.
 fn utc(t: Option<SystemTime>) -> String {
     let Some(secs) = unix_seconds(t).map(|s| s as i64) else {
         return "-".into();
     };
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
         rem / 3600,
