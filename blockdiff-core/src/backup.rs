@@ -155,13 +155,19 @@ impl PreparedBackup {
         (diff, digest)
     }
 
-    /// Commits the generation crash-safely and returns it with the size of
-    /// its diff.
-    pub fn commit(self) -> Result<(u64, u64)> {
+    /// Commits the generation crash-safely; `dump` is what the dump that
+    /// filled it reported.
+    pub fn commit(self, dump: DumpReport) -> Result<BackupReport> {
         let diff_path = self.pending.diff_path().to_owned();
+        let format = self.format;
         let generation = self.pending.commit()?;
         let diff_bytes = std::fs::metadata(&diff_path).map(|m| m.len()).unwrap_or(0);
-        Ok((generation, diff_bytes))
+        Ok(BackupReport {
+            generation,
+            format,
+            dump,
+            diff_bytes,
+        })
     }
 }
 
@@ -232,13 +238,7 @@ pub fn backup<R: Read + Send>(
     if let Some(reason) = progress.before_commit() {
         return Err(Error::Stopped { reason });
     }
-    let (generation, diff_bytes) = prepared.commit()?;
-    Ok(BackupReport {
-        generation,
-        format,
-        dump: report,
-        diff_bytes,
-    })
+    prepared.commit(report)
 }
 
 #[cfg(test)]

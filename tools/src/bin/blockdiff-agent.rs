@@ -142,11 +142,14 @@ fn dump_to(
             let progress: &mut dyn Progress = &mut progress;
             // A v2 digest is read from both ends, so the one sent on stdin
             // is kept in a private run directory until the dump is done.
-            let run_dir = RunDir::create()?;
-            let mut previous = if args.previous {
-                Some(DigestReader::open(run_dir.receive_previous_digest()?)?)
+            let run_dir = if args.previous {
+                Some(RunDir::create()?)
             } else {
                 None
+            };
+            let mut previous = match &run_dir {
+                Some(dir) => Some(DigestReader::open(dir.receive_previous_digest()?)?),
+                None => None,
             };
             let mut diff = packets.channel(PacketKind::Diff);
             let mut digest = packets.channel(PacketKind::Digest);

@@ -243,14 +243,7 @@ pub fn backup_remote(
             }
         );
     };
-    let format = prepared.format();
-    let (generation, diff_bytes) = prepared.commit()?;
-    Ok(BackupReport {
-        generation,
-        format,
-        dump: report,
-        diff_bytes,
-    })
+    Ok(prepared.commit(report)?)
 }
 
 fn parse_facts(bytes: &[u8]) -> anyhow::Result<BTreeMap<String, String>> {
