@@ -86,6 +86,13 @@ pub trait Progress {
     fn before_commit(&mut self) -> Option<String> {
         self.should_stop()
     }
+    /// Called when a run reaches a named step of a commit or clean-up
+    /// (`"backup:rename-ver"`, `"restore:rename-target"`, …; each
+    /// operation documents its steps). It changes nothing by itself: it
+    /// lets a caller log where a run is, and lets the tests stop a run at a
+    /// known step (the tools' `BLOCKDIFF_TEST_STOP_AT` hook) instead of
+    /// guessing with a timer. A wrapping progress forwards it.
+    fn at_step(&mut self, _step: &'static str) {}
 }
 
 /// A [`Progress`] that ignores everything.

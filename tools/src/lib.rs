@@ -15,6 +15,7 @@ mod run_log;
 mod run_summary;
 mod source_reader;
 mod stderr_progress;
+mod step_hook;
 mod timestamp;
 mod volume_pattern;
 
@@ -30,5 +31,6 @@ pub use run_log::{LogLevel, RunLog, log_line};
 pub use run_summary::{RunSummary, SummaryClock};
 pub use source_reader::{ConsistencyArgs, DumpStep, RunFacts, SourceReader, SourceSpec};
 pub use stderr_progress::StderrProgress;
+pub use step_hook::reached as reached_step;
 pub use timestamp::timestamp;
 pub use volume_pattern::{VolumePattern, VolumeSelection, glob_matches, skip_reason};

@@ -153,6 +153,10 @@ impl Progress for BarProgress<'_> {
     fn before_commit(&mut self) -> Option<String> {
         self.inner.before_commit()
     }
+
+    fn at_step(&mut self, step: &'static str) {
+        self.inner.at_step(step);
+    }
 }
 
 impl Drop for BarProgress<'_> {

@@ -418,4 +418,8 @@ impl Progress for RunProgress<'_> {
             Err(e) => Some(format!("cannot check the snapshot's fill: {e}")),
         }
     }
+
+    fn at_step(&mut self, step: &'static str) {
+        crate::step_hook::reached(step);
+    }
 }

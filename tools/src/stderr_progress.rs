@@ -21,4 +21,8 @@ impl Progress for StderrProgress {
             eprintln!("{}: notice: {notice}", self.name);
         }
     }
+
+    fn at_step(&mut self, step: &'static str) {
+        crate::step_hook::reached(step);
+    }
 }

@@ -285,4 +285,8 @@ impl Progress for ForwardProgress<'_> {
     fn before_commit(&mut self) -> Option<String> {
         self.inner.before_commit()
     }
+
+    fn at_step(&mut self, step: &'static str) {
+        self.inner.at_step(step);
+    }
 }

@@ -105,3 +105,80 @@ pub fn backup_on_a_pty(cols: u16, args: &str) -> Option<Output> {
         Err(e) => panic!("script: {e}"),
     }
 }
+
+/// A run stopped at a named step by the tools' test hook
+/// (`BLOCKDIFF_TEST_STOP_AT=STEP=FIFO`): it stays there until
+/// [`StoppedRun::kill`] (kill -9, as a crash) or [`StoppedRun::resume`].
+pub struct StoppedRun {
+    child: std::process::Child,
+    writer: Option<fs::File>,
+}
+
+impl StoppedRun {
+    /// Spawns `cmd` with the hook set to stop it at `step` (the FIFO is
+    /// made in `dir`), and returns once the run is at that step. Fails the
+    /// test, with the run's stderr, if the run ends without reaching it.
+    pub fn start(mut cmd: Command, step: &str, dir: &Path) -> StoppedRun {
+        use std::os::unix::fs::OpenOptionsExt;
+        let fifo = dir.join(format!("stop-{}.fifo", step.replace(':', "-")));
+        let _ = fs::remove_file(&fifo);
+        mkfifo(&fifo);
+        cmd.env(
+            "BLOCKDIFF_TEST_STOP_AT",
+            format!("{step}={}", fifo.display()),
+        );
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        let start = Instant::now();
+        loop {
+            // A non-blocking open for writing succeeds only once the run
+            // has opened the FIFO for reading, that is, reached the step.
+            match fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+            {
+                Ok(writer) => {
+                    let _ = fs::remove_file(&fifo);
+                    return StoppedRun {
+                        child,
+                        writer: Some(writer),
+                    };
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+                Err(e) => panic!("open {}: {e}", fifo.display()),
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+                panic!("the run ended ({status}) without reaching step {step}: {err}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the run did not reach step {step} in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Kills the run where it stands (SIGKILL: no clean-up runs).
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Lets the run go on and waits for it to end.
+    pub fn resume(mut self) -> Output {
+        self.writer = None;
+        let child = std::mem::replace(
+            &mut self.child,
+            Command::new("true").spawn().expect("spawn true"),
+        );
+        let out = child.wait_with_output().unwrap();
+        let _ = self.child.wait();
+        out
+    }
+}
