@@ -35,7 +35,9 @@ impl Drop for TestCgroup {
 }
 
 fn read_count(file: &std::path::Path) -> u64 {
-    // The writer may be caught between truncate and write: retry.
+    // The writer replaces the file by a rename, so it always holds a whole
+    // number once it exists (even when frozen mid-write); retry only until
+    // it first exists.
     for _ in 0..50 {
         if let Ok(text) = fs::read_to_string(file)
             && let Ok(count) = text.trim().parse()
@@ -45,6 +47,25 @@ fn read_count(file: &std::path::Path) -> u64 {
         thread::sleep(Duration::from_millis(5));
     }
     panic!("no count in {}", file.display());
+}
+
+/// Waits until the counter in `file` is above `floor` and returns it;
+/// fails after 60 s, naming `what` was awaited.
+fn wait_for_count_above(file: &std::path::Path, floor: u64, what: &str) -> u64 {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(text) = fs::read_to_string(file)
+            && let Ok(count) = text.trim().parse::<u64>()
+            && count > floor
+        {
+            return count;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what} (count still {floor} or unreadable)"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
@@ -67,7 +88,7 @@ fn a_frozen_cgroup_makes_no_progress_and_resumes_after_thaw() {
     let count_file = dir.path().join("count");
     let counter = Command::new("sh")
         .arg("-c")
-        .arg(r#"i=0; while :; do i=$((i+1)); echo $i > "$0"; sleep 0.01; done"#)
+        .arg(r#"i=0; while :; do i=$((i+1)); echo $i > "$0.new"; mv -f "$0.new" "$0"; sleep 0.01; done"#)
         .arg(&count_file)
         .spawn()
         .unwrap();
@@ -77,11 +98,10 @@ fn a_frozen_cgroup_makes_no_progress_and_resumes_after_thaw() {
         cgroup.counter.id().to_string(),
     )
     .unwrap();
-    thread::sleep(Duration::from_millis(200));
-    let early = read_count(&count_file);
-    thread::sleep(Duration::from_millis(200));
-    let before = read_count(&count_file);
-    assert!(before > early, "the counter runs before the freeze");
+    // The counter runs before the freeze: wait until it has advanced
+    // (a condition, not a guess at how fast a loaded machine runs it).
+    let early = wait_for_count_above(&count_file, 0, "the counter to start");
+    let before = wait_for_count_above(&count_file, early, "the counter to run before the freeze");
 
     // Relative to the mount: no path assumed.
     let (log, _lines) = common::collecting_logger();
@@ -100,12 +120,7 @@ fn a_frozen_cgroup_makes_no_progress_and_resumes_after_thaw() {
     assert!(first >= before);
     assert_eq!(first, second, "the counter advanced while frozen");
 
-    thread::sleep(Duration::from_millis(300));
-    let after = read_count(&count_file);
-    assert!(
-        after > second,
-        "the counter did not resume after the thaw ({second} → {after})"
-    );
+    wait_for_count_above(&count_file, second, "the counter to resume after the thaw");
     let events = fs::read_to_string(cgroup.path.join("cgroup.events")).unwrap();
     assert!(events.contains("frozen 0"), "{events}");
 }

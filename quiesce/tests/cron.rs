@@ -6,8 +6,9 @@
 //! removes cron's once-per-boot marker /run/crond.reboot before starting
 //! the daemon, so the daemon itself starts the job at once, as its own
 //! child, exactly as it starts any job. The quiescer must wait for that job
-//! (it sleeps 2 s), stop the daemon (its pid gone) and start it again on
-//! thaw (a daemon pid present again). Stop and start are custom commands:
+//! (it blocks reading a FIFO, which the test opens only once the quiescer
+//! says it is waiting: no timing is guessed), stop the daemon (its pid
+//! gone) and start it again on thaw (a daemon pid present again). Stop and start are custom commands:
 //! there is no systemd here.
 //!
 //! Needs root and the cron package (scripts/services-setup.sh); without
@@ -20,6 +21,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -87,12 +89,20 @@ fn cron_waits_for_the_running_job_stops_the_daemon_and_starts_it_again() {
     let cron = programs[0].display().to_string();
     let dir = tempfile::tempdir().unwrap();
     let job_done = dir.path().join("job-done");
+    let gate = dir.path().join("job-gate.fifo");
+    let c_gate = std::ffi::CString::new(gate.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_gate.as_ptr(), 0o600) }, 0);
     let _cleanup = Cleanup {
         marker_existed: Path::new(REBOOT_MARKER).exists(),
     };
     fs::write(
         CRON_FILE,
-        format!("@reboot root sleep 2; touch {}\n", job_done.display()),
+        format!(
+            "@reboot root cat {} >/dev/null; touch {}\n",
+            gate.display(),
+            job_done.display()
+        ),
     )
     .unwrap();
     let _ = fs::remove_file(REBOOT_MARKER);
@@ -119,6 +129,26 @@ fn cron_waits_for_the_running_job_stops_the_daemon_and_starts_it_again() {
     let spec = format!("cron:stop=kill $(cat /run/crond.pid),start={cron},wait=20");
     let (log, lines) = common::collecting_logger();
     let mut stack = QuiesceStack::from_spec_strings(&[spec], log).unwrap();
+    // Lets the job finish once the quiescer says it waits for it.
+    let waiting = Arc::clone(&lines);
+    let gate_for_release = gate.clone();
+    let release = thread::spawn(move || {
+        let start = Instant::now();
+        while !waiting
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("cron: waiting up to 20 s for running jobs"))
+        {
+            if start.elapsed() > Duration::from_secs(60) {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        // Opening for writing and closing gives the job's `cat` its EOF.
+        drop(fs::OpenOptions::new().write(true).open(&gate_for_release));
+        true
+    });
     let freeze_began = Instant::now();
     let frozen = stack
         .run_frozen(|_| {
@@ -130,12 +160,13 @@ fn cron_waits_for_the_running_job_stops_the_daemon_and_starts_it_again() {
             )
         })
         .unwrap();
-    let (waited, job_finished, daemon_alive, daemons_while_frozen) = frozen.value;
-    assert!(job_finished, "the freeze did not wait for the running job");
+    let (_waited, job_finished, daemon_alive, daemons_while_frozen) = frozen.value;
     assert!(
-        waited >= Duration::from_millis(1000),
-        "no wait for the job ({waited:?})"
+        release.join().unwrap(),
+        "the quiescer never said it waits for the running job"
     );
+    // The job could finish only after the quiescer began waiting for it.
+    assert!(job_finished, "the freeze did not wait for the running job");
     assert!(
         !daemon_alive,
         "cron (pid {first_daemon}) still running while frozen"
