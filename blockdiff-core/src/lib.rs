@@ -82,6 +82,6 @@ pub use progress::{NoProgress, Notice, Progress};
 pub use rate::{Clock, RateLimiter, SystemClock, parse_rate};
 pub use restore::{RestoreOptions, RestorePlan, RestoreReport, apply_stream};
 pub use store::{
-    CommitStep, DiffFormat, DiffLocation, GenerationStore, PendingGeneration, StoreLock,
-    parse_version,
+    CORE_METADATA_KEYS, CommitStep, DiffFormat, DiffLocation, GenerationStore, PendingGeneration,
+    RepairReport, StoreLock, parse_version, repair,
 };

@@ -336,7 +336,11 @@ fn backup_options(args: &Args) -> anyhow::Result<BackupOptions> {
         ..DumpOptions::default()
     };
     args.polite.fill_dump_options(&mut dump);
-    Ok(BackupOptions { dump, format })
+    Ok(BackupOptions {
+        dump,
+        format,
+        ..BackupOptions::default()
+    })
 }
 
 /// Backs `spec` up as the next generation of `name`; `interrupted` is set
@@ -355,7 +359,9 @@ fn back_up_one(
         SourceReader::new(spec, &args.consistency, log.clone())?.with_priorities(&args.polite);
     let mut facts = RunFacts::new();
     facts.insert("started".to_owned(), started);
-    let options = backup_options(args)?;
+    let mut options = backup_options(args)?;
+    options.metadata = facts.clone();
+    options.metadata.insert("source".into(), spec.to_string());
     let report = reader.read(
         spec,
         &mut facts,
@@ -434,7 +440,8 @@ fn back_up_remote(
 fn finish(store: &GenerationStore, report: &BackupReport, facts: &mut RunFacts, log: &RunLog) {
     facts.insert("generation".into(), report.generation.to_string());
     facts.insert("finished".into(), blockdiff_tools::timestamp());
-    if let Err(e) = store.write_metadata(report.generation, facts) {
+    // The commit recorded the generation's size; these facts join them.
+    if let Err(e) = store.add_metadata(report.generation, facts) {
         // The generation is committed and complete; only its facts are lost.
         log.warning(format_args!("{e}"));
     }
