@@ -405,4 +405,26 @@ mod tests {
             assert_eq!(after, b, "files left by a run stopped at {chunks:?}");
         }
     }
+
+    #[test]
+    fn the_commit_records_source_size_and_block_size_with_the_callers_facts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        let options = BackupOptions {
+            metadata: [("source".to_owned(), "image".to_owned())].into(),
+            ..BackupOptions::default()
+        };
+        let image = vec![3u8; 100_000];
+        backup(
+            &store,
+            DumpSource::from_bytes(&image, "image"),
+            &options,
+            &mut NoProgress,
+        )
+        .unwrap();
+        let m = store.read_metadata(1).unwrap().unwrap();
+        assert_eq!(m["source_size"], "100000");
+        assert_eq!(m["block_size"], "16384");
+        assert_eq!(m["source"], "image");
+    }
 }

@@ -1236,4 +1236,183 @@ mod tests {
             assert!(tmp.is_empty(), "{step:?}: {tmp:?}");
         }
     }
+
+    #[test]
+    fn begin_removes_only_what_an_intent_vouches_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        attempt(&store, None, false).unwrap();
+        attempt(&store, None, false).unwrap();
+        let names = |d: &Path| {
+            let mut v: Vec<_> = fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        // NAME.3 with no intent: reported, kept.
+        fs::write(dir.path().join("db.3"), b"not ours").unwrap();
+        let before = names(dir.path());
+        let e = attempt(&store, None, false).unwrap_err().to_string();
+        assert!(
+            e.contains("db.3")
+                && e.contains("beyond its last committed generation 2")
+                && e.contains("nothing was removed")
+                && e.contains("blockdiff-repair"),
+            "{e}"
+        );
+        assert_eq!(names(dir.path()), before);
+        assert_eq!(fs::read(dir.path().join("db.3")).unwrap(), b"not ours");
+        // An intent for another generation vouches for nothing.
+        fs::write(store.intent_path(), "4\n").unwrap();
+        assert!(attempt(&store, None, false).is_err());
+        assert_eq!(fs::read(dir.path().join("db.3")).unwrap(), b"not ours");
+        // The intent for generation 3: an interrupted commit, removed.
+        fs::write(store.intent_path(), "3\n").unwrap();
+        assert_eq!(attempt(&store, None, false).unwrap(), 3);
+        committed_state(&store, 3);
+        // No NAME.ver (or 0) with generations: reported, never removed.
+        for ver in [None, Some("0\n")] {
+            match ver {
+                None => fs::remove_file(store.ver_path()).unwrap(),
+                Some(t) => fs::write(store.ver_path(), t).unwrap(),
+            }
+            let e = attempt(&store, None, false).unwrap_err().to_string();
+            assert!(
+                e.contains("has generations 1\u{2013}3 but no db.ver"),
+                "{e}"
+            );
+            fs::write(store.ver_path(), "3\n").unwrap();
+            committed_state(&store, 3);
+            if ver.is_some() {
+                continue;
+            }
+            fs::remove_file(store.ver_path()).unwrap();
+        }
+    }
+
+    #[test]
+    fn check_name_refuses_names_of_hidden_files() {
+        for bad in [
+            "/",
+            "",
+            "store/",
+            "store/.",
+            "store/..",
+            ".",
+            "..",
+            "store/.db",
+            ".db",
+        ] {
+            let e = GenerationStore::new(bad)
+                .check_name()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not a backup name"), "{bad:?}: {e}");
+        }
+        for good in ["db", "/var/backup/db", "store/db.2026", "./db"] {
+            GenerationStore::new(good).check_name().unwrap();
+        }
+    }
+
+    #[test]
+    fn missing_digest_is_named_in_the_chains_format() {
+        use crate::{BackupOptions, DumpSource, backup};
+        let dir = tempfile::tempdir().unwrap();
+        for (name, format, digest, other) in [
+            ("h", DiffFormat::default(), "h.1.digest", "h.1.md5"),
+            (
+                "l",
+                DiffFormat::Legacy(Compression::None),
+                "l.1.md5",
+                "l.1.digest",
+            ),
+        ] {
+            let store = GenerationStore::new(dir.path().join(name));
+            let options = BackupOptions {
+                format: Some(format),
+                ..BackupOptions::default()
+            };
+            let image = vec![1u8; 10_000];
+            backup(
+                &store,
+                DumpSource::from_bytes(&image, "image"),
+                &options,
+                &mut NoProgress,
+            )
+            .unwrap();
+            fs::remove_file(dir.path().join(digest)).unwrap();
+            let e = store.find_digest(1).unwrap_err().to_string();
+            assert!(e.contains(digest) && !e.contains(other), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_lock_refuses_links_and_never_writes_through_them() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        symlink(&victim, store.lock_path()).unwrap();
+        let e = store.lock().unwrap_err().to_string();
+        assert!(
+            e.contains("db.lock") && e.contains("not a plain file"),
+            "{e}"
+        );
+        fs::remove_file(store.lock_path()).unwrap();
+        fs::hard_link(&victim, store.lock_path()).unwrap();
+        assert!(store.lock().is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn new_files_are_0600_or_0640_in_a_setgid_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        attempt(&store, None, false).unwrap();
+        for name in ["db.1", "db.1.md5", "db.1.meta.json", "db.ver", "db.lock"] {
+            let mode = fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+        let sub = dir.path().join("g");
+        fs::create_dir(&sub).unwrap();
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o2750)).unwrap();
+        let store = GenerationStore::new(sub.join("db"));
+        attempt(&store, None, false).unwrap();
+        for name in ["db.1", "db.1.md5", "db.1.meta.json", "db.ver"] {
+            let mode = fs::metadata(sub.join(name)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o640, "{name}");
+        }
+    }
+
+    #[test]
+    fn added_metadata_keeps_the_commits_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        attempt(&store, None, false).unwrap();
+        let core: BTreeMap<String, String> = [
+            ("source_size".to_owned(), "100".to_owned()),
+            ("block_size".to_owned(), "4096".to_owned()),
+        ]
+        .into();
+        store.add_metadata(1, &core).unwrap();
+        let more: BTreeMap<String, String> = [
+            ("source_size".to_owned(), "5".to_owned()),
+            ("finished".to_owned(), "now".to_owned()),
+        ]
+        .into();
+        store.add_metadata(1, &more).unwrap();
+        let m = store.read_metadata(1).unwrap().unwrap();
+        assert_eq!(
+            (m["source_size"].as_str(), m["finished"].as_str()),
+            ("100", "now")
+        );
+        assert_eq!(m["n"], "1");
+    }
 }

@@ -13,7 +13,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{BACKUP, REPAIR, StoppedRun, listing, noise, restore_generation, run, stderr, text};
+use common::{
+    BACKUP, PRUNE, REPAIR, StoppedRun, listing, noise, restore_generation, run, stderr, text,
+};
 
 /// Every file of the directory with its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -37,7 +39,10 @@ fn chain(dir: &Path, format: &str, n: usize) -> (PathBuf, Vec<Vec<u8>>) {
     for g in 0..n {
         data[g * 5000..g * 5000 + 3000].fill(g as u8 + 1);
         fs::write(&src, &data).unwrap();
-        let o = run(BACKUP, &[&name, &src, &"--format", &format, &"-b", &"4k", &"-q"]);
+        let o = run(
+            BACKUP,
+            &[&name, &src, &"--format", &format, &"-b", &"4k", &"-q"],
+        );
         assert!(o.status.success(), "{}", stderr(&o));
         all.push(data.clone());
     }
@@ -70,15 +75,25 @@ fn generations_without_a_ver_are_reported_never_removed_and_repair_rebuilds_it()
             // --dry-run says what it would write, and writes nothing.
             let o = run(REPAIR, &[&name, &"--dry-run"]);
             assert!(o.status.success(), "{}", stderr(&o));
-            assert!(text(&o.stdout).contains("generations 1-3 verify"), "{}", text(&o.stdout));
+            assert!(
+                text(&o.stdout).contains("generations 1-3 verify"),
+                "{}",
+                text(&o.stdout)
+            );
             assert_eq!(snapshot(dir.path()), before);
             let o = run(REPAIR, &[&name]);
             assert!(o.status.success(), "{}", stderr(&o));
-            assert_eq!(fs::read_to_string(dir.path().join("db.ver")).unwrap(), "3\n");
+            assert_eq!(
+                fs::read_to_string(dir.path().join("db.ver")).unwrap(),
+                "3\n"
+            );
             assert_eq!(restore_generation(&name, 3, &dir.path().join("r")), gens[2]);
             let o = run(BACKUP, &[&name, &src]);
             assert!(o.status.success(), "{}", stderr(&o));
-            assert_eq!(fs::read_to_string(dir.path().join("db.ver")).unwrap(), "4\n");
+            assert_eq!(
+                fs::read_to_string(dir.path().join("db.ver")).unwrap(),
+                "4\n"
+            );
         }
     }
 }
@@ -98,7 +113,9 @@ fn a_generation_written_in_place_by_the_original_tool_is_reported_not_removed() 
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(
-        e.contains("db.3") && e.contains("beyond its last committed generation 2") && e.contains("blockdiff-repair"),
+        e.contains("db.3")
+            && e.contains("beyond its last committed generation 2")
+            && e.contains("blockdiff-repair"),
         "{e}"
     );
     assert_eq!(snapshot(dir.path()), before);
@@ -125,7 +142,12 @@ fn backup_names_that_would_be_hidden_files_are_refused() {
     let dot = format!("{}/.", sub.display());
     let dotdot = format!("{}/..", sub.display());
     let hidden = sub.join(".db");
-    for name in [&slash as &dyn AsRef<std::ffi::OsStr>, &dot, &dotdot, &hidden] {
+    for name in [
+        &slash as &dyn AsRef<std::ffi::OsStr>,
+        &dot,
+        &dotdot,
+        &hidden,
+    ] {
         let o = run(BACKUP, &[name, &src]);
         let e = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{e}");
@@ -150,7 +172,12 @@ fn a_damaged_previous_digest_is_refused_before_anything_is_written() {
         ("legacy", |d| {
             let p = d.join("db.2.md5");
             let len = fs::metadata(&p).unwrap().len();
-            fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len - 32).unwrap();
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(len - 32)
+                .unwrap();
         }),
         ("v2", |d| {
             let other = d.join("other");
@@ -169,7 +196,10 @@ fn a_damaged_previous_digest_is_refused_before_anything_is_written() {
         let o = run(BACKUP, &[&name, &src]);
         let e = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "case {i}: {e}");
-        assert!(e.contains("db.2.") && e.contains("blockdiff-repair"), "case {i}: {e}");
+        assert!(
+            e.contains("db.2.") && e.contains("blockdiff-repair"),
+            "case {i}: {e}"
+        );
         assert_eq!(snapshot(dir.path()), before, "case {i}");
     }
 }
@@ -205,15 +235,27 @@ fn links_planted_at_every_name_a_backup_creates_are_never_written_through() {
             data[..4096].fill(0xee);
             fs::write(&src, &data).unwrap();
             let o = run(BACKUP, &[&name, &src]);
-            let what = format!("{} at {planted}", if hard { "hard link" } else { "symlink" });
-            assert_eq!(fs::read(&victim).unwrap(), b"precious", "{what}: {}", stderr(&o));
+            let what = format!(
+                "{} at {planted}",
+                if hard { "hard link" } else { "symlink" }
+            );
+            assert_eq!(
+                fs::read(&victim).unwrap(),
+                b"precious",
+                "{what}: {}",
+                stderr(&o)
+            );
             if o.status.success() {
                 gens.push(data);
             }
             let ver = fs::read_to_string(dir.path().join("db.ver")).unwrap();
             assert_eq!(ver, format!("{}\n", gens.len()), "{what}");
             let k = gens.len() as u64;
-            assert_eq!(&restore_generation(&name, k, &dir.path().join("r")), gens.last().unwrap(), "{what}");
+            assert_eq!(
+                &restore_generation(&name, k, &dir.path().join("r")),
+                gens.last().unwrap(),
+                "{what}"
+            );
         }
     }
 }
@@ -231,7 +273,11 @@ fn store_files_are_private_or_the_setgid_groups_and_never_wider() {
     }
     for n in listing(dir.path()) {
         if n.starts_with("db") {
-            let mode = fs::metadata(dir.path().join(&n)).unwrap().permissions().mode() & 0o7777;
+            let mode = fs::metadata(dir.path().join(&n))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777;
             assert_eq!(mode, 0o600, "{n}: {mode:o}");
         }
     }
@@ -325,12 +371,19 @@ fn a_full_or_read_only_file_system_fails_the_run_and_keeps_every_generation() {
     fs_.remount("ro");
     let o = run(BACKUP, &[&name, &src]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("Read-only file system"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(snapshot(&store), before);
     fs_.remount("rw");
     let o = run(BACKUP, &[&name, &src]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(restore_generation(&name, 2, &dir.path().join("r")), &v1[..64 << 10]);
+    assert_eq!(
+        restore_generation(&name, 2, &dir.path().join("r")),
+        &v1[..64 << 10]
+    );
     assert_eq!(restore_generation(&name, 1, &dir.path().join("r")), v1);
 }
 
@@ -354,4 +407,55 @@ fn kill_during_repair_or_prune_keeps_every_generation() {
     let o = run(BACKUP, &[&name, &src]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!listing(dir.path()).iter().any(|n| n.ends_with(".tmp")));
+}
+
+#[test]
+fn prune_killed_at_every_step_keeps_every_kept_chain() {
+    for step in ["prune:locked", "prune:removed-ver", "prune:removed-files"] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.img");
+        let data = noise(20_000, 7);
+        fs::write(&src, &data).unwrap();
+        for key in ["202001", "202002", "202003"] {
+            let o = run(
+                BACKUP,
+                &[&dir.path().join(format!("db-{key}")), &src, &"-q"],
+            );
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        fs::write(dir.path().join("db-notes"), b"not a chain").unwrap();
+        let kept = |d: &Path| -> BTreeMap<String, Vec<u8>> {
+            snapshot(d)
+                .into_iter()
+                .filter(|(n, _)| n.starts_with("db-202003") || n == "db-notes")
+                .collect()
+        };
+        let before = kept(dir.path());
+        let base = dir.path().join("db");
+        let mut cmd = Command::new(PRUNE);
+        cmd.arg(&base).args(["--keep", "1"]);
+        StoppedRun::start(cmd, step, dir.path()).kill();
+        assert_eq!(kept(dir.path()), before, "{step}");
+        let o = run(PRUNE, &[&base, &"--keep", &"1"]);
+        assert!(o.status.success(), "{step}: {}", stderr(&o));
+        let mut left = listing(dir.path());
+        left.retain(|n| n.starts_with("db-"));
+        assert_eq!(
+            left,
+            [
+                "db-202003.1",
+                "db-202003.1.digest",
+                "db-202003.1.meta.json",
+                "db-202003.lock",
+                "db-202003.ver",
+                "db-notes"
+            ],
+            "{step}"
+        );
+        assert_eq!(kept(dir.path()), before, "{step}");
+        assert_eq!(
+            restore_generation(&dir.path().join("db-202003"), 1, &dir.path().join("r")),
+            data
+        );
+    }
 }

@@ -259,7 +259,9 @@ fn prune_keeps_a_chain_another_run_has_locked() {
     let src = dir.path().join("source.img");
     fs::write(&src, noise(50_000, 9)).unwrap();
     let mut cmd = Command::new(BACKUP);
-    cmd.arg(dir.path().join("db-202003")).arg(&src).arg("--quiet");
+    cmd.arg(dir.path().join("db-202003"))
+        .arg(&src)
+        .arg("--quiet");
     let running = StoppedRun::start(cmd, "backup:begun", dir.path());
 
     let o = run(PRUNE, &[&base, &"--keep", &"1", &"--json"]);
