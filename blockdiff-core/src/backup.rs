@@ -24,9 +24,6 @@ pub struct BackupOptions {
     /// zstd level 1); a format other than the chain's is refused, since a
     /// chain keeps one format.
     pub format: Option<DiffFormat>,
-    /// Facts known before the dump (the source, when it started, …) for
-    /// the generation's `NAME.N.meta.json`, written with its commit.
-    pub metadata: BTreeMap<String, String>,
 }
 
 /// What a backup did.
@@ -87,7 +84,6 @@ pub struct PreparedBackup {
     format: DiffFormat,
     previous_digest: Option<PathBuf>,
     dump: DumpOptions,
-    metadata: BTreeMap<String, String>,
 }
 
 impl PreparedBackup {
@@ -131,7 +127,6 @@ impl PreparedBackup {
             format,
             previous_digest,
             dump,
-            metadata: options.metadata.clone(),
         })
     }
 
@@ -169,9 +164,8 @@ impl PreparedBackup {
     }
 
     /// Commits the generation crash-safely; `dump` is what the dump that
-    /// filled it reported, `facts` go to its metadata with those of
-    /// [`BackupOptions::metadata`], and the core's own `source_size` and
-    /// `block_size` (see [`PendingGeneration::commit`] for the steps,
+    /// filled it reported, `facts` go to its metadata with the core's own
+    /// `source_size` and `block_size` (see [`PendingGeneration::commit`] for the steps,
     /// each a [`Progress::at_step`]).
     pub fn commit(
         self,
@@ -181,8 +175,7 @@ impl PreparedBackup {
     ) -> Result<BackupReport> {
         let diff_path = self.pending.diff_path().to_owned();
         let format = self.format;
-        let mut metadata = self.metadata;
-        metadata.extend(facts.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut metadata = facts.clone();
         metadata.insert("source_size".into(), dump.source_bytes.to_string());
         metadata.insert("block_size".into(), dump.block_size.to_string());
         let generation = self.pending.commit(&metadata, progress)?;
@@ -220,6 +213,19 @@ pub fn backup<R: Read + Send>(
     store: &GenerationStore,
     source: DumpSource<R>,
     options: &BackupOptions,
+    progress: &mut dyn Progress,
+) -> Result<BackupReport> {
+    backup_with_metadata(store, source, options, &BTreeMap::new(), progress)
+}
+
+/// [`backup`], with `facts` known before the dump (the source, when it
+/// started, …) written to the generation's `NAME.N.meta.json` by its
+/// commit, beside the `source_size` and `block_size` the core records.
+pub fn backup_with_metadata<R: Read + Send>(
+    store: &GenerationStore,
+    source: DumpSource<R>,
+    options: &BackupOptions,
+    facts: &BTreeMap<String, String>,
     progress: &mut dyn Progress,
 ) -> Result<BackupReport> {
     let mut prepared = PreparedBackup::prepare(store, options, progress)?;
@@ -263,7 +269,7 @@ pub fn backup<R: Read + Send>(
     if let Some(reason) = progress.before_commit() {
         return Err(Error::Stopped { reason });
     }
-    prepared.commit(report, &BTreeMap::new(), progress)
+    prepared.commit(report, facts, progress)
 }
 
 /// Checks the digest of generation `n`, which the next generation builds
@@ -410,15 +416,13 @@ mod tests {
     fn the_commit_records_source_size_and_block_size_with_the_callers_facts() {
         let dir = tempfile::tempdir().unwrap();
         let store = GenerationStore::new(dir.path().join("db"));
-        let options = BackupOptions {
-            metadata: [("source".to_owned(), "image".to_owned())].into(),
-            ..BackupOptions::default()
-        };
+        let facts = [("source".to_owned(), "image".to_owned())].into();
         let image = vec![3u8; 100_000];
-        backup(
+        backup_with_metadata(
             &store,
             DumpSource::from_bytes(&image, "image"),
-            &options,
+            &BackupOptions::default(),
+            &facts,
             &mut NoProgress,
         )
         .unwrap();

@@ -157,12 +157,15 @@ fn backup_names_that_would_be_hidden_files_are_refused() {
     assert_eq!(listing(dir.path()), ["src.img", "store"]);
 }
 
+/// A change made to a store by a test.
+type Damage = fn(&Path);
+
 #[test]
 fn a_damaged_previous_digest_is_refused_before_anything_is_written() {
     // Legacy: the block size in the first bytes of db.2.md5 flipped; or
     // the digest cut at a 16-byte boundary (as an un-fsynced write of the
     // original tool leaves it). v2: another chain's digest in its place.
-    let cases: [(&str, fn(&Path)); 3] = [
+    let cases: [(&str, Damage); 3] = [
         ("legacy", |d| {
             let p = d.join("db.2.md5");
             let mut b = fs::read(&p).unwrap();
