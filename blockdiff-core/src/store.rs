@@ -301,9 +301,10 @@ impl GenerationStore {
             1 => Ok(found.remove(0)),
             0 => {
                 // Name the digest of the chain's format: that of this
-                // generation's diff, else of the first generation's.
-                let format = [generation, 1]
-                    .into_iter()
+                // generation's diff, else of any other generation's.
+                let others = self.generation_files().unwrap_or_default();
+                let format = std::iter::once(generation)
+                    .chain(others.into_keys())
                     .find_map(|g| self.find_diff(g).ok())
                     .map_or(DigestFormat::Legacy, |d| d.format.digest_format());
                 Err(Error::MissingGeneration {
@@ -1335,14 +1336,21 @@ mod tests {
                 ..BackupOptions::default()
             };
             let image = vec![1u8; 10_000];
-            backup(
-                &store,
-                DumpSource::from_bytes(&image, "image"),
-                &options,
-                &mut NoProgress,
-            )
-            .unwrap();
+            for _ in 0..2 {
+                backup(
+                    &store,
+                    DumpSource::from_bytes(&image, "image"),
+                    &options,
+                    &mut NoProgress,
+                )
+                .unwrap();
+            }
             fs::remove_file(dir.path().join(digest)).unwrap();
+            let e = store.find_digest(1).unwrap_err().to_string();
+            assert!(e.contains(digest) && !e.contains(other), "{e}");
+            // Generation 1's diff gone too, as after a hand-made clean-up:
+            // named after another generation's format.
+            fs::remove_file(store.find_diff(1).unwrap().path).unwrap();
             let e = store.find_digest(1).unwrap_err().to_string();
             assert!(e.contains(digest) && !e.contains(other), "{e}");
         }

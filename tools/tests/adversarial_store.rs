@@ -207,8 +207,10 @@ fn a_damaged_previous_digest_is_refused_before_anything_is_written() {
     }
 }
 
-/// The names a second backup of `db` creates (generation 2), and where.
-const RUN_NAMES: [&str; 7] = [
+/// The names a second backup of `db` creates (generation 2).
+const RUN_NAMES: [&str; 9] = [
+    "db.2",
+    "db.2.digest",
     "db.lock",
     "db.2.tmp",
     "db.2.digest.tmp",
