@@ -230,6 +230,18 @@ impl GenerationStore {
                 metadata.insert(k.clone(), v.clone());
             }
         }
+        self.write_metadata(generation, &metadata)
+    }
+
+    /// Replaces generation `generation`'s metadata by `metadata`,
+    /// atomically (a new temporary file, fsync, rename, directory fsync).
+    /// [`add_metadata`](Self::add_metadata) keeps what the commit
+    /// recorded; this does not.
+    pub fn write_metadata(
+        &self,
+        generation: u64,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<()> {
         let path = self.metadata_path(generation);
         let tmp = tmp_path(&path);
         remove_if_present(&tmp)?;

@@ -382,6 +382,17 @@ fn a_full_or_read_only_file_system_fails_the_run_and_keeps_every_generation() {
         stderr(&o)
     );
     assert_eq!(snapshot(&store), before);
+    // Prune on the read-only file system: fails, deletes nothing.
+    for key in ["202001", "202002"] {
+        fs_.remount("rw");
+        let o = run(BACKUP, &[&store.join(format!("db-{key}")), &src, &"-q"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    fs_.remount("ro");
+    let chains = snapshot(&store);
+    let o = run(PRUNE, &[&name, &"--keep", &"1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(snapshot(&store), chains);
     fs_.remount("rw");
     let o = run(BACKUP, &[&name, &src]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -437,6 +448,22 @@ fn prune_killed_at_every_step_keeps_every_kept_chain() {
         };
         let before = kept(dir.path());
         let base = dir.path().join("db");
+        if step == "prune:locked" {
+            // A link planted at a chain's lock: the prune fails, and
+            // writes nothing through it.
+            let victim = dir.path().join("victim");
+            fs::write(&victim, b"precious").unwrap();
+            let lock = dir.path().join("db-202001.lock");
+            let _ = fs::remove_file(&lock);
+            symlink(&victim, &lock).unwrap();
+            let o = run(PRUNE, &[&base, &"--keep", &"1"]);
+            assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+            assert!(stderr(&o).contains("db-202001.lock"), "{}", stderr(&o));
+            assert_eq!(fs::read(&victim).unwrap(), b"precious");
+            assert_eq!(kept(dir.path()), before);
+            fs::remove_file(&lock).unwrap();
+            fs::remove_file(&victim).unwrap();
+        }
         let mut cmd = Command::new(PRUNE);
         cmd.arg(&base).args(["--keep", "1"]);
         StoppedRun::start(cmd, step, dir.path()).kill();
