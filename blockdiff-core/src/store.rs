@@ -247,7 +247,7 @@ impl GenerationStore {
         remove_if_present(&tmp)?;
         let written = (|| {
             let mut file = self.create_new(&tmp)?;
-            file.write_all(metadata_text(&metadata).as_bytes())
+            file.write_all(metadata_text(metadata).as_bytes())
                 .ctx(&tmp, "write")?;
             file.sync_all().ctx(&tmp, "fsync")?;
             drop(file);
