@@ -506,9 +506,9 @@ impl GenerationStore {
     /// - its temporaries (`NAME.K.tmp`, `NAME.K.gz.tmp`, `NAME.K.md5.tmp`,
     ///   `NAME.K.digest.tmp`, `NAME.K.meta.json.tmp`, `NAME.ver.tmp`, and
     ///   `NAME.C.meta.json.tmp` of the current generation C) are removed;
-    /// - if `NAME.ver.tmp` names K = current + 1, the files of generation K
-    ///   are that run's interrupted commit and are removed (the intent is
-    ///   removed last);
+    /// - if `NAME.ver.tmp` names K = current + 1 and no file is named for
+    ///   a later generation, the files of generation K are that run's
+    ///   interrupted commit and are removed (the intent is removed last);
     /// - any other file named for a generation after the current one (or
     ///   any generation at all when there is no `NAME.ver`, or it says 0)
     ///   is not this tool's to remove: the run fails, naming them and
@@ -541,7 +541,10 @@ impl GenerationStore {
         };
         let mut beyond = self.generation_files()?;
         beyond.retain(|&g, _| g > current);
+        // The intent vouches only for a store in the state its commit
+        // leaves: nothing beyond generation K.
         if intent == Some(generation)
+            && beyond.keys().all(|&g| g == generation)
             && let Some(files) = beyond.remove(&generation)
         {
             progress.at_step("backup:remove-interrupted");
@@ -1303,6 +1306,17 @@ mod tests {
             }
             fs::remove_file(store.ver_path()).unwrap();
         }
+        // An intent for generation 4 with files of generation 5 too: the
+        // store is not as a commit leaves it, and nothing is removed.
+        fs::write(store.intent_path(), "4\n").unwrap();
+        fs::write(dir.path().join("db.4"), b"interrupted").unwrap();
+        fs::write(dir.path().join("db.5"), b"not ours").unwrap();
+        let e = attempt(&store, None, false).unwrap_err().to_string();
+        assert!(e.contains("generations 4\u{2013}5"), "{e}");
+        assert!(dir.path().join("db.4").exists() && store.intent_path().exists());
+        fs::remove_file(dir.path().join("db.5")).unwrap();
+        assert_eq!(attempt(&store, None, false).unwrap(), 4);
+        committed_state(&store, 4);
     }
 
     #[test]
