@@ -1,10 +1,15 @@
 //! One backup run: lock, dump against the previous digest, commit.
 
+use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::digest::{DigestReader, DigestWriter};
+use archive_format::{DiffFile, LegacyReader};
+
+use crate::digest::{DigestFile, DigestReader, DigestWriter};
 use crate::dump::{DumpOptions, DumpReport, DumpSource, LegacySink, V2Sink, dump};
+use crate::error::{ArchiveContext, IoContext};
 use crate::progress::Progress;
 use crate::store::{DiffFormat, GenerationStore, PendingGeneration, StoreLock};
 use crate::{Error, Result};
@@ -89,13 +94,13 @@ impl PreparedBackup {
         options: &BackupOptions,
         progress: &mut dyn Progress,
     ) -> Result<Self> {
+        store.check_name()?;
         let lock = store.lock()?;
         let current = store.current_generation()?;
         let format = choose_format(store, current, options.format)?;
-        let pending = store.begin(&lock, format, progress)?;
         let previous_digest = match current.filter(|&n| n > 0) {
-            Some(n) => Some(
-                store
+            Some(n) => {
+                let path = store
                     .find_digest(n)
                     .map_err(|e| match e {
                         Error::MissingGeneration { path, .. } => Error::MissingGeneration {
@@ -105,10 +110,13 @@ impl PreparedBackup {
                         },
                         other => other,
                     })?
-                    .0,
-            ),
+                    .0;
+                check_previous_digest(store, n, &path)?;
+                Some(path)
+            }
             None => None,
         };
+        let pending = store.begin(&lock, format, progress)?;
         let dump = DumpOptions {
             generation: pending.generation(),
             ..options.dump.clone()
@@ -156,11 +164,21 @@ impl PreparedBackup {
     }
 
     /// Commits the generation crash-safely; `dump` is what the dump that
-    /// filled it reported.
-    pub fn commit(self, dump: DumpReport) -> Result<BackupReport> {
+    /// filled it reported, `facts` go to its metadata with the core's own
+    /// `source_size` and `block_size` (see [`PendingGeneration::commit`] for the steps,
+    /// each a [`Progress::at_step`]).
+    pub fn commit(
+        self,
+        dump: DumpReport,
+        facts: &BTreeMap<String, String>,
+        progress: &mut dyn Progress,
+    ) -> Result<BackupReport> {
         let diff_path = self.pending.diff_path().to_owned();
         let format = self.format;
-        let generation = self.pending.commit()?;
+        let mut metadata = facts.clone();
+        metadata.insert("source_size".into(), dump.source_bytes.to_string());
+        metadata.insert("block_size".into(), dump.block_size.to_string());
+        let generation = self.pending.commit(&metadata, progress)?;
         let diff_bytes = std::fs::metadata(&diff_path).map(|m| m.len()).unwrap_or(0);
         Ok(BackupReport {
             generation,
@@ -195,6 +213,19 @@ pub fn backup<R: Read + Send>(
     store: &GenerationStore,
     source: DumpSource<R>,
     options: &BackupOptions,
+    progress: &mut dyn Progress,
+) -> Result<BackupReport> {
+    backup_with_metadata(store, source, options, &BTreeMap::new(), progress)
+}
+
+/// [`backup`], with `facts` known before the dump (the source, when it
+/// started, …) written to the generation's `NAME.N.meta.json` by its
+/// commit, beside the `source_size` and `block_size` the core records.
+pub fn backup_with_metadata<R: Read + Send>(
+    store: &GenerationStore,
+    source: DumpSource<R>,
+    options: &BackupOptions,
+    facts: &BTreeMap<String, String>,
     progress: &mut dyn Progress,
 ) -> Result<BackupReport> {
     let mut prepared = PreparedBackup::prepare(store, options, progress)?;
@@ -238,7 +269,76 @@ pub fn backup<R: Read + Send>(
     if let Some(reason) = progress.before_commit() {
         return Err(Error::Stopped { reason });
     }
-    prepared.commit(report)
+    prepared.commit(report, facts, progress)
+}
+
+/// Checks the digest of generation `n`, which the next generation builds
+/// on, against the chain: its length and header, its block size against
+/// generation `n`'s diff, and its size (v2: fingerprint and source size
+/// against the diff's index; legacy: against the `source_size` of `n`'s
+/// metadata, when it has one). Nothing may be built on a digest that does
+/// not belong to its generation.
+fn check_previous_digest(store: &GenerationStore, n: u64, path: &Path) -> Result<()> {
+    let bad = |detail: String| Error::CorruptDigest {
+        path: path.to_owned(),
+        offset: 0,
+        detail: format!(
+            "{detail}; it cannot be built on: check the chain with 'blockdiff-restore --verify-only --from {name}', then run 'blockdiff-repair {name}' or start a new chain",
+            name = store.name().display()
+        ),
+    };
+    let digest = DigestFile::open(path).map_err(|e| bad(e.to_string()))?;
+    let diff = store.find_diff(n)?;
+    match diff.format {
+        DiffFormat::Legacy(compression) => {
+            let file = File::open(&diff.path).ctx(&diff.path, "open")?;
+            let block_size = LegacyReader::new(compression.reader(file))
+                .in_file(&diff.path)?
+                .block_size();
+            if block_size != digest.block_size().get() {
+                return Err(bad(format!(
+                    "its block size {} is not that of {} ({block_size})",
+                    digest.block_size().get(),
+                    diff.path.display()
+                )));
+            }
+            if let Some(size) = store
+                .read_metadata(n)
+                .ok()
+                .flatten()
+                .and_then(|m| m.get("source_size").and_then(|s| s.parse::<u64>().ok()))
+            {
+                let want = size.div_ceil(u64::from(block_size));
+                if digest.entries() != want {
+                    return Err(bad(format!(
+                        "it lists {} blocks but generation {n} was {size} bytes ({want} blocks of {block_size})",
+                        digest.entries()
+                    )));
+                }
+            }
+        }
+        DiffFormat::V2 { .. } => {
+            let file = File::open(&diff.path).ctx(&diff.path, "open")?;
+            let v2 = DiffFile::open(file).in_file(&diff.path)?;
+            if v2.header().block_size != digest.block_size().get() {
+                return Err(bad(format!(
+                    "its block size {} is not that of {} ({})",
+                    digest.block_size().get(),
+                    diff.path.display(),
+                    v2.header().block_size
+                )));
+            }
+            if digest.fingerprint() != Some(v2.summary().fingerprint)
+                || digest.source_size() != Some(v2.summary().source_size)
+            {
+                return Err(bad(format!(
+                    "its fingerprint or source size does not match {}",
+                    diff.path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -310,5 +410,25 @@ mod tests {
             b.sort();
             assert_eq!(after, b, "files left by a run stopped at {chunks:?}");
         }
+    }
+
+    #[test]
+    fn the_commit_records_source_size_and_block_size_with_the_callers_facts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        let facts = [("source".to_owned(), "image".to_owned())].into();
+        let image = vec![3u8; 100_000];
+        backup_with_metadata(
+            &store,
+            DumpSource::from_bytes(&image, "image"),
+            &BackupOptions::default(),
+            &facts,
+            &mut NoProgress,
+        )
+        .unwrap();
+        let m = store.read_metadata(1).unwrap().unwrap();
+        assert_eq!(m["source_size"], "100000");
+        assert_eq!(m["block_size"], "16384");
+        assert_eq!(m["source"], "image");
     }
 }

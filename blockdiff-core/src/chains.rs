@@ -18,6 +18,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use crate::error::IoContext;
+use crate::progress::Progress;
 use crate::store::GenerationStore;
 use crate::{Error, Result};
 
@@ -724,7 +725,7 @@ fn lock_holder(store: &GenerationStore) -> Result<Option<String>> {
 /// let set = ChainSet::list(&dir.path().join("db"))?;
 /// let today = CivilDate::new(2026, 11, 20)?;
 /// let plan = PrunePlan::new(&set, PrunePolicy::Keep(2), today, SystemTime::now())?;
-/// let report = plan.execute()?;
+/// let report = plan.execute(&mut blockdiff_core::NoProgress)?;
 /// assert_eq!(report.deleted.len(), 1);
 /// assert!(report.deleted[0].chain.name().ends_with("db-202609"));
 /// assert!(!dir.path().join("db-202609.1").exists());
@@ -789,7 +790,14 @@ impl PrunePlan {
     /// taken for a valid one; the `.lock` last, before the lock is let go.
     /// The files are those present now, not when the chain was listed.
     /// Stops at the first file that cannot be removed.
-    pub fn execute(self) -> Result<PruneReport> {
+    ///
+    /// Its steps, for [`Progress::at_step`]: `prune:locked` (a chain to
+    /// delete is locked, nothing removed yet), `prune:removed-ver` (its
+    /// `.ver` is gone, durably), `prune:removed-files` (all but its
+    /// `.lock`). A run killed at any of them has touched no kept chain; the
+    /// chain it was deleting has no `.ver`, and the next prune deletes the
+    /// rest of it.
+    pub fn execute(self, progress: &mut dyn Progress) -> Result<PruneReport> {
         let mut report = PruneReport::default();
         for decision in self.decisions {
             let reason = match decision.action {
@@ -810,7 +818,8 @@ impl PrunePlan {
                 }
                 Err(e) => return Err(e),
             };
-            let removed = delete_chain(&decision.chain, &store, lock)?;
+            progress.at_step("prune:locked");
+            let removed = delete_chain(&decision.chain, &store, lock, progress)?;
             report.deleted.push(DeletedChain {
                 chain: decision.chain,
                 reason,
@@ -827,6 +836,7 @@ fn delete_chain(
     chain: &PeriodChain,
     store: &GenerationStore,
     lock: crate::StoreLock,
+    progress: &mut dyn Progress,
 ) -> Result<Vec<PathBuf>> {
     let dir = store.dir();
     let ver = store.ver_path();
@@ -844,12 +854,14 @@ fn delete_chain(
     };
     remove(&ver, &mut removed)?;
     sync_dir(&dir)?;
+    progress.at_step("prune:removed-ver");
     // The files now, under the lock.
     for path in chain_files(&dir, chain.name())? {
         if path != ver && path != lock_path {
             remove(&path, &mut removed)?;
         }
     }
+    progress.at_step("prune:removed-files");
     remove(&lock_path, &mut removed)?;
     drop(lock);
     sync_dir(&dir)?;
@@ -1362,7 +1374,7 @@ mod tests {
                 holder: format!("pid {}", std::process::id())
             })
         );
-        let report = plan.execute().unwrap();
+        let report = plan.execute(&mut crate::NoProgress).unwrap();
         let deleted: Vec<&str> = report.deleted.iter().map(|d| d.chain.key()).collect();
         assert_eq!(deleted, ["202607", "202609"]);
         let july = &report.deleted[0];
@@ -1415,7 +1427,9 @@ mod tests {
         // Released, the locked chain goes on the next run.
         drop(held);
         let set = ChainSet::list(&dir.path().join("db")).unwrap();
-        let report = plan_keeping(&set, 1).execute().unwrap();
+        let report = plan_keeping(&set, 1)
+            .execute(&mut crate::NoProgress)
+            .unwrap();
         assert_eq!(report.deleted.len(), 1);
         assert_eq!(report.deleted[0].removed.len(), 11);
         assert_eq!(
@@ -1436,7 +1450,7 @@ mod tests {
         let _held = GenerationStore::new(dir.path().join("db-202609"))
             .lock()
             .unwrap();
-        let report = plan.execute().unwrap();
+        let report = plan.execute(&mut crate::NoProgress).unwrap();
         assert!(report.deleted.is_empty());
         assert!(matches!(report.kept[0].1, KeepReason::Locked { .. }));
         assert!(dir.path().join("db-202609.ver").exists());
@@ -1459,7 +1473,7 @@ mod tests {
         );
         // Not counted: the two complete ones stay.
         assert!(matches!(plan.decisions()[1].action, PruneAction::Keep(_)));
-        plan.execute().unwrap();
+        plan.execute(&mut crate::NoProgress).unwrap();
         assert!(!names(dir.path()).iter().any(|n| n.starts_with("db-202609")));
         assert!(dir.path().join("db-202610.ver").exists());
     }
@@ -1475,7 +1489,9 @@ mod tests {
         let set = ChainSet::list(&base).unwrap();
         assert_eq!(set.chains()[0].files()[0], rel.join("db-202609.1"));
         assert_eq!(set.base(), base);
-        let report = plan_keeping(&set, 1).execute().unwrap();
+        let report = plan_keeping(&set, 1)
+            .execute(&mut crate::NoProgress)
+            .unwrap();
         let removed = &report.deleted[0].removed;
         assert_eq!(removed.first().unwrap(), &rel.join("db-202609.ver"));
         assert_eq!(removed.last().unwrap(), &rel.join("db-202609.lock"));

@@ -64,7 +64,7 @@ mod store;
 mod units;
 
 pub use archive_format::{Compression, Fingerprint, FrameCompression, HashAlgorithm};
-pub use backup::{BackupOptions, BackupReport, PreparedBackup, backup};
+pub use backup::{BackupOptions, BackupReport, PreparedBackup, backup, backup_with_metadata};
 pub use block::{BlockHash, BlockHasher, BlockSize, HASH_LEN, hash_block, hash_blocks, is_zero};
 pub use chains::{
     ChainPeriod, ChainSet, CivilDate, DeleteReason, DeletedChain, KeepReason, PeriodChain,
@@ -82,6 +82,6 @@ pub use progress::{NoProgress, Notice, Progress};
 pub use rate::{Clock, RateLimiter, SystemClock, parse_rate};
 pub use restore::{RestoreOptions, RestorePlan, RestoreReport, apply_stream};
 pub use store::{
-    CommitStep, DiffFormat, DiffLocation, GenerationStore, PendingGeneration, StoreLock,
-    parse_version,
+    CORE_METADATA_KEYS, CommitStep, DiffFormat, DiffLocation, GenerationStore, PendingGeneration,
+    RepairReport, StoreLock, parse_version, repair,
 };

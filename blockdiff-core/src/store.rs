@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use std::fmt;
@@ -36,6 +37,8 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct GenerationStore {
     name: PathBuf,
+    // Set by `repair` only: the generation `NAME.ver` is taken to say.
+    assumed_current: Option<u64>,
 }
 
 /// How a generation's diff is written.
@@ -135,12 +138,51 @@ pub struct DiffLocation {
 impl GenerationStore {
     /// The store whose files start with `name`.
     pub fn new(name: impl Into<PathBuf>) -> Self {
-        GenerationStore { name: name.into() }
+        GenerationStore {
+            name: name.into(),
+            assumed_current: None,
+        }
+    }
+
+    /// The store as if `NAME.ver` said `generation` (what
+    /// [`repair`] checks before it writes `NAME.ver`).
+    fn assuming_current(&self, generation: u64) -> Self {
+        GenerationStore {
+            name: self.name.clone(),
+            assumed_current: Some(generation),
+        }
     }
 
     /// The `NAME` prefix.
     pub fn name(&self) -> &Path {
         &self.name
+    }
+
+    /// Checks that `NAME` can name a store: its last component must be a
+    /// visible file name, not empty, `.`, `..` or starting with a dot (the
+    /// store's files would be hidden files of another directory, such as
+    /// `/.ver` for `/`). `blockdiff-prune` refuses such names too.
+    pub fn check_name(&self) -> Result<()> {
+        let text = self.name.as_os_str().as_encoded_bytes();
+        let last = text.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        let why = if last.is_empty() {
+            Some("it ends with '/' and so names no file")
+        } else if last == b"." || last == b".." {
+            Some("it names a directory, not a file")
+        } else if last.starts_with(b".") {
+            Some("its file name starts with a dot (the backup's files would be hidden)")
+        } else {
+            None
+        };
+        match why {
+            None => Ok(()),
+            Some(why) => Err(Error::Chain {
+                path: self.name.clone(),
+                detail: format!(
+                    "not a backup name: {why}; give a path prefix such as /var/backup/db"
+                ),
+            }),
+        }
     }
 
     fn with_suffix(&self, suffix: &str) -> PathBuf {
@@ -162,41 +204,72 @@ impl GenerationStore {
         self.with_suffix(".ver")
     }
 
-    /// `NAME.N.meta.json`: facts about how generation N was made (its
-    /// source, snapshot, freeze window, the database's binary-log position),
-    /// a flat JSON object of strings. Not part of the generation's data: a
-    /// restore does not need it.
+    /// `NAME.ver.tmp`: during a commit, the intent that vouches for the
+    /// files of the generation it names (see [`PendingGeneration::commit`]).
+    pub fn intent_path(&self) -> PathBuf {
+        tmp_path(&self.ver_path())
+    }
+
+    /// `NAME.N.meta.json`: facts about generation N, a flat JSON object of
+    /// strings: always `source_size` (bytes) and `block_size`, written with
+    /// the generation's commit, then how it was made (its source, snapshot,
+    /// freeze window, the database's binary-log position), added by the
+    /// tools after it. A restore does not need it.
     pub fn metadata_path(&self, generation: u64) -> PathBuf {
         self.with_suffix(&format!(".{generation}.meta.json"))
     }
 
-    /// Writes generation `generation`'s metadata atomically (temporary
-    /// file, fsync, rename, directory fsync).
+    /// Adds `facts` to committed generation `generation`'s metadata (the
+    /// keys the commit recorded, `source_size` and `block_size`, keep
+    /// their values), atomically: a new temporary file, fsync, rename,
+    /// directory fsync.
+    pub fn add_metadata(&self, generation: u64, facts: &BTreeMap<String, String>) -> Result<()> {
+        let mut metadata = self.read_metadata(generation)?.unwrap_or_default();
+        for (k, v) in facts {
+            if !CORE_METADATA_KEYS.contains(&k.as_str()) || !metadata.contains_key(k) {
+                metadata.insert(k.clone(), v.clone());
+            }
+        }
+        self.write_metadata(generation, &metadata)
+    }
+
+    /// Replaces generation `generation`'s metadata by `metadata`,
+    /// atomically (a new temporary file, fsync, rename, directory fsync).
+    /// [`add_metadata`](Self::add_metadata) keeps what the commit
+    /// recorded; this does not.
     pub fn write_metadata(
         &self,
         generation: u64,
         metadata: &BTreeMap<String, String>,
     ) -> Result<()> {
         let path = self.metadata_path(generation);
-        let tmp = self.with_suffix(&format!(".{generation}.meta.json.tmp"));
-        let mut text = serde_json::to_string_pretty(metadata).unwrap_or_default();
-        text.push('\n');
-        let mut file = File::create(&tmp).ctx(&tmp, "create")?;
-        file.write_all(text.as_bytes()).ctx(&tmp, "write")?;
-        file.sync_all().ctx(&tmp, "fsync")?;
-        drop(file);
-        fs::rename(&tmp, &path).ctx(&path, "rename into place")?;
+        let tmp = tmp_path(&path);
+        remove_if_present(&tmp)?;
+        let written = (|| {
+            let mut file = self.create_new(&tmp)?;
+            file.write_all(metadata_text(metadata).as_bytes())
+                .ctx(&tmp, "write")?;
+            file.sync_all().ctx(&tmp, "fsync")?;
+            drop(file);
+            fs::rename(&tmp, &path).ctx(&path, "rename into place")
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
         sync_dir(&self.dir())
     }
 
     /// Generation `generation`'s metadata, or `None` if it has none (made
-    /// by the original tool, or by a run that stopped after its commit).
+    /// by the original tool or by an earlier version of this one).
     pub fn read_metadata(&self, generation: u64) -> Result<Option<BTreeMap<String, String>>> {
         let path = self.metadata_path(generation);
-        let text = match fs::read(&path) {
-            Ok(t) => t,
+        let mut text = Vec::new();
+        match open_nofollow(&path) {
+            // Metadata is small: a bigger file is not one.
+            Ok(f) => f.take(1 << 20).read_to_end(&mut text).ctx(&path, "read")?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).ctx(&path, "read"),
+            Err(e) => return Err(e).ctx(&path, "open"),
         };
         serde_json::from_slice(&text)
             .map(Some)
@@ -225,7 +298,7 @@ impl GenerationStore {
     }
 
     /// The digest of a generation, whichever format exists; an error if
-    /// neither or both do.
+    /// neither or both do (naming the digest the chain's format has).
     pub fn find_digest(&self, generation: u64) -> Result<(PathBuf, DigestFormat)> {
         let mut found = Vec::new();
         for format in [DigestFormat::Legacy, DigestFormat::V2] {
@@ -238,11 +311,20 @@ impl GenerationStore {
         }
         match found.len() {
             1 => Ok(found.remove(0)),
-            0 => Err(Error::MissingGeneration {
-                path: self.digest_path(generation, DigestFormat::Legacy),
-                generation,
-                reason: "its digest (.md5 or .digest) does not exist".into(),
-            }),
+            0 => {
+                // Name the digest of the chain's format: that of this
+                // generation's diff, else of any other generation's.
+                let others = self.generation_files().unwrap_or_default();
+                let format = std::iter::once(generation)
+                    .chain(others.into_keys())
+                    .find_map(|g| self.find_diff(g).ok())
+                    .map_or(DigestFormat::Legacy, |d| d.format.digest_format());
+                Err(Error::MissingGeneration {
+                    path: self.digest_path(generation, format),
+                    generation,
+                    reason: "its digest does not exist".into(),
+                })
+            }
             _ => Err(Error::Chain {
                 path: found[1].0.clone(),
                 detail: format!(
@@ -253,24 +335,22 @@ impl GenerationStore {
     }
 
     /// The last committed generation, from `NAME.ver`; `None` when there is
-    /// no `NAME.ver` yet.
+    /// no `NAME.ver` yet. `NAME.ver` is not followed if it is a symbolic
+    /// link (an error).
     pub fn current_generation(&self) -> Result<Option<u64>> {
-        let path = self.ver_path();
-        let mut text = Vec::new();
-        match File::open(&path) {
-            Ok(f) => {
-                // A generation number is short: read at most 64 bytes.
-                f.take(64).read_to_end(&mut text).ctx(&path, "read")?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).ctx(&path, "open"),
+        if let Some(g) = self.assumed_current {
+            return Ok(Some(g));
         }
-        parse_version(&text)
-            .map(Some)
-            .ok_or_else(|| Error::BadVersionFile {
-                path,
-                content: String::from_utf8_lossy(&text[..text.len().min(40)]).into_owned(),
-            })
+        let path = self.ver_path();
+        match read_small(&path)? {
+            None => Ok(None),
+            Some(text) => parse_version(&text)
+                .map(Some)
+                .ok_or_else(|| Error::BadVersionFile {
+                    path,
+                    content: String::from_utf8_lossy(&text[..text.len().min(40)]).into_owned(),
+                }),
+        }
     }
 
     /// The diff file of a generation: `NAME.N` or `NAME.N.gz`, whichever
@@ -305,16 +385,79 @@ impl GenerationStore {
         }
     }
 
+    /// The files named like committed files of this store (`NAME.N`,
+    /// `NAME.N.gz`, `NAME.N.md5`, `NAME.N.digest`, `NAME.N.meta.json`),
+    /// by generation.
+    pub fn generation_files(&self) -> Result<BTreeMap<u64, Vec<PathBuf>>> {
+        let dir = self.dir();
+        let stem = self.name.file_name().unwrap_or_default().as_encoded_bytes();
+        let mut found: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+            Err(e) => return Err(e).ctx(&dir, "read directory"),
+        };
+        for entry in entries {
+            let entry = entry.ctx(&dir, "read directory")?;
+            let file_name = entry.file_name();
+            let Some(rest) = file_name.as_encoded_bytes().strip_prefix(stem) else {
+                continue;
+            };
+            let Some(rest) = rest.strip_prefix(b".") else {
+                continue;
+            };
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            let (number, suffix) = rest.split_at(digits);
+            if digits == 0 || !matches!(suffix, b"" | b".gz" | b".md5" | b".digest" | b".meta.json")
+            {
+                continue;
+            }
+            let Some(n) = std::str::from_utf8(number)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            // `rest` is ASCII here: digits and one of the suffixes.
+            let suffix = format!(".{}", String::from_utf8_lossy(rest));
+            found.entry(n).or_default().push(self.with_suffix(&suffix));
+        }
+        for files in found.values_mut() {
+            files.sort();
+        }
+        Ok(found)
+    }
+
     /// Takes the store's lock, failing at once if another run holds it.
+    /// `NAME.lock` is created 0600 if missing; a symbolic link, a hard
+    /// link or anything but a regular file there is refused, never
+    /// written through.
     pub fn lock(&self) -> Result<StoreLock> {
+        self.check_name()?;
         let path = self.lock_path();
-        let mut file = OpenOptions::new()
+        let refuse = || {
+            Error::Chain {
+            path: path.clone(),
+            detail: "the lock file is not a plain file of its own (a symbolic link, hard link or device was put there?); nothing was written: remove it if no backup is running".into(),
+        }
+        };
+        let mut file = match OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(self.file_mode())
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(&path)
-            .ctx(&path, "open lock file")?;
+        {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(refuse()),
+            Err(e) => return Err(e).ctx(&path, "open lock file"),
+        };
+        let meta = file.metadata().ctx(&path, "stat lock file")?;
+        if !meta.is_file() || meta.nlink() != 1 {
+            return Err(refuse());
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -338,9 +481,41 @@ impl GenerationStore {
         Ok(StoreLock { _file: file, path })
     }
 
-    /// Starts generation `current + 1` under `lock`: removes what an
-    /// interrupted run may have left for it, and creates its temporary diff
-    /// and digest files.
+    /// The mode of new files: 0600, or 0640 when the store's directory is
+    /// setgid (an operator's backup group, which new files then get).
+    fn file_mode(&self) -> u32 {
+        match fs::metadata(self.dir()) {
+            Ok(m) if m.mode() & 0o2000 != 0 => 0o640,
+            _ => 0o600,
+        }
+    }
+
+    fn create_new(&self, path: &Path) -> Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(self.file_mode())
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .ctx(path, "create")
+    }
+
+    /// Starts generation `current + 1` under `lock`, after dealing with
+    /// what an interrupted run left:
+    ///
+    /// - its temporaries (`NAME.K.tmp`, `NAME.K.gz.tmp`, `NAME.K.md5.tmp`,
+    ///   `NAME.K.digest.tmp`, `NAME.K.meta.json.tmp`, `NAME.ver.tmp`, and
+    ///   `NAME.C.meta.json.tmp` of the current generation C) are removed;
+    /// - if `NAME.ver.tmp` names K = current + 1 and no file is named for
+    ///   a later generation, the files of generation K are that run's
+    ///   interrupted commit and are removed (the intent is removed last);
+    /// - any other file named for a generation after the current one (or
+    ///   any generation at all when there is no `NAME.ver`, or it says 0)
+    ///   is not this tool's to remove: the run fails, naming them and
+    ///   `blockdiff-repair`, and removes nothing.
+    ///
+    /// Then it creates the new generation's temporary diff and digest
+    /// (step `backup:begun`: the store is locked and the run has begun).
     pub fn begin(
         &self,
         lock: &StoreLock,
@@ -354,32 +529,66 @@ impl GenerationStore {
                 self.name.display()
             )));
         }
-        let current = self.current_generation()?;
-        let generation = current.unwrap_or(0) + 1;
-        // Anything named after the next generation is uncommitted: a run
-        // that died before updating NAME.ver left it.
-        let diff_path = self.diff_path(generation, format);
-        let digest_path = self.digest_path(generation, format.digest_format());
-        let diff_tmp = tmp_path(&diff_path);
-        let digest_tmp = tmp_path(&digest_path);
-        let mut leftovers = vec![tmp_path(&self.ver_path())];
-        for name in [
-            self.diff_path(generation, DiffFormat::Legacy(Compression::None)),
-            self.diff_path(generation, DiffFormat::Legacy(Compression::Gzip)),
-            self.digest_path(generation, DigestFormat::Legacy),
-            self.digest_path(generation, DigestFormat::V2),
-        ] {
-            leftovers.push(tmp_path(&name));
-            leftovers.push(name);
-        }
-        for path in leftovers {
-            match fs::remove_file(&path) {
-                Ok(()) => progress.notice(Notice::RemovedLeftover { path }),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).ctx(&path, "remove leftover"),
+        let current = self.current_generation()?.unwrap_or(0);
+        let generation = current + 1;
+        let intent_path = self.intent_path();
+        let intent = match read_small(&intent_path) {
+            Ok(Some(text)) => parse_version(&text),
+            Ok(None) => None,
+            // A link or anything else unreadable there vouches for nothing
+            // (and is removed below: the name is a temporary's).
+            Err(_) => None,
+        };
+        let mut beyond = self.generation_files()?;
+        beyond.retain(|&g, _| g > current);
+        // The intent vouches only for a store in the state its commit
+        // leaves: nothing beyond generation K.
+        if intent == Some(generation)
+            && beyond.keys().all(|&g| g == generation)
+            && let Some(files) = beyond.remove(&generation)
+        {
+            progress.at_step("backup:remove-interrupted");
+            for path in files {
+                remove_leftover(path, progress)?;
             }
         }
-        let diff = create_new(&diff_tmp)?;
+        if let Some((&first, files)) = beyond.iter().next() {
+            let last = *beyond.keys().last().unwrap_or(&first);
+            let which = if first == last {
+                format!("generation {first}")
+            } else {
+                format!("generations {first}\u{2013}{last}")
+            };
+            let ver = self.ver_path();
+            let state = if current == 0 {
+                format!("has {which} but no {} (or it says 0)", file_name_of(&ver))
+            } else {
+                format!(
+                    "has files of {which} beyond its last committed generation {current} ({}), left by a run of the original blockdiff_backup that was killed, or {} was rolled back",
+                    file_name_of(&ver),
+                    file_name_of(&ver)
+                )
+            };
+            return Err(Error::Chain {
+                path: files[0].clone(),
+                detail: format!(
+                    "chain {} {state}; nothing was removed: run 'blockdiff-repair {}' to rebuild {} from the generations that verify",
+                    self.name.display(),
+                    self.name.display(),
+                    file_name_of(&ver)
+                ),
+            });
+        }
+        let diff_path = self.diff_path(generation, format);
+        let digest_path = self.digest_path(generation, format.digest_format());
+        let meta_path = self.metadata_path(generation);
+        for path in self.temporaries(current) {
+            remove_leftover(path, progress)?;
+        }
+        let diff_tmp = tmp_path(&diff_path);
+        let digest_tmp = tmp_path(&digest_path);
+        let meta_tmp = tmp_path(&meta_path);
+        let diff = self.create_new(&diff_tmp)?;
         let compression = match format {
             DiffFormat::Legacy(c) => c,
             DiffFormat::V2 { .. } => Compression::None,
@@ -390,8 +599,10 @@ impl GenerationStore {
             format,
             diff_path,
             digest_path,
+            meta_path,
             diff_tmp,
             digest_tmp,
+            meta_tmp,
             // Writes at least as large as the buffer (most v2 frames) go
             // to the file without a copy through it.
             diff: Some(compression.writer(BufWriter::with_capacity(128 << 10, diff))),
@@ -400,10 +611,173 @@ impl GenerationStore {
         };
         pending.digest = Some(BufWriter::with_capacity(
             256 << 10,
-            create_new(&pending.digest_tmp)?,
+            self.create_new(&pending.digest_tmp)?,
         ));
+        progress.at_step("backup:begun");
         Ok(pending)
     }
+
+    /// Every temporary name a backup run can create when `current` is
+    /// the last committed generation, the intent last.
+    fn temporaries(&self, current: u64) -> Vec<PathBuf> {
+        let next = current + 1;
+        let mut names = vec![
+            self.diff_path(next, DiffFormat::Legacy(Compression::None)),
+            self.diff_path(next, DiffFormat::Legacy(Compression::Gzip)),
+            self.digest_path(next, DigestFormat::Legacy),
+            self.digest_path(next, DigestFormat::V2),
+            self.metadata_path(next),
+        ];
+        if current > 0 {
+            names.push(self.metadata_path(current));
+        }
+        let mut tmps: Vec<PathBuf> = names.iter().map(|p| tmp_path(p)).collect();
+        tmps.push(self.intent_path());
+        tmps
+    }
+}
+
+/// The keys the commit records in every generation's metadata.
+pub const CORE_METADATA_KEYS: [&str; 2] = ["source_size", "block_size"];
+
+/// What [`repair`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    /// What `NAME.ver` said before (`None`: missing or unreadable).
+    pub previous: Option<u64>,
+    /// The last generation k such that 1..=k restores and verifies, 0 if
+    /// none does.
+    pub verified: u64,
+    /// Generations after `verified` that have files, with why the newest
+    /// of them does not verify; none is removed.
+    pub beyond: Vec<(u64, Vec<PathBuf>)>,
+    /// Why generation `verified + 1` (the first beyond) did not verify.
+    pub first_failure: Option<String>,
+    /// Whether `NAME.ver` was written (false with `dry_run`, or when it
+    /// already said `verified`).
+    pub written: bool,
+}
+
+/// Rebuilds `NAME.ver` from what verifies: finds the newest generation k
+/// such that generations 1..=k restore and check against k's digest (the
+/// same check as `blockdiff-restore --verify-only`), and, unless
+/// `dry_run`, writes `NAME.ver` = k crash-safely under the store's lock.
+/// It removes nothing: files of generations after k are reported.
+pub fn repair(
+    store: &GenerationStore,
+    dry_run: bool,
+    progress: &mut dyn Progress,
+) -> Result<RepairReport> {
+    let lock = store.lock()?;
+    let previous = store.current_generation().ok().flatten();
+    let files = store.generation_files()?;
+    let mut verified = 0;
+    let mut first_failure = None;
+    for &k in files.keys().rev() {
+        let plan = crate::RestorePlan::new(
+            &store.assuming_current(k),
+            &crate::RestoreOptions {
+                generation: Some(k),
+                verify: true,
+            },
+        );
+        match plan.and_then(|p| p.verify(progress)) {
+            Ok(_) => {
+                verified = k;
+                break;
+            }
+            Err(e) => first_failure = Some(format!("generation {k}: {e}")),
+        }
+    }
+    let beyond: Vec<(u64, Vec<PathBuf>)> =
+        files.into_iter().filter(|&(g, _)| g > verified).collect();
+    if beyond.is_empty() {
+        first_failure = None;
+    }
+    let mut written = false;
+    if !dry_run && previous != Some(verified) {
+        let ver = store.ver_path();
+        let tmp = store.intent_path();
+        remove_if_present(&tmp)?;
+        let result = (|| {
+            let mut f = store.create_new(&tmp)?;
+            writeln!(f, "{verified}").ctx(&tmp, "write")?;
+            f.sync_all().ctx(&tmp, "fsync")?;
+            drop(f);
+            progress.at_step("repair:rename-ver");
+            fs::rename(&tmp, &ver).ctx(&ver, "replace")
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result?;
+        sync_dir(&store.dir())?;
+        written = true;
+    }
+    drop(lock);
+    Ok(RepairReport {
+        previous,
+        verified,
+        beyond,
+        first_failure,
+        written,
+    })
+}
+
+fn file_name_of(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+fn metadata_text(metadata: &BTreeMap<String, String>) -> String {
+    let mut text = serde_json::to_string_pretty(metadata).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Opens `path` for reading without following a symbolic link there.
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+}
+
+/// At most 64 bytes of a small file (`NAME.ver`, `NAME.ver.tmp`), not
+/// following a link; `None` if it does not exist.
+fn read_small(path: &Path) -> Result<Option<Vec<u8>>> {
+    let mut text = Vec::new();
+    match open_nofollow(path) {
+        Ok(f) => {
+            if !f.metadata().ctx(path, "stat")?.is_file() {
+                return Err(Error::Chain {
+                    path: path.to_owned(),
+                    detail: "not a regular file".into(),
+                });
+            }
+            f.take(64).read_to_end(&mut text).ctx(path, "read")?;
+            Ok(Some(text))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).ctx(path, "open"),
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).ctx(path, "remove leftover"),
+    }
+}
+
+fn remove_leftover(path: PathBuf, progress: &mut dyn Progress) -> Result<()> {
+    if remove_if_present(&path)? {
+        progress.notice(Notice::RemovedLeftover { path });
+    }
+    Ok(())
 }
 
 /// Parses the text of a `.ver` file: decimal digits, then optional white
@@ -420,14 +794,6 @@ fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".tmp");
     PathBuf::from(s)
-}
-
-fn create_new(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .ctx(path, "create")
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -451,30 +817,71 @@ impl StoreLock {
     }
 }
 
-/// The steps of a commit, in order. A failure at any of them leaves every
-/// committed generation intact.
+/// The steps of a commit, in order. A failure, or kill -9, at any of them
+/// leaves every committed generation intact; each is also a step of
+/// [`Progress::at_step`], named `backup:…`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CommitStep {
-    /// Flush and fsync the temporary diff.
+    /// Flush and fsync the temporary diff (`backup:sync-diff`).
     SyncDiff,
-    /// Flush and fsync the temporary digest.
+    /// Flush and fsync the temporary digest (`backup:sync-digest`).
     SyncDigest,
-    /// Rename the diff into place.
+    /// Write and fsync the temporary metadata (`backup:write-meta`).
+    WriteMetadata,
+    /// Write and fsync the intent `NAME.ver.tmp`, naming the new
+    /// generation, and fsync the directory (`backup:write-intent`).
+    WriteIntent,
+    /// Rename the diff into place (`backup:rename-diff`).
     RenameDiff,
-    /// Rename the digest into place.
+    /// Rename the digest into place (`backup:rename-digest`).
     RenameDigest,
-    /// Write and fsync `NAME.ver.tmp`.
-    WriteVersion,
-    /// Rename `NAME.ver.tmp` over `NAME.ver`: the commit point.
+    /// Rename the metadata into place and fsync the directory
+    /// (`backup:rename-meta`).
+    RenameMetadata,
+    /// Rename `NAME.ver.tmp` over `NAME.ver`: the commit point
+    /// (`backup:rename-ver`).
     RenameVersion,
-    /// Fsync the directory, making the commit durable.
+    /// Fsync the directory, making the commit durable (`backup:sync-dir`).
     SyncDirectory,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl CommitStep {
+    /// Every step, in order.
+    pub const ALL: [CommitStep; 9] = [
+        CommitStep::SyncDiff,
+        CommitStep::SyncDigest,
+        CommitStep::WriteMetadata,
+        CommitStep::WriteIntent,
+        CommitStep::RenameDiff,
+        CommitStep::RenameDigest,
+        CommitStep::RenameMetadata,
+        CommitStep::RenameVersion,
+        CommitStep::SyncDirectory,
+    ];
+
+    /// The step's name for [`Progress::at_step`].
+    pub fn name(self) -> &'static str {
+        match self {
+            CommitStep::SyncDiff => "backup:sync-diff",
+            CommitStep::SyncDigest => "backup:sync-digest",
+            CommitStep::WriteMetadata => "backup:write-meta",
+            CommitStep::WriteIntent => "backup:write-intent",
+            CommitStep::RenameDiff => "backup:rename-diff",
+            CommitStep::RenameDigest => "backup:rename-digest",
+            CommitStep::RenameMetadata => "backup:rename-meta",
+            CommitStep::RenameVersion => "backup:rename-ver",
+            CommitStep::SyncDirectory => "backup:sync-dir",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Stage {
+    /// Only temporaries exist.
     Writing,
-    Renamed,
+    /// `NAME.ver.tmp` names this generation: files at its final names
+    /// may exist and are ours.
+    Intent,
     Committed,
 }
 
@@ -487,8 +894,10 @@ pub struct PendingGeneration {
     format: DiffFormat,
     diff_path: PathBuf,
     digest_path: PathBuf,
+    meta_path: PathBuf,
     diff_tmp: PathBuf,
     digest_tmp: PathBuf,
+    meta_tmp: PathBuf,
     diff: Option<CompressedWriter<BufWriter<File>>>,
     digest: Option<BufWriter<File>>,
     stage: Stage,
@@ -523,11 +932,21 @@ impl PendingGeneration {
         )
     }
 
-    /// Makes the generation durable and current: fsync both files, rename
-    /// them into place, then replace `NAME.ver` by write-temp, fsync,
-    /// rename and directory fsync. Returns the generation number.
-    pub fn commit(mut self) -> Result<u64> {
-        self.commit_steps(&mut |_| Ok(()))
+    /// Makes the generation durable and current, with `metadata` as its
+    /// `NAME.N.meta.json`: fsync the diff, digest and metadata
+    /// temporaries; write the intent `NAME.ver.tmp` (the generation
+    /// number) and fsync the directory; rename the three files into
+    /// place and fsync the directory; rename `NAME.ver.tmp` over
+    /// `NAME.ver` (the commit point) and fsync the directory. A run that
+    /// stops before the commit point is undone by the next one, which the
+    /// intent tells that the renamed files are its own. Returns the
+    /// generation number.
+    pub fn commit(
+        mut self,
+        metadata: &BTreeMap<String, String>,
+        progress: &mut dyn Progress,
+    ) -> Result<u64> {
+        self.commit_steps(metadata, progress, &mut |_| Ok(()))
     }
 
     /// The commit, calling `before` ahead of every step; an error from it
@@ -535,15 +954,17 @@ impl PendingGeneration {
     /// failure at each step through it.
     fn commit_steps(
         &mut self,
+        metadata: &BTreeMap<String, String>,
+        progress: &mut dyn Progress,
         before: &mut dyn FnMut(CommitStep) -> io::Result<()>,
     ) -> Result<u64> {
         let dir = self.store.dir();
-        let step =
-            |s: CommitStep, path: &Path, before: &mut dyn FnMut(CommitStep) -> io::Result<()>| {
-                before(s).ctx(path, "commit (injected failure)")
-            };
+        let mut step = |s: CommitStep, path: &Path| {
+            progress.at_step(s.name());
+            before(s).ctx(path, "commit (injected failure)")
+        };
 
-        step(CommitStep::SyncDiff, &self.diff_tmp, before)?;
+        step(CommitStep::SyncDiff, &self.diff_tmp)?;
         let diff = self.diff.take().expect("writers live until commit");
         let file = diff
             .finish()
@@ -552,7 +973,7 @@ impl PendingGeneration {
         file.sync_all().ctx(&self.diff_tmp, "fsync")?;
         drop(file);
 
-        step(CommitStep::SyncDigest, &self.digest_tmp, before)?;
+        step(CommitStep::SyncDigest, &self.digest_tmp)?;
         let digest = self.digest.take().expect("writers live until commit");
         let file = digest
             .into_inner()
@@ -561,36 +982,40 @@ impl PendingGeneration {
         file.sync_all().ctx(&self.digest_tmp, "fsync")?;
         drop(file);
 
-        self.stage = Stage::Renamed;
-        step(CommitStep::RenameDiff, &self.diff_path, before)?;
-        fs::rename(&self.diff_tmp, &self.diff_path).ctx(&self.diff_path, "rename into place")?;
-        step(CommitStep::RenameDigest, &self.digest_path, before)?;
-        fs::rename(&self.digest_tmp, &self.digest_path)
-            .ctx(&self.digest_path, "rename into place")?;
+        step(CommitStep::WriteMetadata, &self.meta_tmp)?;
+        let mut file = self.store.create_new(&self.meta_tmp)?;
+        file.write_all(metadata_text(metadata).as_bytes())
+            .ctx(&self.meta_tmp, "write")?;
+        file.sync_all().ctx(&self.meta_tmp, "fsync")?;
+        drop(file);
 
         let ver = self.store.ver_path();
-        let ver_tmp = tmp_path(&ver);
-        step(CommitStep::WriteVersion, &ver_tmp, before)?;
-        let result = (|| {
-            // The renamed files must be durable before NAME.ver names them.
-            sync_dir(&dir)?;
-            let mut f = create_new(&ver_tmp)?;
-            writeln!(f, "{}", self.generation).ctx(&ver_tmp, "write")?;
-            f.sync_all().ctx(&ver_tmp, "fsync")
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&ver_tmp);
-            return Err(e);
-        }
-        if let Err(e) = step(CommitStep::RenameVersion, &ver, before)
-            .and_then(|()| fs::rename(&ver_tmp, &ver).ctx(&ver, "replace"))
-        {
-            let _ = fs::remove_file(&ver_tmp);
-            return Err(e);
-        }
+        let intent = self.store.intent_path();
+        step(CommitStep::WriteIntent, &intent)?;
+        let mut f = self.store.create_new(&intent)?;
+        // From here the files at the final names are this run's, and the
+        // intent says so to the next run.
+        self.stage = Stage::Intent;
+        writeln!(f, "{}", self.generation).ctx(&intent, "write")?;
+        f.sync_all().ctx(&intent, "fsync")?;
+        drop(f);
+        sync_dir(&dir)?;
+
+        step(CommitStep::RenameDiff, &self.diff_path)?;
+        fs::rename(&self.diff_tmp, &self.diff_path).ctx(&self.diff_path, "rename into place")?;
+        step(CommitStep::RenameDigest, &self.digest_path)?;
+        fs::rename(&self.digest_tmp, &self.digest_path)
+            .ctx(&self.digest_path, "rename into place")?;
+        step(CommitStep::RenameMetadata, &self.meta_path)?;
+        fs::rename(&self.meta_tmp, &self.meta_path).ctx(&self.meta_path, "rename into place")?;
+        // The renamed files must be durable before NAME.ver names them.
+        sync_dir(&dir)?;
+
+        step(CommitStep::RenameVersion, &ver)?;
+        fs::rename(&intent, &ver).ctx(&ver, "replace")?;
         // From here the generation is current: nothing may remove it.
         self.stage = Stage::Committed;
-        step(CommitStep::SyncDirectory, &dir, before)?;
+        step(CommitStep::SyncDirectory, &dir)?;
         sync_dir(&dir)?;
         Ok(self.generation)
     }
@@ -604,13 +1029,21 @@ impl Drop for PendingGeneration {
         // Close the files before removing them.
         self.diff = None;
         self.digest = None;
-        let mut remove = vec![&self.diff_tmp, &self.digest_tmp];
-        if self.stage == Stage::Renamed {
-            remove.push(&self.diff_path);
-            remove.push(&self.digest_path);
+        let mut all_removed = true;
+        let mut remove = vec![&self.diff_tmp, &self.digest_tmp, &self.meta_tmp];
+        if self.stage == Stage::Intent {
+            remove.extend([&self.diff_path, &self.digest_path, &self.meta_path]);
         }
         for path in remove {
-            let _ = fs::remove_file(path);
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => all_removed = false,
+                _ => {}
+            }
+        }
+        // The intent goes last, and only once the files it vouches for
+        // are gone: the next run finishes the job otherwise.
+        if self.stage == Stage::Intent && all_removed {
+            let _ = fs::remove_file(self.store.intent_path());
         }
     }
 }
@@ -644,7 +1077,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        store.write_metadata(1, &meta).unwrap();
+        store.add_metadata(1, &meta).unwrap();
         assert_eq!(store.read_metadata(1).unwrap(), Some(meta));
         assert!(store.metadata_path(1).ends_with("db.1.meta.json"));
         fs::write(store.metadata_path(2), "[1, 2]").unwrap();
@@ -721,7 +1154,8 @@ mod tests {
                 Ok(())
             }
         };
-        let result = pending.commit_steps(&mut inject);
+        let meta: BTreeMap<String, String> = [("n".to_owned(), generation.to_string())].into();
+        let result = pending.commit_steps(&meta, &mut NoProgress, &mut inject);
         if crash {
             // Die at the step: no clean-up runs, as after SIGKILL.
             std::mem::forget(pending);
@@ -736,18 +1170,12 @@ mod tests {
             assert_eq!(diff, format!("diff {g}").as_bytes());
             let digest = fs::read(store.digest_path(g, DigestFormat::Legacy)).unwrap();
             assert_eq!(digest, format!("digest {g}").as_bytes());
+            let meta = store.read_metadata(g).unwrap().unwrap();
+            assert_eq!(meta["n"], g.to_string());
         }
     }
 
-    const STEPS: [CommitStep; 7] = [
-        CommitStep::SyncDiff,
-        CommitStep::SyncDigest,
-        CommitStep::RenameDiff,
-        CommitStep::RenameDigest,
-        CommitStep::WriteVersion,
-        CommitStep::RenameVersion,
-        CommitStep::SyncDirectory,
-    ];
+    const STEPS: [CommitStep; 9] = CommitStep::ALL;
 
     #[test]
     fn failure_at_each_step_keeps_committed_generations() {
@@ -773,7 +1201,16 @@ mod tests {
             left.sort();
             assert_eq!(
                 left,
-                ["db.1", "db.1.md5", "db.2", "db.2.md5", "db.lock", "db.ver"],
+                [
+                    "db.1",
+                    "db.1.md5",
+                    "db.1.meta.json",
+                    "db.2",
+                    "db.2.md5",
+                    "db.2.meta.json",
+                    "db.lock",
+                    "db.ver"
+                ],
                 "{step:?}"
             );
             // And the next run succeeds.
@@ -814,5 +1251,202 @@ mod tests {
                 .collect();
             assert!(tmp.is_empty(), "{step:?}: {tmp:?}");
         }
+    }
+
+    #[test]
+    fn begin_removes_only_what_an_intent_vouches_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        attempt(&store, None, false).unwrap();
+        attempt(&store, None, false).unwrap();
+        let names = |d: &Path| {
+            let mut v: Vec<_> = fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        // NAME.3 with no intent: reported, kept.
+        fs::write(dir.path().join("db.3"), b"not ours").unwrap();
+        let before = names(dir.path());
+        let e = attempt(&store, None, false).unwrap_err().to_string();
+        assert!(
+            e.contains("db.3")
+                && e.contains("beyond its last committed generation 2")
+                && e.contains("nothing was removed")
+                && e.contains("blockdiff-repair"),
+            "{e}"
+        );
+        assert_eq!(names(dir.path()), before);
+        assert_eq!(fs::read(dir.path().join("db.3")).unwrap(), b"not ours");
+        // An intent for another generation vouches for nothing.
+        fs::write(store.intent_path(), "4\n").unwrap();
+        assert!(attempt(&store, None, false).is_err());
+        assert_eq!(fs::read(dir.path().join("db.3")).unwrap(), b"not ours");
+        // The intent for generation 3: an interrupted commit, removed.
+        fs::write(store.intent_path(), "3\n").unwrap();
+        assert_eq!(attempt(&store, None, false).unwrap(), 3);
+        committed_state(&store, 3);
+        // No NAME.ver (or 0) with generations: reported, never removed.
+        for ver in [None, Some("0\n")] {
+            match ver {
+                None => fs::remove_file(store.ver_path()).unwrap(),
+                Some(t) => fs::write(store.ver_path(), t).unwrap(),
+            }
+            let e = attempt(&store, None, false).unwrap_err().to_string();
+            assert!(
+                e.contains("has generations 1\u{2013}3 but no db.ver"),
+                "{e}"
+            );
+            fs::write(store.ver_path(), "3\n").unwrap();
+            committed_state(&store, 3);
+            if ver.is_some() {
+                continue;
+            }
+            fs::remove_file(store.ver_path()).unwrap();
+        }
+        // An intent for generation 4 with files of generation 5 too: the
+        // store is not as a commit leaves it, and nothing is removed.
+        fs::write(store.intent_path(), "4\n").unwrap();
+        fs::write(dir.path().join("db.4"), b"interrupted").unwrap();
+        fs::write(dir.path().join("db.5"), b"not ours").unwrap();
+        let e = attempt(&store, None, false).unwrap_err().to_string();
+        assert!(e.contains("generations 4\u{2013}5"), "{e}");
+        assert!(dir.path().join("db.4").exists() && store.intent_path().exists());
+        fs::remove_file(dir.path().join("db.5")).unwrap();
+        assert_eq!(attempt(&store, None, false).unwrap(), 4);
+        committed_state(&store, 4);
+    }
+
+    #[test]
+    fn check_name_refuses_names_of_hidden_files() {
+        for bad in [
+            "/",
+            "",
+            "store/",
+            "store/.",
+            "store/..",
+            ".",
+            "..",
+            "store/.db",
+            ".db",
+        ] {
+            let e = GenerationStore::new(bad)
+                .check_name()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not a backup name"), "{bad:?}: {e}");
+        }
+        for good in ["db", "/var/backup/db", "store/db.2026", "./db"] {
+            GenerationStore::new(good).check_name().unwrap();
+        }
+    }
+
+    #[test]
+    fn missing_digest_is_named_in_the_chains_format() {
+        use crate::{BackupOptions, DumpSource, backup};
+        let dir = tempfile::tempdir().unwrap();
+        for (name, format, digest, other) in [
+            ("h", DiffFormat::default(), "h.1.digest", "h.1.md5"),
+            (
+                "l",
+                DiffFormat::Legacy(Compression::None),
+                "l.1.md5",
+                "l.1.digest",
+            ),
+        ] {
+            let store = GenerationStore::new(dir.path().join(name));
+            let options = BackupOptions {
+                format: Some(format),
+                ..BackupOptions::default()
+            };
+            let image = vec![1u8; 10_000];
+            for _ in 0..2 {
+                backup(
+                    &store,
+                    DumpSource::from_bytes(&image, "image"),
+                    &options,
+                    &mut NoProgress,
+                )
+                .unwrap();
+            }
+            fs::remove_file(dir.path().join(digest)).unwrap();
+            let e = store.find_digest(1).unwrap_err().to_string();
+            assert!(e.contains(digest) && !e.contains(other), "{e}");
+            // Generation 1's diff gone too, as after a hand-made clean-up:
+            // named after another generation's format.
+            fs::remove_file(store.find_diff(1).unwrap().path).unwrap();
+            let e = store.find_digest(1).unwrap_err().to_string();
+            assert!(e.contains(digest) && !e.contains(other), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_lock_refuses_links_and_never_writes_through_them() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        symlink(&victim, store.lock_path()).unwrap();
+        let e = store.lock().unwrap_err().to_string();
+        assert!(
+            e.contains("db.lock") && e.contains("not a plain file"),
+            "{e}"
+        );
+        fs::remove_file(store.lock_path()).unwrap();
+        fs::hard_link(&victim, store.lock_path()).unwrap();
+        assert!(store.lock().is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn new_files_are_0600_or_0640_in_a_setgid_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        attempt(&store, None, false).unwrap();
+        for name in ["db.1", "db.1.md5", "db.1.meta.json", "db.ver", "db.lock"] {
+            let mode = fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+        let sub = dir.path().join("g");
+        fs::create_dir(&sub).unwrap();
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o2750)).unwrap();
+        let store = GenerationStore::new(sub.join("db"));
+        attempt(&store, None, false).unwrap();
+        for name in ["db.1", "db.1.md5", "db.1.meta.json", "db.ver"] {
+            let mode = fs::metadata(sub.join(name)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o640, "{name}");
+        }
+    }
+
+    #[test]
+    fn added_metadata_keeps_the_commits_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        attempt(&store, None, false).unwrap();
+        let core: BTreeMap<String, String> = [
+            ("source_size".to_owned(), "100".to_owned()),
+            ("block_size".to_owned(), "4096".to_owned()),
+        ]
+        .into();
+        store.add_metadata(1, &core).unwrap();
+        let more: BTreeMap<String, String> = [
+            ("source_size".to_owned(), "5".to_owned()),
+            ("finished".to_owned(), "now".to_owned()),
+        ]
+        .into();
+        store.add_metadata(1, &more).unwrap();
+        let m = store.read_metadata(1).unwrap().unwrap();
+        assert_eq!(
+            (m["source_size"].as_str(), m["finished"].as_str()),
+            ("100", "now")
+        );
+        assert_eq!(m["n"], "1");
     }
 }

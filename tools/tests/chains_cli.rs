@@ -5,14 +5,13 @@
 mod common;
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use blockdiff_core::{ChainPeriod, CivilDate, GenerationStore};
 
-use common::{BACKUP, PRUNE, listing, noise, run, text};
+use common::{BACKUP, PRUNE, StoppedRun, listing, noise, run, text};
 
 /// The name of the chain of today's period. Read before and after the run
 /// it is compared with, so a run across midnight is seen, not misread.
@@ -255,27 +254,15 @@ fn prune_keeps_a_chain_another_run_has_locked() {
     let held = GenerationStore::new(dir.path().join("db-202002"))
         .lock()
         .unwrap();
-    // db-202003: a backup really running, reading from a FIFO.
-    let fifo = dir.path().join("source.fifo");
-    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
-    assert!(status.success());
-    let running = Command::new(BACKUP)
-        .arg(dir.path().join("db-202003"))
-        .arg(&fifo)
-        .arg("--quiet")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut writer = File::options().write(true).open(&fifo).unwrap();
-    writer.write_all(&noise(50_000, 9)).unwrap();
-    // Its generation 3's temporary diff exists once it holds the lock.
-    // (Probing the lock itself could make the backup fail.)
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !dir.path().join("db-202003.3.tmp").exists() {
-        assert!(Instant::now() < deadline, "the backup never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // db-202003: a backup really running, stopped once it holds the lock
+    // and has begun generation 3 (the test hook, no timer).
+    let src = dir.path().join("source.img");
+    fs::write(&src, noise(50_000, 9)).unwrap();
+    let mut cmd = Command::new(BACKUP);
+    cmd.arg(dir.path().join("db-202003"))
+        .arg(&src)
+        .arg("--quiet");
+    let running = StoppedRun::start(cmd, "backup:begun", dir.path());
 
     let o = run(PRUNE, &[&base, &"--keep", &"1", &"--json"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -322,8 +309,7 @@ fn prune_keeps_a_chain_another_run_has_locked() {
     // The locked chains are whole; the running backup commits.
     assert!(dir.path().join("db-202002.2.meta.json").exists());
     assert!(dir.path().join("db-202003.2").exists());
-    drop(writer);
-    let out = running.wait_with_output().unwrap();
+    let out = running.resume();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         GenerationStore::new(dir.path().join("db-202003"))

@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    BACKUP, DUMP, INFO, RESTORE, mkfifo, noise, restore_generation, run, stderr, wait_for,
+    BACKUP, DUMP, INFO, RESTORE, StoppedRun, listing, mkfifo, noise, restore_generation, run,
+    stderr, wait_for,
 };
 
 fn fixtures() -> PathBuf {
@@ -420,92 +421,72 @@ fn second_backup_of_the_same_name_fails_at_once() {
 
 #[test]
 fn killed_backup_leaves_committed_generations_and_the_next_run_succeeds() {
-    let dir = tempfile::tempdir().unwrap();
-    let name = dir.path().join("db");
-    let src = dir.path().join("disk.img");
-    let v1 = noise(2 << 20, 5);
-    fs::write(&src, &v1).unwrap();
-    let o = run(BACKUP, &[&name, &src]);
-    assert!(o.status.success(), "{}", stderr(&o));
-
-    // Kill a run in the middle of reading its source, deterministically:
-    // the source is a FIFO fed half of the new data.
-    let mut v2 = v1.clone();
-    v2[1000..50_000].fill(7);
-    v2.extend_from_slice(&noise(1 << 20, 6));
-    let fifo = dir.path().join("source.fifo");
-    mkfifo(&fifo);
-    let mut child = backup_from_fifo(&name, &fifo);
-    let mut writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-    writer.write_all(&v2[..v2.len() / 2]).unwrap();
-    // The run has begun generation 2 and is blocked reading the rest.
-    wait_for("generation 2 to begin", || {
-        dir.path().join("db.2.tmp").exists() && dir.path().join("db.2.digest.tmp").exists()
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    drop(writer);
-    assert_eq!(
-        fs::read_to_string(dir.path().join("db.ver")).unwrap(),
-        "1\n"
-    );
-    assert_eq!(restore_generation(&name, 1, &dir.path().join("r1")), v1);
-
-    // Then kill runs at a spread of moments against a regular file; after
-    // each, every committed generation restores and the next run succeeds.
-    let mut committed = vec![v1.clone()];
-    for (i, delay_ms) in [0u64, 2, 5, 10, 20, 40, 80].into_iter().enumerate() {
-        let mut data = committed.last().unwrap().clone();
-        let at = (i * 70_001) % data.len();
-        let end = (at + 20_000).min(data.len());
-        data[at..end].fill(i as u8 + 11);
-        fs::write(&src, &data).unwrap();
-        let mut child = Command::new(BACKUP)
-            .arg(&name)
-            .arg(&src)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let status = child.wait().unwrap();
-        // A run killed after it replaced NAME.ver has committed, whatever
-        // its exit status says; one killed before has left no trace.
-        let ver: u64 = fs::read_to_string(dir.path().join("db.ver"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        if ver as usize == committed.len() + 1 {
-            committed.push(data);
+    // kill -9 at every named step of a backup (FORMAT.md §6), both
+    // formats: a run killed before `backup:rename-ver` has committed
+    // nothing, one killed after it has committed; every committed
+    // generation restores, and the next run cleans up and succeeds.
+    for format in ["v2", "legacy"] {
+        let dir = tempfile::tempdir().unwrap();
+        let name = dir.path().join("db");
+        let src = dir.path().join("disk.img");
+        let v1 = noise(200_000, 5);
+        fs::write(&src, &v1).unwrap();
+        let o = run(BACKUP, &[&name, &src, &"--format", &format, &"-b", &"4k"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut committed = vec![v1];
+        for (i, step) in STEPS.into_iter().enumerate() {
+            let mut data = committed.last().unwrap().clone();
+            let at = (i * 17_001) % data.len();
+            let end = (at + 9_000).min(data.len());
+            data[at..end].fill(i as u8 + 11);
+            fs::write(&src, &data).unwrap();
+            let mut cmd = Command::new(BACKUP);
+            cmd.arg(&name).arg(&src);
+            StoppedRun::start(cmd, step, dir.path()).kill();
+            if step == "backup:sync-dir" {
+                committed.push(data);
+            }
+            let ver = fs::read_to_string(dir.path().join("db.ver")).unwrap();
+            assert_eq!(ver, format!("{}\n", committed.len()), "{format} {step}");
+            let k = committed.len() as u64;
+            assert_eq!(
+                &restore_generation(&name, k, &dir.path().join("r")),
+                committed.last().unwrap(),
+                "{format} {step}"
+            );
         }
-        assert_eq!(
-            ver as usize,
-            committed.len(),
-            "after kill at {delay_ms} ms ({status})"
-        );
-        let k = committed.len() as u64;
-        assert_eq!(
-            &restore_generation(&name, k, &dir.path().join("r")),
-            committed.last().unwrap()
-        );
+        // A final run completes, cleaning what the killed runs left.
+        let mut last = committed.last().unwrap().clone();
+        last[..100].fill(99);
+        fs::write(&src, &last).unwrap();
+        let o = run(BACKUP, &[&name, &src]);
+        assert!(o.status.success(), "{format}: {}", stderr(&o));
+        committed.push(last);
+        for (i, expected) in committed.iter().enumerate() {
+            assert_eq!(
+                &restore_generation(&name, i as u64 + 1, &dir.path().join("r")),
+                expected,
+                "{format}"
+            );
+        }
+        let leftovers: Vec<_> = listing(dir.path())
+            .into_iter()
+            .filter(|n| n.ends_with(".tmp") || n.ends_with("partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "{format}: {leftovers:?}");
     }
-    // A final run completes, cleaning what the killed runs left.
-    fs::write(&src, &v2).unwrap();
-    let o = run(BACKUP, &[&name, &src]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    committed.push(v2);
-    for (i, expected) in committed.iter().enumerate() {
-        assert_eq!(
-            &restore_generation(&name, i as u64 + 1, &dir.path().join("r")),
-            expected
-        );
-    }
-    let leftovers: Vec<_> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".tmp") || n.ends_with("partial"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Every named step of a backup, in order.
+const STEPS: [&str; 10] = [
+    "backup:begun",
+    "backup:sync-diff",
+    "backup:sync-digest",
+    "backup:write-meta",
+    "backup:write-intent",
+    "backup:rename-diff",
+    "backup:rename-digest",
+    "backup:rename-meta",
+    "backup:rename-ver",
+    "backup:sync-dir",
+];

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use blockdiff_core::{
-    BackupOptions, BackupReport, BlockSize, ChainPeriod, DumpOptions, GenerationStore, backup,
+    BackupOptions, BackupReport, BlockSize, ChainPeriod, DumpOptions, GenerationStore,
+    backup_with_metadata,
 };
 use blockdiff_tools::remote::{
     self, AgentBinary, RemoteSource, SshOptions, SshSession, backup_remote,
@@ -91,11 +92,13 @@ Example:
 Each generation's facts (source, snapshot and its peak fill, freeze window,
 binary-log position) go to NAME.N.meta.json.
 
-Files, beside NAME:
+Files, beside NAME (created 0600; 0640 and the directory's group in a
+setgid directory):
   NAME.ver       the last committed generation (decimal text)
   NAME.N         generation N's diff: v2 (checked, zstd, indexed) or legacy
   NAME.N.digest  generation N's v2 digest: one BLAKE3 (or MD5) hash per block
   NAME.N.md5     the digest of a legacy chain (and NAME.N.gz with --gzip)
+  NAME.N.meta.json  its source_size, block_size and the facts above
   NAME.lock      held while a backup runs; a second backup of NAME fails at once
 
 A new chain is v2 unless --format legacy (or -z) says otherwise; an existing
@@ -104,7 +107,10 @@ original blockdiff_backup continue in its format.
 
 A generation is committed only once its files are fsynced and renamed into
 place and NAME.ver is replaced atomically: a run that fails or is killed
-leaves every committed generation intact, and the next run succeeds.
+leaves every committed generation intact, and the next run succeeds. A run
+removes only its own leftovers: files of generations NAME.ver does not
+vouch for (NAME.ver lost, or the original tool killed mid-write) stop the
+backup, and 'blockdiff-repair NAME' rebuilds NAME.ver from what verifies.
 Legacy chains are byte-compatible with the original blockdiff_backup.
 
 Exit status: 0 success, 1 failure, 2 usage error.";
@@ -356,13 +362,17 @@ fn back_up_one(
     let mut facts = RunFacts::new();
     facts.insert("started".to_owned(), started);
     let options = backup_options(args)?;
+    // What is known before the dump goes to the metadata with the commit;
+    // the rest (snapshot, freeze window, finish time) is added after it.
+    let mut early = facts.clone();
+    early.insert("source".into(), spec.to_string());
     let report = reader.read(
         spec,
         &mut facts,
         Box::new(|source, progress| {
             let label = source.name().display().to_string();
             let mut progress = bars.wrap(progress, source.size(), &label);
-            backup(&store, source, &options, &mut progress)
+            backup_with_metadata(&store, source, &options, &early, &mut progress)
         }),
     );
     *interrupted = reader.interrupted_by();
@@ -434,7 +444,8 @@ fn back_up_remote(
 fn finish(store: &GenerationStore, report: &BackupReport, facts: &mut RunFacts, log: &RunLog) {
     facts.insert("generation".into(), report.generation.to_string());
     facts.insert("finished".into(), blockdiff_tools::timestamp());
-    if let Err(e) = store.write_metadata(report.generation, facts) {
+    // The commit recorded the generation's size; these facts join them.
+    if let Err(e) = store.add_metadata(report.generation, facts) {
         // The generation is committed and complete; only its facts are lost.
         log.warning(format_args!("{e}"));
     }

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use blockdiff_core::{
     ChainSet, CivilDate, PeriodChain, PruneAction, PrunePlan, PrunePolicy, PruneReport,
 };
-use blockdiff_tools::{local_today, run_main};
+use blockdiff_tools::{StderrProgress, local_today, run_main};
 use clap::{ArgGroup, Parser};
 use serde_json::{Value, json};
 
@@ -106,7 +106,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let report = if args.dry_run {
         None
     } else {
-        Some(plan.clone().execute()?)
+        Some(
+            plan.clone()
+                .execute(&mut StderrProgress::new("blockdiff-prune", args.quiet))?,
+        )
     };
     // Written with `?`: a closed pipe (`| head`) ends the run quietly.
     let mut out = io::stdout().lock();

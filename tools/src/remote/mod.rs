@@ -243,7 +243,7 @@ pub fn backup_remote(
             }
         );
     };
-    Ok(prepared.commit(report)?)
+    Ok(prepared.commit(report, facts, &mut RunProgress::new(log, None, None, None))?)
 }
 
 fn parse_facts(bytes: &[u8]) -> anyhow::Result<BTreeMap<String, String>> {

@@ -15,6 +15,7 @@ pub const BACKUP: &str = env!("CARGO_BIN_EXE_blockdiff-backup");
 pub const RESTORE: &str = env!("CARGO_BIN_EXE_blockdiff-restore");
 pub const INFO: &str = env!("CARGO_BIN_EXE_blockdiff-info");
 pub const PRUNE: &str = env!("CARGO_BIN_EXE_blockdiff-prune");
+pub const REPAIR: &str = env!("CARGO_BIN_EXE_blockdiff-repair");
 
 /// Runs `bin` with `args` and stdin from /dev/null, and waits for its
 /// output.
@@ -162,6 +163,11 @@ impl StoppedRun {
             );
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// The run's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the run where it stands (SIGKILL: no clean-up runs).

@@ -1,0 +1,98 @@
+//! `blockdiff-repair`: rebuilds `NAME.ver` from the generations that
+//! verify, removing nothing.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use blockdiff_core::{GenerationStore, repair};
+use blockdiff_tools::{StderrProgress, run_main};
+use clap::Parser;
+
+const EXAMPLES: &str = "\
+Examples:
+  blockdiff-repair /var/backup/db --dry-run   # what would NAME.ver say?
+  blockdiff-repair /var/backup/db             # write it
+
+blockdiff-backup refuses to go on when it finds files of generations that
+NAME.ver does not vouch for: NAME.ver missing or 0 while NAME.1, NAME.2, …
+exist, or NAME.K present beyond NAME.ver = K-1 (a run of the original
+blockdiff_backup killed while writing NAME.K in place). It never removes
+such files: they may be the only copy of a backup.
+
+blockdiff-repair checks, newest first, each generation k that has files:
+generations 1..k are restored in memory and checked against k's digest, as
+'blockdiff-restore --verify-only' does. The newest k that verifies is
+written to NAME.ver (a temporary, fsync, rename, directory fsync), under
+the store's lock. Files of later generations are listed, with why the
+first of them does not verify, and left alone: move or remove them by hand
+once you no longer need them, and the next backup goes on from k.
+
+Exit status: 0 success (NAME.ver says the newest generation that
+verifies, or would with --dry-run), 1 failure, 2 usage error.";
+
+/// Rebuild NAME.ver from the newest generation whose chain verifies;
+/// nothing is removed.
+#[derive(Debug, Parser)]
+#[command(name = "blockdiff-repair", version, after_help = EXAMPLES)]
+struct Args {
+    /// Path prefix of the backup's files, e.g. /var/backup/db
+    name: PathBuf,
+
+    /// Show what NAME.ver would say; write nothing
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+}
+
+fn main() -> ExitCode {
+    run_main("blockdiff-repair", run)
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let store = GenerationStore::new(&args.name);
+    let ver = store.ver_path();
+    let report = repair(
+        &store,
+        args.dry_run,
+        &mut StderrProgress::new("blockdiff-repair", false),
+    )?;
+    let mut out = io::stdout().lock();
+    let was = match report.previous {
+        Some(g) => format!("said {g}"),
+        None => "was missing or unreadable".into(),
+    };
+    let verb = match (args.dry_run, report.written) {
+        (true, _) if report.previous != Some(report.verified) => "would write",
+        (false, true) => "wrote",
+        _ => "kept",
+    };
+    if report.verified == 0 {
+        writeln!(
+            out,
+            "{}: no generation verifies; {} {verb} 0 ({was})",
+            args.name.display(),
+            ver.display()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{}: generations 1-{} verify; {} {verb} {} ({was})",
+            args.name.display(),
+            report.verified,
+            ver.display(),
+            report.verified
+        )?;
+    }
+    for (g, files) in &report.beyond {
+        let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        writeln!(
+            out,
+            "generation {g} does not verify and was left alone: {}",
+            names.join(" ")
+        )?;
+    }
+    if let Some(why) = &report.first_failure {
+        writeln!(out, "the newest of them failed: {why}")?;
+    }
+    Ok(())
+}
