@@ -144,7 +144,7 @@ const MASKS: [u8; 4] = [0x01, 0x80, 0xFF, 0x10];
 
 /// The damages tried on a file of `len` bytes (see the module's doc).
 fn damages(len: usize, full: bool) -> Vec<Damage> {
-    let sampled = |p: usize| full || len <= 96 || p < 48 || p + 64 >= len || p % 7 == 0;
+    let sampled = |p: usize| full || len <= 96 || p < 48 || p + 64 >= len || p.is_multiple_of(7);
     let mut out: Vec<Damage> = (0..len)
         .filter(|&p| sampled(p))
         .map(|at| Damage::Flip {
@@ -154,7 +154,7 @@ fn damages(len: usize, full: bool) -> Vec<Damage> {
         .collect();
     out.extend(
         (0..len)
-            .filter(|&l| sampled(l) || l % 16 == 0 || l % 16 == 4)
+            .filter(|&l| sampled(l) || l.is_multiple_of(16) || l % 16 == 4)
             .map(|len| Damage::Truncate { len }),
     );
     out
