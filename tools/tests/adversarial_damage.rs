@@ -27,7 +27,8 @@
 //! 16 or 4 more (entry boundaries of both digest formats). Set
 //! `BLOCKDIFF_DAMAGE_FULL=1` to flip every byte and try every truncation
 //! (minutes). The flip mask rotates through 0x01, 0x80, 0xFF and 0x10 by
-//! position. The chains use 16-byte blocks and a 100-byte source (six full
+//! position; files of up to 8 bytes (`NAME.ver`) get all four at every
+//! position. Each file is also removed, alone. The chains use 16-byte blocks and a 100-byte source (six full
 //! blocks and a short one), so that every file is a few hundred bytes.
 
 mod common;
@@ -129,6 +130,7 @@ fn make_chain(dir: &Path, format: Format, sources: &[Vec<u8>; 4]) -> Vec<(String
 enum Damage {
     Flip { at: usize, mask: u8 },
     Truncate { len: usize },
+    Remove,
 }
 
 impl std::fmt::Display for Damage {
@@ -136,6 +138,7 @@ impl std::fmt::Display for Damage {
         match self {
             Damage::Flip { at, mask } => write!(f, "byte {at} xor {mask:#04x}"),
             Damage::Truncate { len } => write!(f, "truncated to {len} bytes"),
+            Damage::Remove => f.write_str("removed"),
         }
     }
 }
@@ -145,13 +148,23 @@ const MASKS: [u8; 4] = [0x01, 0x80, 0xFF, 0x10];
 /// The damages tried on a file of `len` bytes (see the module's doc).
 fn damages(len: usize, full: bool) -> Vec<Damage> {
     let sampled = |p: usize| full || len <= 96 || p < 48 || p + 64 >= len || p.is_multiple_of(7);
+    // Files of a few bytes (NAME.ver) get every mask at every position.
+    let masks = |at: usize| {
+        if len <= 8 {
+            MASKS.to_vec()
+        } else {
+            vec![MASKS[at % MASKS.len()]]
+        }
+    };
     let mut out: Vec<Damage> = (0..len)
         .filter(|&p| sampled(p))
-        .map(|at| Damage::Flip {
-            at,
-            mask: MASKS[at % MASKS.len()],
+        .flat_map(|at| {
+            masks(at)
+                .into_iter()
+                .map(move |mask| Damage::Flip { at, mask })
         })
         .collect();
+    out.push(Damage::Remove);
     out.extend(
         (0..len)
             .filter(|&l| sampled(l) || l.is_multiple_of(16) || l % 16 == 4)
@@ -176,6 +189,7 @@ fn apply(path: &Path, damage: Damage) {
     match damage {
         Damage::Flip { at, mask } => bytes[at] ^= mask,
         Damage::Truncate { len } => bytes.truncate(len),
+        Damage::Remove => return fs::remove_file(path).unwrap(),
     }
     fs::write(path, bytes).unwrap();
 }
