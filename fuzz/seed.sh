@@ -70,6 +70,21 @@ else
     echo "seed.sh: partition_table: sfdisk not installed, no seeds (the fuzzer starts from nothing)" >&2
 fi
 
+# The remote agent's packet stream: the greeting, diff and digest bytes, a
+# log line, progress, and the end packet (tools/src/remote/protocol.rs:
+# kind byte, u32 little-endian length, payload).
+mkdir -p "$corpus/packet_reader"
+{
+    printf 'H\032\000\000\000blockdiff-agent protocol 1'
+    printf 'D\010\000\000\000\000\020\000\000abcd'
+    printf 'L\012\000\000\000info\thello'
+    printf 'P\020\000\000\000\377\377\377\377\377\377\377\377\004\000\000\000\000\000\000\000'
+    printf 'G\004\000\000\000wxyz'
+    printf 'Z\000\000\000\000'
+} >"$corpus/packet_reader/seed-stream"
+printf 'H\032\000\000\000blockdiff-agent protocol 1E\006\000\000\000failed' >"$corpus/packet_reader/seed-error"
+echo "seed.sh: packet_reader: $(find "$corpus/packet_reader" -type f | wc -l) corpus files"
+
 # Inputs that once made a target fail stay in its corpus.
 for dir in "$here"/regressions/*/; do
     [ -d "$dir" ] || continue

@@ -5,9 +5,10 @@
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]
 #        FUZZ_TARGETS="v2_reader partition_table" scripts/fuzz.sh 600   (only those)
 #
-# Needs cargo-fuzz. When it is missing it is installed with
-# `cargo install cargo-fuzz --locked` if FUZZ_INSTALL=1 is set; otherwise the
-# run is skipped (exit 0). Stable Rust is used: RUSTC_BOOTSTRAP=1 lets it
+# Needs cargo-fuzz: when `cargo fuzz` is missing it is installed with
+# `cargo install cargo-fuzz --locked` (into ~/.cargo/bin, where later runs on
+# the same machine find it), so a fresh CI machine fuzzes too. A failed
+# install fails the run. Stable Rust is used: RUSTC_BOOTSTRAP=1 lets it
 # accept the nightly flags cargo-fuzz passes (sanitizers, -Z options).
 #
 # Each target runs with -rss_limit_mb=1024 and -malloc_limit_mb=256: a single
@@ -26,20 +27,19 @@ esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 fuzz="$root/fuzz"
-targets=(legacy_reader v2_reader digest_reader ver_parser partition_table)
+targets=(legacy_reader v2_reader digest_reader ver_parser partition_table packet_reader)
 # FUZZ_TARGETS="v2_reader partition_table" runs only those.
 if [ -n "${FUZZ_TARGETS:-}" ]; then
     read -r -a targets <<<"$FUZZ_TARGETS"
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
-    if [ "${FUZZ_INSTALL:-}" = 1 ]; then
-        echo "fuzz.sh: installing cargo-fuzz"
-        cargo install cargo-fuzz --locked
-    else
-        echo "fuzz.sh: cargo-fuzz is not installed; skipping the fuzz run (set FUZZ_INSTALL=1 to install it with 'cargo install cargo-fuzz --locked')"
-        exit 0
+    echo "fuzz.sh: cargo-fuzz is not installed; installing it (cargo install cargo-fuzz --locked)"
+    if ! cargo install cargo-fuzz --locked; then
+        echo "fuzz.sh: could not install cargo-fuzz; nothing was fuzzed" >&2
+        exit 1
     fi
+    cargo fuzz --version
 fi
 
 "$fuzz/seed.sh"
@@ -81,7 +81,7 @@ for t in "${targets[@]}"; do
         fi
         grep -m 1 -A 3 "panicked at" "$log" | sed 's/^/    /' || true
     fi
-    summary+=("$(printf '%-14s runs=%-10s %s' "$t" "$runs" "$result")")
+    summary+=("$(printf '%-16s runs=%-10s %s' "$t" "$runs" "$result")")
 done
 
 echo

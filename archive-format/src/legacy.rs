@@ -15,7 +15,7 @@
 
 use std::io::{self, Read, Write};
 
-use crate::skip::{SkipRead, read_full};
+use crate::skip::{SkipRead, read_full, read_growing};
 use crate::{ArchiveError, Limits, Result};
 
 /// Length of the stream header (the block size).
@@ -225,9 +225,18 @@ impl<R: Read> LegacyReader<R> {
             buf.clear();
             return Ok(0);
         };
-        buf.resize(self.block_size as usize, 0);
-        let got = read_full(&mut self.inner, buf).map_err(|e| self.io_err(e))?;
-        buf.truncate(got);
+        let bs = self.block_size as usize;
+        let got = if buf.capacity() >= bs {
+            buf.resize(bs, 0);
+            let got = read_full(&mut self.inner, buf).map_err(|e| self.io_err(e))?;
+            buf.truncate(got);
+            got
+        } else {
+            // The block size is checked against the limits, but comes from
+            // the stream: the buffer grows only as the block's bytes come.
+            buf.clear();
+            read_growing(&mut self.inner, buf, bs).map_err(|e| self.io_err(e))?
+        };
         self.finish_data(header, got as u64)?;
         Ok(got)
     }

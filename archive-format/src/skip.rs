@@ -78,6 +78,39 @@ pub fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usiz
     Ok(filled)
 }
 
+/// The first step by which [`read_growing`] grows a buffer.
+const GROW_STEP: usize = 64 << 10;
+
+/// Appends up to `n` bytes of `r` to `buf` and returns how many came: `n`,
+/// or fewer if the stream ended first. Retries on `Interrupted`.
+///
+/// The buffer grows only as bytes arrive (by at most what it already holds,
+/// or 64 KiB), and never beyond `buf.len() + n`: a length read from a file
+/// that the file does not back cannot make it allocate, and one it does
+/// back is allocated exactly. A buffer that is reused keeps its capacity.
+pub(crate) fn read_growing<R: Read + ?Sized>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    n: usize,
+) -> io::Result<usize> {
+    let start = buf.len();
+    let target = start.saturating_add(n);
+    while buf.len() < target {
+        let len = buf.len();
+        if buf.capacity() == len {
+            buf.reserve_exact((len - start).max(GROW_STEP).min(target - len));
+        }
+        let room = (buf.capacity() - len).min(target - len);
+        // Reads into the spare capacity: `take` stops at `room`, so the
+        // vector never has to grow (read_to_end retries `Interrupted`).
+        let got = Read::take(&mut *r, room as u64).read_to_end(buf)?;
+        if got < room {
+            break;
+        }
+    }
+    Ok(buf.len() - start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +137,26 @@ mod tests {
             .unwrap();
         std::fs::remove_file(&path).unwrap();
         f
+    }
+
+    #[test]
+    fn read_growing_allocates_only_what_arrives() {
+        // A length of 1 GiB over 10 bytes: 64 KiB at most.
+        let mut buf = Vec::new();
+        let mut s: &[u8] = &[5u8; 10];
+        assert_eq!(read_growing(&mut s, &mut buf, 1 << 30).unwrap(), 10);
+        assert_eq!(buf, [5u8; 10]);
+        assert!(buf.capacity() <= GROW_STEP, "{}", buf.capacity());
+
+        // Exactly `n`, appended, with the capacity of what was asked.
+        let data: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        let mut buf = b"ab".to_vec();
+        let mut s = &data[..];
+        assert_eq!(read_growing(&mut s, &mut buf, 200_000).unwrap(), 200_000);
+        assert_eq!(&buf[..2], b"ab");
+        assert_eq!(&buf[2..], &data[..200_000]);
+        assert!(buf.capacity() <= 200_002 + 2, "{}", buf.capacity());
+        assert_eq!(s.len(), 100_000, "read beyond n");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 use super::{
     EXTENT_LEN, Extent, ExtentKind, FRAME_HEADER_LEN, FRAME_MAGIC, FrameCompression,
-    MAX_FRAME_EXTENTS, MAX_FRAME_RAW, check_crc, corrupt, data_len, u32_at,
+    MAX_FRAME_EXTENTS, MAX_FRAME_RAW, MAX_FRAME_STORED, check_crc, corrupt, data_len, u32_at,
 };
 use crate::{ArchiveError, Result};
 
@@ -345,8 +345,7 @@ pub(super) fn parse_frame_header(
             format!("payload of {raw} bytes exceeds the 64 MiB limit"),
         ));
     }
-    let max_stored = zstd::zstd_safe::compress_bound(MAX_FRAME_RAW as usize) as u32;
-    if stored > max_stored || (compression == FrameCompression::None && stored != raw) {
+    if stored > MAX_FRAME_STORED || (compression == FrameCompression::None && stored != raw) {
         return Err(corrupt(
             what,
             offset,

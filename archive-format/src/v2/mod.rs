@@ -41,6 +41,20 @@ pub const UNKNOWN_SIZE: u64 = u64::MAX;
 pub const MAX_FRAME_RAW: u32 = 64 << 20;
 /// The largest number of extents in one frame.
 pub const MAX_FRAME_EXTENTS: u32 = 1 << 20;
+/// The largest stored payload of one frame: `ZSTD_compressBound(64 MiB)`,
+/// 67,371,008 bytes.
+pub const MAX_FRAME_STORED: u32 = 67_371_008;
+/// The largest whole frame (header, extent table and stored payload):
+/// 24 + 16·2^20 + 67,371,008 = 84,148,248 bytes. An index entry announcing
+/// a longer frame is refused before anything is allocated for it.
+pub const MAX_FRAME_LEN: u64 = FRAME_HEADER_LEN as u64
+    + MAX_FRAME_EXTENTS as u64 * EXTENT_LEN as u64
+    + MAX_FRAME_STORED as u64;
+
+/// [`MAX_FRAME_STORED`] as a `u64`.
+pub(crate) fn max_stored_len() -> u64 {
+    u64::from(MAX_FRAME_STORED)
+}
 /// No extent may end beyond this block: the largest source (2^60 bytes) in
 /// blocks of one byte.
 const MAX_BLOCKS: u64 = 1 << 60;

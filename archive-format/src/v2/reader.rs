@@ -7,9 +7,10 @@ use super::frame::{FrameDecompressor, parse_frame_header};
 use super::{
     DiffHeader, DiffSummary, END_MAGIC, EXTENT_LEN, Extent, ExtentKind, FOOTER_LEN,
     FRAME_ENTRY_LEN, FRAME_HEADER_LEN, FRAME_MAGIC, FrameEntry, HEADER_LEN, INDEX_HEADER_LEN,
-    INDEX_MAGIC, MAX_INDEX_LEN, UNKNOWN_SIZE, check_crc, corrupt, data_len, decode_frame, u32_at,
-    u64_at,
+    INDEX_MAGIC, MAX_FRAME_EXTENTS, MAX_FRAME_LEN, MAX_INDEX_LEN, UNKNOWN_SIZE, check_crc, corrupt,
+    data_len, decode_frame, max_stored_len, u32_at, u64_at,
 };
+use crate::skip::read_growing;
 use crate::{ArchiveError, Limits, Result, read_full};
 
 /// Positional reads, as a file or a byte buffer allows.
@@ -153,9 +154,13 @@ fn parse_index(b: &[u8], index_offset: u64, header: &DiffHeader, limits: &Limits
     let bs = header.block_size;
     let blocks_in_source = source_size.div_ceil(u64::from(bs));
 
+    // Both counts were checked against the index's length, read in full:
+    // these allocations are bounded by its bytes.
     let mut index = Index {
         summary,
-        ..Index::default()
+        frames: Vec::with_capacity(frame_count as usize),
+        extents: Vec::with_capacity(extent_count as usize),
+        first_extent: Vec::with_capacity(frame_count as usize),
     };
     let mut at = INDEX_HEADER_LEN;
     let mut next_offset = HEADER_LEN as u64;
@@ -169,6 +174,18 @@ fn parse_index(b: &[u8], index_offset: u64, header: &DiffHeader, limits: &Limits
             extents: u32_at(e, 12),
         };
         let min_len = FRAME_HEADER_LEN as u64 + u64::from(f.extents) * EXTENT_LEN as u64;
+        // The limits of a frame header (§1 of FORMAT.md) bound the entry
+        // too, before a reader allocates `len` bytes to read the frame.
+        if f.extents > MAX_FRAME_EXTENTS || u64::from(f.len) > min_len + max_stored_len() {
+            return Err(corrupt(
+                what,
+                index_offset + at as u64,
+                format!(
+                    "frame {i} entry ({} bytes, {} extents) is beyond the limits of a frame (at most {MAX_FRAME_EXTENTS} extents and {MAX_FRAME_LEN} bytes)",
+                    f.len, f.extents
+                ),
+            ));
+        }
         if f.offset != next_offset || f.extents == 0 || u64::from(f.len) < min_len {
             return Err(corrupt(
                 what,
@@ -482,20 +499,22 @@ impl<R: Read> StreamReader<R> {
     /// Reads exactly `n` more bytes onto `self.bytes`, growing it only as
     /// bytes arrive (a lying length cannot make it allocate).
     fn read_more(&mut self, n: u64, what: &'static str, start: u64) -> Result<()> {
-        let before = self.bytes.len();
-        let got = (&mut self.inner)
-            .take(n)
-            .read_to_end(&mut self.bytes)
-            .map_err(|source| ArchiveError::Io {
+        // Every caller bounds `n` by a limit of FORMAT.md §1 first (a
+        // frame's or the index's length): it fits in memory's address
+        // space, and the buffer grows only as the bytes come.
+        let want = usize::try_from(n).unwrap_or(usize::MAX);
+        let got = read_growing(&mut self.inner, &mut self.bytes, want).map_err(|source| {
+            ArchiveError::Io {
                 offset: self.pos,
                 source,
-            })?;
+            }
+        })?;
         self.pos += got as u64;
         if (got as u64) < n {
             return Err(ArchiveError::Truncated {
                 what,
                 offset: start,
-                got: (self.bytes.len() - before) as u64,
+                got: got as u64,
                 need: n,
             });
         }

@@ -385,3 +385,12 @@ const OVERFLOWING_EXTENT: &str = concat!(
     "80000000000000002800000001000000ffffffffffffffff0100000001000000a80000000000000080000000",
     "00000000176f4a6da96b143442444946454e440a",
 );
+
+#[test]
+fn the_stored_payload_limit_is_zstd_s_bound_of_the_raw_limit() {
+    assert_eq!(
+        zstd::zstd_safe::compress_bound(MAX_FRAME_RAW as usize) as u64,
+        u64::from(MAX_FRAME_STORED)
+    );
+    assert_eq!(MAX_FRAME_LEN, 84_148_248);
+}
