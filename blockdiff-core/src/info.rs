@@ -156,6 +156,12 @@ impl Comparison {
 /// Compares `source` block by block with the digest of generation
 /// `generation` (the last committed one if `None`), on all cores, and lists
 /// the byte ranges that differ. Nothing is written.
+///
+/// A source of unknown size (a pipe, a character device such as
+/// `/dev/zero` or `/dev/urandom`) is read only up to one byte past the
+/// generation's size: a longer one differs from the generation's end on,
+/// and its [`Comparison::file_size`] is then the bytes read, not its
+/// length.
 pub fn compare_with_generation<R: Read + Send>(
     store: &GenerationStore,
     generation: Option<u64>,
@@ -186,6 +192,14 @@ pub fn compare_with_generation<R: Read + Send>(
     let spec = *digest.spec();
     let expected_size = digest.source_size();
     let digest_blocks = digest.entries().unwrap_or(0);
+    let bs = u64::from(spec.block_size.get());
+    let expected_end = match (expected_size, format) {
+        (Some(size), _) if size != UNKNOWN_SIZE => size,
+        _ => digest_blocks.saturating_mul(bs),
+    };
+    // A source of unknown size (a pipe, /dev/zero) is read one byte past
+    // the generation's end at most: enough to know it is longer.
+    let source = source.limited(expected_end.saturating_add(1));
     let mut sink = ChangedRanges::new(format);
     let mut discard = DigestWriter::new(io::sink(), "(comparison)");
     let options = DumpOptions {
@@ -204,11 +218,6 @@ pub fn compare_with_generation<R: Read + Send>(
         progress,
     )?;
     let mut differing = sink.ranges().to_vec();
-    let bs = u64::from(spec.block_size.get());
-    let expected_end = match (expected_size, format) {
-        (Some(size), _) if size != UNKNOWN_SIZE => size,
-        _ => digest_blocks * bs,
-    };
     // Blocks the digest lists beyond the end of the file are missing.
     let file_blocks = report.blocks;
     if file_blocks < digest_blocks

@@ -218,6 +218,21 @@ impl<'a, R: Read + Send + 'a> DumpSource<R> {
     }
 }
 
+impl<R: Read> DumpSource<R> {
+    /// The same source, of which at most `limit` bytes are read when its
+    /// size is unknown (a pipe, a character device such as `/dev/zero`);
+    /// a source of known size is unchanged.
+    pub fn limited(self, limit: u64) -> DumpSource<std::io::Take<R>> {
+        let limit = if self.size.is_some() { u64::MAX } else { limit };
+        DumpSource {
+            reader: self.reader.take(limit),
+            name: self.name,
+            size: self.size,
+            positional: self.positional,
+        }
+    }
+}
+
 impl DumpSource<File> {
     /// Opens a file or block device, learning its size.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {

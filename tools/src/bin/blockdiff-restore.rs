@@ -35,8 +35,19 @@ With --from, generation K is rebuilt from generations K..1, each block read
 once from the newest generation that has it, and every block is checked
 against generation K's digest: a truncated or corrupt diff is reported, never
 restored silently. A v2 chain whose generations do not link is refused before
-anything is written. A regular-file TARGET is written beside it and renamed
-into place when complete, with all-zero blocks left as holes.
+anything is written. A regular-file TARGET is written as an anonymous temporary file in its
+directory and takes TARGET's name only when complete and synced (all-zero
+blocks left as holes): a failed or killed restore leaves an existing TARGET
+as it was and nothing beside it. A new TARGET is created mode 0600; an
+existing one keeps its owner, group and mode. A block device is written in
+place and must exist and be large enough. Refused: a TARGET that is a
+symbolic link, a file of the backup (or of any backup), a new file under
+/dev.
+
+A legacy digest records no size: a digest of generation K listing fewer
+blocks than K-1's is refused (it may have been cut short) unless the
+generation's metadata records its size, or --source-shrank says the source
+really shrank.
 
 --verify-only checks every frame's CRC and every trailer of the chain, the
 digest's fingerprint, and that the replayed content hashes to the digest,
@@ -67,6 +78,12 @@ struct Args {
     /// Do not check the restored blocks against the generation's digest
     #[arg(long, requires = "from", conflicts_with = "verify_only")]
     no_verify: bool,
+
+    /// The source really shrank: trust a legacy digest of generation K that
+    /// lists fewer blocks than generation K-1's (without this, such a
+    /// chain is refused: a digest cut short looks the same)
+    #[arg(long, requires = "from")]
+    source_shrank: bool,
 
     /// Check the chain (or, with --against, a file) without writing anything
     #[arg(long, conflicts_with = "target")]
@@ -107,6 +124,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let options = RestoreOptions {
         generation: args.generation,
         verify: !args.no_verify,
+        source_shrank: args.source_shrank,
     };
     if args.verify_only {
         let name = args
