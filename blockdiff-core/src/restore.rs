@@ -908,3 +908,91 @@ pub fn apply_stream<R: Read + Send>(
     out.finish(end, progress)?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use archive_format::{DiffHeader, DiffWriter, FrameBuilder, FrameCompression, FrameCompressor};
+
+    /// A v2 generation 1 that claims a source of 2^60 bytes with block
+    /// size 1, holding two blocks: a crafted file of a few hundred bytes.
+    fn crafted_bomb(path: &Path) {
+        let header = DiffHeader {
+            block_size: 1,
+            source_size: 1 << 60,
+            generation: 1,
+            hash: HashAlgorithm::Blake3,
+            compression: FrameCompression::None,
+            level: 0,
+            created_secs: 0,
+            created_nanos: 0,
+            parent: [0; 32],
+        };
+        let mut w = DiffWriter::new(Vec::new(), header).unwrap();
+        let mut c = FrameCompressor::new(FrameCompression::None, 0).unwrap();
+        let mut f = FrameBuilder::new();
+        f.push_zero(0).unwrap();
+        f.push_data(1, b"x").unwrap();
+        let mut bytes = Vec::new();
+        let meta = f.encode(&mut c, &mut bytes).unwrap();
+        w.append_frame(&bytes, &meta).unwrap();
+        let file = w.finish(1 << 60, [0; 32]).unwrap();
+        assert!(file.len() < 512, "{} bytes", file.len());
+        std::fs::write(path, file).unwrap();
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_crafted_huge_source_size_allocates_nothing() {
+        // Issue 11, item 10: this aborted with a 2^57-byte allocation.
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        crafted_bomb(&store.diff_path(1, DiffFormat::Legacy(Compression::None)));
+        std::fs::write(store.ver_path(), "1\n").unwrap();
+        let options = RestoreOptions {
+            verify: false,
+            ..RestoreOptions::default()
+        };
+        let target = dir.path().join("restored");
+        let plan = RestorePlan::new(&store, &options).unwrap();
+        assert_eq!(plan.block_count(), Some(1 << 60));
+        let err = plan.execute(&target, &mut NoProgress).unwrap_err();
+        assert!(
+            matches!(err, Error::MissingBlocks { count, .. } if count == (1 << 60) - 2),
+            "{err}"
+        );
+        assert!(!target.exists(), "a failed restore leaves no target");
+        assert_eq!(
+            listing(dir.path()),
+            ["db.1", "db.ver"],
+            "and nothing beside it"
+        );
+    }
+
+    #[test]
+    fn store_suffixes() {
+        for s in [
+            "ver",
+            "lock",
+            "1",
+            "12.gz",
+            "3.md5",
+            "4.digest",
+            "5.meta.json",
+        ] {
+            assert!(is_store_suffix(s.as_bytes()), "{s}");
+        }
+        for s in ["", "img", "1x", "gz", "1.tmp", "v2"] {
+            assert!(!is_store_suffix(s.as_bytes()), "{s}");
+        }
+    }
+}

@@ -233,6 +233,13 @@ impl Target {
                 target.device_size = Some(size as u64);
                 target.file = Some(file);
             }
+            Existing::File(st) if !fresh && st.st_nlink > 1 => {
+                return Err(Error::InvalidOption(format!(
+                    "{}: has {} hard links; updating it in place would change the files of the other names too (one may be a backup's): copy it first, or restore to another path",
+                    path.display(),
+                    st.st_nlink
+                )));
+            }
             Existing::File(_) if !fresh => {
                 let file =
                     open_at(&dir, &name, libc::O_RDWR | libc::O_NOFOLLOW, 0).ctx(path, "open")?;
