@@ -82,7 +82,16 @@ impl GenerationStore {
     /// Describes generation `generation`.
     pub fn generation_info(&self, generation: u64) -> Result<GenerationInfo> {
         let diff = self.find_diff(generation)?;
-        let (digest_path, _) = self.find_digest(generation)?;
+        let (digest_path, _) = self.find_digest(generation).map_err(|e| match e {
+            // Name the digest of the chain's own format (issue 11, item 15:
+            // a v2 store was told "db.1.md5 is missing").
+            Error::MissingGeneration { generation, .. } => Error::MissingGeneration {
+                path: self.digest_path(generation, diff.format.digest_format()),
+                generation,
+                reason: "its digest does not exist".into(),
+            },
+            other => other,
+        })?;
         let digest = DigestReader::open(&digest_path)?;
         let diff_meta = fs::metadata(&diff.path).ctx(&diff.path, "stat")?;
         let digest_bytes = fs::metadata(&digest_path).ctx(&digest_path, "stat")?.len();
@@ -235,4 +244,39 @@ pub fn compare_with_generation<R: Read + Send>(
         file_size: report.source_bytes,
         differing,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BackupOptions, NoProgress, backup};
+
+    #[test]
+    fn a_missing_v2_digest_is_named_as_v2() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("h"));
+        let image = vec![5u8; 10_000];
+        let source = DumpSource::from_bytes(&image, "image");
+        backup(&store, source, &BackupOptions::default(), &mut NoProgress).unwrap();
+        let digest = store.digest_path(1, DigestFormat::V2);
+        fs::remove_file(&digest).unwrap();
+        let err = store.info().unwrap_err().to_string();
+        assert!(err.contains("h.1.digest"), "{err}");
+        assert!(!err.contains(".md5"), "{err}");
+    }
+
+    #[test]
+    fn comparison_with_an_endless_source_stops_past_the_generations_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("h"));
+        let image = vec![0u8; 10_000];
+        let source = DumpSource::from_bytes(&image, "image");
+        backup(&store, source, &BackupOptions::default(), &mut NoProgress).unwrap();
+        // An endless stream of zeros: equal to the image, then longer.
+        let endless = DumpSource::stream(io::repeat(0), "zeros");
+        let cmp = compare_with_generation(&store, None, endless, 1, &mut NoProgress).unwrap();
+        assert_eq!(cmp.file_size, 10_001);
+        assert!(!cmp.is_identical());
+        assert_eq!(cmp.differing.last().unwrap().1, 10_001);
+    }
 }

@@ -38,6 +38,7 @@ fn last_error<T>(path: &Path, op: &'static str) -> Result<T> {
 
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`; `None` if it does not exist.
 fn stat_at(dir: &File, name: &CString, path: &Path) -> Result<Option<libc::stat>> {
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: valid fd, NUL-terminated name, and a stat buffer we own.
     let r = unsafe {
@@ -73,6 +74,7 @@ fn open_at(dir: &File, name: &CString, flags: libc::c_int, mode: libc::c_uint) -
     if fd < 0 {
         Err(io::Error::last_os_error())
     } else {
+        // SAFETY: `fd` was just opened and is owned by nobody else.
         Ok(unsafe { File::from_raw_fd(fd) })
     }
 }
@@ -307,9 +309,10 @@ impl Target {
             // The restored file keeps the owner, group and mode of the one
             // it replaces (chown first: it clears set-id bits).
             let fd = self.file.as_ref().map_or(-1, |f| f.as_raw_fd());
-            // SAFETY: valid fd.
+            // SAFETY: geteuid and getegid have no preconditions.
             let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
             if (st.st_uid != uid || st.st_gid != gid)
+                // SAFETY: `fd` is the open temporary file.
                 && unsafe { libc::fchown(fd, st.st_uid, st.st_gid) } != 0
             {
                 return last_error(&path, "give the restored image the owner and group of");
@@ -421,6 +424,7 @@ impl Target {
             // SAFETY: valid fds and NUL-terminated names.
             if unsafe { libc::renameat(dir, from.as_ptr(), dir, fresh.name.as_ptr()) } != 0 {
                 let e = io::Error::last_os_error();
+                // SAFETY: as above; the name is our own temporary's.
                 unsafe { libc::unlinkat(dir, from.as_ptr(), 0) };
                 return Err(e).ctx(path, "rename the restored image into place as");
             }
