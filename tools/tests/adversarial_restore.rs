@@ -324,6 +324,32 @@ fn a_restore_killed_at_any_step_leaves_the_target_as_it_was() {
     assert!(store_files(&name) == store, "a store file was altered");
 }
 
+/// SIGINT and SIGTERM at every step stop the restore: exit 1, the target
+/// as it was, nothing beside it.
+#[test]
+fn a_restore_interrupted_by_a_signal_leaves_the_target_as_it_was() {
+    let (dir, name, _) = small_chain("legacy");
+    let d = dir.path();
+    let target = d.join("restored.img");
+    fs::write(&target, b"old contents").unwrap();
+    let before = listing(d);
+    for step in ["restore:write", "restore:sync", "restore:rename-target"] {
+        for signal in [libc::SIGINT, libc::SIGTERM] {
+            let mut cmd = Command::new(RESTORE);
+            cmd.arg(&target).arg("--from").arg(&name);
+            let run = StoppedRun::start(cmd, step, d);
+            // SAFETY: a plain kill(2) of our own child.
+            assert_eq!(unsafe { libc::kill(run.pid() as libc::pid_t, signal) }, 0);
+            let o = run.resume();
+            assert_eq!(o.status.code(), Some(1), "{step}: {}", stderr(&o));
+            assert!(stderr(&o).contains("interrupted by SIG"), "{}", stderr(&o));
+            assert!(stderr(&o).contains("restored.img"), "{}", stderr(&o));
+            assert_eq!(fs::read(&target).unwrap(), b"old contents");
+            assert_eq!(listing(d), before, "{step}");
+        }
+    }
+}
+
 /// Item 8: no regular file under /dev; other device nodes refused.
 #[test]
 fn missing_dev_paths_and_character_devices_are_refused() {

@@ -79,6 +79,10 @@ fn open_at(dir: &File, name: &CString, flags: libc::c_int, mode: libc::c_uint) -
     }
 }
 
+/// How many blocks a restore writes between two
+/// [`Progress::should_stop`] checks.
+const STOP_CHECK_BLOCKS: u64 = 4096;
+
 /// An unpredictable temporary name beside `name`: `.NAME.blockdiff-HEX`.
 fn random_name(name: &OsStr) -> CString {
     let mut bytes = [0u8; 12];
@@ -352,11 +356,34 @@ impl Target {
             report.holes += 1;
         }
         report.blocks += 1;
+        if report.blocks % STOP_CHECK_BLOCKS == 0 {
+            self.check_stop(progress)?;
+        }
         if !self.wrote && self.file.is_some() {
             self.wrote = true;
             progress.at_step("restore:write");
         }
         Ok(())
+    }
+
+    /// Fails with [`Error::RestoreStopped`] if the caller asks to stop (a
+    /// signal): the temporary is dropped, the target left as it was.
+    fn check_stop(&self, progress: &mut dyn Progress) -> Result<()> {
+        if self.file.is_none() {
+            return Ok(());
+        }
+        match progress.should_stop() {
+            None => Ok(()),
+            Some(reason) => Err(Error::RestoreStopped {
+                path: self.path.clone(),
+                reason,
+                state: if self.fresh.is_some() {
+                    "the target is as it was"
+                } else {
+                    "it is partly written (a device or an existing file is written in place)"
+                },
+            }),
+        }
     }
 
     /// Whether all-zero blocks are left as holes (a fresh file).
@@ -395,7 +422,9 @@ impl Target {
     }
 
     /// Sets a file's size to `size`, syncs (step `restore:sync`), and gives
-    /// a fresh file the target's name (step `restore:rename-target`).
+    /// a fresh file the target's name (step `restore:rename-target`). Asks
+    /// [`Progress::should_stop`] before the fsync and once more just before
+    /// the name is given.
     pub(super) fn finish(mut self, size: u64, progress: &mut dyn Progress) -> Result<()> {
         let Some(file) = &self.file else {
             return Ok(());
@@ -403,10 +432,12 @@ impl Target {
         if self.device_size.is_none() {
             file.set_len(size).ctx(&self.path, "set the size of")?;
         }
+        self.check_stop(progress)?;
         progress.at_step("restore:sync");
         file.sync_all().ctx(&self.path, "fsync")?;
         if let Some(fresh) = &self.fresh {
             progress.at_step("restore:rename-target");
+            self.check_stop(progress)?;
             self.link_into_place(fresh, file)?;
             // SAFETY: valid fd.
             if unsafe { libc::fsync(fresh.dir.as_raw_fd()) } != 0 {

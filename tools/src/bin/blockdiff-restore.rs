@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use blockdiff_core::{
-    DumpSource, GenerationStore, RestoreOptions, RestorePlan, apply_stream, compare_with_generation,
+    DumpSource, GenerationStore, Notice, Progress, RestoreOptions, RestorePlan, apply_stream,
+    compare_with_generation,
 };
 use blockdiff_tools::{StderrProgress, UsageError, run_main};
 use clap::Parser;
@@ -119,8 +120,40 @@ impl std::fmt::Display for Differs {
 
 impl std::error::Error for Differs {}
 
+/// The tool's progress: notices on stderr, and a stop on SIGINT, SIGTERM
+/// or SIGHUP, so that the restore removes what it wrote and the target is
+/// as it was.
+struct RestoreProgress {
+    inner: StderrProgress,
+    signals: Option<quiesce::TerminationSignals>,
+}
+
+impl Progress for RestoreProgress {
+    fn notice(&mut self, notice: Notice) {
+        self.inner.notice(notice);
+    }
+
+    fn advance(&mut self, bytes: u64) {
+        self.inner.advance(bytes);
+    }
+
+    fn should_stop(&mut self) -> Option<String> {
+        let signal = self.signals.as_ref()?.received()?;
+        Some(format!("interrupted by {}", quiesce::signal_name(signal)))
+    }
+
+    fn at_step(&mut self, step: &'static str) {
+        self.inner.at_step(step);
+    }
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
-    let mut progress = StderrProgress::new("blockdiff-restore", args.quiet);
+    let mut progress = RestoreProgress {
+        inner: StderrProgress::new("blockdiff-restore", args.quiet),
+        // Without the handlers a signal still ends the run, and an
+        // anonymous temporary still vanishes with it.
+        signals: quiesce::TerminationSignals::catch().ok(),
+    };
     let options = RestoreOptions {
         generation: args.generation,
         verify: !args.no_verify,

@@ -164,6 +164,11 @@ impl StoppedRun {
         }
     }
 
+    /// The run's process id (to send it a signal).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the run where it stands (SIGKILL: no clean-up runs).
     pub fn kill(mut self) {
         self.child.kill().unwrap();
