@@ -356,7 +356,7 @@ impl Target {
             report.holes += 1;
         }
         report.blocks += 1;
-        if report.blocks % STOP_CHECK_BLOCKS == 0 {
+        if report.blocks.is_multiple_of(STOP_CHECK_BLOCKS) {
             self.check_stop(progress)?;
         }
         if !self.wrote && self.file.is_some() {
