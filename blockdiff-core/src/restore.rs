@@ -468,7 +468,9 @@ impl RestorePlan {
     /// untouched and nothing beside it. A new file is created 0600; a file
     /// replaced keeps its owner, group and mode. A block device is written
     /// in place, never past its end, and must be large enough for the
-    /// whole image. Refused: a target that is a symbolic link, one of the
+    /// whole image. Refused: a target that is a symbolic link (except one
+    /// owned by root or the user running the restore that resolves to a
+    /// block device, as `/dev/VG/LV` does), one of the
     /// chain's own files (by name or by device and inode: a hard link is
     /// caught too) or any file that looks like a store's, and a new file
     /// under `/dev` (a missing device).
@@ -519,10 +521,13 @@ impl RestorePlan {
     }
 
     /// The file that names the expected blocks of generation K, for
-    /// messages: its digest, else its diff.
+    /// messages: its digest, else (legacy) its metadata, else its diff.
     fn size_authority(&self) -> PathBuf {
         match (&self.digest, &self.chain) {
             (Some(d), _) => d.path().to_owned(),
+            (None, Chain::Legacy(_)) if self.metadata_size.is_some() => {
+                self.store.metadata_path(self.generation)
+            }
             (None, Chain::V2(diffs)) => diffs[0].0.path.clone(),
             (None, Chain::Legacy(diffs)) => diffs[0].path.clone(),
         }

@@ -350,6 +350,59 @@ fn a_restore_interrupted_by_a_signal_leaves_the_target_as_it_was() {
     }
 }
 
+/// `/dev/VG/LV` is root's symbolic link to `/dev/dm-N`: a link to a block
+/// device is followed when root or the user running the restore owns it,
+/// never when another user does (a link planted under /tmp).
+#[test]
+fn a_link_to_a_block_device_is_followed_only_when_root_or_the_user_owns_it() {
+    if !is_root() || std::env::var_os("BLOCKDIFF_SKIP_LOOP").is_some() {
+        eprintln!("needs root and loop devices: skipped");
+        return;
+    }
+    let (dir, name, image) = small_chain("v2");
+    let d = dir.path();
+    let backing = d.join("backing");
+    fs::write(&backing, vec![0xAA; 64 * KIB]).unwrap();
+    let o = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&backing)
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        eprintln!("losetup failed ({}): skipped", stderr(&o));
+        return;
+    }
+    let dev = PathBuf::from(String::from_utf8(o.stdout).unwrap().trim());
+    let link = d.join("lv");
+    symlink(&dev, &link).unwrap();
+    let o = restore(&[&link, &"--from", &name]);
+    let owned_ok = o.status.code();
+    let device = fs::read(&dev).unwrap();
+    // Now the link belongs to another user.
+    let c = std::ffi::CString::new(link.to_str().unwrap()).unwrap();
+    // SAFETY: valid path.
+    assert_eq!(unsafe { libc::lchown(c.as_ptr(), 65534, 65534) }, 0);
+    fs::write(&dev, vec![0x55; 64 * KIB]).unwrap();
+    let refused = restore(&[&link, &"--from", &name]);
+    let untouched = fs::read(&dev).unwrap();
+    let _ = Command::new("losetup").arg("-d").arg(&dev).status();
+    assert_eq!(owned_ok, Some(0), "{}", stderr(&o));
+    assert!(
+        device[..image.len()] == image[..],
+        "restored through root's link"
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("symbolic link"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        untouched == vec![0x55; 64 * KIB],
+        "another user's link was followed"
+    );
+}
+
 /// Item 8: no regular file under /dev; other device nodes refused.
 #[test]
 fn missing_dev_paths_and_character_devices_are_refused() {

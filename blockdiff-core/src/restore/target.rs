@@ -168,12 +168,7 @@ fn look(path: &Path) -> Result<(File, CString, Existing)> {
         Some(st) => match st.st_mode & libc::S_IFMT {
             libc::S_IFREG => Existing::File(st),
             libc::S_IFBLK => Existing::BlockDevice,
-            libc::S_IFLNK => {
-                return Err(Error::InvalidOption(format!(
-                    "{}: the restore target is a symbolic link; a restore never writes through a link: give the path it points to",
-                    path.display()
-                )));
-            }
+            libc::S_IFLNK => return follow_device_link(path, &st),
             _ => {
                 return Err(Error::InvalidOption(format!(
                     "{}: the restore target must be a regular file or a block device",
@@ -192,6 +187,31 @@ fn look(path: &Path) -> Result<(File, CString, Existing)> {
         }
     }
     Ok((dir, name, existing))
+}
+
+/// A symbolic link is followed only to a block device, and only when the
+/// link belongs to root or to the user running the restore (`/dev/VG/LV`
+/// and `/dev/mapper/*` are root's links to `/dev/dm-N`): a link another
+/// user planted, say under `/tmp`, is never followed.
+fn follow_device_link(path: &Path, link: &libc::stat) -> Result<(File, CString, Existing)> {
+    let refuse = || {
+        Err(Error::InvalidOption(format!(
+            "{}: the restore target is a symbolic link; a restore never writes through a link (except root's or your own to a block device): give the path it points to",
+            path.display()
+        )))
+    };
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if link.st_uid != 0 && link.st_uid != euid {
+        return refuse();
+    }
+    let Ok(resolved) = std::fs::canonicalize(path) else {
+        return refuse();
+    };
+    match look(&resolved)? {
+        (dir, name, Existing::BlockDevice) => Ok((dir, name, Existing::BlockDevice)),
+        _ => refuse(),
+    }
 }
 
 /// The device and inode of whatever `path` names (a link itself, not its

@@ -42,7 +42,8 @@ blocks left as holes): a failed or killed restore leaves an existing TARGET
 as it was and nothing beside it. A new TARGET is created mode 0600; an
 existing one keeps its owner, group and mode. A block device is written in
 place and must exist and be large enough. Refused: a TARGET that is a
-symbolic link, a file of the backup (or of any backup), a new file under
+symbolic link (except root's or your own to a block device, as /dev/VG/LV
+is), a file of the backup (or of any backup), a new file under
 /dev.
 
 A legacy digest records no size: a digest of generation K listing fewer
