@@ -422,6 +422,16 @@ fn missing_dev_paths_and_character_devices_are_refused() {
     }
     let o = restore(&[&"/dev/null", &"--from", &name]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // A regular file under /dev (left by an earlier mistaken run) is not
+    // a device either.
+    let stray = PathBuf::from(format!("/dev/blockdiff-test-stray-{}", std::process::id()));
+    if fs::write(&stray, b"stray").is_ok() {
+        let o = restore(&[&stray, &"--from", &name]);
+        let left = fs::read(&stray).unwrap();
+        fs::remove_file(&stray).unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert_eq!(left, b"stray");
+    }
 }
 
 /// Item 9: a replaced file keeps its owner, group and mode; a new one is

@@ -177,11 +177,15 @@ fn look(path: &Path) -> Result<(File, CString, Existing)> {
             }
         },
     };
-    if matches!(existing, Existing::Absent) {
+    if !matches!(existing, Existing::BlockDevice) {
         let canonical = std::fs::canonicalize(dir_path).ctx(path, "resolve the directory of")?;
         if canonical.starts_with("/dev") {
+            let what = match existing {
+                Existing::Absent => "no such device",
+                _ => "a regular file, not a device (left by a mistaken earlier run?)",
+            };
             return Err(Error::InvalidOption(format!(
-                "{}: no such device; a restore does not create files under /dev (is the logical volume created and active?)",
+                "{}: {what}; a restore writes no files under /dev (is the logical volume created and active?)",
                 path.display()
             )));
         }
