@@ -2,6 +2,7 @@
 //! memory follows the runs actually written, never a size read from a file.
 
 use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Included};
 
 /// Block indexes as runs `[start, end)`, keyed by start; adjacent and
 /// overlapping runs are merged.
@@ -32,29 +33,28 @@ impl BlockSet {
         self.insert_run(index, index.saturating_add(1));
     }
 
-    /// Adds `[start, end)`.
-    pub(super) fn insert_run(&mut self, mut start: u64, mut end: u64) {
+    /// Adds `[start, end)`. Allocates nothing when the run extends or lies
+    /// in one already there (a sequential restore).
+    pub(super) fn insert_run(&mut self, start: u64, end: u64) {
         if start >= end {
             return;
         }
-        // A run that starts before `start` and reaches it absorbs it.
-        if let Some((&s, &e)) = self.runs.range(..=start).next_back()
-            && e >= start
+        let (mut s, mut e) = (start, end);
+        // A run that starts at or before `start` and reaches it absorbs it.
+        if let Some((&ps, &pe)) = self.runs.range(..=start).next_back()
+            && pe >= start
         {
-            start = s;
-            end = end.max(e);
+            if pe >= end {
+                return;
+            }
+            s = ps;
         }
-        // Runs that start within [start, end] are absorbed.
-        let absorbed: Vec<(u64, u64)> = self
-            .runs
-            .range(start..=end)
-            .map(|(&s, &e)| (s, e))
-            .collect();
-        for (s, e) in absorbed {
-            self.runs.remove(&s);
-            end = end.max(e);
+        // Runs that start within (s, e] are absorbed.
+        while let Some((&ns, &ne)) = self.runs.range((Excluded(s), Included(e))).next() {
+            self.runs.remove(&ns);
+            e = e.max(ne);
         }
-        self.runs.insert(start, end);
+        self.runs.insert(s, e);
     }
 
     /// The first sub-range of `[start, end)` that is not in the set.
@@ -120,6 +120,49 @@ mod tests {
         assert_eq!(s.gaps(0, 50), vec![(0, 5), (45, 50)]);
         assert_eq!(s.first_gap(5, 45), None);
         assert_eq!(s.missing_below(50), (10, 0));
+        s.insert_run(0, 3);
+        s.insert_run(3, 4);
+        s.insert_run(2, 3);
+        assert_eq!(s.gaps(0, 50), vec![(4, 5), (45, 50)]);
+        s.insert_run(4, 5);
+        assert_eq!(s.runs.len(), 1);
+        assert_eq!(s.gaps(0, 50), vec![(45, 50)]);
+    }
+
+    #[test]
+    fn agrees_with_a_plain_bitmap() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..200 {
+            let mut s = BlockSet::new();
+            let mut model = [false; 300];
+            for _ in 0..next(20) {
+                let a = next(300);
+                let b = (a + 1 + next(30)).min(300);
+                s.insert_run(a, b);
+                model[a as usize..b as usize].fill(true);
+            }
+            for (i, &m) in model.iter().enumerate() {
+                assert_eq!(s.contains(i as u64), m, "{i}");
+            }
+            let n = next(300) + 1;
+            let missing = model[..n as usize].iter().filter(|&&m| !m).count() as u64;
+            let first = model[..n as usize].iter().position(|&m| !m).unwrap_or(0) as u64;
+            assert_eq!(s.missing_below(n), (missing, first));
+            let gaps: u64 = s.gaps(0, n).iter().map(|(a, b)| b - a).sum();
+            assert_eq!(gaps, missing);
+            assert!(
+                s.runs
+                    .iter()
+                    .zip(s.runs.iter().skip(1))
+                    .all(|((_, e), (s2, _))| e < s2)
+            );
+        }
     }
 
     #[test]
