@@ -159,6 +159,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A restore target is refused (a link, a store's file, a missing
+    /// device, …) before anything is written.
+    #[error("{path}: {detail}")]
+    BadTarget {
+        /// The target as given.
+        path: std::path::PathBuf,
+        /// Why, and what to do.
+        detail: String,
+    },
     /// A restore was asked to stop
     /// ([`Progress::should_stop`](crate::Progress::should_stop)) before it
     /// completed.

@@ -263,7 +263,7 @@ impl RestorePlan {
                 return Err(chain_error(
                     &meta_path,
                     format!(
-                        "says generation {k}'s source was {size} bytes but {} says {}: one of them is damaged or of another run; nothing was restored",
+                        "says generation {k}'s source was {size} bytes but {} says {}: one of them is damaged or of another run; nothing was written",
                         diffs[0].0.path.display(),
                         self.source_size.unwrap_or(0)
                     ),
@@ -276,7 +276,7 @@ impl RestorePlan {
                     return Err(chain_error(
                         d.path(),
                         format!(
-                            "lists {} blocks of {bs} bytes but {} says the source was {size} bytes ({} blocks): the digest is cut short or damaged; nothing was restored",
+                            "lists {} blocks of {bs} bytes but {} says the source was {size} bytes ({} blocks): the digest is cut short or damaged; nothing was written",
                             d.entries(),
                             meta_path.display(),
                             bs.blocks_in(size)
@@ -303,7 +303,7 @@ impl RestorePlan {
             return Err(chain_error(
                 d.path(),
                 format!(
-                    "lists {} blocks, fewer than the {} of generation {} ({}): either the source shrank, or this digest was cut short (the original tool wrote digests without fsync). If the source really shrank, say so with --source-shrank; nothing was restored",
+                    "lists {} blocks, fewer than the {} of generation {} ({}): either the source shrank, or this digest was cut short (the original tool wrote digests without fsync). If the source really shrank, say so with --source-shrank; nothing was written",
                     d.entries(),
                     prev.entries(),
                     k - 1,
@@ -571,7 +571,7 @@ impl RestorePlan {
                             return Err(chain_error(
                                 &authority,
                                 format!(
-                                    "lists {} blocks, but {} holds the block at offset {} (record at stream offset {}): the digest is cut short or of another run; nothing was restored",
+                                    "lists {} blocks, but {} holds the block at offset {} (record at stream offset {}): the digest is cut short or of another run; nothing was written",
                                     block_count.unwrap_or(0),
                                     diff.path.display(),
                                     rec.block_offset,
@@ -695,7 +695,7 @@ impl RestorePlan {
             return Err(chain_error(
                 &self.store.metadata_path(self.generation),
                 format!(
-                    "says generation {}'s source was {size} bytes, but the chain restores {end}; nothing was restored",
+                    "says generation {}'s source was {size} bytes, but the chain restores {end}; nothing was written",
                     self.generation
                 ),
             ));
@@ -712,10 +712,12 @@ impl RestorePlan {
 /// `X.lock`) beside an `X.ver` or `X.1`.
 fn refuse_store_target(store: Option<&GenerationStore>, target: &Path) -> Result<()> {
     let refuse = |what: String| {
-        Err(Error::InvalidOption(format!(
-            "{}: {what}; a restore never writes over a backup's files: restore to another path",
-            target.display()
-        )))
+        Err(Error::BadTarget {
+            path: target.to_owned(),
+            detail: format!(
+                "{what}; a restore never writes over a backup's files: restore to another path"
+            ),
+        })
     };
     let Some(name) = target.file_name() else {
         return Ok(());

@@ -152,16 +152,25 @@ pub(super) enum Existing {
 /// following a link.
 fn look(path: &Path) -> Result<(File, CString, Existing)> {
     let Some(name) = path.file_name() else {
-        return Err(Error::InvalidOption(format!(
-            "{}: the restore target must name a file or a block device",
-            path.display()
-        )));
+        return Err(Error::BadTarget {
+            path: path.to_owned(),
+            detail: "the restore target must name a file or a block device".into(),
+        });
     };
     let dir_path = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let dir = File::open(dir_path).ctx(path, "open the directory of")?;
+    let dir = match File::open(dir_path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && dir_path.starts_with("/dev") => {
+            return Err(Error::BadTarget {
+                path: path.to_owned(),
+                detail: "no such device; a restore writes no files under /dev (is the logical volume created and active?)".into(),
+            });
+        }
+        Err(e) => return Err(e).ctx(path, "open its directory"),
+    };
     let name = cstr(name);
     let existing = match stat_at(&dir, &name, path)? {
         None => Existing::Absent,
@@ -170,24 +179,26 @@ fn look(path: &Path) -> Result<(File, CString, Existing)> {
             libc::S_IFBLK => Existing::BlockDevice,
             libc::S_IFLNK => return follow_device_link(path, &st),
             _ => {
-                return Err(Error::InvalidOption(format!(
-                    "{}: the restore target must be a regular file or a block device",
-                    path.display()
-                )));
+                return Err(Error::BadTarget {
+                    path: path.to_owned(),
+                    detail: "the restore target must be a regular file or a block device".into(),
+                });
             }
         },
     };
     if !matches!(existing, Existing::BlockDevice) {
-        let canonical = std::fs::canonicalize(dir_path).ctx(path, "resolve the directory of")?;
+        let canonical = std::fs::canonicalize(dir_path).ctx(path, "resolve its directory")?;
         if canonical.starts_with("/dev") {
             let what = match existing {
                 Existing::Absent => "no such device",
                 _ => "a regular file, not a device (left by a mistaken earlier run?)",
             };
-            return Err(Error::InvalidOption(format!(
-                "{}: {what}; a restore writes no files under /dev (is the logical volume created and active?)",
-                path.display()
-            )));
+            return Err(Error::BadTarget {
+                path: path.to_owned(),
+                detail: format!(
+                    "{what}; a restore writes no files under /dev (is the logical volume created and active?)"
+                ),
+            });
         }
     }
     Ok((dir, name, existing))
@@ -199,10 +210,10 @@ fn look(path: &Path) -> Result<(File, CString, Existing)> {
 /// user planted, say under `/tmp`, is never followed.
 fn follow_device_link(path: &Path, link: &libc::stat) -> Result<(File, CString, Existing)> {
     let refuse = || {
-        Err(Error::InvalidOption(format!(
-            "{}: the restore target is a symbolic link; a restore never writes through a link (except root's or your own to a block device): give the path it points to",
-            path.display()
-        )))
+        Err(Error::BadTarget {
+            path: path.to_owned(),
+            detail: "the restore target is a symbolic link; a restore never writes through a link (except root's or your own to a block device): give the path it points to".into(),
+        })
     };
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -250,10 +261,10 @@ impl Target {
                     .ctx(path, "open device")?;
                 let meta = file.metadata().ctx(path, "stat")?;
                 if !std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
-                    return Err(Error::InvalidOption(format!(
-                        "{}: changed while it was opened; not restoring",
-                        path.display()
-                    )));
+                    return Err(Error::BadTarget {
+                        path: path.to_owned(),
+                        detail: "changed while it was opened; not restoring".into(),
+                    });
                 }
                 // SAFETY: valid fd.
                 let size = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_END) };
@@ -264,20 +275,22 @@ impl Target {
                 target.file = Some(file);
             }
             Existing::File(st) if !fresh && st.st_nlink > 1 => {
-                return Err(Error::InvalidOption(format!(
-                    "{}: has {} hard links; updating it in place would change the files of the other names too (one may be a backup's): copy it first, or restore to another path",
-                    path.display(),
-                    st.st_nlink
-                )));
+                return Err(Error::BadTarget {
+                    path: path.to_owned(),
+                    detail: format!(
+                        "has {} hard links; updating it in place would change the files of the other names too (one may be a backup's): copy it first, or restore to another path",
+                        st.st_nlink
+                    ),
+                });
             }
             Existing::File(_) if !fresh => {
                 let file =
                     open_at(&dir, &name, libc::O_RDWR | libc::O_NOFOLLOW, 0).ctx(path, "open")?;
                 if !file.metadata().ctx(path, "stat")?.is_file() {
-                    return Err(Error::InvalidOption(format!(
-                        "{}: changed while it was opened; not restoring",
-                        path.display()
-                    )));
+                    return Err(Error::BadTarget {
+                        path: path.to_owned(),
+                        detail: "changed while it was opened; not restoring".into(),
+                    });
                 }
                 target.file = Some(file);
             }
@@ -320,11 +333,11 @@ impl Target {
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 8 => {
                             tries += 1;
                         }
-                        Err(e) => return Err(e).ctx(&path, "create a temporary file beside"),
+                        Err(e) => return Err(e).ctx(&path, "create a temporary file beside it"),
                     }
                 }
             }
-            Err(e) => return Err(e).ctx(&path, "create a temporary file beside"),
+            Err(e) => return Err(e).ctx(&path, "create a temporary file beside it"),
         };
         self.fresh = Some(Fresh {
             dir,
@@ -343,11 +356,11 @@ impl Target {
                 // SAFETY: `fd` is the open temporary file.
                 && unsafe { libc::fchown(fd, st.st_uid, st.st_gid) } != 0
             {
-                return last_error(&path, "give the restored image the owner and group of");
+                return last_error(&path, "give the restored image its owner and group");
             }
             // SAFETY: valid fd.
             if unsafe { libc::fchmod(fd, st.st_mode & 0o7777) } != 0 {
-                return last_error(&path, "give the restored image the mode of");
+                return last_error(&path, "give the restored image its mode");
             }
         }
         Ok(())
@@ -454,7 +467,7 @@ impl Target {
             return Ok(());
         };
         if self.device_size.is_none() {
-            file.set_len(size).ctx(&self.path, "set the size of")?;
+            file.set_len(size).ctx(&self.path, "set the size")?;
         }
         self.check_stop(progress)?;
         progress.at_step("restore:sync");
@@ -465,7 +478,7 @@ impl Target {
             self.link_into_place(fresh, file)?;
             // SAFETY: valid fd.
             if unsafe { libc::fsync(fresh.dir.as_raw_fd()) } != 0 {
-                return last_error(&self.path, "fsync the directory of");
+                return last_error(&self.path, "fsync its directory");
             }
         }
         self.finished = true;
@@ -481,7 +494,7 @@ impl Target {
                 let e = io::Error::last_os_error();
                 // SAFETY: as above; the name is our own temporary's.
                 unsafe { libc::unlinkat(dir, from.as_ptr(), 0) };
-                return Err(e).ctx(path, "rename the restored image into place as");
+                return Err(e).ctx(path, "rename the restored image into place");
             }
             Ok(())
         };
@@ -503,7 +516,7 @@ impl Target {
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 8 => {
                             tries += 1;
                         }
-                        Err(e) => return Err(e).ctx(path, "name the restored image beside"),
+                        Err(e) => return Err(e).ctx(path, "name the restored image"),
                     }
                 }
             }
