@@ -986,6 +986,57 @@ mod tests {
     }
 
     #[test]
+    fn without_o_tmpfile_the_named_temporary_never_outlives_the_restore() {
+        target::WITHOUT_TMPFILE.with(|w| w.set(true));
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        let mut image: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let options = crate::BackupOptions::default();
+        let source = crate::DumpSource::from_bytes(&image, "image");
+        crate::backup(&store, source, &options, &mut NoProgress).unwrap();
+        image[100] ^= 1;
+        let source = crate::DumpSource::from_bytes(&image, "image");
+        crate::backup(&store, source, &options, &mut NoProgress).unwrap();
+        let store_listing = listing(dir.path());
+        let target = dir.path().join("restored");
+        // Success: the target, and nothing else.
+        let plan = RestorePlan::new(&store, &RestoreOptions::default()).unwrap();
+        plan.execute(&target, &mut NoProgress).unwrap();
+        assert!(std::fs::read(&target).unwrap() == image);
+        let mut expected = store_listing.clone();
+        expected.push("restored".into());
+        expected.sort();
+        assert_eq!(listing(dir.path()), expected);
+        // A failure once the temporary exists (a damaged frame of
+        // generation 2, found while replaying): the target as it was,
+        // nothing beside it.
+        std::fs::write(&target, b"old").unwrap();
+        let diff2 = store.diff_path(2, DiffFormat::Legacy(Compression::None));
+        let saved = std::fs::read(&diff2).unwrap();
+        let mut damaged = saved.clone();
+        damaged[160] ^= 0x40;
+        std::fs::write(&diff2, &damaged).unwrap();
+        let plan = RestorePlan::new(&store, &RestoreOptions::default()).unwrap();
+        assert!(plan.execute(&target, &mut NoProgress).is_err());
+        std::fs::write(&diff2, saved).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+        assert_eq!(listing(dir.path()), expected);
+        // Stopped by a signal while writing: the same.
+        struct Stop;
+        impl Progress for Stop {
+            fn should_stop(&mut self) -> Option<String> {
+                Some("interrupted by SIGTERM".into())
+            }
+        }
+        let plan = RestorePlan::new(&store, &RestoreOptions::default()).unwrap();
+        let err = plan.execute(&target, &mut Stop).unwrap_err();
+        assert!(matches!(err, Error::RestoreStopped { .. }), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+        assert_eq!(listing(dir.path()), expected);
+        target::WITHOUT_TMPFILE.with(|w| w.set(false));
+    }
+
+    #[test]
     fn store_suffixes() {
         for s in [
             "ver",

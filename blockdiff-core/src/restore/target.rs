@@ -106,6 +106,22 @@ fn random_name(name: &OsStr) -> CString {
     cstr(&s)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests of the fallback: act as if the file system had no `O_TMPFILE`.
+    pub(super) static WITHOUT_TMPFILE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(test)]
+fn without_tmpfile() -> bool {
+    WITHOUT_TMPFILE.with(|w| w.get())
+}
+
+#[cfg(not(test))]
+fn without_tmpfile() -> bool {
+    false
+}
+
 /// Where a fresh file's data goes before it takes the target's name.
 #[derive(Debug)]
 enum Temp {
@@ -307,12 +323,17 @@ impl Target {
         existing: Option<libc::stat>,
     ) -> Result<()> {
         let path = self.path.clone();
-        let (file, temp) = match open_at(
-            &dir,
-            &cstr(OsStr::new(".")),
-            libc::O_TMPFILE | libc::O_WRONLY,
-            0o600,
-        ) {
+        let anonymous = if without_tmpfile() {
+            Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+        } else {
+            open_at(
+                &dir,
+                &cstr(OsStr::new(".")),
+                libc::O_TMPFILE | libc::O_WRONLY,
+                0o600,
+            )
+        };
+        let (file, temp) = match anonymous {
             Ok(f) => (f, Temp::Anonymous),
             Err(e)
                 if matches!(
