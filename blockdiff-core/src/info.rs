@@ -166,11 +166,12 @@ impl Comparison {
 /// `generation` (the last committed one if `None`), on all cores, and lists
 /// the byte ranges that differ. Nothing is written.
 ///
-/// A source of unknown size (a pipe, a character device such as
-/// `/dev/zero` or `/dev/urandom`) is read only up to one byte past the
-/// generation's size: a longer one differs from the generation's end on,
-/// and its [`Comparison::file_size`] is then the bytes read, not its
-/// length.
+/// The source is read only up to one byte past the generation's size: a
+/// longer one differs from the generation's end to its own end. For a
+/// source of unknown size (a pipe, a character device such as `/dev/zero`
+/// or `/dev/urandom`) that end is not known: its
+/// [`Comparison::file_size`] is then the bytes read, one past the
+/// generation's size.
 pub fn compare_with_generation<R: Read + Send>(
     store: &GenerationStore,
     generation: Option<u64>,
@@ -206,8 +207,9 @@ pub fn compare_with_generation<R: Read + Send>(
         (Some(size), _) if size != UNKNOWN_SIZE => size,
         _ => digest_blocks.saturating_mul(bs),
     };
-    // A source of unknown size (a pipe, /dev/zero) is read one byte past
-    // the generation's end at most: enough to know it is longer.
+    // The source is read one byte past the generation's end at most:
+    // enough to know it is longer (a pipe, /dev/zero never ends).
+    let full_size = source.size();
     let source = source.limited(expected_end.saturating_add(1));
     let mut sink = ChangedRanges::new(format);
     let mut discard = DigestWriter::new(io::sink(), "(comparison)");
@@ -238,10 +240,17 @@ pub fn compare_with_generation<R: Read + Send>(
             _ => differing.push((start, expected_end)),
         }
     }
+    // A file or device longer than the generation differs to its end.
+    let file_size = full_size.map_or(report.source_bytes, |s| s.max(report.source_bytes));
+    if file_size > report.source_bytes
+        && let Some(last) = differing.last_mut()
+    {
+        last.1 = last.1.max(file_size);
+    }
     Ok(Comparison {
         generation,
         expected_size,
-        file_size: report.source_bytes,
+        file_size,
         differing,
     })
 }
@@ -263,6 +272,27 @@ mod tests {
         let err = store.info().unwrap_err().to_string();
         assert!(err.contains("h.1.digest"), "{err}");
         assert!(!err.contains(".md5"), "{err}");
+    }
+
+    #[test]
+    fn a_longer_file_is_read_only_past_the_generations_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("h"));
+        let image = vec![3u8; 10_000];
+        let source = DumpSource::from_bytes(&image, "image");
+        backup(&store, source, &BackupOptions::default(), &mut NoProgress).unwrap();
+        let mut longer = image.clone();
+        longer.resize(1 << 20, 9);
+        let disk = dir.path().join("disk");
+        fs::write(&disk, &longer).unwrap();
+        let source = DumpSource::open(&disk).unwrap();
+        let cmp = compare_with_generation(&store, None, source, 1, &mut NoProgress).unwrap();
+        assert_eq!(cmp.file_size, 1 << 20);
+        assert_eq!(cmp.differing.last().unwrap().1, 1 << 20);
+        fs::write(&disk, &image).unwrap();
+        let source = DumpSource::open(&disk).unwrap();
+        let cmp = compare_with_generation(&store, None, source, 1, &mut NoProgress).unwrap();
+        assert!(cmp.is_identical(), "{:?}", cmp.differing);
     }
 
     #[test]

@@ -219,15 +219,15 @@ impl<'a, R: Read + Send + 'a> DumpSource<R> {
 }
 
 impl<R: Read> DumpSource<R> {
-    /// The same source, of which at most `limit` bytes are read when its
-    /// size is unknown (a pipe, a character device such as `/dev/zero`);
-    /// a source of known size is unchanged.
+    /// The same source, of which at most `limit` bytes are read: its first
+    /// `limit` bytes, or all of it if shorter (a pipe or a character device
+    /// such as `/dev/zero` never ends; a disk may be far larger than what
+    /// it is compared with).
     pub fn limited(self, limit: u64) -> DumpSource<std::io::Take<R>> {
-        let limit = if self.size.is_some() { u64::MAX } else { limit };
         DumpSource {
             reader: self.reader.take(limit),
             name: self.name,
-            size: self.size,
+            size: self.size.map(|s| s.min(limit)),
             positional: self.positional,
         }
     }
