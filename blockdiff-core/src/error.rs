@@ -159,6 +159,27 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A restore target is refused (a link, a store's file, a missing
+    /// device, …) before anything is written.
+    #[error("{path}: {detail}")]
+    BadTarget {
+        /// The target as given.
+        path: std::path::PathBuf,
+        /// Why, and what to do.
+        detail: String,
+    },
+    /// A restore was asked to stop
+    /// ([`Progress::should_stop`](crate::Progress::should_stop)) before it
+    /// completed.
+    #[error("{path}: restore stopped before it completed ({reason}); {state}")]
+    RestoreStopped {
+        /// The target.
+        path: std::path::PathBuf,
+        /// Why, in the caller's words.
+        reason: String,
+        /// What the target is left as.
+        state: &'static str,
+    },
     /// An option is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),

@@ -82,7 +82,16 @@ impl GenerationStore {
     /// Describes generation `generation`.
     pub fn generation_info(&self, generation: u64) -> Result<GenerationInfo> {
         let diff = self.find_diff(generation)?;
-        let (digest_path, _) = self.find_digest(generation)?;
+        let (digest_path, _) = self.find_digest(generation).map_err(|e| match e {
+            // Name the digest of the chain's own format (issue 11, item 15:
+            // a v2 store was told "db.1.md5 is missing").
+            Error::MissingGeneration { generation, .. } => Error::MissingGeneration {
+                path: self.digest_path(generation, diff.format.digest_format()),
+                generation,
+                reason: "its digest does not exist".into(),
+            },
+            other => other,
+        })?;
         let digest = DigestReader::open(&digest_path)?;
         let diff_meta = fs::metadata(&diff.path).ctx(&diff.path, "stat")?;
         let digest_bytes = fs::metadata(&digest_path).ctx(&digest_path, "stat")?.len();
@@ -156,6 +165,13 @@ impl Comparison {
 /// Compares `source` block by block with the digest of generation
 /// `generation` (the last committed one if `None`), on all cores, and lists
 /// the byte ranges that differ. Nothing is written.
+///
+/// The source is read only up to one byte past the generation's size: a
+/// longer one differs from the generation's end to its own end. For a
+/// source of unknown size (a pipe, a character device such as `/dev/zero`
+/// or `/dev/urandom`) that end is not known: its
+/// [`Comparison::file_size`] is then the bytes read, one past the
+/// generation's size.
 pub fn compare_with_generation<R: Read + Send>(
     store: &GenerationStore,
     generation: Option<u64>,
@@ -186,6 +202,15 @@ pub fn compare_with_generation<R: Read + Send>(
     let spec = *digest.spec();
     let expected_size = digest.source_size();
     let digest_blocks = digest.entries().unwrap_or(0);
+    let bs = u64::from(spec.block_size.get());
+    let expected_end = match (expected_size, format) {
+        (Some(size), _) if size != UNKNOWN_SIZE => size,
+        _ => digest_blocks.saturating_mul(bs),
+    };
+    // The source is read one byte past the generation's end at most:
+    // enough to know it is longer (a pipe, /dev/zero never ends).
+    let full_size = source.size();
+    let source = source.limited(expected_end.saturating_add(1));
     let mut sink = ChangedRanges::new(format);
     let mut discard = DigestWriter::new(io::sink(), "(comparison)");
     let options = DumpOptions {
@@ -204,11 +229,6 @@ pub fn compare_with_generation<R: Read + Send>(
         progress,
     )?;
     let mut differing = sink.ranges().to_vec();
-    let bs = u64::from(spec.block_size.get());
-    let expected_end = match (expected_size, format) {
-        (Some(size), _) if size != UNKNOWN_SIZE => size,
-        _ => digest_blocks * bs,
-    };
     // Blocks the digest lists beyond the end of the file are missing.
     let file_blocks = report.blocks;
     if file_blocks < digest_blocks
@@ -220,10 +240,73 @@ pub fn compare_with_generation<R: Read + Send>(
             _ => differing.push((start, expected_end)),
         }
     }
+    // A file or device longer than the generation differs to its end.
+    let file_size = full_size.map_or(report.source_bytes, |s| s.max(report.source_bytes));
+    if file_size > report.source_bytes
+        && let Some(last) = differing.last_mut()
+    {
+        last.1 = last.1.max(file_size);
+    }
     Ok(Comparison {
         generation,
         expected_size,
-        file_size: report.source_bytes,
+        file_size,
         differing,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BackupOptions, NoProgress, backup};
+
+    #[test]
+    fn a_missing_v2_digest_is_named_as_v2() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("h"));
+        let image = vec![5u8; 10_000];
+        let source = DumpSource::from_bytes(&image, "image");
+        backup(&store, source, &BackupOptions::default(), &mut NoProgress).unwrap();
+        let digest = store.digest_path(1, DigestFormat::V2);
+        fs::remove_file(&digest).unwrap();
+        let err = store.info().unwrap_err().to_string();
+        assert!(err.contains("h.1.digest"), "{err}");
+        assert!(!err.contains(".md5"), "{err}");
+    }
+
+    #[test]
+    fn a_longer_file_is_read_only_past_the_generations_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("h"));
+        let image = vec![3u8; 10_000];
+        let source = DumpSource::from_bytes(&image, "image");
+        backup(&store, source, &BackupOptions::default(), &mut NoProgress).unwrap();
+        let mut longer = image.clone();
+        longer.resize(1 << 20, 9);
+        let disk = dir.path().join("disk");
+        fs::write(&disk, &longer).unwrap();
+        let source = DumpSource::open(&disk).unwrap();
+        let cmp = compare_with_generation(&store, None, source, 1, &mut NoProgress).unwrap();
+        assert_eq!(cmp.file_size, 1 << 20);
+        assert_eq!(cmp.differing.last().unwrap().1, 1 << 20);
+        fs::write(&disk, &image).unwrap();
+        let source = DumpSource::open(&disk).unwrap();
+        let cmp = compare_with_generation(&store, None, source, 1, &mut NoProgress).unwrap();
+        assert!(cmp.is_identical(), "{:?}", cmp.differing);
+    }
+
+    #[test]
+    fn comparison_with_an_endless_source_stops_past_the_generations_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("h"));
+        let image = vec![0u8; 10_000];
+        let source = DumpSource::from_bytes(&image, "image");
+        backup(&store, source, &BackupOptions::default(), &mut NoProgress).unwrap();
+        // An endless stream of zeros: equal to the image, then longer.
+        let endless = DumpSource::stream(io::repeat(0), "zeros");
+        let cmp = compare_with_generation(&store, None, endless, 1, &mut NoProgress).unwrap();
+        assert_eq!(cmp.file_size, 10_001);
+        assert!(!cmp.is_identical());
+        assert_eq!(cmp.differing.last().unwrap().1, 10_001);
+    }
 }

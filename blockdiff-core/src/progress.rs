@@ -29,6 +29,14 @@ pub enum Notice {
         /// The algorithm used (the digest's).
         used: HashAlgorithm,
     },
+    /// A generation's metadata file could not be used (a restore goes on
+    /// without the facts it would give: it only adds checks).
+    UnusableMetadata {
+        /// The metadata file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// Leftovers of an interrupted earlier run were removed.
     RemovedLeftover {
         /// The file removed.
@@ -56,6 +64,11 @@ impl fmt::Display for Notice {
                 f,
                 "{}: hash is {used}, not the {requested} asked for; using {used} (a chain keeps one hash)",
                 digest.display()
+            ),
+            Notice::UnusableMetadata { path, detail } => write!(
+                f,
+                "{}: ignored ({detail}); the restore goes on without the source size it records",
+                path.display()
             ),
             Notice::RemovedLeftover { path } => {
                 write!(f, "removed {} left by an interrupted run", path.display())

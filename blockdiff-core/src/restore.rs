@@ -1,10 +1,9 @@
 //! Restore: replay a chain of generations onto a file or block device,
 //! writing every block once, and check it against the digest.
 
-use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use archive_format::{
@@ -12,12 +11,18 @@ use archive_format::{
     LegacyReader, SkipRead, StreamReader, data_len, read_full,
 };
 
-use crate::block::{BlockHasher, BlockSize, is_zero};
+use crate::block::{BlockHasher, BlockSize};
 use crate::digest::{DigestFile, DigestFormat};
 use crate::error::{ArchiveContext, IoContext};
-use crate::progress::Progress;
+use crate::progress::{Notice, Progress};
 use crate::store::{DiffFormat, DiffLocation, GenerationStore};
 use crate::{Error, Result};
+
+mod block_set;
+mod target;
+
+use block_set::BlockSet;
+use target::Target;
 
 /// How a chain is restored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +32,13 @@ pub struct RestoreOptions {
     /// Check every block against the generation's digest (on by default).
     /// Without it a truncated or corrupt legacy diff goes unnoticed.
     pub verify: bool,
+    /// The operator confirms that the source really shrank: a legacy
+    /// digest of generation K listing fewer blocks than generation K−1's
+    /// is then trusted. Without it (and without a `source_size` in
+    /// generation K's metadata that agrees) such a chain is refused, since
+    /// a digest cut short (the original tool wrote it without fsync) looks
+    /// exactly like this and would restore a short image.
+    pub source_shrank: bool,
 }
 
 impl Default for RestoreOptions {
@@ -34,6 +46,7 @@ impl Default for RestoreOptions {
         RestoreOptions {
             generation: None,
             verify: true,
+            source_shrank: false,
         }
     }
 }
@@ -101,9 +114,17 @@ pub struct RestorePlan {
     chain: Chain,
     block_size: BlockSize,
     hash: HashAlgorithm,
-    /// Exact source size, when the chain says (v2).
+    /// Exact source size, when the chain says (v2), or generation K's
+    /// metadata does (`source_size`, both formats).
     source_size: Option<u64>,
     digest: Option<DigestFile>,
+    /// The store's `NAME`: a restore never writes over one of its files.
+    store: GenerationStore,
+    /// The source size from generation K's metadata, when it has one.
+    metadata_size: Option<u64>,
+    /// Notices found while planning, given to the progress when the plan
+    /// runs.
+    notices: Vec<Notice>,
 }
 
 fn open_legacy(diff: &DiffLocation) -> Result<LegacyReader<Box<dyn SkipRead + Send>>> {
@@ -204,7 +225,93 @@ impl RestorePlan {
             .digest
             .as_ref()
             .map_or(plan.hash, |d| d.spec().algorithm);
+        plan.store = store.clone();
+        plan.check_size(store, options)?;
         Ok(plan)
+    }
+
+    /// Checks the size of generation K against what else the store says:
+    /// the `source_size` of its metadata (both formats), and for a legacy
+    /// digest, which records no size, generation K−1's digest.
+    fn check_size(&mut self, store: &GenerationStore, options: &RestoreOptions) -> Result<()> {
+        let k = self.generation;
+        let meta_path = store.metadata_path(k);
+        self.metadata_size = match store.read_metadata(k) {
+            Ok(Some(m)) => match m.get("source_size").map(|v| v.trim().parse::<u64>()) {
+                Some(Ok(size)) => Some(size),
+                Some(Err(_)) => {
+                    self.notices.push(Notice::UnusableMetadata {
+                        path: meta_path.clone(),
+                        detail: "its source_size is not a number of bytes".into(),
+                    });
+                    None
+                }
+                None => None,
+            },
+            Ok(None) => None,
+            Err(e) => {
+                self.notices.push(Notice::UnusableMetadata {
+                    path: meta_path.clone(),
+                    detail: e.to_string(),
+                });
+                None
+            }
+        };
+        let bs = self.block_size;
+        match (&self.chain, self.metadata_size) {
+            (Chain::V2(diffs), Some(size)) if Some(size) != self.source_size => {
+                return Err(chain_error(
+                    &meta_path,
+                    format!(
+                        "says generation {k}'s source was {size} bytes but {} says {}: one of them is damaged or of another run; nothing was written",
+                        diffs[0].0.path.display(),
+                        self.source_size.unwrap_or(0)
+                    ),
+                ));
+            }
+            (Chain::Legacy(_), Some(size)) => {
+                if let Some(d) = &self.digest
+                    && d.entries() != bs.blocks_in(size)
+                {
+                    return Err(chain_error(
+                        d.path(),
+                        format!(
+                            "lists {} blocks of {bs} bytes but {} says the source was {size} bytes ({} blocks): the digest is cut short or damaged; nothing was written",
+                            d.entries(),
+                            meta_path.display(),
+                            bs.blocks_in(size)
+                        ),
+                    ));
+                }
+                self.source_size = Some(size);
+            }
+            _ => {}
+        }
+        if let (Chain::Legacy(_), Some(d), None, false, true) = (
+            &self.chain,
+            &self.digest,
+            self.metadata_size,
+            options.source_shrank,
+            k > 1,
+        ) && let Ok((prev_path, DigestFormat::Legacy)) = store.find_digest(k - 1)
+            // An unreadable older digest only loses this check; the
+            // records of diff K are still checked against digest K.
+            && let Ok(prev) = DigestFile::open(&prev_path)
+            && prev.block_size() == bs
+            && prev.entries() > d.entries()
+        {
+            return Err(chain_error(
+                d.path(),
+                format!(
+                    "lists {} blocks, fewer than the {} of generation {} ({}): either the source shrank, or this digest was cut short (the original tool wrote digests without fsync). If the source really shrank, say so with --source-shrank; nothing was written",
+                    d.entries(),
+                    prev.entries(),
+                    k - 1,
+                    prev_path.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn legacy_chain(
@@ -235,6 +342,9 @@ impl RestorePlan {
             hash: HashAlgorithm::Md5,
             source_size: None,
             digest,
+            store: GenerationStore::new(""),
+            metadata_size: None,
+            notices: Vec::new(),
         })
     }
 
@@ -323,6 +433,9 @@ impl RestorePlan {
             hash,
             source_size: Some(source_size),
             digest,
+            store: GenerationStore::new(""),
+            metadata_size: None,
+            notices: Vec::new(),
         })
     }
 
@@ -348,10 +461,28 @@ impl RestorePlan {
 
     /// Writes the image to `target`.
     ///
-    /// A regular file is written as a new sparse file beside it and renamed
-    /// over it at the end, so a failed restore leaves an existing file
-    /// untouched. A block device is written in place, never past its end.
+    /// A regular file is written as an anonymous temporary file in the
+    /// target's directory (`O_TMPFILE`; elsewhere an unpredictable name
+    /// created exclusively) and takes the target's name only when complete
+    /// and synced, so a failed or killed restore leaves an existing file
+    /// untouched and nothing beside it. A new file is created 0600; a file
+    /// replaced keeps its owner, group and mode. A block device is written
+    /// in place, never past its end, and must be large enough for the
+    /// whole image. Refused: a target that is a symbolic link (except one
+    /// owned by root or the user running the restore that resolves to a
+    /// block device, as `/dev/VG/LV` does), one of the
+    /// chain's own files (by name or by device and inode: a hard link is
+    /// caught too) or any file that looks like a store's, and a new file
+    /// under `/dev` (a missing device).
+    ///
+    /// Steps ([`Progress::at_step`]): `restore:write` (the first block
+    /// written), `restore:sync` (before the fsync), `restore:rename-target`
+    /// (before the temporary takes the target's name).
     pub fn execute(mut self, target: &Path, progress: &mut dyn Progress) -> Result<RestoreReport> {
+        for notice in self.notices.drain(..) {
+            progress.notice(notice);
+        }
+        refuse_store_target(Some(&self.store), target)?;
         let mut out = Target::open(target, true)?;
         if let (Some(n), Some(size)) = (self.block_count(), out.device_size) {
             let need = self.source_size.unwrap_or(if n == 0 {
@@ -368,7 +499,7 @@ impl RestorePlan {
             }
         }
         let report = self.replay(&mut out, false, progress)?;
-        out.finish(report.source_size)?;
+        out.finish(report.source_size, progress)?;
         Ok(report)
     }
 
@@ -377,6 +508,9 @@ impl RestorePlan {
     /// fingerprint, and that the replayed content hashes to the digest of
     /// generation K.
     pub fn verify(mut self, progress: &mut dyn Progress) -> Result<RestoreReport> {
+        for notice in self.notices.drain(..) {
+            progress.notice(notice);
+        }
         let Some(digest) = &self.digest else {
             return Err(Error::InvalidOption(
                 "verification needs the digest of the generation".into(),
@@ -384,6 +518,19 @@ impl RestorePlan {
         };
         digest.verify()?;
         self.replay(&mut Target::discard(), true, progress)
+    }
+
+    /// The file that names the expected blocks of generation K, for
+    /// messages: its digest, else (legacy) its metadata, else its diff.
+    fn size_authority(&self) -> PathBuf {
+        match (&self.digest, &self.chain) {
+            (Some(d), _) => d.path().to_owned(),
+            (None, Chain::Legacy(_)) if self.metadata_size.is_some() => {
+                self.store.metadata_path(self.generation)
+            }
+            (None, Chain::V2(diffs)) => diffs[0].0.path.clone(),
+            (None, Chain::Legacy(diffs)) => diffs[0].path.clone(),
+        }
     }
 
     /// Replays the chain newest first into `out`. With `check_all`, every
@@ -395,7 +542,8 @@ impl RestorePlan {
         progress: &mut dyn Progress,
     ) -> Result<RestoreReport> {
         let block_count = self.block_count();
-        let mut written = BlockSet::new(block_count);
+        let authority = self.size_authority();
+        let mut written = BlockSet::new();
         let mut report = RestoreReport {
             generation: self.generation,
             verified: self.digest.is_some(),
@@ -411,11 +559,26 @@ impl RestorePlan {
             Chain::Legacy(diffs) => {
                 let bs = self.block_size;
                 let mut buf = Vec::with_capacity(bs.bytes());
-                for diff in diffs {
+                for (i, diff) in diffs.iter().enumerate() {
                     let mut reader = open_legacy(diff)?;
                     while let Some(rec) = reader.next_record().in_file(&diff.path)? {
                         let index = rec.block_offset / u64::from(bs.get());
                         let beyond = block_count.is_some_and(|n| index >= n);
+                        if beyond && i == 0 {
+                            // Diff K holds only blocks of generation K's
+                            // source: a block beyond the digest's count
+                            // means the digest (legacy: no size) is short.
+                            return Err(chain_error(
+                                &authority,
+                                format!(
+                                    "lists {} blocks, but {} holds the block at offset {} (record at stream offset {}): the digest is cut short or of another run; nothing was written",
+                                    block_count.unwrap_or(0),
+                                    diff.path.display(),
+                                    rec.block_offset,
+                                    rec.stream_offset
+                                ),
+                            ));
+                        }
                         if (beyond || written.contains(index)) && !check_all {
                             // A newer generation has it, or the source shrank.
                             reader.skip_data().in_file(&diff.path)?;
@@ -438,7 +601,7 @@ impl RestorePlan {
                             ));
                         }
                         checker.check(index, &buf, &diff.path, rec.stream_offset)?;
-                        out.put(rec.block_offset, &buf, &mut report)?;
+                        out.put(rec.block_offset, &buf, &mut report, progress)?;
                         written.insert(index);
                         end = end.max(rec.block_offset + len as u64);
                         progress.advance(len as u64);
@@ -455,7 +618,9 @@ impl RestorePlan {
                     let size = diff.summary().source_size;
                     for i in 0..diff.frames().len() {
                         let needed = diff.frame_extents(i).iter().any(|e| {
-                            (e.first_block..e.end_block().min(n)).any(|b| !written.contains(b))
+                            written
+                                .first_gap(e.first_block, e.end_block().min(n))
+                                .is_some()
                         });
                         if !needed && !check_all {
                             report.frames_skipped += 1;
@@ -467,21 +632,42 @@ impl RestorePlan {
                         let stream_offset = diff.frames()[i].offset;
                         let mut at = 0usize;
                         for e in &frame.extents {
+                            if e.kind == ExtentKind::Zero {
+                                // Zero runs are taken as runs: a fresh file
+                                // not checked leaves them as holes without
+                                // a step per block (a crafted diff may
+                                // claim 2^32 blocks).
+                                for (g0, g1) in written.gaps(e.first_block, e.end_block().min(n)) {
+                                    if !out.sparse() || checker.digest.is_some() {
+                                        for b in g0..g1 {
+                                            let len = data_len(b, 1, bs.get(), size) as usize;
+                                            let data = &zero_block[..len];
+                                            checker.check(b, data, &loc.path, stream_offset)?;
+                                            out.put(bs.offset_of(b), data, &mut report, progress)?;
+                                            progress.advance(len as u64);
+                                        }
+                                    } else {
+                                        report.blocks += g1 - g0;
+                                        report.holes += g1 - g0;
+                                    }
+                                    let last = g1 - 1;
+                                    end = end.max(
+                                        bs.offset_of(last) + data_len(last, 1, bs.get(), size),
+                                    );
+                                    written.insert_run(g0, g1);
+                                }
+                                continue;
+                            }
                             for b in e.first_block..e.end_block() {
                                 let len = data_len(b, 1, bs.get(), size) as usize;
-                                let data: &[u8] = match e.kind {
-                                    ExtentKind::Data => {
-                                        at += len;
-                                        &frame.payload[at - len..at]
-                                    }
-                                    ExtentKind::Zero => &zero_block[..len],
-                                };
+                                at += len;
+                                let data = &frame.payload[at - len..at];
                                 if b >= n || written.contains(b) {
                                     continue;
                                 }
                                 checker.check(b, data, &loc.path, stream_offset)?;
                                 let offset = bs.offset_of(b);
-                                out.put(offset, data, &mut report)?;
+                                out.put(offset, data, &mut report, progress)?;
                                 written.insert(b);
                                 end = end.max(offset + len as u64);
                                 progress.advance(len as u64);
@@ -496,21 +682,120 @@ impl RestorePlan {
         {
             let (count, first) = written.missing_below(n);
             if count > 0 {
-                let path = match (&self.digest, &self.chain) {
-                    (Some(d), _) => d.path().to_owned(),
-                    (None, Chain::V2(diffs)) => diffs[0].0.path.clone(),
-                    (None, Chain::Legacy(diffs)) => diffs[0].path.clone(),
-                };
                 return Err(Error::MissingBlocks {
-                    digest: path,
+                    digest: authority,
                     count,
                     first_offset: self.block_size.offset_of(first),
                 });
             }
         }
+        if let (Chain::Legacy(_), Some(size)) = (&self.chain, self.metadata_size)
+            && end != size
+        {
+            return Err(chain_error(
+                &self.store.metadata_path(self.generation),
+                format!(
+                    "says generation {}'s source was {size} bytes, but the chain restores {end}; nothing was written",
+                    self.generation
+                ),
+            ));
+        }
         report.source_size = self.source_size.unwrap_or(end);
         Ok(report)
     }
+}
+
+/// Refuses a restore target that is a file of a store: one of the files of
+/// `store` (by name in its directory, or by device and inode, so a hard
+/// link or another spelling is caught), or any file named like a store's
+/// (`X.ver`, `X.N`, `X.N.gz`, `X.N.md5`, `X.N.digest`, `X.N.meta.json`,
+/// `X.lock`) beside an `X.ver` or `X.1`.
+fn refuse_store_target(store: Option<&GenerationStore>, target: &Path) -> Result<()> {
+    let refuse = |what: String| {
+        Err(Error::BadTarget {
+            path: target.to_owned(),
+            detail: format!(
+                "{what}; a restore never writes over a backup's files: restore to another path"
+            ),
+        })
+    };
+    let Some(name) = target.file_name() else {
+        return Ok(());
+    };
+    let target_dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    if let Some(store) = store
+        && let Some(store_name) = store.name().file_name()
+    {
+        let mut prefix = store_name.to_owned();
+        prefix.push(".");
+        let prefix = prefix.as_encoded_bytes().to_vec();
+        let same_dir = match (
+            target::identity(&target_dir)?,
+            target::identity(&store.dir())?,
+        ) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        };
+        if same_dir && name.as_encoded_bytes().starts_with(&prefix) {
+            return refuse(format!(
+                "is named like a file of the backup {}",
+                store.name().display()
+            ));
+        }
+        if let Some(id) = target::identity(target)?
+            && let Ok(entries) = std::fs::read_dir(store.dir())
+        {
+            for entry in entries.flatten() {
+                if entry.file_name().as_encoded_bytes().starts_with(&prefix)
+                    && target::identity(&entry.path())? == Some(id)
+                {
+                    return refuse(format!(
+                        "is {} of the backup {} (the same file)",
+                        entry.path().display(),
+                        store.name().display()
+                    ));
+                }
+            }
+        }
+    }
+    let bytes = name.as_encoded_bytes();
+    for (i, _) in bytes.iter().enumerate().filter(|&(_, &c)| c == b'.') {
+        if i == 0 || !is_store_suffix(&bytes[i + 1..]) {
+            continue;
+        }
+        let base = target_dir.join(std::ffi::OsStr::from_bytes(&bytes[..i]));
+        let candidate = GenerationStore::new(&base);
+        if candidate.ver_path().exists()
+            || candidate
+                .diff_path(1, DiffFormat::Legacy(Compression::None))
+                .exists()
+            || candidate
+                .diff_path(1, DiffFormat::Legacy(Compression::Gzip))
+                .exists()
+        {
+            return refuse(format!(
+                "looks like a file of the backup {}",
+                base.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `s` is what follows `NAME.` in a store's file names.
+fn is_store_suffix(s: &[u8]) -> bool {
+    if s == b"ver" || s == b"lock" {
+        return true;
+    }
+    let digits = s.iter().take_while(|c| c.is_ascii_digit()).count();
+    digits > 0
+        && matches!(
+            &s[digits..],
+            b"" | b".gz" | b".md5" | b".digest" | b".meta.json"
+        )
 }
 
 /// Checks restored blocks against the digest of the generation restored.
@@ -542,6 +827,14 @@ impl BlockChecker<'_> {
 /// or gzip-compressed, or a v2 diff (whose frames are CRC-checked before
 /// they are written, and whose index gives the exact source size).
 ///
+/// The target is opened only once the stream's header (and, for a legacy
+/// stream, its first record) has been read: input that is not a diff
+/// leaves the target as it was. A target that does not exist is written
+/// as a new file (0600) through an anonymous temporary, as
+/// [`RestorePlan::execute`] does, and appears only when complete; an
+/// existing regular file is updated in place; the same targets are refused
+/// (symbolic links, files of a store, new files under `/dev`).
+///
 /// When a legacy stream ends with a short block, that block's end is the
 /// source's end and a regular file target is cut there. Nothing in a legacy
 /// stream reveals a stream truncated at a record boundary; restore from a
@@ -552,13 +845,14 @@ pub fn apply_stream<R: Read + Send>(
     target: &Path,
     progress: &mut dyn Progress,
 ) -> Result<RestoreReport> {
+    refuse_store_target(None, target)?;
     let mut head = [0u8; 8];
     let got = read_full(&mut input, &mut head).ctx(input_name, "read")?;
     let whole = io::Cursor::new(head[..got].to_vec()).chain(input);
-    let mut out = Target::open(target, false)?;
     let mut report = RestoreReport::default();
     if head[..got] == DIFF_MAGIC {
         let mut reader = StreamReader::new(whole).in_file(input_name)?;
+        let mut out = Target::open(target, false)?;
         let (bs, header_size) = (reader.header().block_size, reader.header().source_size);
         let zero_block = vec![0u8; bs as usize];
         let mut frame = Frame::default();
@@ -566,6 +860,15 @@ pub fn apply_stream<R: Read + Send>(
         while reader.next_frame(&mut frame).in_file(input_name)? {
             let mut at = 0usize;
             for e in &frame.extents {
+                if e.kind == ExtentKind::Zero && out.sparse() {
+                    // Holes in a new file: no step per block.
+                    let last = e.end_block() - 1;
+                    let full = data_len(last, 1, bs, header_size).min(u64::from(bs));
+                    report.blocks += u64::from(e.blocks);
+                    report.holes += u64::from(e.blocks);
+                    last_end = last_end.max(last * u64::from(bs) + full);
+                    continue;
+                }
                 for b in e.first_block..e.end_block() {
                     let full = data_len(b, 1, bs, header_size) as usize;
                     let offset = b * u64::from(bs);
@@ -579,7 +882,7 @@ pub fn apply_stream<R: Read + Send>(
                         }
                         ExtentKind::Zero => &zero_block[..full.min(bs as usize)],
                     };
-                    out.put(offset, data, &mut report)?;
+                    out.put(offset, data, &mut report, progress)?;
                     last_end = last_end.max(offset + data.len() as u64);
                     progress.advance(data.len() as u64);
                 }
@@ -587,7 +890,7 @@ pub fn apply_stream<R: Read + Send>(
         }
         let size = reader.summary().map_or(last_end, |s| s.source_size);
         report.source_size = size;
-        out.finish(size)?;
+        out.finish(size, progress)?;
         return Ok(report);
     }
     let compression = Compression::detect(&head[..got]);
@@ -595,276 +898,159 @@ pub fn apply_stream<R: Read + Send>(
     let bs = reader.block_size() as usize;
     let mut buf = Vec::with_capacity(bs);
     let mut short_end = None;
-    while let Some(rec) = reader.read_record(&mut buf).in_file(input_name)? {
-        out.put(rec.block_offset, &buf, &mut report)?;
+    let mut next = reader.read_record(&mut buf).in_file(input_name)?;
+    let mut out = Target::open(target, false)?;
+    while let Some(rec) = next {
+        out.put(rec.block_offset, &buf, &mut report, progress)?;
         report.source_size = report.source_size.max(rec.block_offset + buf.len() as u64);
         if buf.len() < bs {
             short_end = Some(rec.block_offset + buf.len() as u64);
         }
         progress.advance(buf.len() as u64);
+        next = reader.read_record(&mut buf).in_file(input_name)?;
     }
     let current = out.current_len()?;
     let end = short_end.unwrap_or(current.max(report.source_size));
     report.source_size = end;
-    out.finish(end)?;
+    out.finish(end, progress)?;
     Ok(report)
-}
-
-/// The file or device a restore writes to (or nothing, to verify).
-struct Target {
-    file: Option<File>,
-    path: PathBuf,
-    /// For a fresh file: the temporary name, renamed over `path` at the end.
-    tmp: Option<PathBuf>,
-    /// For a block device: its size.
-    device_size: Option<u64>,
-    finished: bool,
-}
-
-impl Target {
-    /// Opens `path`. With `fresh`, a regular file is written anew beside it
-    /// (all-zero blocks become holes); without, it is updated in place.
-    fn open(path: &Path, fresh: bool) -> Result<Target> {
-        let meta = match fs::metadata(path) {
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).ctx(path, "stat"),
-        };
-        if let Some(m) = &meta
-            && m.file_type().is_block_device()
-        {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .ctx(path, "open device")?;
-            let size = file.seek(SeekFrom::End(0)).ctx(path, "find device size")?;
-            return Ok(Target {
-                file: Some(file),
-                path: path.to_owned(),
-                tmp: None,
-                device_size: Some(size),
-                finished: false,
-            });
-        }
-        if let Some(m) = &meta
-            && !m.is_file()
-        {
-            return Err(Error::InvalidOption(format!(
-                "{}: restore target must be a regular file or a block device",
-                path.display()
-            )));
-        }
-        if fresh {
-            let mut name = path.file_name().unwrap_or_default().to_owned();
-            name.push(".blockdiff-partial");
-            let tmp = path.with_file_name(name);
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)
-                .ctx(&tmp, "create")?;
-            return Ok(Target {
-                file: Some(file),
-                path: path.to_owned(),
-                tmp: Some(tmp),
-                device_size: None,
-                finished: false,
-            });
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .ctx(path, "open")?;
-        Ok(Target {
-            file: Some(file),
-            path: path.to_owned(),
-            tmp: None,
-            device_size: None,
-            finished: false,
-        })
-    }
-
-    /// A target that drops what it is given: verification.
-    fn discard() -> Target {
-        Target {
-            file: None,
-            path: PathBuf::from("(verification)"),
-            tmp: None,
-            device_size: None,
-            finished: true,
-        }
-    }
-
-    /// Writes one block and counts it in `report`.
-    fn put(&mut self, offset: u64, data: &[u8], report: &mut RestoreReport) -> Result<()> {
-        if self.write_block(offset, data)? {
-            report.bytes_written += data.len() as u64;
-        } else {
-            report.holes += 1;
-        }
-        report.blocks += 1;
-        Ok(())
-    }
-
-    fn write_path(&self) -> &Path {
-        self.tmp.as_deref().unwrap_or(&self.path)
-    }
-
-    fn current_len(&self) -> Result<u64> {
-        match (self.device_size, &self.file) {
-            (Some(size), _) => Ok(size),
-            (None, Some(f)) => Ok(f.metadata().ctx(self.write_path(), "stat")?.len()),
-            (None, None) => Ok(0),
-        }
-    }
-
-    /// Writes one block; returns false if it was left as a hole.
-    fn write_block(&mut self, offset: u64, data: &[u8]) -> Result<bool> {
-        let end = offset + data.len() as u64;
-        if let Some(size) = self.device_size
-            && end > size
-        {
-            return Err(Error::TargetTooSmall {
-                path: self.path.clone(),
-                need: end,
-                have: size,
-            });
-        }
-        let Some(file) = &self.file else {
-            return Ok(true);
-        };
-        if self.tmp.is_some() && is_zero(data) {
-            return Ok(false);
-        }
-        file.write_all_at(data, offset)
-            .map_err(|source| Error::Io {
-                path: self.write_path().to_owned(),
-                op: "write",
-                source,
-            })?;
-        Ok(true)
-    }
-
-    /// Sets a file's size to `size`, syncs, and renames a fresh file into
-    /// place.
-    fn finish(mut self, size: u64) -> Result<()> {
-        let Some(file) = &self.file else {
-            return Ok(());
-        };
-        if self.device_size.is_none() {
-            file.set_len(size).ctx(self.write_path(), "set size")?;
-        }
-        file.sync_all().ctx(self.write_path(), "fsync")?;
-        if let Some(tmp) = &self.tmp {
-            fs::rename(tmp, &self.path).ctx(&self.path, "rename restored image into place")?;
-            if let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .ctx(dir, "fsync directory")?;
-            }
-        }
-        self.finished = true;
-        Ok(())
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        if let (false, Some(tmp)) = (self.finished, &self.tmp) {
-            let _ = fs::remove_file(tmp);
-        }
-    }
-}
-
-/// The set of block indexes already written: a dense bitmap when the
-/// block count is known, else a sparse one whose memory follows the blocks
-/// actually seen, whatever their offsets.
-#[derive(Debug)]
-enum BlockSet {
-    Dense(Vec<u64>),
-    Sparse(HashMap<u64, u64>),
-}
-
-impl BlockSet {
-    fn new(blocks: Option<u64>) -> Self {
-        match blocks {
-            Some(n) => BlockSet::Dense(vec![0; n.div_ceil(64) as usize]),
-            None => BlockSet::Sparse(HashMap::new()),
-        }
-    }
-
-    fn word(&self, w: u64) -> u64 {
-        match self {
-            BlockSet::Dense(v) => v.get(w as usize).copied().unwrap_or(0),
-            BlockSet::Sparse(m) => m.get(&w).copied().unwrap_or(0),
-        }
-    }
-
-    fn contains(&self, index: u64) -> bool {
-        self.word(index / 64) & (1 << (index % 64)) != 0
-    }
-
-    fn insert(&mut self, index: u64) {
-        let bit = 1 << (index % 64);
-        match self {
-            BlockSet::Dense(v) => {
-                if let Some(w) = v.get_mut((index / 64) as usize) {
-                    *w |= bit;
-                }
-            }
-            BlockSet::Sparse(m) => *m.entry(index / 64).or_default() |= bit,
-        }
-    }
-
-    /// How many of the indexes `0..n` are absent, and the first of them.
-    fn missing_below(&self, n: u64) -> (u64, u64) {
-        let mut count = 0;
-        let mut first = None;
-        for w in 0..n.div_ceil(64) {
-            let bits_here = (n - w * 64).min(64);
-            let mask = if bits_here == 64 {
-                u64::MAX
-            } else {
-                (1u64 << bits_here) - 1
-            };
-            let absent = !self.word(w) & mask;
-            if absent != 0 {
-                count += u64::from(absent.count_ones());
-                first.get_or_insert(w * 64 + u64::from(absent.trailing_zeros()));
-            }
-        }
-        (count, first.unwrap_or(0))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::NoProgress;
+    use archive_format::{DiffHeader, DiffWriter, FrameBuilder, FrameCompression, FrameCompressor};
 
-    #[test]
-    fn block_set_counts_missing() {
-        for dense in [true, false] {
-            block_set_case(BlockSet::new(dense.then_some(200)), dense);
-        }
+    /// A v2 generation 1 that claims a source of 2^60 bytes with block
+    /// size 1, holding two blocks: a crafted file of a few hundred bytes.
+    fn crafted_bomb(path: &Path) {
+        let header = DiffHeader {
+            block_size: 1,
+            source_size: 1 << 60,
+            generation: 1,
+            hash: HashAlgorithm::Blake3,
+            compression: FrameCompression::None,
+            level: 0,
+            created_secs: 0,
+            created_nanos: 0,
+            parent: [0; 32],
+        };
+        let mut w = DiffWriter::new(Vec::new(), header).unwrap();
+        let mut c = FrameCompressor::new(FrameCompression::None, 0).unwrap();
+        let mut f = FrameBuilder::new();
+        f.push_zero(0).unwrap();
+        f.push_data(1, b"x").unwrap();
+        let mut bytes = Vec::new();
+        let meta = f.encode(&mut c, &mut bytes).unwrap();
+        w.append_frame(&bytes, &meta).unwrap();
+        let file = w.finish(1 << 60, [0; 32]).unwrap();
+        assert!(file.len() < 512, "{} bytes", file.len());
+        std::fs::write(path, file).unwrap();
     }
 
-    fn block_set_case(mut s: BlockSet, dense: bool) {
-        for i in [0, 1, 2, 64, 65, 130] {
-            s.insert(i);
-        }
-        assert!(s.contains(64) && !s.contains(3));
-        assert_eq!(s.missing_below(3), (0, 0));
-        assert_eq!(s.missing_below(4), (1, 3));
-        assert_eq!(s.missing_below(131), (131 - 6, 3));
-        s.insert(1 << 50);
-        assert_eq!(
-            s.contains(1 << 50),
-            !dense,
-            "a dense set ignores blocks beyond its count"
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_crafted_huge_source_size_allocates_nothing() {
+        // Issue 11, item 10: this aborted with a 2^57-byte allocation.
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        crafted_bomb(&store.diff_path(1, DiffFormat::Legacy(Compression::None)));
+        std::fs::write(store.ver_path(), "1\n").unwrap();
+        let options = RestoreOptions {
+            verify: false,
+            ..RestoreOptions::default()
+        };
+        let target = dir.path().join("restored");
+        let plan = RestorePlan::new(&store, &options).unwrap();
+        assert_eq!(plan.block_count(), Some(1 << 60));
+        let err = plan.execute(&target, &mut NoProgress).unwrap_err();
+        assert!(
+            matches!(err, Error::MissingBlocks { count, .. } if count == (1 << 60) - 2),
+            "{err}"
         );
+        assert!(!target.exists(), "a failed restore leaves no target");
+        assert_eq!(
+            listing(dir.path()),
+            ["db.1", "db.ver"],
+            "and nothing beside it"
+        );
+    }
+
+    #[test]
+    fn without_o_tmpfile_the_named_temporary_never_outlives_the_restore() {
+        target::WITHOUT_TMPFILE.with(|w| w.set(true));
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("db"));
+        let mut image: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let options = crate::BackupOptions::default();
+        let source = crate::DumpSource::from_bytes(&image, "image");
+        crate::backup(&store, source, &options, &mut NoProgress).unwrap();
+        image[100] ^= 1;
+        let source = crate::DumpSource::from_bytes(&image, "image");
+        crate::backup(&store, source, &options, &mut NoProgress).unwrap();
+        let store_listing = listing(dir.path());
+        let target = dir.path().join("restored");
+        // Success: the target, and nothing else.
+        let plan = RestorePlan::new(&store, &RestoreOptions::default()).unwrap();
+        plan.execute(&target, &mut NoProgress).unwrap();
+        assert!(std::fs::read(&target).unwrap() == image);
+        let mut expected = store_listing.clone();
+        expected.push("restored".into());
+        expected.sort();
+        assert_eq!(listing(dir.path()), expected);
+        // A failure once the temporary exists (a damaged frame of
+        // generation 2, found while replaying): the target as it was,
+        // nothing beside it.
+        std::fs::write(&target, b"old").unwrap();
+        let diff2 = store.diff_path(2, DiffFormat::Legacy(Compression::None));
+        let saved = std::fs::read(&diff2).unwrap();
+        let mut damaged = saved.clone();
+        damaged[160] ^= 0x40;
+        std::fs::write(&diff2, &damaged).unwrap();
+        let plan = RestorePlan::new(&store, &RestoreOptions::default()).unwrap();
+        assert!(plan.execute(&target, &mut NoProgress).is_err());
+        std::fs::write(&diff2, saved).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+        assert_eq!(listing(dir.path()), expected);
+        // Stopped by a signal while writing: the same.
+        struct Stop;
+        impl Progress for Stop {
+            fn should_stop(&mut self) -> Option<String> {
+                Some("interrupted by SIGTERM".into())
+            }
+        }
+        let plan = RestorePlan::new(&store, &RestoreOptions::default()).unwrap();
+        let err = plan.execute(&target, &mut Stop).unwrap_err();
+        assert!(matches!(err, Error::RestoreStopped { .. }), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+        assert_eq!(listing(dir.path()), expected);
+        target::WITHOUT_TMPFILE.with(|w| w.set(false));
+    }
+
+    #[test]
+    fn store_suffixes() {
+        for s in [
+            "ver",
+            "lock",
+            "1",
+            "12.gz",
+            "3.md5",
+            "4.digest",
+            "5.meta.json",
+        ] {
+            assert!(is_store_suffix(s.as_bytes()), "{s}");
+        }
+        for s in ["", "img", "1x", "gz", "1.tmp", "v2"] {
+            assert!(!is_store_suffix(s.as_bytes()), "{s}");
+        }
     }
 }

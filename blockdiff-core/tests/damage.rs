@@ -50,6 +50,7 @@ fn restore(store: &GenerationStore, k: u64, target: &std::path::Path) -> Result<
     let opts = RestoreOptions {
         generation: Some(k),
         verify: true,
+        source_shrank: false,
     };
     RestorePlan::new(store, &opts)
         .and_then(|p| p.execute(target, &mut NoProgress))
@@ -61,6 +62,7 @@ fn verify(store: &GenerationStore, k: u64) -> Result<(), String> {
     let opts = RestoreOptions {
         generation: Some(k),
         verify: true,
+        source_shrank: false,
     };
     RestorePlan::new(store, &opts)
         .and_then(|p| p.verify(&mut NoProgress))

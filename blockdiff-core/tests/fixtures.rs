@@ -47,6 +47,7 @@ fn every_set_restores_every_generation_exactly() {
                 &RestoreOptions {
                     generation: Some(k),
                     verify: true,
+                    source_shrank: false,
                 },
             )
             .unwrap();
@@ -175,6 +176,7 @@ fn restore_error(store: &GenerationStore, k: u64) -> String {
         &RestoreOptions {
             generation: Some(k),
             verify: true,
+            source_shrank: false,
         },
     )
     .and_then(|plan| plan.execute(&target, &mut NoProgress));
@@ -328,6 +330,7 @@ fn golden_v2_chains_restore_and_verify() {
             let opts = RestoreOptions {
                 generation: Some(k),
                 verify: true,
+                source_shrank: false,
             };
             let report = RestorePlan::new(&store, &opts)
                 .unwrap()

@@ -288,7 +288,7 @@ fn prune_keeps_a_chain_another_run_has_locked() {
             ),
             (
                 "202003".into(),
-                format!("locked by another run (pid {})", running.id())
+                format!("locked by another run (pid {})", running.pid())
             ),
             (current_key.into(), "the newest chain".into()),
         ],

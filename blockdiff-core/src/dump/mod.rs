@@ -218,6 +218,21 @@ impl<'a, R: Read + Send + 'a> DumpSource<R> {
     }
 }
 
+impl<R: Read> DumpSource<R> {
+    /// The same source, of which at most `limit` bytes are read: its first
+    /// `limit` bytes, or all of it if shorter (a pipe or a character device
+    /// such as `/dev/zero` never ends; a disk may be far larger than what
+    /// it is compared with).
+    pub fn limited(self, limit: u64) -> DumpSource<std::io::Take<R>> {
+        DumpSource {
+            reader: self.reader.take(limit),
+            name: self.name,
+            size: self.size.map(|s| s.min(limit)),
+            positional: self.positional,
+        }
+    }
+}
+
 impl DumpSource<File> {
     /// Opens a file or block device, learning its size.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use blockdiff_core::{
-    DumpSource, GenerationStore, RestoreOptions, RestorePlan, apply_stream, compare_with_generation,
+    DumpSource, GenerationStore, Notice, Progress, RestoreOptions, RestorePlan, apply_stream,
+    compare_with_generation,
 };
 use blockdiff_tools::{StderrProgress, UsageError, run_main};
 use clap::Parser;
@@ -35,8 +36,20 @@ With --from, generation K is rebuilt from generations K..1, each block read
 once from the newest generation that has it, and every block is checked
 against generation K's digest: a truncated or corrupt diff is reported, never
 restored silently. A v2 chain whose generations do not link is refused before
-anything is written. A regular-file TARGET is written beside it and renamed
-into place when complete, with all-zero blocks left as holes.
+anything is written. A regular-file TARGET is written as an anonymous temporary file in its
+directory and takes TARGET's name only when complete and synced (all-zero
+blocks left as holes): a failed or killed restore leaves an existing TARGET
+as it was and nothing beside it. A new TARGET is created mode 0600; an
+existing one keeps its owner, group and mode. A block device is written in
+place and must exist and be large enough. Refused: a TARGET that is a
+symbolic link (except root's or your own to a block device, as /dev/VG/LV
+is), a file of the backup (or of any backup), a new file under
+/dev.
+
+A legacy digest records no size: a digest of generation K listing fewer
+blocks than K-1's is refused (it may have been cut short) unless the
+generation's metadata records its size, or --source-shrank says the source
+really shrank.
 
 --verify-only checks every frame's CRC and every trailer of the chain, the
 digest's fingerprint, and that the replayed content hashes to the digest,
@@ -67,6 +80,12 @@ struct Args {
     /// Do not check the restored blocks against the generation's digest
     #[arg(long, requires = "from", conflicts_with = "verify_only")]
     no_verify: bool,
+
+    /// The source really shrank: trust a legacy digest of generation K that
+    /// lists fewer blocks than generation K-1's (without this, such a
+    /// chain is refused: a digest cut short looks the same)
+    #[arg(long, requires = "from")]
+    source_shrank: bool,
 
     /// Check the chain (or, with --against, a file) without writing anything
     #[arg(long, conflicts_with = "target")]
@@ -102,11 +121,44 @@ impl std::fmt::Display for Differs {
 
 impl std::error::Error for Differs {}
 
+/// The tool's progress: notices on stderr, and a stop on SIGINT, SIGTERM
+/// or SIGHUP, so that the restore removes what it wrote and the target is
+/// as it was.
+struct RestoreProgress {
+    inner: StderrProgress,
+    signals: Option<quiesce::TerminationSignals>,
+}
+
+impl Progress for RestoreProgress {
+    fn notice(&mut self, notice: Notice) {
+        self.inner.notice(notice);
+    }
+
+    fn advance(&mut self, bytes: u64) {
+        self.inner.advance(bytes);
+    }
+
+    fn should_stop(&mut self) -> Option<String> {
+        let signal = self.signals.as_ref()?.received()?;
+        Some(format!("interrupted by {}", quiesce::signal_name(signal)))
+    }
+
+    fn at_step(&mut self, step: &'static str) {
+        self.inner.at_step(step);
+    }
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
-    let mut progress = StderrProgress::new("blockdiff-restore", args.quiet);
+    let mut progress = RestoreProgress {
+        inner: StderrProgress::new("blockdiff-restore", args.quiet),
+        // Without the handlers a signal still ends the run, and an
+        // anonymous temporary still vanishes with it.
+        signals: quiesce::TerminationSignals::catch().ok(),
+    };
     let options = RestoreOptions {
         generation: args.generation,
         verify: !args.no_verify,
+        source_shrank: args.source_shrank,
     };
     if args.verify_only {
         let name = args

@@ -165,8 +165,8 @@ impl StoppedRun {
         }
     }
 
-    /// The run's process id.
-    pub fn id(&self) -> u32 {
+    /// The run's process id (to send it a signal).
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 

@@ -1,0 +1,596 @@
+//! The file or device a restore writes to, opened without following links
+//! and written through a temporary nobody else can open.
+//!
+//! A regular-file target is written to an anonymous file (`O_TMPFILE`) in
+//! the target's directory: it has no name while it is written, so a crash
+//! leaves nothing behind, and nobody can plant a link at it. At the end it
+//! is given a name with `linkat` (the target's own name when the target
+//! does not exist; otherwise an unpredictable name, created exclusively,
+//! then renamed over the target). Where the file system has no `O_TMPFILE`
+//! the file is created under an unpredictable name with
+//! `O_CREAT|O_EXCL|O_NOFOLLOW`, and removed on every failure path.
+//! Every name is resolved relative to the directory opened once, and no
+//! call follows a symbolic link at the target's name.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::block::is_zero;
+use crate::error::IoContext;
+use crate::progress::Progress;
+use crate::{Error, Result};
+
+use super::RestoreReport;
+
+fn cstr(name: &OsStr) -> CString {
+    // A file name from `Path::file_name` holds no NUL byte.
+    CString::new(name.as_bytes()).unwrap_or_default()
+}
+
+fn last_error<T>(path: &Path, op: &'static str) -> Result<T> {
+    Err(io::Error::last_os_error()).ctx(path, op)
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`; `None` if it does not exist.
+fn stat_at(dir: &File, name: &CString, path: &Path) -> Result<Option<libc::stat>> {
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd, NUL-terminated name, and a stat buffer we own.
+    let r = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        return Ok(Some(st));
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::NotFound {
+        Ok(None)
+    } else {
+        Err(e).ctx(path, "stat")
+    }
+}
+
+fn open_at(dir: &File, name: &CString, flags: libc::c_int, mode: libc::c_uint) -> io::Result<File> {
+    // SAFETY: valid fd and NUL-terminated name; the returned fd is owned
+    // by the File.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode,
+        )
+    };
+    if fd < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+}
+
+/// How many blocks a restore writes between two
+/// [`Progress::should_stop`] checks.
+const STOP_CHECK_BLOCKS: u64 = 4096;
+
+/// An unpredictable temporary name beside `name`: `.NAME.blockdiff-HEX`.
+fn random_name(name: &OsStr) -> CString {
+    let mut bytes = [0u8; 12];
+    // SAFETY: the buffer is ours and its length is given.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if got != bytes.len() as isize {
+        // getrandom(2) does not fail for 12 bytes once the pool is ready;
+        // should it, mix the time and pid in instead.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let x = t ^ (u128::from(std::process::id()) << 64);
+        bytes.copy_from_slice(&x.to_le_bytes()[..12]);
+    }
+    let mut s = OsString::from(".");
+    s.push(name);
+    s.push(".blockdiff-");
+    for b in bytes {
+        s.push(format!("{b:02x}"));
+    }
+    cstr(&s)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests of the fallback: act as if the file system had no `O_TMPFILE`.
+    pub(super) static WITHOUT_TMPFILE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(test)]
+fn without_tmpfile() -> bool {
+    WITHOUT_TMPFILE.with(|w| w.get())
+}
+
+#[cfg(not(test))]
+fn without_tmpfile() -> bool {
+    false
+}
+
+/// Where a fresh file's data goes before it takes the target's name.
+#[derive(Debug)]
+enum Temp {
+    /// An `O_TMPFILE`: no name until the end.
+    Anonymous,
+    /// A named file created exclusively (no `O_TMPFILE` here); removed
+    /// unless the restore finished.
+    Named(CString),
+}
+
+#[derive(Debug)]
+struct Fresh {
+    dir: File,
+    name: CString,
+    temp: Temp,
+    /// Whether the target existed when the restore began.
+    replaces: bool,
+}
+
+/// The file or device a restore writes to (or nothing, to verify).
+#[derive(Debug)]
+pub(super) struct Target {
+    file: Option<File>,
+    /// The target as the user gave it: every message names it.
+    path: PathBuf,
+    fresh: Option<Fresh>,
+    /// For a block device: its size.
+    pub(super) device_size: Option<u64>,
+    finished: bool,
+    wrote: bool,
+}
+
+/// What is at the target's name.
+pub(super) enum Existing {
+    /// Nothing.
+    Absent,
+    /// A regular file, with its device, inode, owner, group and mode.
+    File(libc::stat),
+    /// A block device.
+    BlockDevice,
+}
+
+/// Opens the target's directory and looks at the target's name without
+/// following a link.
+fn look(path: &Path) -> Result<(File, CString, Existing)> {
+    let Some(name) = path.file_name() else {
+        return Err(Error::BadTarget {
+            path: path.to_owned(),
+            detail: "the restore target must name a file or a block device".into(),
+        });
+    };
+    let dir_path = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = match File::open(dir_path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && dir_path.starts_with("/dev") => {
+            return Err(Error::BadTarget {
+                path: path.to_owned(),
+                detail: "no such device; a restore writes no files under /dev (is the logical volume created and active?)".into(),
+            });
+        }
+        Err(e) => return Err(e).ctx(path, "open its directory"),
+    };
+    let name = cstr(name);
+    let existing = match stat_at(&dir, &name, path)? {
+        None => Existing::Absent,
+        Some(st) => match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG => Existing::File(st),
+            libc::S_IFBLK => Existing::BlockDevice,
+            libc::S_IFLNK => return follow_device_link(path, &st),
+            _ => {
+                return Err(Error::BadTarget {
+                    path: path.to_owned(),
+                    detail: "the restore target must be a regular file or a block device".into(),
+                });
+            }
+        },
+    };
+    if !matches!(existing, Existing::BlockDevice) {
+        let canonical = std::fs::canonicalize(dir_path).ctx(path, "resolve its directory")?;
+        if canonical.starts_with("/dev") {
+            let what = match existing {
+                Existing::Absent => "no such device",
+                _ => "a regular file, not a device (left by a mistaken earlier run?)",
+            };
+            return Err(Error::BadTarget {
+                path: path.to_owned(),
+                detail: format!(
+                    "{what}; a restore writes no files under /dev (is the logical volume created and active?)"
+                ),
+            });
+        }
+    }
+    Ok((dir, name, existing))
+}
+
+/// A symbolic link is followed only to a block device, and only when the
+/// link belongs to root or to the user running the restore (`/dev/VG/LV`
+/// and `/dev/mapper/*` are root's links to `/dev/dm-N`): a link another
+/// user planted, say under `/tmp`, is never followed.
+fn follow_device_link(path: &Path, link: &libc::stat) -> Result<(File, CString, Existing)> {
+    let refuse = || {
+        Err(Error::BadTarget {
+            path: path.to_owned(),
+            detail: "the restore target is a symbolic link; a restore never writes through a link (except root's or your own to a block device): give the path it points to".into(),
+        })
+    };
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if link.st_uid != 0 && link.st_uid != euid {
+        return refuse();
+    }
+    let Ok(resolved) = std::fs::canonicalize(path) else {
+        return refuse();
+    };
+    match look(&resolved)? {
+        (dir, name, Existing::BlockDevice) => Ok((dir, name, Existing::BlockDevice)),
+        _ => refuse(),
+    }
+}
+
+/// The device and inode of whatever `path` names (a link itself, not its
+/// target), for the check that a restore never writes over a store file.
+pub(super) fn identity(path: &Path) -> Result<Option<(u64, u64)>> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some((m.dev(), m.ino()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).ctx(path, "stat"),
+    }
+}
+
+impl Target {
+    /// Opens `path`. With `fresh`, a regular file is written anew as a
+    /// temporary and takes the target's name at the end (all-zero blocks
+    /// become holes); without, an existing regular file is updated in place
+    /// (a missing one is still written fresh). A block device is written in
+    /// place.
+    pub(super) fn open(path: &Path, fresh: bool) -> Result<Target> {
+        let (dir, name, existing) = look(path)?;
+        let mut target = Target {
+            file: None,
+            path: path.to_owned(),
+            fresh: None,
+            device_size: None,
+            finished: false,
+            wrote: false,
+        };
+        match existing {
+            Existing::BlockDevice => {
+                let file = open_at(&dir, &name, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
+                    .ctx(path, "open device")?;
+                let meta = file.metadata().ctx(path, "stat")?;
+                if !std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+                    return Err(Error::BadTarget {
+                        path: path.to_owned(),
+                        detail: "changed while it was opened; not restoring".into(),
+                    });
+                }
+                // SAFETY: valid fd.
+                let size = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_END) };
+                if size < 0 {
+                    return last_error(path, "find device size");
+                }
+                target.device_size = Some(size as u64);
+                target.file = Some(file);
+            }
+            Existing::File(st) if !fresh && st.st_nlink > 1 => {
+                return Err(Error::BadTarget {
+                    path: path.to_owned(),
+                    detail: format!(
+                        "has {} hard links; updating it in place would change the files of the other names too (one may be a backup's): copy it first, or restore to another path",
+                        st.st_nlink
+                    ),
+                });
+            }
+            Existing::File(_) if !fresh => {
+                let file =
+                    open_at(&dir, &name, libc::O_RDWR | libc::O_NOFOLLOW, 0).ctx(path, "open")?;
+                if !file.metadata().ctx(path, "stat")?.is_file() {
+                    return Err(Error::BadTarget {
+                        path: path.to_owned(),
+                        detail: "changed while it was opened; not restoring".into(),
+                    });
+                }
+                target.file = Some(file);
+            }
+            Existing::File(st) => target.create_fresh(dir, name, Some(st))?,
+            Existing::Absent => target.create_fresh(dir, name, None)?,
+        }
+        Ok(target)
+    }
+
+    fn create_fresh(
+        &mut self,
+        dir: File,
+        name: CString,
+        existing: Option<libc::stat>,
+    ) -> Result<()> {
+        let path = self.path.clone();
+        let anonymous = if without_tmpfile() {
+            Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+        } else {
+            open_at(
+                &dir,
+                &cstr(OsStr::new(".")),
+                libc::O_TMPFILE | libc::O_WRONLY,
+                0o600,
+            )
+        };
+        let (file, temp) = match anonymous {
+            Ok(f) => (f, Temp::Anonymous),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) =>
+            {
+                let mut tries = 0;
+                loop {
+                    let tmp = random_name(OsStr::from_bytes(name.as_bytes()));
+                    match open_at(
+                        &dir,
+                        &tmp,
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                        0o600,
+                    ) {
+                        Ok(f) => break (f, Temp::Named(tmp)),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 8 => {
+                            tries += 1;
+                        }
+                        Err(e) => return Err(e).ctx(&path, "create a temporary file beside it"),
+                    }
+                }
+            }
+            Err(e) => return Err(e).ctx(&path, "create a temporary file beside it"),
+        };
+        self.fresh = Some(Fresh {
+            dir,
+            name,
+            temp,
+            replaces: existing.is_some(),
+        });
+        self.file = Some(file);
+        if let Some(st) = existing {
+            // The restored file keeps the owner, group and mode of the one
+            // it replaces (chown first: it clears set-id bits).
+            let fd = self.file.as_ref().map_or(-1, |f| f.as_raw_fd());
+            // SAFETY: geteuid and getegid have no preconditions.
+            let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+            if (st.st_uid != uid || st.st_gid != gid)
+                // SAFETY: `fd` is the open temporary file.
+                && unsafe { libc::fchown(fd, st.st_uid, st.st_gid) } != 0
+            {
+                return last_error(&path, "give the restored image its owner and group");
+            }
+            // SAFETY: valid fd.
+            if unsafe { libc::fchmod(fd, st.st_mode & 0o7777) } != 0 {
+                return last_error(&path, "give the restored image its mode");
+            }
+        }
+        Ok(())
+    }
+
+    /// A target that drops what it is given: verification.
+    pub(super) fn discard() -> Target {
+        Target {
+            file: None,
+            path: PathBuf::from("(verification)"),
+            fresh: None,
+            device_size: None,
+            finished: true,
+            wrote: false,
+        }
+    }
+
+    /// Writes one block and counts it in `report`; the first write is the
+    /// step `restore:write`.
+    pub(super) fn put(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        report: &mut RestoreReport,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        if self.write_block(offset, data)? {
+            report.bytes_written += data.len() as u64;
+        } else {
+            report.holes += 1;
+        }
+        report.blocks += 1;
+        if report.blocks.is_multiple_of(STOP_CHECK_BLOCKS) {
+            self.check_stop(progress)?;
+        }
+        if !self.wrote && self.file.is_some() {
+            self.wrote = true;
+            progress.at_step("restore:write");
+        }
+        Ok(())
+    }
+
+    /// Fails with [`Error::RestoreStopped`] if the caller asks to stop (a
+    /// signal): the temporary is dropped, the target left as it was.
+    fn check_stop(&self, progress: &mut dyn Progress) -> Result<()> {
+        if self.file.is_none() {
+            return Ok(());
+        }
+        match progress.should_stop() {
+            None => Ok(()),
+            Some(reason) => Err(Error::RestoreStopped {
+                path: self.path.clone(),
+                reason,
+                state: if self.fresh.is_some() {
+                    "the target is as it was"
+                } else {
+                    "it is partly written (a device or an existing file is written in place)"
+                },
+            }),
+        }
+    }
+
+    /// Whether all-zero blocks are left as holes (a fresh file).
+    pub(super) fn sparse(&self) -> bool {
+        self.fresh.is_some()
+    }
+
+    pub(super) fn current_len(&self) -> Result<u64> {
+        match (self.device_size, &self.file) {
+            (Some(size), _) => Ok(size),
+            (None, Some(f)) => Ok(f.metadata().ctx(&self.path, "stat")?.len()),
+            (None, None) => Ok(0),
+        }
+    }
+
+    /// Writes one block; returns false if it was left as a hole.
+    fn write_block(&mut self, offset: u64, data: &[u8]) -> Result<bool> {
+        let end = offset + data.len() as u64;
+        if let Some(size) = self.device_size
+            && end > size
+        {
+            return Err(Error::TargetTooSmall {
+                path: self.path.clone(),
+                need: end,
+                have: size,
+            });
+        }
+        let Some(file) = &self.file else {
+            return Ok(true);
+        };
+        if self.fresh.is_some() && is_zero(data) {
+            return Ok(false);
+        }
+        file.write_all_at(data, offset).ctx(&self.path, "write")?;
+        Ok(true)
+    }
+
+    /// Sets a file's size to `size`, syncs (step `restore:sync`), and gives
+    /// a fresh file the target's name (step `restore:rename-target`). Asks
+    /// [`Progress::should_stop`] before the fsync and once more just before
+    /// the name is given.
+    pub(super) fn finish(mut self, size: u64, progress: &mut dyn Progress) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        if self.device_size.is_none() {
+            file.set_len(size).ctx(&self.path, "set the size")?;
+        }
+        self.check_stop(progress)?;
+        progress.at_step("restore:sync");
+        file.sync_all().ctx(&self.path, "fsync")?;
+        if let Some(fresh) = &self.fresh {
+            progress.at_step("restore:rename-target");
+            self.check_stop(progress)?;
+            self.link_into_place(fresh, file)?;
+            // SAFETY: valid fd.
+            if unsafe { libc::fsync(fresh.dir.as_raw_fd()) } != 0 {
+                return last_error(&self.path, "fsync its directory");
+            }
+        }
+        self.finished = true;
+        Ok(())
+    }
+
+    fn link_into_place(&self, fresh: &Fresh, file: &File) -> Result<()> {
+        let dir = fresh.dir.as_raw_fd();
+        let path = &self.path;
+        let rename = |from: &CString| -> Result<()> {
+            // SAFETY: valid fds and NUL-terminated names.
+            if unsafe { libc::renameat(dir, from.as_ptr(), dir, fresh.name.as_ptr()) } != 0 {
+                let e = io::Error::last_os_error();
+                // SAFETY: as above; the name is our own temporary's.
+                unsafe { libc::unlinkat(dir, from.as_ptr(), 0) };
+                return Err(e).ctx(path, "rename the restored image into place");
+            }
+            Ok(())
+        };
+        match &fresh.temp {
+            Temp::Named(tmp) => rename(tmp),
+            Temp::Anonymous => {
+                if !fresh.replaces {
+                    match link_anonymous(file, dir, &fresh.name) {
+                        Ok(()) => return Ok(()),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(e).ctx(path, "create"),
+                    }
+                }
+                let mut tries = 0;
+                loop {
+                    let tmp = random_name(OsStr::from_bytes(fresh.name.as_bytes()));
+                    match link_anonymous(file, dir, &tmp) {
+                        Ok(()) => return rename(&tmp),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 8 => {
+                            tries += 1;
+                        }
+                        Err(e) => return Err(e).ctx(path, "name the restored image"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Gives an `O_TMPFILE` the name `name` in `dir` (fails if it exists).
+fn link_anonymous(file: &File, dir: libc::c_int, name: &CString) -> io::Result<()> {
+    let proc_path = cstr(OsStr::new(&format!("/proc/self/fd/{}", file.as_raw_fd())));
+    // SAFETY: NUL-terminated paths and valid fds.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_path.as_ptr(),
+            dir,
+            name.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() != io::ErrorKind::NotFound {
+        return Err(e);
+    }
+    // No /proc: AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH).
+    let empty = cstr(OsStr::new(""));
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::linkat(
+            file.as_raw_fd(),
+            empty.as_ptr(),
+            dir,
+            name.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let (false, Some(fresh)) = (self.finished, &self.fresh)
+            && let Temp::Named(tmp) = &fresh.temp
+        {
+            // SAFETY: valid fd and NUL-terminated name.
+            unsafe { libc::unlinkat(fresh.dir.as_raw_fd(), tmp.as_ptr(), 0) };
+        }
+    }
+}
