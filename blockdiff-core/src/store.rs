@@ -679,6 +679,9 @@ pub fn repair(
             &crate::RestoreOptions {
                 generation: Some(k),
                 verify: true,
+                // A digest listing fewer blocks than its parent's is not
+                // trusted without the operator's word (or metadata).
+                ..Default::default()
             },
         );
         match plan.and_then(|p| p.verify(progress)) {
