@@ -149,10 +149,39 @@ impl Default for DumpOptions {
     }
 }
 
+/// Most hashing threads per core [`DumpOptions::validate`] accepts: more
+/// only costs memory (each thread keeps about two chunks in flight).
+pub const MAX_THREADS_PER_CORE: usize = 8;
+
+fn cores() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl DumpOptions {
+    /// The most threads [`threads`](Self::threads) may ask for on this
+    /// machine: [`MAX_THREADS_PER_CORE`] per core.
+    pub fn max_threads() -> usize {
+        cores().saturating_mul(MAX_THREADS_PER_CORE)
+    }
+
+    /// Checks the options that come from a command line: a thread count
+    /// above [`max_threads`](Self::max_threads) is
+    /// [`Error::TooManyThreads`] (each thread holds chunk buffers, so
+    /// `--threads 100000` would abort on memory). [`dump`] calls it first.
+    pub fn validate(&self) -> Result<()> {
+        let max = Self::max_threads();
+        if self.threads > max {
+            return Err(Error::TooManyThreads {
+                requested: self.threads,
+                max,
+            });
+        }
+        Ok(())
+    }
+
     fn worker_count(&self) -> usize {
         match self.threads {
-            0 => thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => cores(),
             n => n,
         }
     }
@@ -368,6 +397,7 @@ where
     S: DiffSink,
     D: Write,
 {
+    options.validate()?;
     let (block_size, hash, parent) =
         resolve(options, previous.as_deref(), sink.digest_format(), progress)?;
     let plan = DumpPlan {

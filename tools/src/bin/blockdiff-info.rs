@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use blockdiff_core::{GenerationInfo, GenerationStore, civil_from_days};
-use blockdiff_tools::run_main;
+use blockdiff_tools::{outln, run_main};
 use clap::Parser;
 use serde_json::json;
 
@@ -105,19 +105,24 @@ fn run(args: Args) -> anyhow::Result<()> {
             "bytes_on_disk": total,
             "generations": generations.iter().map(to_json).collect::<Vec<_>>(),
         });
-        println!("{out:#}");
+        outln!("{out:#}")?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:>4}  {:<19}  {:>10}  {:>16}  {:>10}  {:>6}  format",
-        "gen", "created (UTC)", "source", "changed blocks", "on disk", "ratio"
-    );
+        "gen",
+        "created (UTC)",
+        "source",
+        "changed blocks",
+        "on disk",
+        "ratio"
+    )?;
     for g in &generations {
         let size = match g.source_size {
             Some(s) => human(s),
             None => format!("~{}", human(g.blocks * u64::from(g.block_size))),
         };
-        println!(
+        outln!(
             "{:>4}  {:<19}  {:>10}  {:>9} {:>5.1}%  {:>10}  {:>5.2}x  {}, {}",
             g.generation,
             utc(g.created),
@@ -128,7 +133,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             g.compression_ratio(),
             g.format,
             g.hash
-        );
+        )?;
     }
     Ok(())
 }
