@@ -129,7 +129,11 @@ fn run(args: Args) -> anyhow::Result<()> {
                 return Ok(());
             }
             for (start, end) in &cmp.differing {
-                blockdiff_tools::outln!("{start}-{end}\t{} bytes", end - start)?;
+                // A closed stdout cuts the listing short; the run still fails
+                // with the summary below.
+                if blockdiff_tools::outln!("{start}-{end}\t{} bytes", end - start).is_err() {
+                    break;
+                }
             }
             let total: u64 = cmp.differing.iter().map(|(s, e)| e - s).sum();
             return Err(Differs(format!(
