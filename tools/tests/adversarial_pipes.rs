@@ -226,7 +226,11 @@ fn restore_and_verify_exit_on_their_work_not_on_their_output() {
         );
         exits(&o, 1, &format!("--against, different {how:?}"));
         if matches!(how, Closed::StdoutPipe) {
-            assert!(stderr(&o).contains("differs from generation 2"), "{}", stderr(&o));
+            assert!(
+                stderr(&o).contains("differs from generation 2"),
+                "{}",
+                stderr(&o)
+            );
         }
     }
     // A diff stream on stdin.
@@ -270,11 +274,19 @@ fn prune_dry_run_fails_and_executed_prune_succeeds_with_a_closed_stdout() {
             let o = run_closed(how, PRUNE, &args, None);
             let code = if how.stdout_lost() { 1 } else { 0 };
             exits(&o, code, &format!("prune --dry-run json={json} {how:?}"));
-            assert!(dir.path().join("db-202001.ver").exists(), "a dry run deletes nothing");
+            assert!(
+                dir.path().join("db-202001.ver").exists(),
+                "a dry run deletes nothing"
+            );
         }
     }
     // The real prune deletes, then cannot print: done is done.
-    let o = run_closed(Closed::StdoutPipe, PRUNE, &[&base, &"--keep", &"2", &"--json"], None);
+    let o = run_closed(
+        Closed::StdoutPipe,
+        PRUNE,
+        &[&base, &"--keep", &"2", &"--json"],
+        None,
+    );
     exits(&o, 0, "prune --json, stdout closed");
     assert!(!dir.path().join("db-202001.ver").exists());
     let o = run_closed(Closed::StdoutPipe, PRUNE, &[&base, &"--keep", &"1"], None);
@@ -304,13 +316,23 @@ fn a_dump_cut_short_by_a_closed_pipe_fails_and_writes_no_new_digest() {
     }
     // An existing digest is left as it was.
     fs::write(&digest, b"previous digest").unwrap();
-    let o = run_closed(Closed::StdoutPipe, DUMP, &[&"--new-digest", &digest, &src], None);
+    let o = run_closed(
+        Closed::StdoutPipe,
+        DUMP,
+        &[&"--new-digest", &digest, &src],
+        None,
+    );
     exits(&o, 1, "dump over an existing digest");
     assert_eq!(fs::read(&digest).unwrap(), b"previous digest");
     // Closed stderr: the dump itself succeeds.
     for how in [Closed::StderrPipe, Closed::StderrFd] {
         let out = dir.path().join("d.out");
-        let o = run_closed(how, DUMP, &[&"-o", &out, &"--new-digest", &digest, &src], None);
+        let o = run_closed(
+            how,
+            DUMP,
+            &[&"-o", &out, &"--new-digest", &digest, &src],
+            None,
+        );
         exits(&o, 0, &format!("dump {how:?}"));
         assert!(out.exists() && digest.metadata().unwrap().len() > 100);
     }
@@ -333,8 +355,18 @@ fn a_failed_dump_removes_only_what_it_created() {
         &[&"-o", &out_link, &"--new-digest", &digest_link, &bad_source],
     );
     exits(&o, 1, "dump to device links");
-    assert!(fs::symlink_metadata(&out_link).unwrap().file_type().is_symlink());
-    assert!(fs::symlink_metadata(&digest_link).unwrap().file_type().is_symlink());
+    assert!(
+        fs::symlink_metadata(&out_link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        fs::symlink_metadata(&digest_link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert!(Path::new("/dev/null").exists());
 
     // Existing regular files are left as they were; new ones not created.
@@ -363,8 +395,16 @@ fn a_failed_dump_removes_only_what_it_created() {
     exits(&o, 0, "dump");
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&out), 0o640, "a replaced file keeps its mode");
-    assert!(fs::symlink_metadata(&linked).unwrap().file_type().is_symlink());
-    assert!(fs::read(&digest).unwrap().len() > 100, "the link's target replaced");
+    assert!(
+        fs::symlink_metadata(&linked)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        fs::read(&digest).unwrap().len() > 100,
+        "the link's target replaced"
+    );
     let fresh = dir.path().join("fresh");
     let o = common::run(DUMP, &[&"-o", &fresh, &src]);
     exits(&o, 0, "dump to a new file");
@@ -380,9 +420,17 @@ fn an_absurd_thread_count_is_a_usage_error_in_every_tool() {
     let name = dir.path().join("db");
     let o = common::run(DUMP, &[&"--threads", &"100000", &"-o", &"/dev/null", &src]);
     exits(&o, 2, "dump --threads 100000");
-    assert!(stderr(&o).contains("--threads 100000 is too many"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--threads 100000 is too many"),
+        "{}",
+        stderr(&o)
+    );
     let o = common::run(BACKUP, &[&"--threads", &"100000", &name, &src]);
     exits(&o, 2, "backup --threads 100000");
-    assert!(stderr(&o).contains("--threads 100000 is too many"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--threads 100000 is too many"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!name.with_extension("ver").exists(), "nothing committed");
 }

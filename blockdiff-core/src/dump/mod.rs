@@ -525,10 +525,16 @@ where
             let source_name = &source_name;
             scope.spawn(move || {
                 for mut chunk in work_rx {
-                    let result =
-                        read_chunk(&mut chunk, positional, total.unwrap_or(0), source_name, limiter).and_then(|()| {
-                            hash_and_encode(&mut chunk, block_size, hasher, encoder, &mut state)
-                        });
+                    let result = read_chunk(
+                        &mut chunk,
+                        positional,
+                        total.unwrap_or(0),
+                        source_name,
+                        limiter,
+                    )
+                    .and_then(|()| {
+                        hash_and_encode(&mut chunk, block_size, hasher, encoder, &mut state)
+                    });
                     if done_tx.send(result.map(|()| chunk)).is_err() {
                         return;
                     }
