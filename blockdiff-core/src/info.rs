@@ -82,7 +82,15 @@ impl GenerationStore {
     /// Describes generation `generation`.
     pub fn generation_info(&self, generation: u64) -> Result<GenerationInfo> {
         let diff = self.find_diff(generation)?;
-        let (digest_path, _) = self.find_digest(generation)?;
+        // Named in the diff's format (a v2 store has no .md5 to miss).
+        let (digest_path, _) = self.find_digest(generation).map_err(|e| match e {
+            Error::MissingGeneration { generation, .. } => Error::MissingGeneration {
+                path: self.digest_path(generation, diff.format.digest_format()),
+                generation,
+                reason: "its digest does not exist (its diff does)".into(),
+            },
+            e => e,
+        })?;
         let digest = DigestReader::open(&digest_path)?;
         let diff_meta = fs::metadata(&diff.path).ctx(&diff.path, "stat")?;
         let digest_bytes = fs::metadata(&digest_path).ctx(&digest_path, "stat")?.len();
@@ -226,4 +234,32 @@ pub fn compare_with_generation<R: Read + Send>(
         file_size: report.source_bytes,
         differing,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BackupOptions, NoProgress, backup};
+
+    #[test]
+    fn a_missing_v2_digest_is_named_as_a_v2_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("h"));
+        backup(
+            &store,
+            DumpSource::from_bytes(&[5u8; 10_000], "src"),
+            &BackupOptions::default(),
+            &mut NoProgress,
+        )
+        .unwrap();
+        fs::remove_file(store.digest_path(1, DigestFormat::V2)).unwrap();
+        let err = store.info().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: generation 1 is missing: its digest does not exist (its diff does)",
+                dir.path().join("h.1.digest").display()
+            )
+        );
+    }
 }
