@@ -21,6 +21,7 @@ use std::process::{Command, Output, Stdio};
 use common::{BACKUP, DUMP, INFO, PRUNE, RESTORE, listing, noise, stderr, text};
 
 const LVM: &str = env!("CARGO_BIN_EXE_blockdiff-lvm");
+const AGENT: &str = env!("CARGO_BIN_EXE_blockdiff-agent");
 
 /// How a standard stream is closed.
 #[derive(Debug, Clone, Copy)]
@@ -134,6 +135,46 @@ fn help_and_version_of_every_tool_never_panic() {
                 let code = if how.stdout_lost() { 1 } else { 0 };
                 exits(&o, code, &format!("{bin} {flag} {how:?}"));
             }
+        }
+    }
+}
+
+#[test]
+fn lvm_listing_and_the_agent_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("disk.img");
+    fs::write(&src, noise(20_000, 6)).unwrap();
+    for how in ALL {
+        // Without LVM it fails, with it it lists: either way no panic.
+        let o = run_closed(how, LVM, &[&"snapshots"], None);
+        let e = stderr(&o);
+        assert!(!e.contains("panicked"), "lvm snapshots {how:?}: {e}");
+        assert!(matches!(o.status.code(), Some(0 | 1)), "{how:?}: {e}");
+        if how.stdout_lost() {
+            assert_eq!(o.status.code(), Some(1), "a lost listing fails");
+        }
+        // The agent's packets are its stdout: lost, the dump failed.
+        let o = run_closed(
+            how,
+            AGENT,
+            &[
+                &"dump",
+                &"--generation",
+                &"1",
+                &"--block-size",
+                &"4096",
+                &"--source",
+                &src,
+            ],
+            None,
+        );
+        let code = if how.stdout_lost() { 1 } else { 0 };
+        exits(&o, code, &format!("agent dump {how:?}"));
+    }
+    for flag in ["--help", "--version"] {
+        for how in ALL {
+            let o = run_closed(how, AGENT, &[&flag], None);
+            assert!(!stderr(&o).contains("panicked"), "agent {flag} {how:?}");
         }
     }
 }
