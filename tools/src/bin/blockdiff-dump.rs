@@ -29,7 +29,15 @@ Examples:
 
 An incremental dump keeps the old digest's format, block size and hash.
 blockdiff-restore applies the output. Most users want blockdiff-backup, which
-numbers generations and commits them safely.";
+numbers generations and commits them safely.
+
+-o FILE and --new-digest FILE are written beside FILE and renamed over it only
+when the whole dump succeeded (new files mode 0600); a device, FIFO or
+/dev/fd/N is written in place and never removed.
+
+Exit status: 0 success; 1 failure, including a diff that could not be written
+whole (`| head` closed the pipe): the new digest is then not written; 2 usage
+error (--threads above 8 per core, a binary diff to a terminal).";
 
 /// Write the blocks of a file or device that changed since a previous digest.
 #[derive(Debug, Parser)]

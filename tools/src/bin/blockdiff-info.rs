@@ -17,8 +17,9 @@ Columns: generation, creation time (UTC), source size, blocks changed and
 their share of the source, bytes on disk (diff + digest), compression ratio
 (block data bytes per byte of diff), format and hash.
 
-Exit status: 0 success, 1 failure (no backup under NAME, a damaged file),
-2 usage error.";
+Exit status: 0 success, 1 failure (no backup under NAME, a damaged file, or
+the output could not be written whole: silently when a reader such as
+`head -1` closed the pipe), 2 usage error.";
 
 /// Show the generations of a blockdiff backup.
 #[derive(Debug, Parser)]
