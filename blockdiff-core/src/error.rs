@@ -183,6 +183,17 @@ pub enum Error {
     /// An option is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// More hashing threads were asked for than this machine can use: each
+    /// costs a few chunk buffers, so an absurd count would exhaust memory.
+    #[error(
+        "--threads {requested} is too many: at most {max} on this machine (8 per core); 0 means one per core"
+    )]
+    TooManyThreads {
+        /// What was asked for.
+        requested: usize,
+        /// The largest count allowed here.
+        max: usize,
+    },
     /// A chain period is not `monthly`, `weekly` or `daily`.
     #[error("unknown chain period {value:?}: expected monthly, weekly or daily")]
     UnknownChainPeriod {

@@ -82,16 +82,8 @@ impl GenerationStore {
     /// Describes generation `generation`.
     pub fn generation_info(&self, generation: u64) -> Result<GenerationInfo> {
         let diff = self.find_diff(generation)?;
-        let (digest_path, _) = self.find_digest(generation).map_err(|e| match e {
-            // Name the digest of the chain's own format (issue 11, item 15:
-            // a v2 store was told "db.1.md5 is missing").
-            Error::MissingGeneration { generation, .. } => Error::MissingGeneration {
-                path: self.digest_path(generation, diff.format.digest_format()),
-                generation,
-                reason: "its digest does not exist".into(),
-            },
-            other => other,
-        })?;
+        // find_digest names a missing digest in the chain's own format.
+        let (digest_path, _) = self.find_digest(generation)?;
         let digest = DigestReader::open(&digest_path)?;
         let diff_meta = fs::metadata(&diff.path).ctx(&diff.path, "stat")?;
         let digest_bytes = fs::metadata(&digest_path).ctx(&digest_path, "stat")?.len();

@@ -1,5 +1,4 @@
 use std::fmt;
-use std::io;
 use std::process::ExitCode;
 
 use blockdiff_core::BlockSize;
@@ -67,24 +66,40 @@ pub fn error_line(err: &anyhow::Error) -> String {
     line.replace(['\n', '\r'], " ")
 }
 
-fn is_broken_pipe(err: &anyhow::Error) -> bool {
+/// True when `err` is a command-line mistake found by a library (a thread
+/// count out of range): exit code 2, as clap's own errors.
+fn is_usage(err: &anyhow::Error) -> bool {
     err.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<UsageError>().is_some()
+            || c.downcast_ref::<blockdiff_core::Error>()
+                .is_some_and(|e| matches!(e, blockdiff_core::Error::TooManyThreads { .. }))
     })
 }
 
 /// Parses the command line into `A` and runs `run` with it, mapping the
-/// outcome to an exit code: 0 on success (and on a broken pipe, as when
-/// the output is piped into `head`), 1 on failure, 2 on a usage error.
-/// Errors are printed to stderr as one line, `NAME: error: …`.
+/// outcome to an exit code: 0 on success, 1 on failure, 2 on a usage error.
+/// Errors are printed to stderr as one line, `NAME: error: …` (best
+/// effort: a closed stderr loses the line, never the exit code).
+///
+/// A closed pipe is never success by itself: a diff cut short by `| head`
+/// is a failed dump (exit 1, with the error line). Output printed through
+/// [`outln!`](crate::outln) or [`Stdout`](crate::Stdout) that could not be
+/// written ([`OutputLost`](crate::OutputLost)) is returned as an error only
+/// by the commands whose job is to print (`blockdiff-info`, `--help`,
+/// `--dry-run`, listings): they exit 1, silently when the reader closed the
+/// pipe (`| head -1`: it chose not to read on) and with the error line
+/// otherwise. Commands whose work is done when they print (a committed
+/// backup, an executed prune, a restore) ignore it and exit 0.
 pub fn run_main<A: Parser>(name: &str, run: impl FnOnce(A) -> anyhow::Result<()>) -> ExitCode {
     let args = match A::try_parse() {
         Ok(args) => args,
         Err(e) => {
-            let _ = e.print();
+            let printed = e.print();
             return if e.use_stderr() {
                 ExitStatus::Usage
+            } else if printed.is_err() {
+                // --help or --version could not be printed.
+                ExitStatus::Failure
             } else {
                 ExitStatus::Success
             }
@@ -93,11 +108,13 @@ pub fn run_main<A: Parser>(name: &str, run: impl FnOnce(A) -> anyhow::Result<()>
     };
     match run(args) {
         Ok(()) => ExitStatus::Success.into(),
-        Err(e) if is_broken_pipe(&e) => ExitStatus::Success.into(),
         Err(e) => {
-            eprintln!("{name}: error: {}", error_line(&e));
-            if e.downcast_ref::<UsageError>().is_some() {
-                eprintln!("{name}: try '{name} --help' for more information");
+            if crate::console::output_lost(&e).is_some_and(|l| l.is_broken_pipe()) {
+                return ExitStatus::Failure.into();
+            }
+            crate::errln!("{name}: error: {}", error_line(&e));
+            if is_usage(&e) {
+                crate::errln!("{name}: try '{name} --help' for more information");
                 ExitStatus::Usage.into()
             } else {
                 ExitStatus::Failure.into()
@@ -109,6 +126,7 @@ pub fn run_main<A: Parser>(name: &str, run: impl FnOnce(A) -> anyhow::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
 
     #[test]
     fn error_line_skips_quoted_causes() {
@@ -123,10 +141,14 @@ mod tests {
     }
 
     #[test]
-    fn broken_pipe_is_found_in_the_chain() {
-        let e =
-            anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe)).context("writing diff");
-        assert!(is_broken_pipe(&e));
-        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+    fn a_library_thread_count_error_is_a_usage_error() {
+        let e = anyhow::Error::new(blockdiff_core::Error::TooManyThreads {
+            requested: 100_000,
+            max: 16,
+        })
+        .context("backup of db failed");
+        assert!(is_usage(&e));
+        assert!(is_usage(&UsageError("x".into()).into()));
+        assert!(!is_usage(&anyhow::anyhow!("disk on fire")));
     }
 }

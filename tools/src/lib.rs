@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 mod cli;
+mod console;
 mod each_backup;
 mod format_args;
 mod local_date;
@@ -22,6 +23,7 @@ mod volume_pattern;
 pub use cli::{
     ExitStatus, UsageError, error_line, parse_block_size, parse_lv, parse_snapshot_size, run_main,
 };
+pub use console::{OutputLost, OutputMode, Stdout, output_lost, print_stderr, print_stdout};
 pub use each_backup::{back_up_each, each_chain_name};
 pub use format_args::{FormatArgs, FormatName};
 pub use local_date::local_today;

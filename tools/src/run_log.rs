@@ -83,7 +83,7 @@ impl LogFile {
             && !self.failed.swap(true, Ordering::Relaxed)
         {
             // Said once: the run goes on, its log file is incomplete.
-            eprintln!(
+            crate::errln!(
                 "warning: cannot write to log file {}: {e}",
                 self.path.display()
             );
@@ -110,7 +110,7 @@ impl RunLog {
     pub fn stderr(tool: &'static str, quiet: bool) -> Self {
         let mut log = RunLog::new(move |level, message| {
             if !(quiet && level == LogLevel::Info) {
-                eprintln!("{}", log_line(Some(tool), level, message));
+                crate::errln!("{}", log_line(Some(tool), level, message));
             }
         });
         log.tool = Some(tool);

@@ -18,7 +18,7 @@ impl StderrProgress {
 impl Progress for StderrProgress {
     fn notice(&mut self, notice: Notice) {
         if !self.quiet {
-            eprintln!("{}: notice: {notice}", self.name);
+            crate::errln!("{}: notice: {notice}", self.name);
         }
     }
 

@@ -425,18 +425,28 @@ fn a_connection_killed_mid_transfer_commits_nothing_and_leaves_nothing_behind() 
     let mut run = run;
     let mut feed = open_fifo_for_writing(&fifo, &mut run);
     feed.write_all(&data[..1 << 20]).unwrap();
-    // Wait until the diff is arriving: the agent has started and sent.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while sshd.running_agents().is_empty() {
-        assert!(Instant::now() < deadline, "the agent never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    // The agent lowers its priorities once the pipe is open, before it
+    // reads: wait for that, as observed in /proc (the remote host's polite
+    // I/O applies where the volume is read). The agent then reads the first
+    // MiB and waits on the pipe for the rest.
+    let nice_of = |line: &str| {
+        let pid = line
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(16))
+            .map(str::to_owned)
+    };
+    common::wait_for("the agent at niceness 6", || {
+        sshd.running_agents()
+            .first()
+            .is_some_and(|line| nice_of(line).as_deref() == Some("6"))
+    });
     let agent_line = sshd.running_agents().remove(0);
-    let pid = agent_line.split_whitespace().next().unwrap();
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let nice = stat.rsplit(')').next().unwrap().split_whitespace().nth(16);
-    assert_eq!(nice, Some("6"), "{stat}");
     assert!(agent_line.contains("--ionice=idle"), "{agent_line}");
     // Cut the connection: kill sshd's per-connection processes.
     let killed = Command::new("pkill")
@@ -457,15 +467,9 @@ fn a_connection_killed_mid_transfer_commits_nothing_and_leaves_nothing_behind() 
 
     // The agent of the cut run does not linger, and the next run works
     // and leaves nothing but the cached agent.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !sshd.running_agents().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "agent still running: {:?}",
-            sshd.running_agents()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_for("the cut run's agent to end", || {
+        sshd.running_agents().is_empty()
+    });
     fs::remove_file(&fifo).unwrap();
     sshd.backup_ok(&name, &sshd.source(&src), &[]);
     assert_eq!(

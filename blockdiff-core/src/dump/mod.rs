@@ -149,10 +149,39 @@ impl Default for DumpOptions {
     }
 }
 
+/// Most hashing threads per core [`DumpOptions::validate`] accepts: more
+/// only costs memory (each thread keeps about two chunks in flight).
+pub const MAX_THREADS_PER_CORE: usize = 8;
+
+fn cores() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl DumpOptions {
+    /// The most threads [`threads`](Self::threads) may ask for on this
+    /// machine: [`MAX_THREADS_PER_CORE`] per core.
+    pub fn max_threads() -> usize {
+        cores().saturating_mul(MAX_THREADS_PER_CORE)
+    }
+
+    /// Checks the options that come from a command line: a thread count
+    /// above [`max_threads`](Self::max_threads) is
+    /// [`Error::TooManyThreads`] (each thread holds chunk buffers, so
+    /// `--threads 100000` would abort on memory). [`dump`] calls it first.
+    pub fn validate(&self) -> Result<()> {
+        let max = Self::max_threads();
+        if self.threads > max {
+            return Err(Error::TooManyThreads {
+                requested: self.threads,
+                max,
+            });
+        }
+        Ok(())
+    }
+
     fn worker_count(&self) -> usize {
         match self.threads {
-            0 => thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => cores(),
             n => n,
         }
     }
@@ -383,6 +412,7 @@ where
     S: DiffSink,
     D: Write,
 {
+    options.validate()?;
     let (block_size, hash, parent) =
         resolve(options, previous.as_deref(), sink.digest_format(), progress)?;
     let plan = DumpPlan {
@@ -510,10 +540,16 @@ where
             let source_name = &source_name;
             scope.spawn(move || {
                 for mut chunk in work_rx {
-                    let result =
-                        read_chunk(&mut chunk, positional, source_name, limiter).and_then(|()| {
-                            hash_and_encode(&mut chunk, block_size, hasher, encoder, &mut state)
-                        });
+                    let result = read_chunk(
+                        &mut chunk,
+                        positional,
+                        total.unwrap_or(0),
+                        source_name,
+                        limiter,
+                    )
+                    .and_then(|()| {
+                        hash_and_encode(&mut chunk, block_size, hasher, encoder, &mut state)
+                    });
                     if done_tx.send(result.map(|()| chunk)).is_err() {
                         return;
                     }
@@ -596,6 +632,7 @@ where
 fn read_chunk<O>(
     chunk: &mut Chunk<O>,
     file: Option<&File>,
+    total: u64,
     name: &Path,
     limiter: &RateLimiter,
 ) -> Result<()> {
@@ -603,12 +640,31 @@ fn read_chunk<O>(
         return Ok(());
     };
     limiter.acquire(chunk.len as u64);
-    file.read_exact_at(&mut chunk.buf[..chunk.len], chunk.offset)
-        .map_err(|source| Error::SourceRead {
-            path: name.to_owned(),
-            offset: chunk.offset,
-            source,
-        })
+    let mut filled = 0;
+    while filled < chunk.len {
+        let offset = chunk.offset + filled as u64;
+        match file.read_at(&mut chunk.buf[filled..chunk.len], offset) {
+            // The file shrank since its size was taken: say so, with where
+            // it ended and the size it had.
+            Ok(0) => {
+                return Err(Error::SourceSizeChanged {
+                    path: name.to_owned(),
+                    expected: total,
+                    read: offset,
+                });
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(Error::SourceRead {
+                    path: name.to_owned(),
+                    offset,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The largest folio (run of pages cached as one) the page cache makes:
@@ -686,4 +742,80 @@ fn hash_and_encode<E: ChunkEncoder>(
         zero: &chunk.zero,
     };
     encoder.encode(state, &view, &mut chunk.encoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use archive_format::FrameCompression;
+    use std::io;
+
+    #[test]
+    fn a_source_that_shrinks_during_the_dump_names_where_it_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        std::fs::write(&path, vec![7u8; 3 << 20]).unwrap();
+        let source = DumpSource::open(&path).unwrap();
+        // Cut after the size was taken, as a live file shrinking would.
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(1536 << 10)
+            .unwrap();
+        let mut sink = V2Sink::new(Vec::new(), "out", FrameCompression::None, 0);
+        let mut digest = DigestWriter::new(io::sink(), "digest");
+        let options = DumpOptions {
+            threads: 1,
+            ..DumpOptions::default()
+        };
+        let err = dump(
+            source,
+            None::<&mut DigestReader<&[u8]>>,
+            &mut sink,
+            &mut digest,
+            &options,
+            &mut NoProgress,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: size changed during the dump: expected 3145728 bytes, read 1572864 (back up a snapshot, not a live file)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn an_absurd_thread_count_is_refused_before_any_allocation() {
+        let options = DumpOptions {
+            threads: 100_000,
+            ..DumpOptions::default()
+        };
+        let err = options.validate().unwrap_err();
+        assert!(
+            matches!(err, Error::TooManyThreads { requested: 100_000, max } if max == DumpOptions::max_threads()),
+            "{err}"
+        );
+        let fine = DumpOptions {
+            threads: DumpOptions::max_threads(),
+            ..DumpOptions::default()
+        };
+        fine.validate().unwrap();
+        let mut sink = V2Sink::new(Vec::new(), "out", FrameCompression::None, 0);
+        let mut digest = DigestWriter::new(io::sink(), "digest");
+        let err = dump(
+            DumpSource::from_bytes(&[0u8; 10], "mem"),
+            None::<&mut DigestReader<&[u8]>>,
+            &mut sink,
+            &mut digest,
+            &options,
+            &mut NoProgress,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::TooManyThreads { .. }), "{err}");
+    }
 }

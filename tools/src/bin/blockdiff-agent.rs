@@ -76,7 +76,7 @@ fn main() -> ExitCode {
     let packets = match PacketWriter::new(BufWriter::with_capacity(256 << 10, io::stdout())) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("blockdiff-agent: error: cannot write to stdout: {e}");
+            blockdiff_tools::errln!("blockdiff-agent: error: cannot write to stdout: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -131,6 +131,8 @@ fn dump_to(
         ..DumpOptions::default()
     };
     args.polite.fill_dump_options(&mut options);
+    // Before any snapshot is taken.
+    options.validate()?;
     let mut reader =
         SourceReader::new(&spec, &args.consistency, log)?.with_priorities(&args.polite);
     let mut facts = RunFacts::new();

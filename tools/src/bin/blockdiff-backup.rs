@@ -272,7 +272,11 @@ fn run_one(args: &Args, log: &RunLog, bars: &TerminalProgress) -> anyhow::Result
             Ok((report, facts)) => clock.succeeded(report, facts),
             Err(e) => clock.failed(e),
         };
-        println!("{}", summary.to_json());
+        // The backup is committed (or failed) whatever happens to its
+        // summary: a closed stdout is noted in the log, never the status.
+        if let Err(e) = blockdiff_tools::outln!("{}", summary.to_json()) {
+            log.warning(format_args!("the --json summary was not printed: {e}"));
+        }
     }
     result.map(drop)
 }
@@ -317,7 +321,9 @@ fn run_each(
     });
     if args.json {
         let all: Vec<_> = summaries.iter().map(RunSummary::to_json).collect();
-        println!("{}", serde_json::Value::Array(all));
+        if let Err(e) = blockdiff_tools::outln!("{}", serde_json::Value::Array(all)) {
+            log.warning(format_args!("the --json summary was not printed: {e}"));
+        }
     }
     result
 }

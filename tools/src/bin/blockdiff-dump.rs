@@ -1,6 +1,6 @@
 //! `blockdiff-dump`: the low-level dump, as the original `blockdiff_dump`.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +14,7 @@ use blockdiff_tools::{
     FormatArgs, PoliteArgs, StderrProgress, UsageError, parse_block_size, run_main,
 };
 use clap::Parser;
+use tempfile::NamedTempFile;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -28,7 +29,15 @@ Examples:
 
 An incremental dump keeps the old digest's format, block size and hash.
 blockdiff-restore applies the output. Most users want blockdiff-backup, which
-numbers generations and commits them safely.";
+numbers generations and commits them safely.
+
+-o FILE and --new-digest FILE are written beside FILE and renamed over it only
+when the whole dump succeeded (new files mode 0600); a device, FIFO or
+/dev/fd/N is written in place and never removed.
+
+Exit status: 0 success; 1 failure, including a diff that could not be written
+whole (`| head` closed the pipe): the new digest is then not written; 2 usage
+error (--threads above 8 per core, a binary diff to a terminal).";
 
 /// Write the blocks of a file or device that changed since a previous digest.
 #[derive(Debug, Parser)]
@@ -79,23 +88,127 @@ fn main() -> ExitCode {
     run_main("blockdiff-dump", run)
 }
 
-/// Removes a partly written output file unless disarmed.
-struct RemoveOnFailure<'a>(Option<&'a Path>);
+/// Where an output file (`-o`, `--new-digest`) is written, and how it is
+/// committed.
+enum Place {
+    /// A regular file, new or replaced: written to a temporary file created
+    /// exclusively beside it (mode 0600, or the replaced file's mode), and
+    /// renamed over it only once the whole dump succeeded. On failure the
+    /// temporary file is removed and the path is left as it was. A symbolic
+    /// link to a regular file is kept: its target is replaced.
+    Replace {
+        temp: NamedTempFile,
+        path: PathBuf,
+        mode: Option<fs::Permissions>,
+    },
+    /// A device node, FIFO, socket or `/dev/fd/N`: written in place and
+    /// never removed, whatever happens.
+    InPlace(File),
+}
 
-impl Drop for RemoveOnFailure<'_> {
-    fn drop(&mut self) {
-        if let Some(p) = self.0 {
-            let _ = fs::remove_file(p);
+/// True for the names of an already open descriptor, which are written in
+/// place (`--new-digest /dev/fd/6 6> d.2.md5`).
+fn names_a_descriptor(path: &Path) -> bool {
+    ["/dev/fd/", "/proc/self/fd/"]
+        .iter()
+        .any(|dir| path.starts_with(dir))
+        || ["/dev/stdout", "/dev/stderr"]
+            .iter()
+            .any(|name| path == Path::new(name))
+}
+
+impl Place {
+    fn open(path: &Path) -> anyhow::Result<Place> {
+        if names_a_descriptor(path) {
+            let f = OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(path)
+                .with_context(|| format!("{}: cannot open", path.display()))?;
+            return Ok(Place::InPlace(f));
         }
+        let (path, mode) = match fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                anyhow::bail!("{}: is a directory: name a file", path.display())
+            }
+            Ok(m) if !m.is_file() => {
+                // A device, FIFO or socket: never truncated into a file,
+                // never removed.
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .with_context(|| format!("{}: cannot open", path.display()))?;
+                return Ok(Place::InPlace(f));
+            }
+            Ok(m) => {
+                let real = fs::canonicalize(path)
+                    .with_context(|| format!("{}: cannot resolve", path.display()))?;
+                (real, Some(m.permissions()))
+            }
+            // New (or a dangling symbolic link, which the rename replaces
+            // rather than writing where it points).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (path.to_owned(), None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("{}: cannot stat", path.display()));
+            }
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{file_name}."))
+            .suffix(".blockdiff-tmp")
+            .tempfile_in(dir)
+            .with_context(|| format!("{}: cannot create", path.display()))?;
+        Ok(Place::Replace { temp, path, mode })
+    }
+
+    fn file(&self) -> &File {
+        match self {
+            Place::Replace { temp, .. } => temp.as_file(),
+            Place::InPlace(f) => f,
+        }
+    }
+
+    /// Makes the written file the output: fsync and rename.
+    fn commit(self) -> anyhow::Result<()> {
+        let Place::Replace { temp, path, mode } = self else {
+            return Ok(());
+        };
+        temp.as_file()
+            .sync_all()
+            .with_context(|| format!("{}: cannot write (fsync)", path.display()))?;
+        if let Some(mode) = mode {
+            temp.as_file()
+                .set_permissions(mode)
+                .with_context(|| format!("{}: cannot set its mode", path.display()))?;
+        }
+        temp.persist(&path).map_err(|e| e.error).with_context(|| {
+            format!(
+                "{}: cannot rename the finished file into place",
+                path.display()
+            )
+        })?;
+        Ok(())
     }
 }
 
-fn create(path: &Path) -> anyhow::Result<BufWriter<File>> {
-    let f = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
-    // Small writes (legacy records, digest entries, headers) are gathered;
-    // a write at least this large (most v2 frames) goes to the file as it
-    // is, without a copy through the buffer.
-    Ok(BufWriter::with_capacity(128 << 10, f))
+/// Small writes (legacy records, digest entries, headers) are gathered; a
+/// write at least this large (most v2 frames) goes to the file as it is,
+/// without a copy through the buffer.
+fn buffered(place: &Place) -> BufWriter<&File> {
+    BufWriter::with_capacity(128 << 10, place.file())
+}
+
+/// True when the error comes from a closed pipe (standard output read by
+/// `head`, say).
+fn broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -131,58 +244,85 @@ fn run(args: Args) -> anyhow::Result<()> {
         ..DumpOptions::default()
     };
     args.polite.fill_dump_options(&mut options);
+    options.validate()?;
     let source: DumpSource<Box<dyn Read + Send>> = match &args.source {
         Some(p) if p.as_os_str() != "-" => DumpSource::open(p)?.boxed(),
         _ => DumpSource::stream(io::stdin(), "standard input").boxed(),
     };
 
-    let mut cleanup_out = RemoveOnFailure(args.output.as_deref());
-    let mut cleanup_digest = RemoveOnFailure(args.new_digest.as_deref());
-    let (out, out_name): (Box<dyn Write>, PathBuf) = match &args.output {
-        Some(p) => (Box::new(create(p)?), p.clone()),
-        None => (
+    // Opened before reading anything: a path that cannot be written fails
+    // the run at once. Nothing is committed unless the whole dump is.
+    let out_place = args.output.as_deref().map(Place::open).transpose()?;
+    let digest_place = args.new_digest.as_deref().map(Place::open).transpose()?;
+    let (out, out_name): (Box<dyn Write>, PathBuf) = match (&out_place, &args.output) {
+        (Some(place), Some(p)) => (Box::new(buffered(place)), p.clone()),
+        _ => (
             Box::new(io::stdout().lock()),
             PathBuf::from("standard output"),
         ),
     };
-    let (digest_out, digest_name): (Box<dyn Write>, PathBuf) = match &args.new_digest {
-        Some(p) => (Box::new(create(p)?), p.clone()),
-        None => (Box::new(io::sink()), PathBuf::from("(no digest)")),
-    };
+    let (digest_out, digest_name): (Box<dyn Write>, PathBuf) =
+        match (&digest_place, &args.new_digest) {
+            (Some(place), Some(p)) => (Box::new(buffered(place)), p.clone()),
+            _ => (Box::new(io::sink()), PathBuf::from("(no digest)")),
+        };
     let mut digest = DigestWriter::new(digest_out, digest_name);
     let mut progress = StderrProgress::new("blockdiff-dump", args.quiet);
     let prev = previous.as_mut();
-    match format {
-        DiffFormat::Legacy(compression) => {
-            let mut sink = LegacySink::new(compression.writer(out), &out_name);
-            dump(
-                source,
-                prev,
-                &mut sink,
-                &mut digest,
-                &options,
-                &mut progress,
-            )?;
-            sink.into_inner()?
-                .finish()
-                .with_context(|| format!("{}: cannot write", out_name.display()))?;
+    let written = (|| -> anyhow::Result<()> {
+        match format {
+            DiffFormat::Legacy(compression) => {
+                let mut sink = LegacySink::new(compression.writer(out), &out_name);
+                dump(
+                    source,
+                    prev,
+                    &mut sink,
+                    &mut digest,
+                    &options,
+                    &mut progress,
+                )?;
+                sink.into_inner()?
+                    .finish()
+                    .with_context(|| format!("{}: cannot write", out_name.display()))?;
+            }
+            DiffFormat::V2 { compression, level } => {
+                let mut sink = V2Sink::new(out, &out_name, compression, level);
+                dump(
+                    source,
+                    prev,
+                    &mut sink,
+                    &mut digest,
+                    &options,
+                    &mut progress,
+                )?;
+                sink.into_inner()?
+                    .flush()
+                    .with_context(|| format!("{}: cannot write", out_name.display()))?;
+            }
         }
-        DiffFormat::V2 { compression, level } => {
-            let mut sink = V2Sink::new(out, &out_name, compression, level);
-            dump(
-                source,
-                prev,
-                &mut sink,
-                &mut digest,
-                &options,
-                &mut progress,
-            )?;
-            sink.into_inner()?
-                .flush()
-                .with_context(|| format!("{}: cannot write", out_name.display()))?;
+        Ok(())
+    })();
+    drop(digest);
+    if let Err(e) = written {
+        // The temporary files go with their places; X of --new-digest X is
+        // left as it was.
+        let not_written = match &args.new_digest {
+            Some(p) => format!(" ({} not written)", p.display()),
+            None => String::new(),
+        };
+        if args.output.is_none() && broken_pipe(&e) {
+            return Err(e.context(format!(
+                "the diff is incomplete: standard output was closed before the dump ended{not_written}"
+            )));
         }
+        return Err(e.context(format!("dump failed{not_written}")));
     }
-    cleanup_out.0 = None;
-    cleanup_digest.0 = None;
+    // The diff first: a new digest never exists without its diff.
+    if let Some(place) = out_place {
+        place.commit()?;
+    }
+    if let Some(place) = digest_place {
+        place.commit()?;
+    }
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use blockdiff_core::{GenerationInfo, GenerationStore, civil_from_days};
-use blockdiff_tools::run_main;
+use blockdiff_tools::{outln, run_main};
 use clap::Parser;
 use serde_json::json;
 
@@ -17,8 +17,9 @@ Columns: generation, creation time (UTC), source size, blocks changed and
 their share of the source, bytes on disk (diff + digest), compression ratio
 (block data bytes per byte of diff), format and hash.
 
-Exit status: 0 success, 1 failure (no backup under NAME, a damaged file),
-2 usage error.";
+Exit status: 0 success, 1 failure (no backup under NAME, a damaged file, or
+the output could not be written whole: silently when a reader such as
+`head -1` closed the pipe), 2 usage error.";
 
 /// Show the generations of a blockdiff backup.
 #[derive(Debug, Parser)]
@@ -105,19 +106,24 @@ fn run(args: Args) -> anyhow::Result<()> {
             "bytes_on_disk": total,
             "generations": generations.iter().map(to_json).collect::<Vec<_>>(),
         });
-        println!("{out:#}");
+        outln!("{out:#}")?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:>4}  {:<19}  {:>10}  {:>16}  {:>10}  {:>6}  format",
-        "gen", "created (UTC)", "source", "changed blocks", "on disk", "ratio"
-    );
+        "gen",
+        "created (UTC)",
+        "source",
+        "changed blocks",
+        "on disk",
+        "ratio"
+    )?;
     for g in &generations {
         let size = match g.source_size {
             Some(s) => human(s),
             None => format!("~{}", human(g.blocks * u64::from(g.block_size))),
         };
-        println!(
+        outln!(
             "{:>4}  {:<19}  {:>10}  {:>9} {:>5.1}%  {:>10}  {:>5.2}x  {}, {}",
             g.generation,
             utc(g.created),
@@ -128,7 +134,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             g.compression_ratio(),
             g.format,
             g.hash
-        );
+        )?;
     }
     Ok(())
 }

@@ -170,7 +170,7 @@ struct Reporter {
 impl Reporter {
     fn line(&self, text: &str) {
         if !self.quiet {
-            eprintln!("{NAME}: {text}");
+            blockdiff_tools::errln!("{NAME}: {text}");
         }
     }
 }
@@ -192,7 +192,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 fn list_snapshots(mounter: &PartitionMounter, vg: Option<&str>) -> anyhow::Result<()> {
     let statuses = mounter.snapshot_statuses(vg)?;
     if statuses.is_empty() {
-        println!("no blockdiff snapshots");
+        blockdiff_tools::outln!("no blockdiff snapshots")?;
         return Ok(());
     }
     let rows: Vec<[String; 5]> = statuses
@@ -232,7 +232,7 @@ fn list_snapshots(mounter: &PartitionMounter, vg: Option<&str>) -> anyhow::Resul
             .zip(widths)
             .map(|(cell, w)| format!("{cell:w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        blockdiff_tools::outln!("{}", line.join("  ").trim_end())?;
     }
     Ok(())
 }
@@ -270,7 +270,7 @@ fn cleanup(
         match lvm.remove(&lv.path) {
             Ok(()) => report.line(&format!("removed {} ({why})", lv.path)),
             Err(e) => {
-                eprintln!("{NAME}: error: {}: {e}", lv.path);
+                blockdiff_tools::errln!("{NAME}: error: {}: {e}", lv.path);
                 failed.push(lv.path.to_string());
             }
         }
@@ -396,7 +396,7 @@ fn for_each(
     let mut failed = Vec::new();
     for lv in volumes {
         if let Err(e) = one(lv) {
-            eprintln!("{NAME}: error: {}", blockdiff_tools::error_line(&e));
+            blockdiff_tools::errln!("{NAME}: error: {}", blockdiff_tools::error_line(&e));
             failed.push(lv.to_string());
         }
     }

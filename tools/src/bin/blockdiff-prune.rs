@@ -111,8 +111,14 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .execute(&mut StderrProgress::new("blockdiff-prune", args.quiet))?,
         )
     };
-    // Written with `?`: a closed pipe (`| head`) ends the run quietly.
-    let mut out = io::stdout().lock();
+    // A dry run's only job is to print: a closed stdout fails it (exit 1,
+    // silently for `| head`). Once chains were deleted the work is done: the
+    // listing is best effort, and the run exits 0 whether it printed or not.
+    let mut out = blockdiff_tools::Stdout::lock(if report.is_some() {
+        blockdiff_tools::OutputMode::BestEffort
+    } else {
+        blockdiff_tools::OutputMode::Required
+    });
     if args.json {
         let value = to_json(&args, policy, today, &plan, report.as_ref());
         writeln!(out, "{value:#}")?;

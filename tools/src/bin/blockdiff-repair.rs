@@ -1,12 +1,12 @@
 //! `blockdiff-repair`: rebuilds `NAME.ver` from the generations that
 //! verify, removing nothing.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use blockdiff_core::{GenerationStore, repair};
-use blockdiff_tools::{StderrProgress, run_main};
+use blockdiff_tools::{OutputMode, StderrProgress, Stdout, run_main};
 use clap::Parser;
 
 const EXAMPLES: &str = "\
@@ -56,7 +56,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.dry_run,
         &mut StderrProgress::new("blockdiff-repair", false),
     )?;
-    let mut out = io::stdout().lock();
+    // The repair is done (or, with --dry-run, its finding is the output):
+    // a closed standard output fails only a dry run.
+    let mut out = Stdout::lock(if args.dry_run {
+        OutputMode::Required
+    } else {
+        OutputMode::BestEffort
+    });
     let was = match report.previous {
         Some(g) => format!("said {g}"),
         None => "was missing or unreadable".into(),

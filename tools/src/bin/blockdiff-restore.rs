@@ -171,7 +171,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             let cmp = compare_with_generation(&store, args.generation, source, 0, &mut progress)?;
             if cmp.is_identical() {
                 if !args.quiet {
-                    eprintln!(
+                    blockdiff_tools::errln!(
                         "blockdiff-restore: {} matches generation {} ({} bytes)",
                         file.display(),
                         cmp.generation,
@@ -181,7 +181,11 @@ fn run(args: Args) -> anyhow::Result<()> {
                 return Ok(());
             }
             for (start, end) in &cmp.differing {
-                println!("{start}-{end}\t{} bytes", end - start);
+                // A closed stdout cuts the listing short; the run still fails
+                // with the summary below.
+                if blockdiff_tools::outln!("{start}-{end}\t{} bytes", end - start).is_err() {
+                    break;
+                }
             }
             let total: u64 = cmp.differing.iter().map(|(s, e)| e - s).sum();
             return Err(Differs(format!(
@@ -194,7 +198,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         let report = RestorePlan::new(&store, &options)?.verify(&mut progress)?;
         if !args.quiet {
-            eprintln!(
+            blockdiff_tools::errln!(
                 "blockdiff-restore: generation {} of {} verified: {} bytes, {} blocks checked against the digest, {} frames checked",
                 report.generation,
                 name.display(),
@@ -236,7 +240,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         } else {
             "diff stream".to_owned()
         };
-        eprintln!(
+        blockdiff_tools::errln!(
             "blockdiff-restore: restored {what} to {}: {} bytes, {} blocks{}{}",
             target.display(),
             report.source_size,
