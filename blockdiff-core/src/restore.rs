@@ -739,7 +739,10 @@ fn refuse_store_target(store: Option<&GenerationStore>, target: &Path) -> Result
             (Some(a), Some(b)) => a == b,
             _ => false,
         };
-        if same_dir && name.as_encoded_bytes().starts_with(&prefix) {
+        if same_dir
+            && let Some(rest) = name.as_encoded_bytes().strip_prefix(prefix.as_slice())
+            && is_store_file_suffix(rest)
+        {
             return refuse(format!(
                 "is named like a file of the backup {}",
                 store.name().display()
@@ -783,6 +786,13 @@ fn refuse_store_target(store: Option<&GenerationStore>, target: &Path) -> Result
         }
     }
     Ok(())
+}
+
+/// Whether `s` is what follows `NAME.` in a store's file names, or in the
+/// temporaries a run makes of them (`NAME.3.tmp`, `NAME.ver.tmp`). Other
+/// files beside the store (`NAME.img`) are not the backup's.
+fn is_store_file_suffix(s: &[u8]) -> bool {
+    is_store_suffix(s) || s.strip_suffix(b".tmp").is_some_and(is_store_suffix)
 }
 
 /// Whether `s` is what follows `NAME.` in a store's file names.

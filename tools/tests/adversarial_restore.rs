@@ -231,6 +231,16 @@ fn a_store_file_is_never_a_restore_target() {
     assert!(!d.join("db.7").exists());
     let o = restore(&[&"--verify-only", &"--from", &name]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // A file beside the store that is not one of its names is an ordinary
+    // target (`restore /backup/db.img --from /backup/db`).
+    let beside = d.join("db.img");
+    let o = restore(&[&beside, &"--from", &name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    fs::remove_file(&beside).unwrap();
+    assert!(
+        (store_files(&name), store_files(&other)) == before,
+        "a store file was altered"
+    );
 }
 
 /// Item 4: links planted where a restore used to write, and at the target.
@@ -431,6 +441,17 @@ fn missing_dev_paths_and_character_devices_are_refused() {
         fs::remove_file(&stray).unwrap();
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         assert_eq!(left, b"stray");
+    }
+    // A file system mounted below /dev (/dev/shm) is not /dev itself: an
+    // image may be restored there.
+    let shm = Path::new("/dev/shm");
+    let dev = fs::metadata("/dev").unwrap().dev();
+    if fs::metadata(shm).is_ok_and(|m| m.is_dir() && m.dev() != dev) {
+        let t = shm.join(format!("blockdiff-test-restore-{}", std::process::id()));
+        let o = restore(&[&t, &"--from", &name]);
+        let ok = o.status.success() && t.exists();
+        let _ = fs::remove_file(&t);
+        assert!(ok, "{}: {}", t.display(), stderr(&o));
     }
 }
 

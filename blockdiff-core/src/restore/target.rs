@@ -164,6 +164,28 @@ pub(super) enum Existing {
     BlockDevice,
 }
 
+/// The device of the file system mounted at `/dev` (devtmpfs), where
+/// device nodes live and a regular file is always a mistake. Other file
+/// systems mounted below it (`/dev/shm`, `/dev/pts`) are not it.
+fn dev_file_system() -> Option<u64> {
+    std::fs::metadata("/dev").ok().map(|m| m.dev())
+}
+
+/// Whether the nearest existing ancestor of `path` is on the `/dev` file
+/// system (`/dev/no-such-vg/lv`: the volume group's directory is missing).
+fn on_dev_file_system(path: &Path) -> bool {
+    let Some(dev) = dev_file_system() else {
+        return false;
+    };
+    let Ok(absolute) = std::path::absolute(path) else {
+        return false;
+    };
+    absolute
+        .ancestors()
+        .find_map(|a| std::fs::metadata(a).ok())
+        .is_some_and(|m| m.dev() == dev)
+}
+
 /// Opens the target's directory and looks at the target's name without
 /// following a link.
 fn look(path: &Path) -> Result<(File, CString, Existing)> {
@@ -179,7 +201,7 @@ fn look(path: &Path) -> Result<(File, CString, Existing)> {
     };
     let dir = match File::open(dir_path) {
         Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && dir_path.starts_with("/dev") => {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && on_dev_file_system(dir_path) => {
             return Err(Error::BadTarget {
                 path: path.to_owned(),
                 detail: "no such device; a restore writes no files under /dev (is the logical volume created and active?)".into(),
@@ -203,8 +225,8 @@ fn look(path: &Path) -> Result<(File, CString, Existing)> {
         },
     };
     if !matches!(existing, Existing::BlockDevice) {
-        let canonical = std::fs::canonicalize(dir_path).ctx(path, "resolve its directory")?;
-        if canonical.starts_with("/dev") {
+        let dir_dev = dir.metadata().ctx(path, "stat its directory")?.dev();
+        if dev_file_system() == Some(dir_dev) {
             let what = match existing {
                 Existing::Absent => "no such device",
                 _ => "a regular file, not a device (left by a mistaken earlier run?)",
