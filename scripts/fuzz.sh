@@ -6,7 +6,7 @@
 #        FUZZ_TARGETS="v2_reader partition_table" scripts/fuzz.sh 600   (only those)
 #
 # Needs cargo-fuzz: when `cargo fuzz` is missing it is installed with
-# `cargo install cargo-fuzz --locked` (into ~/.cargo/bin, where later runs on
+# `cargo install cargo-fuzz --version 0.13.2 --locked` (into ~/.cargo/bin, where later runs on
 # the same machine find it), so a fresh CI machine fuzzes too. A failed
 # install fails the run. Stable Rust is used: RUSTC_BOOTSTRAP=1 lets it
 # accept the nightly flags cargo-fuzz passes (sanitizers, -Z options).
@@ -34,8 +34,10 @@ if [ -n "${FUZZ_TARGETS:-}" ]; then
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "fuzz.sh: cargo-fuzz is not installed; installing it (cargo install cargo-fuzz --locked)"
-    if ! cargo install cargo-fuzz --locked; then
+    # Pinned: a newer cargo-fuzz may want a newer toolchain than the
+    # machine's one stable Rust.
+    echo "fuzz.sh: cargo-fuzz is not installed; installing it (cargo install cargo-fuzz --version 0.13.2 --locked)"
+    if ! cargo install cargo-fuzz --version 0.13.2 --locked; then
         echo "fuzz.sh: could not install cargo-fuzz; nothing was fuzzed" >&2
         exit 1
     fi
