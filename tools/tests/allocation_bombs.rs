@@ -9,75 +9,15 @@
 //! A counting global allocator records the largest single allocation of
 //! the test's thread while the parser runs (`peak`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::Path;
 
 use blockdiff_core::{DigestFile, DigestReader};
 use blockdiff_tools::remote::protocol::{GREETING, MAX_PAYLOAD, PacketReader};
 
-struct Counting;
+#[path = "../../archive-format/tests/support/largest_allocation.rs"]
+mod largest_allocation;
 
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn record(size: usize) {
-    let _ = LARGEST.try_with(|l| {
-        if size > l.get() {
-            l.set(size);
-        }
-    });
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        record(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        record(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn peak<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.with(|l| l.set(0));
-    let out = f();
-    (out, LARGEST.with(|l| l.get()))
-}
-
-/// What a parser may allocate beyond a documented limit: its state, a
-/// 256 KiB read buffer, an error message.
-const MARGIN: usize = 1 << 20;
-
-fn assert_refused<T, E: std::fmt::Display>(
-    case: &str,
-    limit: usize,
-    f: impl FnOnce() -> Result<T, E>,
-) -> String {
-    let (result, largest) = peak(f);
-    let error = match result {
-        Ok(_) => panic!("{case}: accepted"),
-        Err(e) => e.to_string(),
-    };
-    assert!(
-        largest <= limit + MARGIN,
-        "{case}: allocated {largest} bytes at once (limit {limit} + {MARGIN}); error: {error}"
-    );
-    error
-}
+use largest_allocation::assert_refused;
 
 const DIGEST_MAGIC: &[u8; 8] = b"\x89BDG\r\n\x1a\n";
 
