@@ -28,13 +28,16 @@ mkdir -p /run/lock/lvm /run/lvm
 export ROOT BIN=$ROOT/target/release LVM_SUPPRESS_FD_WARNINGS=1
 export PATH=$BIN:$PATH
 
+CASE_TIMEOUT=${4:-900}
 passed=0 failed=0 names=()
 for case in "$ROOT"/tests/vm/[0-9]*.sh; do
     name=$(basename "$case" .sh)
     [[ -z $FILTER || $name =~ $FILTER ]] || continue
     log=/tmp/$name.log
     t0=$(date +%s)
-    if (cd /tmp && bash -euo pipefail "$case") >"$log" 2>&1; then
+    # A case that hangs fails alone (and the others still run): each has
+    # VM_CASE_TIMEOUT seconds, ample even with the host's cores loaded.
+    if (cd /tmp && timeout "$CASE_TIMEOUT" bash -euo pipefail "$case") >"$log" 2>&1; then
         passed=$((passed + 1))
         echo "PASS $name ($(($(date +%s) - t0)) s)"
     else
