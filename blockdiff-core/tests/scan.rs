@@ -1,0 +1,225 @@
+//! The scan of a file read by position: hashed piece by piece from a small
+//! per-thread buffer, with only the changed blocks kept for the diff.
+//! What a user relies on: an incremental dump keeps exactly the blocks that
+//! changed, wherever they fall among the pieces and chunks, and a file cut
+//! short while it is read fails the dump (no signal, no wrong bytes) and
+//! commits nothing.
+
+use std::fs::{self, File};
+use std::path::Path;
+
+use archive_format::{Compression, FrameCompression};
+use blockdiff_core::{
+    BackupOptions, BlockSize, DiffFormat, DumpOptions, DumpSource, Error, GenerationStore,
+    NoProgress, Progress, RestoreOptions, RestorePlan, backup,
+};
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+fn formats() -> [DiffFormat; 3] {
+    [
+        DiffFormat::Legacy(Compression::None),
+        DiffFormat::Legacy(Compression::Gzip),
+        DiffFormat::V2 {
+            compression: FrameCompression::Zstd,
+            level: 1,
+        },
+    ]
+}
+
+fn options(format: DiffFormat, read_size: usize, threads: usize) -> BackupOptions {
+    BackupOptions {
+        dump: DumpOptions {
+            block_size: BlockSize::new(4096).unwrap(),
+            read_size,
+            threads,
+            ..DumpOptions::default()
+        },
+        format: Some(format),
+    }
+}
+
+/// Deterministic, incompressible-enough bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn restore(store: &GenerationStore, generation: u64, dir: &Path) -> Vec<u8> {
+    let plan = RestorePlan::new(
+        store,
+        &RestoreOptions {
+            generation: Some(generation),
+            ..RestoreOptions::default()
+        },
+    )
+    .unwrap();
+    let target = dir.join(format!("restored.{generation}"));
+    plan.execute(&target, &mut NoProgress).unwrap();
+    let bytes = fs::read(&target).unwrap();
+    fs::remove_file(&target).unwrap();
+    bytes
+}
+
+#[test]
+fn an_incremental_dump_keeps_exactly_the_changed_blocks_wherever_they_fall() {
+    // 1 MiB chunks of 8 pieces of 128 KiB (32 blocks of 4 KiB each): the
+    // changed blocks sit at the edges of pieces and chunks, in the middle,
+    // and at the short last block; one becomes all zero. Each generation
+    // changes other blocks, so a chunk buffer reused from an earlier chunk
+    // holds other bytes where its blocks did not change.
+    let size = 5 * MIB + 1000;
+    let last = (size / 4096) as u64;
+    let generations: [&[u64]; 3] = [
+        &[0, 31, 32, 255, 256, 257, 700, last],
+        &[1, 63, 64, 511, 512, 1023, 1024, 1100],
+        &[2, 3, 4, 900, last - 1, last],
+    ];
+    for format in formats() {
+        for threads in [1, 2, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("disk.img");
+            let store = GenerationStore::new(dir.path().join("db"));
+            let mut image = noise(size, 7);
+            fs::write(&path, &image).unwrap();
+            let opts = options(format, MIB, threads);
+            let first = backup(
+                &store,
+                DumpSource::open(&path).unwrap(),
+                &opts,
+                &mut NoProgress,
+            )
+            .unwrap();
+            assert_eq!(first.dump.changed_blocks, last + 1, "{format:?}");
+            let mut images = vec![image.clone()];
+            for (g, blocks) in generations.iter().enumerate() {
+                for (k, &b) in blocks.iter().enumerate() {
+                    let start = b as usize * 4096;
+                    let end = (start + 4096).min(size);
+                    let fill = if k == 3 {
+                        vec![0u8; end - start]
+                    } else {
+                        noise(end - start, 100 * g as u64 + k as u64 + 11)
+                    };
+                    image[start..end].copy_from_slice(&fill);
+                }
+                fs::write(&path, &image).unwrap();
+                let report = backup(
+                    &store,
+                    DumpSource::open(&path).unwrap(),
+                    &opts,
+                    &mut NoProgress,
+                )
+                .unwrap();
+                assert_eq!(
+                    report.dump.changed_blocks,
+                    blocks.len() as u64,
+                    "{format:?}, {threads} threads, generation {}",
+                    g + 2
+                );
+                assert_eq!(report.dump.zero_blocks, 1);
+                images.push(image.clone());
+            }
+            for (g, expected) in images.iter().enumerate() {
+                let got = restore(&store, g as u64 + 1, dir.path());
+                assert!(
+                    got == *expected,
+                    "{format:?}, {threads} threads: generation {} does not restore exactly",
+                    g + 1
+                );
+            }
+        }
+    }
+}
+
+/// Cuts the source file at the first chunk the dump finishes: the chunks
+/// after the first few (the pool the readers can fill before the writer
+/// hands one back) are read after the cut.
+struct CutAtFirstChunk<'a> {
+    path: &'a Path,
+    to: u64,
+    done: bool,
+}
+
+impl Progress for CutAtFirstChunk<'_> {
+    fn advance(&mut self, _bytes: u64) {
+        if !self.done {
+            File::options()
+                .write(true)
+                .open(self.path)
+                .unwrap()
+                .set_len(self.to)
+                .unwrap();
+            self.done = true;
+        }
+    }
+}
+
+#[test]
+fn a_file_cut_short_while_it_is_read_fails_the_dump_and_commits_nothing() {
+    // 64 KiB chunks, 2 threads: at most 6 chunks are read before the
+    // first is handed back, so the chunk at 1 MiB (the 17th) is read after
+    // the cut, and it is the first to fail in source order.
+    let size = 32 * MIB;
+    for format in formats() {
+        for incremental in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("disk.img");
+            let store = GenerationStore::new(dir.path().join("db"));
+            fs::write(&path, noise(size, 3)).unwrap();
+            let opts = options(format, 64 * KIB, 2);
+            if incremental {
+                backup(
+                    &store,
+                    DumpSource::open(&path).unwrap(),
+                    &opts,
+                    &mut NoProgress,
+                )
+                .unwrap();
+            }
+            let before = store.current_generation().unwrap();
+            let mut cut = CutAtFirstChunk {
+                path: &path,
+                to: MIB as u64,
+                done: false,
+            };
+            let err = backup(&store, DumpSource::open(&path).unwrap(), &opts, &mut cut)
+                .expect_err("a dump of a file cut short must fail");
+            assert!(cut.done);
+            match &err {
+                Error::SourceSizeChanged {
+                    path: p,
+                    expected,
+                    read,
+                } => {
+                    assert_eq!(p, &path);
+                    assert_eq!(*expected, size as u64);
+                    assert_eq!(*read, MIB as u64, "{format:?}, incremental {incremental}");
+                }
+                other => panic!("{format:?}, incremental {incremental}: {other}"),
+            }
+            assert_eq!(store.current_generation().unwrap(), before);
+            // The chain is as it was: the next run, of the file as it is
+            // now, commits and restores it.
+            let image = fs::read(&path).unwrap();
+            assert_eq!(image.len(), MIB);
+            backup(
+                &store,
+                DumpSource::open(&path).unwrap(),
+                &opts,
+                &mut NoProgress,
+            )
+            .unwrap();
+            let last = store.current_generation().unwrap().unwrap();
+            assert_eq!(restore(&store, last, dir.path()), image);
+        }
+    }
+}
