@@ -179,6 +179,38 @@ mod tests {
     }
 
     #[test]
+    fn a_job_finished_early_waits_for_the_ones_before_it() {
+        // Job 0's worker waits until job 1 is worked on: job 1 comes back
+        // first, and still job 0 is finished (and its error wins) first.
+        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+        let mut next = 0u64;
+        let mut seen = Vec::new();
+        let result = run(
+            2,
+            (0..4).map(|_| Job::default()).collect(),
+            |job: &mut Job| {
+                job.n = next;
+                next += 1;
+                job.n < 2
+            },
+            || (),
+            |(), job| {
+                match job.n {
+                    0 => rx.recv().unwrap(),
+                    _ => tx.send(()).unwrap(),
+                }
+                job.fail = true;
+            },
+            |job| {
+                seen.push(job.n);
+                Err(job.n)
+            },
+        );
+        assert_eq!(result, Err(0));
+        assert_eq!(seen, [0]);
+    }
+
+    #[test]
     fn jobs_in_flight_are_bounded_by_the_spares() {
         let alive = AtomicUsize::new(0);
         let most = AtomicUsize::new(0);
