@@ -783,6 +783,16 @@ impl BlockChecker<'_> {
 /// hashing thread (at least one record).
 const LEGACY_BATCH_BYTES: usize = 1 << 20;
 
+/// Most records in one batch: with tiny blocks, the records' descriptions
+/// and hashes stay small too.
+const LEGACY_BATCH_RECORDS: usize = 4096;
+
+/// Most blocks of one v2 frame hashed on a worker. A frame may hold 64 MiB
+/// of blocks of a few bytes (a crafted chain): hashes for all of them would
+/// take far more memory than the frame, so the blocks of such a frame are
+/// hashed by the writer as it checks them, as one thread would.
+const FRAME_HASHES: usize = 1 << 16;
+
 /// Job buffers in flight per worker thread: one being worked on, one
 /// waiting (in the queue, or for an earlier job to be written).
 const JOBS_PER_THREAD: usize = 2;
@@ -829,8 +839,10 @@ struct FrameJob {
     ops: Vec<FrameOp>,
     /// The frame, read and decompressed.
     frame_data: Frame,
-    /// With a digest: the hashes of the data blocks of `ops`, in order.
+    /// With a digest: the hashes of the data blocks of `ops`, in order,
+    /// when the worker computed them (`hashed`).
     hashes: Vec<BlockHash>,
+    hashed: bool,
     /// Why the frame could not be read.
     error: Option<Error>,
 }
@@ -849,6 +861,9 @@ struct BatchRecord {
     diff: usize,
     header: RecordHeader,
     index: u64,
+    /// Where its data is in the batch's `data`.
+    start: usize,
+    len: usize,
 }
 
 /// Consecutive legacy records to write: read on the calling thread, hashed
@@ -856,9 +871,8 @@ struct BatchRecord {
 #[derive(Default)]
 struct RecordBatch {
     records: Vec<BatchRecord>,
-    /// `blocks[k]` holds record `k`'s data; the ones beyond are spare
-    /// buffers kept for the next batch.
-    blocks: Vec<Vec<u8>>,
+    /// The records' data, one after the other.
+    data: Vec<u8>,
     /// With a digest: the hash of each record's data.
     hashes: Vec<BlockHash>,
     /// What stopped the reading after these records.
@@ -875,8 +889,8 @@ struct LegacyBatches<'d> {
     /// The diff being read (its index is `next_diff - 1`).
     reader: Option<LegacyReader<Box<dyn SkipRead + Send>>>,
     next_diff: usize,
-    /// Data read only to be checked (`check_all`), never written.
-    scratch: Vec<u8>,
+    /// One record's data, as read.
+    block: Vec<u8>,
     done: bool,
 }
 
@@ -885,6 +899,7 @@ impl LegacyBatches<'_> {
     /// returns whether there is anything to do with it.
     fn next_batch(&mut self, batch: &mut RecordBatch, written: &mut BlockSet) -> bool {
         batch.records.clear();
+        batch.data.clear();
         batch.error = None;
         if self.done {
             return false;
@@ -898,8 +913,7 @@ impl LegacyBatches<'_> {
 
     fn fill(&mut self, batch: &mut RecordBatch, written: &mut BlockSet) -> Result<()> {
         let bs = self.block_size;
-        let mut bytes = 0usize;
-        while bytes < LEGACY_BATCH_BYTES {
+        while batch.data.len() < LEGACY_BATCH_BYTES && batch.records.len() < LEGACY_BATCH_RECORDS {
             let Some(reader) = self.reader.as_mut() else {
                 let Some(diff) = self.diffs.get(self.next_diff) else {
                     self.done = true;
@@ -934,18 +948,14 @@ impl LegacyBatches<'_> {
             }
             if beyond || written.contains(index) {
                 if self.check_all {
-                    reader.read_data(&mut self.scratch).in_file(&diff.path)?;
+                    reader.read_data(&mut self.block).in_file(&diff.path)?;
                 } else {
                     // A newer generation has it, or the source shrank.
                     reader.skip_data().in_file(&diff.path)?;
                 }
                 continue;
             }
-            let k = batch.records.len();
-            if batch.blocks.len() == k {
-                batch.blocks.push(Vec::with_capacity(bs.bytes()));
-            }
-            let len = reader.read_data(&mut batch.blocks[k]).in_file(&diff.path)?;
+            let len = reader.read_data(&mut self.block).in_file(&diff.path)?;
             if let Some(n) = self.block_count
                 && len < bs.bytes()
                 && index + 1 != n
@@ -962,9 +972,11 @@ impl LegacyBatches<'_> {
                 diff: i,
                 header: rec,
                 index,
+                start: batch.data.len(),
+                len,
             });
+            batch.data.extend_from_slice(&self.block);
             written.insert(index);
-            bytes += len;
         }
         Ok(())
     }
@@ -990,14 +1002,15 @@ impl Replay<'_, '_> {
             check_all: self.check_all,
             reader: None,
             next_diff: 0,
-            scratch: Vec::new(),
+            block: Vec::with_capacity(self.block_size.bytes()),
             done: false,
         };
         let checking = self.checker.digest.is_some();
+        // Without a digest there is nothing to hash: all on this thread.
+        let threads = if checking { self.threads } else { 1 };
         let hasher = self.hasher;
         let spares = self.spares();
         let Replay {
-            threads,
             checker,
             written,
             report,
@@ -1007,22 +1020,21 @@ impl Replay<'_, '_> {
             ..
         } = self;
         ordered::run(
-            *threads,
+            threads,
             spares,
             |batch: &mut RecordBatch| batches.next_batch(batch, written),
             || (),
             |(), batch| {
                 batch.hashes.clear();
                 if checking {
-                    let blocks = &batch.blocks[..batch.records.len()];
-                    batch
-                        .hashes
-                        .extend(blocks.iter().map(|data| hasher.hash(data).0));
+                    let data = &batch.data;
+                    let hash = |r: &BatchRecord| hasher.hash(&data[r.start..r.start + r.len]).0;
+                    batch.hashes.extend(batch.records.iter().map(hash));
                 }
             },
             |batch| {
                 for (k, r) in batch.records.iter().enumerate() {
-                    let data = &batch.blocks[k];
+                    let data = &batch.data[r.start..r.start + r.len];
                     let path = &diffs[r.diff].path;
                     checker.check_hash(
                         r.index,
@@ -1121,7 +1133,16 @@ impl Replay<'_, '_> {
                 job.error = Some(e);
                 return;
             }
-            if !checking {
+            let blocks: u64 = job
+                .ops
+                .iter()
+                .map(|op| match *op {
+                    FrameOp::Data { first, end, .. } => end - first,
+                    FrameOp::Zero { .. } => 0,
+                })
+                .sum();
+            job.hashed = checking && blocks <= FRAME_HASHES as u64;
+            if !job.hashed {
                 return;
             }
             let size = diff.summary().source_size;
@@ -1175,7 +1196,11 @@ impl Replay<'_, '_> {
                             let len = data_len(b, 1, bs.get(), size) as usize;
                             let data = &job.frame_data.payload[at..at + len];
                             at += len;
-                            checker.check_hash(b, hashes.next(), &loc.path, stream_offset)?;
+                            if job.hashed {
+                                checker.check_hash(b, hashes.next(), &loc.path, stream_offset)?;
+                            } else {
+                                checker.check(b, data, &loc.path, stream_offset)?;
+                            }
                             let offset = bs.offset_of(b);
                             out.put(offset, data, report, &mut **progress)?;
                             *end = (*end).max(offset + len as u64);

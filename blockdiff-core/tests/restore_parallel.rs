@@ -355,3 +355,46 @@ fn a_bad_block_of_an_older_legacy_generation_wins_over_a_later_one() {
         );
     }
 }
+
+#[test]
+fn a_frame_of_many_tiny_blocks_is_checked_the_same() {
+    // Blocks of 2 bytes in frames of 256 KiB: 131 072 blocks per frame,
+    // more than a worker hashes (the writer hashes those itself).
+    let dir = tempfile::tempdir().unwrap();
+    let store = GenerationStore::new(dir.path().join("tiny"));
+    let options = BackupOptions {
+        dump: DumpOptions {
+            block_size: BlockSize::new(2).unwrap(),
+            read_size: 256 << 10,
+            ..DumpOptions::default()
+        },
+        format: None,
+    };
+    let mut src = noise(5, 600_000);
+    for g in 1..=2u64 {
+        if g == 2 {
+            src[100_000..100_010].fill(9);
+        }
+        let source = DumpSource::from_bytes(&src, "src");
+        backup(&store, source, &options, &mut NoProgress).unwrap();
+    }
+    let target = dir.path().join("restored");
+    for threads in [1, 4] {
+        let (image, _) = restore(&store, 2, true, threads, &target).unwrap();
+        assert!(image == src, "{threads} threads");
+    }
+    let gen1 = v2(&store, 1);
+    // Frame 1 (bytes 262 144..524 288): one byte of block 150 000.
+    rewrite_frames(&gen1, |i, payload| {
+        if i == 1 {
+            payload[300_000 - 262_144] ^= 1;
+        }
+    });
+    for threads in [1, 4] {
+        let err = restore_err(&store, 2, threads, &target);
+        assert!(
+            matches!(&err, Error::Mismatch { path, block_offset: 300_000, .. } if *path == gen1),
+            "{threads} threads: {err}"
+        );
+    }
+}
