@@ -91,6 +91,14 @@ enum Chain {
 /// not read at all. A v2 chain whose fingerprints do not link is refused
 /// before anything is written.
 ///
+/// The work runs on every core ([`with_threads`](Self::with_threads)): the
+/// calling thread decides from the indexes (v2) or reads in order (legacy)
+/// which blocks each frame or batch of records provides; worker threads
+/// read, decompress and hash them; the calling thread checks the hashes
+/// against the digest and writes the blocks in that same order, with at
+/// most two frames or batches per worker in flight. The image, the report
+/// and the first error are the same with any thread count.
+///
 /// ```
 /// use blockdiff_core::{BackupOptions, DumpSource, GenerationStore, NoProgress, RestoreOptions, RestorePlan, backup};
 ///

@@ -99,7 +99,7 @@ struct Args {
 
     /// With --from: threads that decompress and hash the chain's blocks
     /// (with --against: FILE's) while the main thread checks and writes
-    /// them in order; 1 uses that thread only. Any count gives the same
+    /// them in order; 1 restores on that thread alone. Any count gives the same
     /// image [default: one per core]
     #[arg(
         long,
