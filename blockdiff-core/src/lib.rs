@@ -56,6 +56,7 @@ mod digest;
 mod dump;
 mod error;
 mod info;
+mod ordered;
 mod priority;
 mod progress;
 mod rate;

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 
 use archive_format::{
     Compression, DIFF_MAGIC, DiffFile, ExtentKind, Frame, FrameDecompressor, HashAlgorithm,
-    LegacyReader, SkipRead, StreamReader, data_len, read_full,
+    LegacyReader, RecordHeader, SkipRead, StreamReader, data_len, read_full,
 };
 
-use crate::block::{BlockHasher, BlockSize};
+use crate::block::{BlockHash, BlockHasher, BlockSize};
 use crate::digest::{DigestFile, DigestFormat};
 use crate::error::{ArchiveContext, IoContext};
+use crate::ordered;
 use crate::progress::{Notice, Progress};
 use crate::store::{DiffFormat, DiffLocation, GenerationStore};
 use crate::{Error, Result};
@@ -90,6 +91,14 @@ enum Chain {
 /// not read at all. A v2 chain whose fingerprints do not link is refused
 /// before anything is written.
 ///
+/// The work runs on every core ([`with_threads`](Self::with_threads)): the
+/// calling thread decides from the indexes (v2) or reads in order (legacy)
+/// which blocks each frame or batch of records provides; worker threads
+/// read, decompress and hash them; the calling thread checks the hashes
+/// against the digest and writes the blocks in that same order, with at
+/// most two frames or batches per worker in flight. The image, the report
+/// and the first error are the same with any thread count.
+///
 /// ```
 /// use blockdiff_core::{BackupOptions, DumpSource, GenerationStore, NoProgress, RestoreOptions, RestorePlan, backup};
 ///
@@ -125,6 +134,8 @@ pub struct RestorePlan {
     /// Notices found while planning, given to the progress when the plan
     /// runs.
     notices: Vec<Notice>,
+    /// Threads that read, decompress and hash the chain; 0 is one per core.
+    threads: usize,
 }
 
 fn open_legacy(diff: &DiffLocation) -> Result<LegacyReader<Box<dyn SkipRead + Send>>> {
@@ -345,6 +356,7 @@ impl RestorePlan {
             store: GenerationStore::new(""),
             metadata_size: None,
             notices: Vec::new(),
+            threads: 0,
         })
     }
 
@@ -436,7 +448,36 @@ impl RestorePlan {
             store: GenerationStore::new(""),
             metadata_size: None,
             notices: Vec::new(),
+            threads: 0,
         })
+    }
+
+    /// Sets how many threads read, decompress and hash the chain while this
+    /// thread checks and writes the blocks in order: 0 (the default) is one
+    /// per core, 1 does everything on the calling thread. The result is
+    /// the same whatever the count, errors included.
+    ///
+    /// A count above [`DumpOptions::max_threads`](crate::DumpOptions::max_threads)
+    /// is [`Error::TooManyThreads`] (each thread keeps about two frames or
+    /// 1 MiB batches of records in flight).
+    pub fn with_threads(mut self, threads: usize) -> Result<Self> {
+        let max = crate::DumpOptions::max_threads();
+        if threads > max {
+            return Err(Error::TooManyThreads {
+                requested: threads,
+                max,
+            });
+        }
+        self.threads = threads;
+        Ok(self)
+    }
+
+    /// The worker threads a replay starts.
+    fn worker_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// The generation this plan restores.
@@ -543,140 +584,39 @@ impl RestorePlan {
     ) -> Result<RestoreReport> {
         let block_count = self.block_count();
         let authority = self.size_authority();
-        let mut written = BlockSet::new();
-        let mut report = RestoreReport {
-            generation: self.generation,
-            verified: self.digest.is_some(),
-            ..RestoreReport::default()
+        let hasher = BlockHasher::new(self.hash, self.block_size);
+        let verified = self.digest.is_some();
+        let threads = self.worker_threads();
+        let mut replay = Replay {
+            block_size: self.block_size,
+            block_count,
+            check_all,
+            threads,
+            hasher: &hasher,
+            checker: BlockChecker {
+                digest: self.digest.as_mut(),
+                hasher: &hasher,
+            },
+            written: BlockSet::new(),
+            report: RestoreReport {
+                generation: self.generation,
+                verified,
+                ..RestoreReport::default()
+            },
+            end: 0,
+            out,
+            progress,
         };
-        let zero_hash = BlockHasher::new(self.hash, self.block_size);
-        let mut checker = BlockChecker {
-            digest: self.digest.as_mut(),
-            hasher: &zero_hash,
-        };
-        let mut end = 0u64;
         match &self.chain {
-            Chain::Legacy(diffs) => {
-                let bs = self.block_size;
-                let mut buf = Vec::with_capacity(bs.bytes());
-                for (i, diff) in diffs.iter().enumerate() {
-                    let mut reader = open_legacy(diff)?;
-                    while let Some(rec) = reader.next_record().in_file(&diff.path)? {
-                        let index = rec.block_offset / u64::from(bs.get());
-                        let beyond = block_count.is_some_and(|n| index >= n);
-                        if beyond && i == 0 {
-                            // Diff K holds only blocks of generation K's
-                            // source: a block beyond the digest's count
-                            // means the digest (legacy: no size) is short.
-                            return Err(chain_error(
-                                &authority,
-                                format!(
-                                    "lists {} blocks, but {} holds the block at offset {} (record at stream offset {}): the digest is cut short or of another run; nothing was written",
-                                    block_count.unwrap_or(0),
-                                    diff.path.display(),
-                                    rec.block_offset,
-                                    rec.stream_offset
-                                ),
-                            ));
-                        }
-                        if (beyond || written.contains(index)) && !check_all {
-                            // A newer generation has it, or the source shrank.
-                            reader.skip_data().in_file(&diff.path)?;
-                            continue;
-                        }
-                        let len = reader.read_data(&mut buf).in_file(&diff.path)?;
-                        if beyond || written.contains(index) {
-                            continue;
-                        }
-                        if let Some(n) = block_count
-                            && len < bs.bytes()
-                            && index + 1 != n
-                        {
-                            return Err(chain_error(
-                                &diff.path,
-                                format!(
-                                    "record at stream offset {}: short block at offset {} is not the source's last block",
-                                    rec.stream_offset, rec.block_offset
-                                ),
-                            ));
-                        }
-                        checker.check(index, &buf, &diff.path, rec.stream_offset)?;
-                        out.put(rec.block_offset, &buf, &mut report, progress)?;
-                        written.insert(index);
-                        end = end.max(rec.block_offset + len as u64);
-                        progress.advance(len as u64);
-                    }
-                }
-            }
-            Chain::V2(diffs) => {
-                let n = block_count.unwrap_or(0);
-                let bs = self.block_size;
-                let zero_block = vec![0u8; bs.bytes()];
-                let mut frame = Frame::default();
-                let mut decompressor = FrameDecompressor::default();
-                for (loc, diff) in diffs {
-                    let size = diff.summary().source_size;
-                    for i in 0..diff.frames().len() {
-                        let needed = diff.frame_extents(i).iter().any(|e| {
-                            written
-                                .first_gap(e.first_block, e.end_block().min(n))
-                                .is_some()
-                        });
-                        if !needed && !check_all {
-                            report.frames_skipped += 1;
-                            continue;
-                        }
-                        diff.read_frame(i, &mut frame, &mut decompressor)
-                            .in_file(&loc.path)?;
-                        report.frames_read += 1;
-                        let stream_offset = diff.frames()[i].offset;
-                        let mut at = 0usize;
-                        for e in &frame.extents {
-                            if e.kind == ExtentKind::Zero {
-                                // Zero runs are taken as runs: a fresh file
-                                // not checked leaves them as holes without
-                                // a step per block (a crafted diff may
-                                // claim 2^32 blocks).
-                                for (g0, g1) in written.gaps(e.first_block, e.end_block().min(n)) {
-                                    if !out.sparse() || checker.digest.is_some() {
-                                        for b in g0..g1 {
-                                            let len = data_len(b, 1, bs.get(), size) as usize;
-                                            let data = &zero_block[..len];
-                                            checker.check(b, data, &loc.path, stream_offset)?;
-                                            out.put(bs.offset_of(b), data, &mut report, progress)?;
-                                            progress.advance(len as u64);
-                                        }
-                                    } else {
-                                        report.blocks += g1 - g0;
-                                        report.holes += g1 - g0;
-                                    }
-                                    let last = g1 - 1;
-                                    end = end.max(
-                                        bs.offset_of(last) + data_len(last, 1, bs.get(), size),
-                                    );
-                                    written.insert_run(g0, g1);
-                                }
-                                continue;
-                            }
-                            for b in e.first_block..e.end_block() {
-                                let len = data_len(b, 1, bs.get(), size) as usize;
-                                at += len;
-                                let data = &frame.payload[at - len..at];
-                                if b >= n || written.contains(b) {
-                                    continue;
-                                }
-                                checker.check(b, data, &loc.path, stream_offset)?;
-                                let offset = bs.offset_of(b);
-                                out.put(offset, data, &mut report, progress)?;
-                                written.insert(b);
-                                end = end.max(offset + len as u64);
-                                progress.advance(len as u64);
-                            }
-                        }
-                    }
-                }
-            }
+            Chain::Legacy(diffs) => replay.legacy(diffs, &authority)?,
+            Chain::V2(diffs) => replay.v2(diffs)?,
         }
+        let Replay {
+            written,
+            mut report,
+            end,
+            ..
+        } = replay;
         if let Some(n) = block_count
             && (self.digest.is_some() || self.source_size.is_some())
         {
@@ -816,10 +756,26 @@ struct BlockChecker<'a> {
 
 impl BlockChecker<'_> {
     fn check(&mut self, index: u64, data: &[u8], from: &Path, stream_offset: u64) -> Result<()> {
+        if self.digest.is_none() {
+            return Ok(());
+        }
+        let hash = self.hasher.hash(data).0;
+        self.check_hash(index, Some(&hash), from, stream_offset)
+    }
+
+    /// Checks block `index`, whose hash a worker computed (`None`: it was
+    /// not, which no digest matches).
+    fn check_hash(
+        &mut self,
+        index: u64,
+        hash: Option<&BlockHash>,
+        from: &Path,
+        stream_offset: u64,
+    ) -> Result<()> {
         let Some(digest) = self.digest.as_deref_mut() else {
             return Ok(());
         };
-        if digest.entry(index)? != Some(self.hasher.hash(data).0) {
+        if digest.entry(index)?.as_ref() != hash {
             return Err(Error::Mismatch {
                 path: from.to_owned(),
                 block_offset: index * u64::from(digest.block_size().get()),
@@ -827,6 +783,444 @@ impl BlockChecker<'_> {
                 digest: digest.path().to_owned(),
             });
         }
+        Ok(())
+    }
+}
+
+/// Most bytes of block data in one batch of legacy records handed to a
+/// hashing thread (at least one record).
+const LEGACY_BATCH_BYTES: usize = 1 << 20;
+
+/// Most records in one batch: with tiny blocks, the records' descriptions
+/// and hashes stay small too.
+const LEGACY_BATCH_RECORDS: usize = 4096;
+
+/// Most blocks of one v2 frame hashed on a worker. A frame may hold 64 MiB
+/// of blocks of a few bytes (a crafted chain): hashes for all of them would
+/// take far more memory than the frame, so the blocks of such a frame are
+/// hashed by the writer as it checks them, as one thread would.
+const FRAME_HASHES: usize = 1 << 16;
+
+/// Job buffers in flight per worker thread: one being worked on, one
+/// waiting (in the queue, or for an earlier job to be written).
+const JOBS_PER_THREAD: usize = 2;
+
+/// The state of one replay: what is written, checked and counted. The
+/// chain is read on worker threads ([`ordered::run`]); everything here
+/// stays on the calling thread.
+struct Replay<'a, 'p> {
+    block_size: BlockSize,
+    block_count: Option<u64>,
+    check_all: bool,
+    threads: usize,
+    hasher: &'a BlockHasher,
+    checker: BlockChecker<'a>,
+    /// The blocks taken so far, marked when the job that provides them is
+    /// planned: which generation provides a block depends only on the
+    /// chain's indexes (v2) or record headers (legacy), never on the data.
+    written: BlockSet,
+    report: RestoreReport,
+    /// End of the last byte written (legacy: the restored size).
+    end: u64,
+    out: &'a mut Target,
+    progress: &'p mut dyn Progress,
+}
+
+/// A range of blocks a v2 frame provides, in the order it is written.
+#[derive(Debug, Clone, Copy)]
+enum FrameOp {
+    /// Blocks `first..end` of a data extent, whose bytes start at `at` in
+    /// the frame's payload.
+    Data { first: u64, end: u64, at: usize },
+    /// Blocks `first..end` of a zero extent.
+    Zero { first: u64, end: u64 },
+}
+
+/// One v2 frame to read: planned on the calling thread, read,
+/// decompressed and hashed on a worker, written on the calling thread.
+#[derive(Default)]
+struct FrameJob {
+    /// Index in the chain (newest first) of the generation, and the frame.
+    diff: usize,
+    frame: usize,
+    /// What the frame provides (empty for a frame read only to be checked).
+    ops: Vec<FrameOp>,
+    /// The frame, read and decompressed.
+    frame_data: Frame,
+    /// With a digest: the hashes of the data blocks of `ops`, in order,
+    /// when the worker computed them (`hashed`).
+    hashes: Vec<BlockHash>,
+    hashed: bool,
+    /// Why the frame could not be read.
+    error: Option<Error>,
+}
+
+/// A worker's own buffers for reading frames.
+#[derive(Default)]
+struct FrameReader {
+    raw: Vec<u8>,
+    decompressor: FrameDecompressor,
+}
+
+/// One record of a [`RecordBatch`].
+#[derive(Debug, Clone, Copy)]
+struct BatchRecord {
+    /// Index in the chain (newest first) of the generation.
+    diff: usize,
+    header: RecordHeader,
+    index: u64,
+    /// Where its data is in the batch's `data`.
+    start: usize,
+    len: usize,
+}
+
+/// Consecutive legacy records to write: read on the calling thread, hashed
+/// on a worker, written on the calling thread.
+#[derive(Default)]
+struct RecordBatch {
+    records: Vec<BatchRecord>,
+    /// The records' data, one after the other.
+    data: Vec<u8>,
+    /// With a digest: the hash of each record's data.
+    hashes: Vec<BlockHash>,
+    /// What stopped the reading after these records.
+    error: Option<Error>,
+}
+
+/// Reads a legacy chain newest first, record by record, into batches.
+struct LegacyBatches<'d> {
+    diffs: &'d [DiffLocation],
+    authority: &'d Path,
+    block_size: BlockSize,
+    block_count: Option<u64>,
+    check_all: bool,
+    /// The diff being read (its index is `next_diff - 1`).
+    reader: Option<LegacyReader<Box<dyn SkipRead + Send>>>,
+    next_diff: usize,
+    /// One record's data, as read.
+    block: Vec<u8>,
+    done: bool,
+}
+
+impl LegacyBatches<'_> {
+    /// Fills `batch` (emptied first) with the next records to write, and
+    /// returns whether there is anything to do with it.
+    fn next_batch(&mut self, batch: &mut RecordBatch, written: &mut BlockSet) -> bool {
+        batch.records.clear();
+        batch.data.clear();
+        batch.error = None;
+        if self.done {
+            return false;
+        }
+        if let Err(e) = self.fill(batch, written) {
+            batch.error = Some(e);
+            self.done = true;
+        }
+        !batch.records.is_empty() || batch.error.is_some()
+    }
+
+    fn fill(&mut self, batch: &mut RecordBatch, written: &mut BlockSet) -> Result<()> {
+        let bs = self.block_size;
+        while batch.data.len() < LEGACY_BATCH_BYTES && batch.records.len() < LEGACY_BATCH_RECORDS {
+            let Some(reader) = self.reader.as_mut() else {
+                let Some(diff) = self.diffs.get(self.next_diff) else {
+                    self.done = true;
+                    return Ok(());
+                };
+                self.reader = Some(open_legacy(diff)?);
+                self.next_diff += 1;
+                continue;
+            };
+            let i = self.next_diff - 1;
+            let diff = &self.diffs[i];
+            let Some(rec) = reader.next_record().in_file(&diff.path)? else {
+                self.reader = None;
+                continue;
+            };
+            let index = rec.block_offset / u64::from(bs.get());
+            let beyond = self.block_count.is_some_and(|n| index >= n);
+            if beyond && i == 0 {
+                // Diff K holds only blocks of generation K's source: a
+                // block beyond the digest's count means the digest
+                // (legacy: no size) is short.
+                return Err(chain_error(
+                    self.authority,
+                    format!(
+                        "lists {} blocks, but {} holds the block at offset {} (record at stream offset {}): the digest is cut short or of another run; nothing was written",
+                        self.block_count.unwrap_or(0),
+                        diff.path.display(),
+                        rec.block_offset,
+                        rec.stream_offset
+                    ),
+                ));
+            }
+            if beyond || written.contains(index) {
+                if self.check_all {
+                    reader.read_data(&mut self.block).in_file(&diff.path)?;
+                } else {
+                    // A newer generation has it, or the source shrank.
+                    reader.skip_data().in_file(&diff.path)?;
+                }
+                continue;
+            }
+            let len = reader.read_data(&mut self.block).in_file(&diff.path)?;
+            if let Some(n) = self.block_count
+                && len < bs.bytes()
+                && index + 1 != n
+            {
+                return Err(chain_error(
+                    &diff.path,
+                    format!(
+                        "record at stream offset {}: short block at offset {} is not the source's last block",
+                        rec.stream_offset, rec.block_offset
+                    ),
+                ));
+            }
+            batch.records.push(BatchRecord {
+                diff: i,
+                header: rec,
+                index,
+                start: batch.data.len(),
+                len,
+            });
+            batch.data.extend_from_slice(&self.block);
+            written.insert(index);
+        }
+        Ok(())
+    }
+}
+
+impl Replay<'_, '_> {
+    /// The jobs that circulate between the calling thread and the workers.
+    fn spares<J: Default>(&self) -> Vec<J> {
+        (0..self.threads.max(1) * JOBS_PER_THREAD)
+            .map(|_| J::default())
+            .collect()
+    }
+
+    /// A legacy chain: its records are read in order on this thread
+    /// (the stream may be gzip), hashed on the workers, checked and
+    /// written here in order.
+    fn legacy(&mut self, diffs: &[DiffLocation], authority: &Path) -> Result<()> {
+        let mut batches = LegacyBatches {
+            diffs,
+            authority,
+            block_size: self.block_size,
+            block_count: self.block_count,
+            check_all: self.check_all,
+            reader: None,
+            next_diff: 0,
+            block: Vec::with_capacity(self.block_size.bytes()),
+            done: false,
+        };
+        let checking = self.checker.digest.is_some();
+        // Without a digest there is nothing to hash: all on this thread.
+        let threads = if checking { self.threads } else { 1 };
+        let hasher = self.hasher;
+        let spares = self.spares();
+        let Replay {
+            checker,
+            written,
+            report,
+            end,
+            out,
+            progress,
+            ..
+        } = self;
+        ordered::run(
+            threads,
+            spares,
+            |batch: &mut RecordBatch| batches.next_batch(batch, written),
+            || (),
+            |(), batch| {
+                batch.hashes.clear();
+                if checking {
+                    let data = &batch.data;
+                    let hash = |r: &BatchRecord| hasher.hash(&data[r.start..r.start + r.len]).0;
+                    batch.hashes.extend(batch.records.iter().map(hash));
+                }
+            },
+            |batch| {
+                for (k, r) in batch.records.iter().enumerate() {
+                    let data = &batch.data[r.start..r.start + r.len];
+                    let path = &diffs[r.diff].path;
+                    checker.check_hash(
+                        r.index,
+                        batch.hashes.get(k),
+                        path,
+                        r.header.stream_offset,
+                    )?;
+                    out.put(r.header.block_offset, data, report, &mut **progress)?;
+                    *end = (*end).max(r.header.block_offset + data.len() as u64);
+                    progress.advance(data.len() as u64);
+                }
+                batch.error.take().map_or(Ok(()), Err)
+            },
+        )
+    }
+
+    /// A v2 chain: which frames to read and which of their blocks to take
+    /// is decided here from the indexes, in order; the frames are read,
+    /// decompressed and hashed on the workers; their blocks are checked
+    /// and written here in the same order.
+    fn v2(&mut self, diffs: &[(DiffLocation, DiffFile<File>)]) -> Result<()> {
+        let n = self.block_count.unwrap_or(0);
+        let bs = self.block_size;
+        let check_all = self.check_all;
+        let checking = self.checker.digest.is_some();
+        let hasher = self.hasher;
+        let spares = self.spares();
+        let zero_block = vec![0u8; bs.bytes()];
+        let mut skipped = 0u64;
+        let (mut next_diff, mut next_frame) = (0usize, 0usize);
+        let Replay {
+            threads,
+            checker,
+            written,
+            report,
+            end,
+            out,
+            progress,
+            ..
+        } = self;
+        let plan = |job: &mut FrameJob| -> bool {
+            loop {
+                let Some((_, diff)) = diffs.get(next_diff) else {
+                    return false;
+                };
+                if next_frame == diff.frames().len() {
+                    (next_diff, next_frame) = (next_diff + 1, 0);
+                    continue;
+                }
+                let i = next_frame;
+                next_frame += 1;
+                let size = diff.summary().source_size;
+                job.ops.clear();
+                let mut at = 0usize;
+                for e in diff.frame_extents(i) {
+                    for (g0, g1) in written.gaps(e.first_block, e.end_block().min(n)) {
+                        job.ops.push(match e.kind {
+                            ExtentKind::Zero => FrameOp::Zero { first: g0, end: g1 },
+                            ExtentKind::Data => FrameOp::Data {
+                                first: g0,
+                                end: g1,
+                                at: at
+                                    + data_len(e.first_block, g0 - e.first_block, bs.get(), size)
+                                        as usize,
+                            },
+                        });
+                        written.insert_run(g0, g1);
+                    }
+                    if e.kind == ExtentKind::Data {
+                        at += data_len(e.first_block, u64::from(e.blocks), bs.get(), size) as usize;
+                    }
+                }
+                if job.ops.is_empty() && !check_all {
+                    skipped += 1;
+                    continue;
+                }
+                (job.diff, job.frame, job.error) = (next_diff, i, None);
+                return true;
+            }
+        };
+        let read = |reader: &mut FrameReader, job: &mut FrameJob| {
+            job.hashes.clear();
+            let (loc, diff) = &diffs[job.diff];
+            let read = diff
+                .read_frame_bytes(job.frame, &mut reader.raw)
+                .and_then(|()| {
+                    diff.decode_frame_bytes(
+                        job.frame,
+                        &reader.raw,
+                        &mut job.frame_data,
+                        &mut reader.decompressor,
+                    )
+                })
+                .in_file(&loc.path);
+            if let Err(e) = read {
+                job.error = Some(e);
+                return;
+            }
+            let blocks: u64 = job
+                .ops
+                .iter()
+                .map(|op| match *op {
+                    FrameOp::Data { first, end, .. } => end - first,
+                    FrameOp::Zero { .. } => 0,
+                })
+                .sum();
+            job.hashed = checking && blocks <= FRAME_HASHES as u64;
+            if !job.hashed {
+                return;
+            }
+            let size = diff.summary().source_size;
+            for op in &job.ops {
+                if let FrameOp::Data { first, end, mut at } = *op {
+                    for b in first..end {
+                        let len = data_len(b, 1, bs.get(), size) as usize;
+                        let data = &job.frame_data.payload[at..at + len];
+                        job.hashes.push(hasher.hash(data).0);
+                        at += len;
+                    }
+                }
+            }
+        };
+        let write = |job: &mut FrameJob| -> Result<()> {
+            if let Some(e) = job.error.take() {
+                return Err(e);
+            }
+            report.frames_read += 1;
+            let (loc, diff) = &diffs[job.diff];
+            let size = diff.summary().source_size;
+            let stream_offset = diff.frames()[job.frame].offset;
+            let mut hashes = job.hashes.iter();
+            for op in &job.ops {
+                match *op {
+                    FrameOp::Zero { first: g0, end: g1 } => {
+                        // Zero runs are taken as runs: a fresh file not
+                        // checked leaves them as holes without a step per
+                        // block (a crafted diff may claim 2^32 blocks).
+                        if !out.sparse() || checker.digest.is_some() {
+                            for b in g0..g1 {
+                                let len = data_len(b, 1, bs.get(), size) as usize;
+                                let data = &zero_block[..len];
+                                checker.check(b, data, &loc.path, stream_offset)?;
+                                out.put(bs.offset_of(b), data, report, &mut **progress)?;
+                                progress.advance(len as u64);
+                            }
+                        } else {
+                            report.blocks += g1 - g0;
+                            report.holes += g1 - g0;
+                        }
+                        let last = g1 - 1;
+                        *end = (*end).max(bs.offset_of(last) + data_len(last, 1, bs.get(), size));
+                    }
+                    FrameOp::Data {
+                        first,
+                        end: last,
+                        mut at,
+                    } => {
+                        for b in first..last {
+                            let len = data_len(b, 1, bs.get(), size) as usize;
+                            let data = &job.frame_data.payload[at..at + len];
+                            at += len;
+                            if job.hashed {
+                                checker.check_hash(b, hashes.next(), &loc.path, stream_offset)?;
+                            } else {
+                                checker.check(b, data, &loc.path, stream_offset)?;
+                            }
+                            let offset = bs.offset_of(b);
+                            out.put(offset, data, report, &mut **progress)?;
+                            *end = (*end).max(offset + len as u64);
+                            progress.advance(len as u64);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+        ordered::run(*threads, spares, plan, FrameReader::default, read, write)?;
+        report.frames_skipped += skipped;
         Ok(())
     }
 }

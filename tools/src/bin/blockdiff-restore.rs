@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use blockdiff_core::{
-    DumpSource, GenerationStore, Notice, Progress, RestoreOptions, RestorePlan, apply_stream,
-    compare_with_generation,
+    DumpOptions, DumpSource, GenerationStore, Notice, Progress, RestoreOptions, RestorePlan,
+    apply_stream, compare_with_generation,
 };
 use blockdiff_tools::{StderrProgress, UsageError, run_main};
 use clap::Parser;
@@ -59,7 +59,8 @@ without writing an image. Exit status 1 if anything is wrong, or (with
 A single stream (without --from) is recognised by its first bytes: legacy,
 gzipped legacy or v2. A legacy stream has no checksum and cannot be checked.
 
-Exit status: 0 success, 1 failure, 2 usage error.";
+Exit status: 0 success, 1 failure, 2 usage error (also --threads above 8
+per core).";
 
 /// Restore an image from blockdiff backups, or verify them.
 #[derive(Debug, Parser)]
@@ -95,6 +96,19 @@ struct Args {
     /// digest and list the byte ranges that differ
     #[arg(long, value_name = "FILE", requires = "verify_only")]
     against: Option<PathBuf>,
+
+    /// With --from: threads that decompress and hash the chain's blocks
+    /// (with --against: FILE's) while the main thread checks and writes
+    /// them in order; 1 restores on that thread alone. Any count gives the same
+    /// image [default: one per core]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true,
+        requires = "from"
+    )]
+    threads: usize,
 
     /// Read the single diff stream from FILE instead of standard input
     #[arg(short, long, value_name = "FILE", conflicts_with = "from")]
@@ -155,6 +169,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         // anonymous temporary still vanishes with it.
         signals: quiesce::TerminationSignals::catch().ok(),
     };
+    // A thread count out of range is a usage error, before anything is read.
+    DumpOptions {
+        threads: args.threads,
+        ..DumpOptions::default()
+    }
+    .validate()?;
     let options = RestoreOptions {
         generation: args.generation,
         verify: !args.no_verify,
@@ -168,7 +188,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         let store = GenerationStore::new(name);
         if let Some(file) = &args.against {
             let source = DumpSource::open(file)?;
-            let cmp = compare_with_generation(&store, args.generation, source, 0, &mut progress)?;
+            let cmp = compare_with_generation(
+                &store,
+                args.generation,
+                source,
+                args.threads,
+                &mut progress,
+            )?;
             if cmp.is_identical() {
                 if !args.quiet {
                     blockdiff_tools::errln!(
@@ -196,7 +222,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             ))
             .into());
         }
-        let report = RestorePlan::new(&store, &options)?.verify(&mut progress)?;
+        let report = RestorePlan::new(&store, &options)?
+            .with_threads(args.threads)?
+            .verify(&mut progress)?;
         if !args.quiet {
             blockdiff_tools::errln!(
                 "blockdiff-restore: generation {} of {} verified: {} bytes, {} blocks checked against the digest, {} frames checked",
@@ -215,7 +243,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         .expect("clap requires TARGET without --verify-only");
     let report = if let Some(name) = &args.from {
         let store = GenerationStore::new(name);
-        RestorePlan::new(&store, &options)?.execute(target, &mut progress)?
+        RestorePlan::new(&store, &options)?
+            .with_threads(args.threads)?
+            .execute(target, &mut progress)?
     } else {
         let (input, name): (Box<dyn Read + Send>, PathBuf) = match &args.input {
             Some(p) => (
