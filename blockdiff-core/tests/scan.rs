@@ -1,9 +1,10 @@
-//! The scan of a file read by position: hashed piece by piece from a small
-//! per-thread buffer, with only the changed blocks kept for the diff.
-//! What a user relies on: an incremental dump keeps exactly the blocks that
-//! changed, wherever they fall among the pieces and chunks, and a file cut
-//! short while it is read fails the dump (no signal, no wrong bytes) and
-//! commits nothing.
+//! The scan of a file read by position, both ways: through a memory map of
+//! each chunk (the default), and by `pread` piece by piece into a small
+//! per-thread buffer; either way only the changed blocks are kept for the
+//! diff. What a user relies on: an incremental dump keeps exactly the
+//! blocks that changed, wherever they fall among the pieces and chunks, and
+//! a file cut short while it is read fails the dump (no SIGBUS, no wrong
+//! bytes) and commits nothing.
 
 use std::fs::{self, File};
 use std::path::Path;
@@ -28,12 +29,13 @@ fn formats() -> [DiffFormat; 3] {
     ]
 }
 
-fn options(format: DiffFormat, read_size: usize, threads: usize) -> BackupOptions {
+fn options(format: DiffFormat, read_size: usize, threads: usize, map: bool) -> BackupOptions {
     BackupOptions {
         dump: DumpOptions {
             block_size: BlockSize::new(4096).unwrap(),
             read_size,
             threads,
+            map_source: map,
             ..DumpOptions::default()
         },
         format: Some(format),
@@ -83,14 +85,14 @@ fn an_incremental_dump_keeps_exactly_the_changed_blocks_wherever_they_fall() {
         &[1, 63, 64, 511, 512, 1023, 1024, 1100],
         &[2, 3, 4, 900, last - 1, last],
     ];
-    for format in formats() {
+    for (format, map) in formats().into_iter().flat_map(|f| [(f, true), (f, false)]) {
         for threads in [1, 2, 3] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("disk.img");
             let store = GenerationStore::new(dir.path().join("db"));
             let mut image = noise(size, 7);
             fs::write(&path, &image).unwrap();
-            let opts = options(format, MIB, threads);
+            let opts = options(format, MIB, threads, map);
             let first = backup(
                 &store,
                 DumpSource::open(&path).unwrap(),
@@ -169,13 +171,13 @@ fn a_file_cut_short_while_it_is_read_fails_the_dump_and_commits_nothing() {
     // first is handed back, so the chunk at 1 MiB (the 17th) is read after
     // the cut, and it is the first to fail in source order.
     let size = 32 * MIB;
-    for format in formats() {
+    for (format, map) in formats().into_iter().flat_map(|f| [(f, true), (f, false)]) {
         for incremental in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("disk.img");
             let store = GenerationStore::new(dir.path().join("db"));
             fs::write(&path, noise(size, 3)).unwrap();
-            let opts = options(format, 64 * KIB, 2);
+            let opts = options(format, 64 * KIB, 2, map);
             if incremental {
                 backup(
                     &store,
@@ -202,9 +204,12 @@ fn a_file_cut_short_while_it_is_read_fails_the_dump_and_commits_nothing() {
                 } => {
                     assert_eq!(p, &path);
                     assert_eq!(*expected, size as u64);
-                    assert_eq!(*read, MIB as u64, "{format:?}, incremental {incremental}");
+                    assert_eq!(
+                        *read, MIB as u64,
+                        "{format:?}, mapped {map}, incremental {incremental}"
+                    );
                 }
-                other => panic!("{format:?}, incremental {incremental}: {other}"),
+                other => panic!("{format:?}, mapped {map}, incremental {incremental}: {other}"),
             }
             assert_eq!(store.current_generation().unwrap(), before);
             // The chain is as it was: the next run, of the file as it is

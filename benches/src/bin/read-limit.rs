@@ -52,7 +52,11 @@ fn run(mode: Mode, file: &File, size: u64, threads: usize) -> std::io::Result<u6
     let map = match mode {
         // SAFETY: a read-only shared mapping of a file this program only
         // reads, which nothing truncates while it runs (a benchmark input).
-        Mode::Mmap if size > 0 => Some(unsafe { memmap2::Mmap::map(file)? }),
+        Mode::Mmap if size > 0 => Some(unsafe {
+            memmap2::MmapOptions::new()
+                .len(usize::try_from(size).map_err(std::io::Error::other)?)
+                .map(file)?
+        }),
         _ => None,
     };
     let map = map.as_deref();
@@ -135,8 +139,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = File::open(path).and_then(|file| {
-        let size = file.metadata()?.len();
+    let result = File::open(path).and_then(|mut file| {
+        // A block device's length is its end, not its metadata's.
+        let size = std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
         let start = Instant::now();
         let sum = run(mode, &file, size, threads)?;
         Ok((size, start.elapsed().as_secs_f64(), sum))

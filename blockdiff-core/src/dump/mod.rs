@@ -1,6 +1,7 @@
 //! The diff engine: source + optional previous digest → changed blocks (to
 //! a [`DiffSink`]) + new digest, hashed and encoded on every core.
 
+mod mapped;
 mod sink;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use crate::error::IoContext;
 use crate::progress::{Notice, Progress};
 use crate::rate::RateLimiter;
 use crate::{Error, Result};
+use mapped::ChunkMap;
 
 /// What a sink learns before the first block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,9 +120,12 @@ pub struct DumpOptions {
     pub generation: u64,
     /// Hash worker threads; 0 means one per core.
     pub threads: usize,
-    /// Bytes read from the source at a time (rounded to whole blocks): one
-    /// chunk, and one v2 frame at most. 1 MiB keeps a chunk in a core's
-    /// cache while it is hashed and compressed.
+    /// Bytes of the source in one chunk (rounded to whole blocks): the unit
+    /// handed to a hashing thread and to the sink, and one v2 frame at most.
+    /// A source read by position is read a 128 KiB piece at a time within
+    /// the chunk, into a buffer that stays in the core's cache; only the
+    /// changed blocks are copied into the chunk, so a larger chunk costs
+    /// memory only where blocks changed.
     pub read_size: usize,
     /// Most bytes per second read from the source, like `pv -L`; `None` or
     /// 0 is unlimited. A token bucket shared by every thread that reads
@@ -137,6 +142,14 @@ pub struct DumpOptions {
     /// [`DumpSource::open`]); a stream source (a pipe, standard input) has no
     /// file to advise and is read as it is.
     pub drop_cache: bool,
+    /// Read a source opened with [`DumpSource::open`] through a memory
+    /// map, one chunk at a time, hashing each block where it lies in the
+    /// page cache and copying out only the changed ones (on by default).
+    /// A file that shrinks while it is mapped, or a device read that
+    /// fails, is caught (a guarded `SIGBUS`) and fails the dump like a
+    /// failed read. Off: the chunks are read with `pread`, 128 KiB at a
+    /// time into a per-thread buffer that stays in the L2 cache.
+    pub map_source: bool,
 }
 
 impl Default for DumpOptions {
@@ -149,6 +162,7 @@ impl Default for DumpOptions {
             read_size: 1 << 20,
             max_rate: None,
             drop_cache: false,
+            map_source: true,
         }
     }
 }
@@ -554,6 +568,7 @@ where
                         total: total.unwrap_or(0),
                         name: source_name,
                         limiter,
+                        map: options.map_source,
                     });
                     let result = scan_chunk(&mut chunk, source, &mut piece, block_size, hasher)
                         .and_then(|()| encode_chunk(&mut chunk, block_size, encoder, &mut state));
@@ -653,9 +668,29 @@ struct PositionalSource<'a> {
     total: u64,
     name: &'a Path,
     limiter: &'a RateLimiter,
+    /// Read through a memory map ([`DumpOptions::map_source`]).
+    map: bool,
 }
 
 impl PositionalSource<'_> {
+    /// The error for a chunk at `offset` of which a mapped page could not
+    /// be read: the file shrank (named with where it ends now), or the
+    /// device failed.
+    fn unreadable(&self, offset: u64) -> Error {
+        match self.file.metadata() {
+            Ok(meta) if meta.is_file() && meta.len() < self.total => Error::SourceSizeChanged {
+                path: self.name.to_owned(),
+                expected: self.total,
+                read: meta.len(),
+            },
+            _ => Error::SourceRead {
+                path: self.name.to_owned(),
+                offset,
+                source: std::io::Error::from_raw_os_error(libc::EIO),
+            },
+        }
+    }
+
     /// Fills `buf` from `offset`; the file ending before that is
     /// [`Error::SourceSizeChanged`] naming where it ended.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
@@ -690,8 +725,10 @@ impl PositionalSource<'_> {
 /// Hashes a chunk's blocks, comparing each with the previous digest's, and
 /// leaves the bytes of every changed block in `chunk.buf` for the sink.
 ///
-/// A chunk the reader left unread is read here, by position, one
-/// [`SCAN_PIECE`] at a time, once the rate limit allows it. A piece whose
+/// A chunk the reader left unread is read here, once the rate limit allows
+/// it: through a guarded memory map of the chunk (see [`mapped`]), the
+/// blocks hashed where they lie and only the changed ones copied, or, when
+/// mapping is off or impossible, by position one [`SCAN_PIECE`] at a time. A piece whose
 /// blocks have previous hashes to compare with is read into `piece` (this
 /// thread's buffer, which stays in cache) and hashed there; only the blocks
 /// that changed are copied into the chunk. A piece beyond the previous
@@ -713,6 +750,25 @@ fn scan_chunk<O>(
         return Ok(());
     };
     source.limiter.acquire(chunk.len as u64);
+    if source.map {
+        // A source that cannot be mapped (or guarded) is read instead.
+        if let Ok(Some(map)) = ChunkMap::new(source.file, chunk.offset, chunk.len) {
+            for (j, block) in map.bytes().chunks(bs).enumerate() {
+                let (h, zero) = hasher.hash(block);
+                let changed = chunk.previous.get(j) != Some(&h);
+                if changed {
+                    chunk.buf[j * bs..j * bs + block.len()].copy_from_slice(block);
+                }
+                chunk.changed.push(changed);
+                chunk.hashes.push(h);
+                chunk.zero.push(zero);
+            }
+            if map.faulted() {
+                return Err(source.unreadable(chunk.offset));
+            }
+            return Ok(());
+        }
+    }
     let piece_len = (SCAN_PIECE / bs).max(1) * bs;
     let mut at = 0;
     while at < chunk.len {
