@@ -10,6 +10,7 @@ use std::hint::black_box;
 use std::io;
 use std::time::Duration;
 
+use blockdiff_benches::pseudo_random;
 use blockdiff_core::{
     BlockSize, DiffSink, DigestReader, DigestWriter, DumpOptions, DumpReport, DumpSource,
     FrameCompression, HashAlgorithm, LegacySink, NoProgress, V2Sink, dump, hash_blocks,
@@ -20,23 +21,6 @@ use criterion::{
 
 /// Size of the benchmark buffer.
 const BUF_LEN: usize = 64 << 20;
-
-/// `len` deterministic pseudo-random bytes (SplitMix64): incompressible
-/// and identical from run to run.
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x0123_4567_89ab_cdef;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        out.extend_from_slice(&z.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 fn block_size(bytes: u32) -> BlockSize {
     BlockSize::new(bytes).expect("valid block size")

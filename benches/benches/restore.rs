@@ -13,6 +13,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use blockdiff_benches::splitmix64;
 use blockdiff_core::{
     BackupOptions, BlockSize, DumpOptions, DumpSource, GenerationStore, NoProgress, RestoreOptions,
     RestorePlan, RestoreReport, backup,
@@ -33,12 +34,7 @@ fn image(len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
         if out.len() % BLOCK < BLOCK / 2 {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            out.extend_from_slice(&z.to_le_bytes());
+            out.extend_from_slice(&splitmix64(&mut state).to_le_bytes());
         } else {
             out.extend_from_slice(b"blockdiff");
         }

@@ -19,6 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use blockdiff_benches::pseudo_random;
 use blockdiff_core::{
     DigestReader, DigestWriter, DumpOptions, DumpSource, FrameCompression, HashAlgorithm,
     LegacySink, NoProgress, V2Sink, dump,
@@ -28,22 +29,6 @@ use criterion::{
 };
 
 const FILE_LEN: usize = 64 << 20;
-
-/// SplitMix64 bytes: incompressible, no zero block.
-fn random(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x0123_4567_89ab_cdef;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        out.extend_from_slice(&z.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Format {
@@ -107,7 +92,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("source.img");
-    fs::write(&file, random(FILE_LEN)).expect("write the source");
+    fs::write(&file, pseudo_random(FILE_LEN)).expect("write the source");
     let v2_digest = dir.path().join("source.digest");
     let legacy_digest = dir.path().join("source.md5");
     let options = DumpOptions {
