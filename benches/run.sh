@@ -486,6 +486,7 @@ if has_part A; then
     A_READ="A: cat FILE > /dev/null"
     A_INCR="A: v2 blake3 incremental dump"
     A_INCR2="A: v2 blake3 incremental --threads 2"
+    A_INCRP="A: v2 blake3 incremental --no-mmap"
     A_B3="A: b3sum --num-threads $NPROC"
     A_PIECE="A: read-limit pread 128K/thread"
     A_POOL="A: read-limit pread 1M pool"
@@ -499,6 +500,7 @@ if has_part A; then
     BEFORE_EACH=(rm -f "$V2INCR")
     measure "$A_INCR" "$SIZE_MIB" "$BIN/blockdiff-dump" -q --format v2 --hash blake3 --old-digest "$V2D1" --new-digest "$V2D2" -o "$V2INCR" "$DATA"
     measure "$A_INCR2" "$SIZE_MIB" "$BIN/blockdiff-dump" -q --format v2 --hash blake3 --threads 2 --old-digest "$V2D1" --new-digest "$V2D2" -o "$V2INCR" "$DATA"
+    measure "$A_INCRP" "$SIZE_MIB" "$BIN/blockdiff-dump" -q --format v2 --hash blake3 --no-mmap --old-digest "$V2D1" --new-digest "$V2D2" -o "$V2INCR" "$DATA"
     BEFORE_EACH=()
     measure "$A_B3" "$SIZE_MIB" bash -c 'b3sum --num-threads "$2" "$1" > /dev/null' _ "$DATA" "$NPROC"
     measure "$A_PIECE" "$SIZE_MIB" bash -c '"$1" pread-piece "$2" > /dev/null' _ "$BIN/read-limit" "$DATA"
@@ -529,6 +531,7 @@ if ((HOG)) && has_part 1 && has_part A; then
     H_READ="H: cat FILE > /dev/null"
     H_INCR1="H: legacy md5 incremental dump"
     H_INCRA="H: v2 blake3 incremental dump"
+    H_INCRP="H: v2 blake3 incremental --no-mmap"
     H_PIECE="H: read-limit pread 128K/thread"
     H_POOL="H: read-limit pread 1M pool"
     H_MMAP="H: read-limit mmap"
@@ -545,6 +548,7 @@ if ((HOG)) && has_part 1 && has_part A; then
     measure "$H_INCR1" "$SIZE_MIB" "$BIN/blockdiff-dump" --format legacy --old-digest "$D1" --new-digest "$D2" -o "$DIFF2" "$DATA"
     BEFORE_EACH=(rm -f "$V2INCR")
     measure "$H_INCRA" "$SIZE_MIB" "$BIN/blockdiff-dump" -q --format v2 --hash blake3 --old-digest "$V2D1" --new-digest "$V2D2" -o "$V2INCR" "$DATA"
+    measure "$H_INCRP" "$SIZE_MIB" "$BIN/blockdiff-dump" -q --format v2 --hash blake3 --no-mmap --old-digest "$V2D1" --new-digest "$V2D2" -o "$V2INCR" "$DATA"
     BEFORE_EACH=()
     measure "$H_PIECE" "$SIZE_MIB" bash -c '"$1" pread-piece "$2" > /dev/null' _ "$BIN/read-limit" "$DATA"
     measure "$H_POOL" "$SIZE_MIB" bash -c '"$1" pread-pool "$2" > /dev/null' _ "$BIN/read-limit" "$DATA"
@@ -552,7 +556,7 @@ if ((HOG)) && has_part 1 && has_part A; then
     NO_WAIT=0
     kill "$HOG_PID"
     wait "$HOG_PID" 2>/dev/null || true
-    HOG_NAMES=("$H_MD5" "$H_READ" "$H_INCR1" "$H_INCRA" "$H_PIECE" "$H_POOL" "$H_MMAP")
+    HOG_NAMES=("$H_MD5" "$H_READ" "$H_INCR1" "$H_INCRA" "$H_INCRP" "$H_PIECE" "$H_POOL" "$H_MMAP")
     if [[ $(stat -c %s "$DIFF2") -ne 4 || $(stat -c %s "$V2INCR") -ne 256 ]]; then
         fail "an incremental diff of the unchanged file beside the hog is not empty"
     fi
@@ -689,7 +693,7 @@ if has_part C; then
 fi
 
 PART2=()
-if has_part A; then PART2+=("$A_FULL" "$A_READ" "$A_INCR" "$A_INCR2" "$A_B3" "$A_PIECE" "$A_POOL" "$A_MMAP"); fi
+if has_part A; then PART2+=("$A_FULL" "$A_READ" "$A_INCR" "$A_INCR2" "$A_INCRP" "$A_B3" "$A_PIECE" "$A_POOL" "$A_MMAP"); fi
 if has_part B; then PART2+=("$B_ZSTD" "$B_DUMP"); fi
 if has_part C; then PART2+=("$C_FIRST" "$C_LAST" "$C_DD"); fi
 
@@ -818,6 +822,7 @@ if has_part A; then
     ok=$(awk -v r="$a_cat" 'BEGIN { print (r >= 0.8) ? 1 : 0 }')
     printf '  A. v2 blake3 incremental scan of an unchanged file >= 0.8 x cat > /dev/null: %s x (%s GiB/s)  %s\n' \
         "$a_cat" "$a_gibs" "$(verdict "$ok")"
+    printf '     the same with --no-mmap (pread of 128 KiB pieces): %s x cat\n' "$(ratio "$A_INCRP" "$A_READ")"
     printf '     beside the limits of the same run: %s x b3sum --num-threads %d, %s x pread 128K/thread, %s x pread 1M pool, %s x mmap\n' \
         "$(ratio "$A_INCR" "$A_B3")" "$NPROC" "$(ratio "$A_INCR" "$A_PIECE")" "$(ratio "$A_INCR" "$A_POOL")" "$(ratio "$A_INCR" "$A_MMAP")"
     ok=$(awk -v d="${SECS[$A_INCR]}" -v t="${SECS[$A_INCR2]}" 'BEGIN { print (d <= 1.1 * t) ? 1 : 0 }')
@@ -867,6 +872,7 @@ if ((${#HOG_NAMES[@]} > 0)); then
     printf '  H. v2 blake3 incremental >= 0.8 x cat > /dev/null: %s x (without the hog: %s x)  %s\n' \
         "$(ratio "$H_INCRA" "$H_READ")" "$(ratio "$A_INCR" "$A_READ")" \
         "$(verdict "$(awk -v r="$(ratio "$H_INCRA" "$H_READ")" 'BEGIN { print (r >= 0.8) ? 1 : 0 }')")"
+    printf '     --no-mmap beside the hog: %s x cat\n' "$(ratio "$H_INCRP" "$H_READ")"
     printf '     probes beside the hog: pread 128K/thread %s x cat, pread 1M pool %s x cat, mmap %s x cat\n' \
         "$(ratio "$H_PIECE" "$H_READ")" "$(ratio "$H_POOL" "$H_READ")" "$(ratio "$H_MMAP" "$H_READ")"
 fi

@@ -750,7 +750,10 @@ fn scan_chunk<O>(
         return Ok(());
     };
     source.limiter.acquire(chunk.len as u64);
-    if source.map {
+    // Mapped only where there are previous hashes to compare with: a chunk
+    // whose blocks are all kept (a full dump) gains nothing from the map
+    // but its set-up and tear-down, and is read straight into the chunk.
+    if source.map && !chunk.previous.is_empty() {
         // A source that cannot be mapped (or guarded) is read instead.
         if let Ok(Some(map)) = ChunkMap::new(source.file, chunk.offset, chunk.len) {
             for (j, block) in map.bytes().chunks(bs).enumerate() {

@@ -79,6 +79,13 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     threads: usize,
 
+    /// Read SOURCE with pread into a small buffer per thread instead of
+    /// through a memory map of each chunk. The map is faster for an
+    /// incremental dump (unchanged blocks are hashed where they lie in the
+    /// page cache, never copied); this is for comparing the two
+    #[arg(long)]
+    no_mmap: bool,
+
     /// Print no notices
     #[arg(short, long)]
     quiet: bool,
@@ -241,6 +248,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             .generation
             .unwrap_or_else(|| previous.as_ref().map_or(1, |p| p.spec().generation + 1)),
         threads: args.threads,
+        map_source: !args.no_mmap,
         ..DumpOptions::default()
     };
     args.polite.fill_dump_options(&mut options);
