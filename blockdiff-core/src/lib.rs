@@ -25,12 +25,12 @@
 //!   the read rate ([`RateLimiter`]) and drop what was read from the page
 //!   cache; [`set_nice`] and [`IoPriority`] lower the priority of the
 //!   threads a dump then starts.
-//! - Reading: a file or block device opened with [`DumpSource::open`] is
-//!   read through a memory map of one chunk at a time
+//! - Reading: a regular file opened with [`DumpSource::open`] is read
+//!   through a memory map of one chunk at a time
 //!   ([`DumpOptions::map_source`], on by default), so an unchanged block is
-//!   hashed where it lies in the page cache and never copied. A page that
-//!   cannot be read while mapped (the file shrank, the device failed)
-//!   raises `SIGBUS`; the first mapped dump installs a process-wide
+//!   hashed where it lies in the page cache and never copied (a block
+//!   device, such as a snapshot, is read with `pread`). A page that cannot
+//!   be read while mapped (the file shrank) raises `SIGBUS`; the first mapped dump installs a process-wide
 //!   `SIGBUS` handler that turns a fault inside one of its own mappings
 //!   into a failed dump and passes any other fault to the handler that was
 //!   there before. A program that must own `SIGBUS` turns `map_source` off
