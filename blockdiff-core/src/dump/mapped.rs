@@ -1,7 +1,8 @@
 //! Reading a chunk of the source through a memory map, guarded against
 //! `SIGBUS`.
 //!
-//! A hashing thread maps its chunk of the file or block device
+//! A hashing thread maps its chunk of a regular file (block devices are read
+//! with `pread`: see `DumpOptions::map_source`)
 //! ([`ChunkMap::new`], `MAP_POPULATE`), hashes the blocks where they lie in
 //! the page cache, copies out only those that changed, and unmaps it. No
 //! copy into a buffer is made for an unchanged block, which is most of the
