@@ -21,9 +21,11 @@ use crate::{Error, Result};
 
 mod block_set;
 mod target;
+mod window;
 
 use block_set::BlockSet;
 use target::Target;
+use window::OutputWindow;
 
 /// How a chain is restored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -836,13 +838,46 @@ enum FrameOp {
     Zero { first: u64, end: u64 },
 }
 
+/// Frames planned into one job (read, decompressed and hashed by one
+/// worker, written in order): small frames, as a long chain's newer
+/// generations hold, are taken together, so that the handing of a job to
+/// a worker and back is paid once per stretch of frames rather than per
+/// frame.
+#[derive(Default)]
+struct FrameJob {
+    frames: Vec<PlannedFrame>,
+    /// How many of `frames` are planned.
+    used: usize,
+}
+
+/// What planning the next frame of a job gave.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Planned,
+    /// A large frame, left for the next job.
+    Later,
+    Done,
+}
+
+/// Frames per job, at most.
+const FRAMES_PER_JOB: usize = 64;
+
+/// The largest frame (bytes of data it holds) that may share a job: a
+/// larger one is always the first of its job, so that a job's buffers hold
+/// at most one large frame and [`FRAMES_PER_JOB`] − 1 small ones.
+const SMALL_FRAME: usize = 64 << 10;
+
 /// One v2 frame to read: planned on the calling thread, read,
 /// decompressed and hashed on a worker, written on the calling thread.
 #[derive(Default)]
-struct FrameJob {
+struct PlannedFrame {
     /// Index in the chain (newest first) of the generation, and the frame.
     diff: usize,
     frame: usize,
+    /// Bytes of data the frame holds (its data extents).
+    raw: usize,
+    /// The window of the target it is planned for (see `OutputWindow`).
+    window: u64,
     /// What the frame provides (empty for a frame read only to be checked).
     ops: Vec<FrameOp>,
     /// The frame, read and decompressed.
@@ -1071,8 +1106,42 @@ impl Replay<'_, '_> {
         let hasher = self.hasher;
         let spares = self.spares();
         let zero_block = vec![0u8; bs.bytes()];
+        let zero_hash = hasher.hash(&zero_block).0;
         let mut skipped = 0u64;
+        // With more than one generation the target is assembled a window
+        // at a time (see `OutputWindow`): every generation's frames for
+        // the window, newest first, then the next window. One generation
+        // is written as its frames come, from one window that is the
+        // whole target.
+        let frame_blocks = diffs
+            .iter()
+            .flat_map(|(_, diff)| {
+                (0..diff.frames().len()).map(|i| {
+                    let extents = diff.frame_extents(i);
+                    let first = extents.first().map_or(0, |e| e.first_block);
+                    extents
+                        .last()
+                        .map_or(0, |e| e.end_block())
+                        .saturating_sub(first)
+                })
+            })
+            .max()
+            .unwrap_or(0);
+        let mut window_out = OutputWindow::new(bs.bytes(), frame_blocks);
+        let windowed = diffs.len() > 1;
+        let window_blocks = if windowed {
+            window_out.blocks()
+        } else {
+            u64::MAX
+        };
+        // The window being planned; the generation and frame looked at in
+        // it; for each generation, its first frame not yet planned to its
+        // end (a frame that reaches past a window is looked at again in
+        // the next), and whether that frame was read already.
+        let mut window = 0u64;
         let (mut next_diff, mut next_frame) = (0usize, 0usize);
+        let mut first_unfinished = vec![0usize; diffs.len()];
+        let mut straddler_read = vec![false; diffs.len()];
         let Replay {
             threads,
             checker,
@@ -1083,22 +1152,63 @@ impl Replay<'_, '_> {
             progress,
             ..
         } = self;
-        let plan = |job: &mut FrameJob| -> bool {
+        // Plans the next frame into `job` (`Next::Planned`), unless it is
+        // larger than `SMALL_FRAME` and `small_only` (`Next::Later`: it is
+        // left for the next job), or there is none left.
+        let mut next = |job: &mut PlannedFrame, small_only: bool| -> Next {
             loop {
-                let Some((_, diff)) = diffs.get(next_diff) else {
-                    return false;
+                let w0 = window.saturating_mul(window_blocks);
+                // The last window takes whatever lies beyond: frames past
+                // the restored size are still looked at (to be checked).
+                let last_window = w0.saturating_add(window_blocks) >= n;
+                let w1 = if last_window {
+                    u64::MAX
+                } else {
+                    w0 + window_blocks
                 };
-                if next_frame == diff.frames().len() {
-                    (next_diff, next_frame) = (next_diff + 1, 0);
+                let Some((_, diff)) = diffs.get(next_diff) else {
+                    if last_window {
+                        return Next::Done;
+                    }
+                    window += 1;
+                    (next_diff, next_frame) = (0, first_unfinished[0]);
+                    continue;
+                };
+                let starts_here = next_frame < diff.frames().len()
+                    && diff
+                        .frame_extents(next_frame)
+                        .first()
+                        .is_some_and(|e| e.first_block < w1);
+                if !starts_here {
+                    next_diff += 1;
+                    next_frame = first_unfinished.get(next_diff).copied().unwrap_or(0);
                     continue;
                 }
                 let i = next_frame;
-                next_frame += 1;
+                let extents = diff.frame_extents(i);
                 let size = diff.summary().source_size;
+                let raw = extents
+                    .iter()
+                    .filter(|e| e.kind == ExtentKind::Data)
+                    .map(|e| data_len(e.first_block, u64::from(e.blocks), bs.get(), size) as usize)
+                    .fold(0, usize::saturating_add);
+                if small_only && raw > SMALL_FRAME {
+                    return Next::Later;
+                }
+                next_frame += 1;
+                let finished = extents.last().is_none_or(|e| e.end_block() <= w1);
+                let read_before = straddler_read[next_diff];
+                if finished {
+                    first_unfinished[next_diff] = i + 1;
+                    straddler_read[next_diff] = false;
+                }
                 job.ops.clear();
+                job.raw = raw;
                 let mut at = 0usize;
-                for e in diff.frame_extents(i) {
-                    for (g0, g1) in written.gaps(e.first_block, e.end_block().min(n)) {
+                for e in extents {
+                    let from = e.first_block.max(w0);
+                    let to = e.end_block().min(n).min(w1);
+                    for (g0, g1) in written.gaps(from, to.max(from)) {
                         job.ops.push(match e.kind {
                             ExtentKind::Zero => FrameOp::Zero { first: g0, end: g1 },
                             ExtentKind::Data => FrameOp::Data {
@@ -1115,15 +1225,42 @@ impl Replay<'_, '_> {
                         at += data_len(e.first_block, u64::from(e.blocks), bs.get(), size) as usize;
                     }
                 }
-                if job.ops.is_empty() && !check_all {
-                    skipped += 1;
-                    continue;
+                if job.ops.is_empty() {
+                    // Nothing to take here: read it only to check it
+                    // (once), or count it as skipped.
+                    if !finished || read_before {
+                        continue;
+                    }
+                    if !check_all {
+                        skipped += 1;
+                        continue;
+                    }
+                } else if !finished {
+                    straddler_read[next_diff] = true;
                 }
-                (job.diff, job.frame, job.error) = (next_diff, i, None);
-                return true;
+                (job.diff, job.frame, job.window, job.error) = (next_diff, i, window, None);
+                return Next::Planned;
             }
         };
-        let read = |reader: &mut FrameReader, job: &mut FrameJob| {
+        let plan = |job: &mut FrameJob| -> bool {
+            job.used = 0;
+            while job.used < FRAMES_PER_JOB {
+                if job.frames.len() == job.used {
+                    job.frames.push(PlannedFrame::default());
+                }
+                let frame = &mut job.frames[job.used];
+                // Only the first frame of a job may be large.
+                if next(frame, job.used > 0) != Next::Planned {
+                    break;
+                }
+                job.used += 1;
+                if frame.raw > SMALL_FRAME {
+                    break;
+                }
+            }
+            job.used > 0
+        };
+        let read_one = |reader: &mut FrameReader, job: &mut PlannedFrame| {
             job.hashes.clear();
             let (loc, diff) = &diffs[job.diff];
             let read = diff
@@ -1165,11 +1302,19 @@ impl Replay<'_, '_> {
                 }
             }
         };
-        let write = |job: &mut FrameJob| -> Result<()> {
+        let read = |reader: &mut FrameReader, job: &mut FrameJob| {
+            for frame in &mut job.frames[..job.used] {
+                read_one(reader, frame);
+            }
+        };
+        let mut write_one = |job: &mut PlannedFrame| -> Result<()> {
             if let Some(e) = job.error.take() {
                 return Err(e);
             }
             report.frames_read += 1;
+            if windowed {
+                window_out.enter(job.window, out, report, &mut **progress)?;
+            }
             let (loc, diff) = &diffs[job.diff];
             let size = diff.summary().source_size;
             let stream_offset = diff.frames()[job.frame].offset;
@@ -1177,49 +1322,79 @@ impl Replay<'_, '_> {
             for op in &job.ops {
                 match *op {
                     FrameOp::Zero { first: g0, end: g1 } => {
-                        // Zero runs are taken as runs: a fresh file not
-                        // checked leaves them as holes without a step per
-                        // block (a crafted diff may claim 2^32 blocks).
-                        if !out.sparse() || checker.digest.is_some() {
+                        // Checked block by block, each full one against
+                        // the hash of a zero block, computed once. A fresh
+                        // file leaves the run as a hole, with no step per
+                        // block when nothing is checked (a crafted diff
+                        // may claim 2^32 blocks).
+                        if checker.digest.is_some() {
+                            for b in g0..g1 {
+                                let len = data_len(b, 1, bs.get(), size) as usize;
+                                if len == zero_block.len() {
+                                    let hash = Some(&zero_hash);
+                                    checker.check_hash(b, hash, &loc.path, stream_offset)?;
+                                } else {
+                                    let data = &zero_block[..len];
+                                    checker.check(b, data, &loc.path, stream_offset)?;
+                                }
+                            }
+                        }
+                        let bytes = data_len(g0, g1 - g0, bs.get(), size);
+                        if out.sparse() {
+                            report.blocks += g1 - g0;
+                            report.holes += g1 - g0;
+                        } else if windowed {
+                            window_out.place_zeros(g0, bytes as usize);
+                        } else {
                             for b in g0..g1 {
                                 let len = data_len(b, 1, bs.get(), size) as usize;
                                 let data = &zero_block[..len];
-                                checker.check(b, data, &loc.path, stream_offset)?;
                                 out.put(bs.offset_of(b), data, report, &mut **progress)?;
-                                progress.advance(len as u64);
                             }
-                        } else {
-                            report.blocks += g1 - g0;
-                            report.holes += g1 - g0;
                         }
+                        progress.advance(bytes);
                         let last = g1 - 1;
                         *end = (*end).max(bs.offset_of(last) + data_len(last, 1, bs.get(), size));
                     }
                     FrameOp::Data {
                         first,
                         end: last,
-                        mut at,
+                        at,
                     } => {
+                        // Every block of the run is checked, then the run
+                        // is written at once.
+                        let mut to = at;
                         for b in first..last {
                             let len = data_len(b, 1, bs.get(), size) as usize;
-                            let data = &job.frame_data.payload[at..at + len];
-                            at += len;
+                            let data = &job.frame_data.payload[to..to + len];
+                            to += len;
                             if job.hashed {
                                 checker.check_hash(b, hashes.next(), &loc.path, stream_offset)?;
                             } else {
                                 checker.check(b, data, &loc.path, stream_offset)?;
                             }
-                            let offset = bs.offset_of(b);
-                            out.put(offset, data, report, &mut **progress)?;
-                            *end = (*end).max(offset + len as u64);
-                            progress.advance(len as u64);
                         }
+                        let offset = bs.offset_of(first);
+                        let run = &job.frame_data.payload[at..to];
+                        if windowed {
+                            window_out.place(first, run);
+                        } else {
+                            out.put_run(offset, run, bs.bytes(), report, &mut **progress)?;
+                        }
+                        *end = (*end).max(offset + run.len() as u64);
+                        progress.advance(run.len() as u64);
                     }
                 }
             }
             Ok(())
         };
+        let write = |job: &mut FrameJob| -> Result<()> {
+            job.frames[..job.used]
+                .iter_mut()
+                .try_for_each(&mut write_one)
+        };
         ordered::run(*threads, spares, plan, FrameReader::default, read, write)?;
+        window_out.flush(out, report, &mut **progress)?;
         report.frames_skipped += skipped;
         Ok(())
     }

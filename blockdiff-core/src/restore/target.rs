@@ -83,6 +83,16 @@ fn open_at(dir: &File, name: &CString, flags: libc::c_int, mode: libc::c_uint) -
 /// [`Progress::should_stop`] checks.
 const STOP_CHECK_BLOCKS: u64 = 4096;
 
+/// Bytes written between two starts of write-back: every 32 MiB the
+/// kernel is asked to start writing the target's dirty pages
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait for
+/// them), so that the disk writes while the restore decompresses, and the
+/// fsync at the end waits only for the last stretch instead of the whole
+/// target. It also keeps a restore from filling the host's memory with
+/// dirty pages. Measured on a 1 GiB generation: the fsync at the end took
+/// 0.45-0.57 s of a 1.7 s restore before.
+const WRITE_BEHIND: u64 = 32 << 20;
+
 /// An unpredictable temporary name beside `name`: `.NAME.blockdiff-HEX`.
 fn random_name(name: &OsStr) -> CString {
     let mut bytes = [0u8; 12];
@@ -152,6 +162,56 @@ pub(super) struct Target {
     pub(super) device_size: Option<u64>,
     finished: bool,
     wrote: bool,
+    /// Bytes written since write-back was last started ([`WRITE_BEHIND`]).
+    unflushed: u64,
+    /// The thread that starts write-back, once started.
+    behind: Option<WriteBehind>,
+}
+
+/// A thread that starts the write-back of the target's dirty pages when
+/// asked ([`WRITE_BEHIND`]). Starting it is not free: on ext4 the call
+/// allocates the blocks and submits the writes before it returns (20-50 ms
+/// per 32 MiB of scattered blocks were measured), so it is made here, beside
+/// the restore, rather than on the thread that writes.
+#[derive(Debug)]
+struct WriteBehind {
+    ask: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl WriteBehind {
+    /// `None` if the fd cannot be duplicated or no thread started: the
+    /// restore then simply does without.
+    fn start(file: &File) -> Option<WriteBehind> {
+        let file = file.try_clone().ok()?;
+        let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("write-behind".into())
+            .spawn(move || {
+                for () in asked {
+                    // SAFETY: a valid fd; the call only starts write-back.
+                    // Its failure is not an error: the fsync at the end
+                    // reports any page that could not be written.
+                    unsafe {
+                        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+                    }
+                }
+            })
+            .ok()?;
+        Some(WriteBehind { ask, thread })
+    }
+
+    /// Asks for write-back; false if the thread is still busy with the
+    /// last request.
+    fn ask(&self) -> bool {
+        self.ask.try_send(()).is_ok()
+    }
+
+    /// Waits for the thread to end.
+    fn stop(self) {
+        drop(self.ask);
+        let _ = self.thread.join();
+    }
 }
 
 /// What is at the target's name.
@@ -292,6 +352,8 @@ impl Target {
             device_size: None,
             finished: false,
             wrote: false,
+            unflushed: 0,
+            behind: None,
         };
         match existing {
             Existing::BlockDevice => {
@@ -418,6 +480,8 @@ impl Target {
             device_size: None,
             finished: true,
             wrote: false,
+            unflushed: 0,
+            behind: None,
         }
     }
 
@@ -430,18 +494,101 @@ impl Target {
         report: &mut RestoreReport,
         progress: &mut dyn Progress,
     ) -> Result<()> {
-        if self.write_block(offset, data)? {
-            report.bytes_written += data.len() as u64;
-        } else {
-            report.holes += 1;
+        let len = data.len();
+        self.put_run(offset, data, len.max(1), report, progress)
+    }
+
+    /// Writes a run of consecutive blocks of `block_len` bytes (the last
+    /// may be shorter) and counts each in `report`: one positional write
+    /// per stretch of blocks that are written (all of them, except the
+    /// all-zero blocks a fresh file leaves as holes), instead of one per
+    /// block.
+    pub(super) fn put_run(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        block_len: usize,
+        report: &mut RestoreReport,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        let end = offset + data.len() as u64;
+        if let Some(size) = self.device_size
+            && end > size
+        {
+            return Err(Error::TargetTooSmall {
+                path: self.path.clone(),
+                need: end,
+                have: size,
+            });
         }
-        report.blocks += 1;
-        if report.blocks.is_multiple_of(STOP_CHECK_BLOCKS) {
+        let blocks = data.len().div_ceil(block_len) as u64;
+        let (holes, hole_bytes) = match self.file.is_some() && self.sparse() {
+            true => self.write_skipping_zeros(offset, data, block_len)?,
+            false => {
+                self.write_at(offset, data)?;
+                (0, 0)
+            }
+        };
+        report.holes += holes;
+        report.bytes_written += data.len() as u64 - hole_bytes;
+        let before = report.blocks;
+        report.blocks += blocks;
+        if before / STOP_CHECK_BLOCKS != report.blocks / STOP_CHECK_BLOCKS {
             self.check_stop(progress)?;
         }
         if !self.wrote && self.file.is_some() {
             self.wrote = true;
             progress.at_step("restore:write");
+        }
+        Ok(())
+    }
+
+    /// Writes the blocks of `data` that are not all zero, a stretch at a
+    /// time; returns how many blocks, and bytes, were left as holes.
+    fn write_skipping_zeros(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        block_len: usize,
+    ) -> Result<(u64, u64)> {
+        let (mut holes, mut hole_bytes) = (0, 0);
+        // The stretch of non-zero blocks not yet written: [from, to).
+        let (mut from, mut to) = (0usize, 0usize);
+        for (i, block) in data.chunks(block_len).enumerate() {
+            let at = i * block_len;
+            if is_zero(block) {
+                holes += 1;
+                hole_bytes += block.len() as u64;
+                if to > from {
+                    self.write_at(offset + from as u64, &data[from..to])?;
+                }
+                (from, to) = (at + block.len(), at + block.len());
+            } else {
+                to = at + block.len();
+            }
+        }
+        if to > from {
+            self.write_at(offset + from as u64, &data[from..to])?;
+        }
+        Ok((holes, hole_bytes))
+    }
+
+    /// One positional write, and write-back started every
+    /// [`WRITE_BEHIND`] bytes.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        file.write_all_at(data, offset).ctx(&self.path, "write")?;
+        self.unflushed += data.len() as u64;
+        if self.unflushed >= WRITE_BEHIND {
+            if self.behind.is_none() {
+                self.behind = WriteBehind::start(file);
+            }
+            // Busy: asked again after the next write.
+            if self.behind.as_ref().is_none_or(WriteBehind::ask) {
+                self.unflushed = 0;
+            }
         }
         Ok(())
     }
@@ -479,28 +626,6 @@ impl Target {
         }
     }
 
-    /// Writes one block; returns false if it was left as a hole.
-    fn write_block(&mut self, offset: u64, data: &[u8]) -> Result<bool> {
-        let end = offset + data.len() as u64;
-        if let Some(size) = self.device_size
-            && end > size
-        {
-            return Err(Error::TargetTooSmall {
-                path: self.path.clone(),
-                need: end,
-                have: size,
-            });
-        }
-        let Some(file) = &self.file else {
-            return Ok(true);
-        };
-        if self.fresh.is_some() && is_zero(data) {
-            return Ok(false);
-        }
-        file.write_all_at(data, offset).ctx(&self.path, "write")?;
-        Ok(true)
-    }
-
     /// Sets a file's size to `size`, syncs (step `restore:sync`), and gives
     /// a fresh file the target's name (step `restore:rename-target`). Asks
     /// [`Progress::should_stop`] before the fsync and once more just before
@@ -511,6 +636,9 @@ impl Target {
         };
         if self.device_size.is_none() {
             file.set_len(size).ctx(&self.path, "set the size")?;
+        }
+        if let Some(behind) = self.behind.take() {
+            behind.stop();
         }
         self.check_stop(progress)?;
         progress.at_step("restore:sync");
@@ -608,6 +736,9 @@ fn link_anonymous(file: &File, dir: libc::c_int, name: &CString) -> io::Result<(
 
 impl Drop for Target {
     fn drop(&mut self) {
+        if let Some(behind) = self.behind.take() {
+            behind.stop();
+        }
         if let (false, Some(fresh)) = (self.finished, &self.fresh)
             && let Temp::Named(tmp) = &fresh.temp
         {
