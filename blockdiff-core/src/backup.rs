@@ -381,13 +381,16 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
+        // Chunks of 1 MiB: three of them.
+        let mut options = BackupOptions::default();
+        options.dump.read_size = 1 << 20;
         for chunks in [Some(0), Some(1), None] {
             let mut progress = StopAfter { chunks, seen: 0 };
             let changed = vec![6u8; 3 << 20];
             let err = backup(
                 &store,
                 DumpSource::from_bytes(&changed, "image"),
-                &BackupOptions::default(),
+                &options,
                 &mut progress,
             )
             .unwrap_err();

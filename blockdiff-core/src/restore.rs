@@ -1170,7 +1170,20 @@ impl Replay<'_, '_> {
                     if last_window {
                         return Next::Done;
                     }
-                    window += 1;
+                    // On to the next window that a frame starts in (not
+                    // window by window over a large, sparse target), at
+                    // most the last.
+                    let first_left = diffs
+                        .iter()
+                        .zip(&first_unfinished)
+                        .filter(|((_, diff), i)| **i < diff.frames().len())
+                        .map(|((_, diff), &i)| {
+                            diff.frame_extents(i).first().map_or(0, |e| e.first_block)
+                        })
+                        .min()
+                        .unwrap_or(u64::MAX);
+                    let last = n.saturating_sub(1) / window_blocks;
+                    window = (window + 1).max(first_left / window_blocks).min(last);
                     (next_diff, next_frame) = (0, first_unfinished[0]);
                     continue;
                 };
@@ -1178,7 +1191,7 @@ impl Replay<'_, '_> {
                     && diff
                         .frame_extents(next_frame)
                         .first()
-                        .is_some_and(|e| e.first_block < w1);
+                        .is_none_or(|e| e.first_block < w1);
                 if !starts_here {
                     next_diff += 1;
                     next_frame = first_unfinished.get(next_diff).copied().unwrap_or(0);

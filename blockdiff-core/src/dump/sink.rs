@@ -109,18 +109,27 @@ impl<W: Write> DiffSink for LegacySink<W> {
     }
 }
 
-/// Builds and compresses one v2 frame per chunk, on the hashing threads.
+/// Source bytes one v2 frame covers at most: a chunk longer than this
+/// (the default read size is 4 MiB, for fewer, longer reads and maps) is
+/// encoded as several frames, so that a restore still reads, decompresses
+/// and assembles 1 MiB at a time (see `OutputWindow` in restore), whatever
+/// the read size.
+pub(crate) const FRAME_SPAN: usize = 1 << 20;
+
+/// Builds and compresses the v2 frames of a chunk (one per [`FRAME_SPAN`]
+/// of it that changed), on the hashing threads.
 #[derive(Debug, Clone, Copy)]
 pub struct V2Encoder {
     compression: FrameCompression,
     level: i32,
 }
 
-/// A chunk encoded as a v2 frame (nothing when no block changed).
+/// A chunk encoded as v2 frames (none when no block changed): their bytes,
+/// back to back, and each one's description.
 #[derive(Debug, Default)]
 pub struct V2Frame {
     bytes: Vec<u8>,
-    meta: Option<FrameMeta>,
+    frames: Vec<FrameMeta>,
 }
 
 /// A hashing thread's state for [`V2Encoder`]: its compression context,
@@ -129,7 +138,7 @@ pub struct V2Frame {
 pub struct V2EncoderState {
     compressor: FrameCompressor,
     builder: FrameBuilder,
-    /// The byte ranges of a chunk's data blocks, adjacent ones merged.
+    /// The byte ranges of a frame's data blocks, adjacent ones merged.
     runs: Vec<(usize, usize)>,
     gathered: Vec<u8>,
 }
@@ -154,61 +163,80 @@ impl ChunkEncoder for V2Encoder {
         chunk: &DumpedChunk<'_>,
         out: &mut V2Frame,
     ) -> Result<()> {
-        let V2EncoderState {
-            compressor,
-            builder,
-            runs,
-            gathered,
-        } = state;
-        builder.clear();
         out.bytes.clear();
-        out.meta = None;
-        // Usually the data blocks make one run, compressed from the chunk
-        // as it is; several runs are gathered into one payload first.
-        runs.clear();
-        let bs = chunk.block_size.bytes();
-        for (i, changed) in chunk.changed.iter().enumerate() {
-            if !*changed {
-                continue;
-            }
-            let block = chunk.first_block + i as u64;
-            if chunk.zero[i] {
-                builder.push_zero(block).in_file("frame")?;
-                continue;
-            }
-            let (start, len) = (i * bs, chunk.block(i).len());
-            builder.push_data_len(block, len).in_file("frame")?;
-            match runs.last_mut() {
-                Some(run) if run.1 == start => run.1 = start + len,
-                _ => runs.push((start, start + len)),
-            }
+        out.frames.clear();
+        let span = (FRAME_SPAN / chunk.block_size.bytes()).max(1);
+        let blocks = chunk.changed.len();
+        let mut first = 0;
+        while first < blocks {
+            let end = (first + span).min(blocks);
+            encode_frame(state, chunk, first..end, out)?;
+            first = end;
         }
-        if builder.is_empty() {
-            return Ok(());
-        }
-        let payload = match runs.as_slice() {
-            [] => &[][..],
-            [(start, end)] => &chunk.data[*start..*end],
-            _ => {
-                gathered.clear();
-                for (start, end) in runs.iter() {
-                    gathered.extend_from_slice(&chunk.data[*start..*end]);
-                }
-                &gathered[..]
-            }
-        };
-        out.meta = Some(
-            builder
-                .encode_payload(payload, compressor, &mut out.bytes)
-                .in_file("frame")?,
-        );
         Ok(())
     }
 }
 
+/// Appends to `out` the frame of the changed blocks among `blocks` of
+/// `chunk` (indexes in the chunk), if any changed.
+fn encode_frame(
+    state: &mut V2EncoderState,
+    chunk: &DumpedChunk<'_>,
+    blocks: std::ops::Range<usize>,
+    out: &mut V2Frame,
+) -> Result<()> {
+    let V2EncoderState {
+        compressor,
+        builder,
+        runs,
+        gathered,
+    } = state;
+    builder.clear();
+    // Usually the data blocks make one run, compressed from the chunk as it
+    // is; several runs are gathered into one payload first.
+    runs.clear();
+    let bs = chunk.block_size.bytes();
+    for i in blocks {
+        if !chunk.changed[i] {
+            continue;
+        }
+        let block = chunk.first_block + i as u64;
+        if chunk.zero[i] {
+            builder.push_zero(block).in_file("frame")?;
+            continue;
+        }
+        let (start, len) = (i * bs, chunk.block(i).len());
+        builder.push_data_len(block, len).in_file("frame")?;
+        match runs.last_mut() {
+            Some(run) if run.1 == start => run.1 = start + len,
+            _ => runs.push((start, start + len)),
+        }
+    }
+    if builder.is_empty() {
+        return Ok(());
+    }
+    let payload = match runs.as_slice() {
+        [] => &[][..],
+        [(start, end)] => &chunk.data[*start..*end],
+        _ => {
+            gathered.clear();
+            for (start, end) in runs.iter() {
+                gathered.extend_from_slice(&chunk.data[*start..*end]);
+            }
+            &gathered[..]
+        }
+    };
+    let meta = builder
+        .encode_payload(payload, compressor, &mut out.bytes)
+        .in_file("frame")?;
+    out.frames.push(meta);
+    Ok(())
+}
+
 /// A [`DiffSink`] that writes a v2 diff file to `W`: changed blocks
-/// coalesced into extents, all-zero blocks as zero extents, one frame per
-/// chunk compressed on the hashing threads, and the index at the end.
+/// coalesced into extents, all-zero blocks as zero extents, frames of up to
+/// [`FRAME_SPAN`] compressed on the hashing threads, and the index at the
+/// end.
 #[derive(Debug)]
 pub struct V2Sink<W: Write> {
     state: State<W, DiffWriter<W>>,
@@ -280,8 +308,12 @@ impl<W: Write> DiffSink for V2Sink<W> {
         let State::Writing(w) = &mut self.state else {
             return Err(misuse("written before it began"));
         };
-        if let Some(meta) = &encoded.meta {
-            w.append_frame(&encoded.bytes, meta).in_file(&self.path)?;
+        let mut at = 0;
+        for meta in &encoded.frames {
+            let len = meta.len as usize;
+            w.append_frame(&encoded.bytes[at..at + len], meta)
+                .in_file(&self.path)?;
+            at += len;
         }
         Ok(())
     }
