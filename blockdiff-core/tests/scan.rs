@@ -9,7 +9,7 @@
 use std::fs::{self, File};
 use std::path::Path;
 
-use archive_format::{Compression, FrameCompression};
+use archive_format::{Compression, DiffFile, FrameCompression};
 use blockdiff_core::{
     BackupOptions, BlockSize, DiffFormat, DumpOptions, DumpSource, Error, GenerationStore,
     NoProgress, Progress, RestoreOptions, RestorePlan, backup,
@@ -77,7 +77,9 @@ fn an_incremental_dump_keeps_exactly_the_changed_blocks_wherever_they_fall() {
     // changed blocks sit at the edges of pieces and chunks, in the middle,
     // and at the short last block; one becomes all zero. Each generation
     // changes other blocks, so a chunk buffer reused from an earlier chunk
-    // holds other bytes where its blocks did not change.
+    // holds other bytes where its blocks did not change. With chunks of 4
+    // MiB (the default) the same edges are those of the 1 MiB v2 frames a
+    // chunk is cut into.
     let size = 5 * MIB + 1000;
     let last = (size / 4096) as u64;
     let generations: [&[u64]; 3] = [
@@ -85,14 +87,18 @@ fn an_incremental_dump_keeps_exactly_the_changed_blocks_wherever_they_fall() {
         &[1, 63, 64, 511, 512, 1023, 1024, 1100],
         &[2, 3, 4, 900, last - 1, last],
     ];
-    for (format, map) in formats().into_iter().flat_map(|f| [(f, true), (f, false)]) {
+    let cases = formats()
+        .into_iter()
+        .flat_map(|f| [(f, true), (f, false)])
+        .flat_map(|(f, map)| [(f, map, MIB), (f, map, 4 * MIB)]);
+    for (format, map, read_size) in cases {
         for threads in [1, 2, 3] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("disk.img");
             let store = GenerationStore::new(dir.path().join("db"));
             let mut image = noise(size, 7);
             fs::write(&path, &image).unwrap();
-            let opts = options(format, MIB, threads, map);
+            let opts = options(format, read_size, threads, map);
             let first = backup(
                 &store,
                 DumpSource::open(&path).unwrap(),
@@ -101,6 +107,18 @@ fn an_incremental_dump_keeps_exactly_the_changed_blocks_wherever_they_fall() {
             )
             .unwrap();
             assert_eq!(first.dump.changed_blocks, last + 1, "{format:?}");
+            if let DiffFormat::V2 { .. } = format {
+                // One frame per MiB of the source, none longer, whatever
+                // the chunk size.
+                let path = store.diff_path(1, DiffFormat::Legacy(Compression::None));
+                let diff = DiffFile::open(File::open(path).unwrap()).unwrap();
+                assert_eq!(diff.frames().len(), size.div_ceil(MIB), "{read_size}");
+                for i in 0..diff.frames().len() {
+                    let e = diff.frame_extents(i);
+                    let span = e.last().unwrap().end_block() - e[0].first_block;
+                    assert!(span <= (MIB / 4096) as u64, "frame {i}: {span} blocks");
+                }
+            }
             let mut images = vec![image.clone()];
             for (g, blocks) in generations.iter().enumerate() {
                 for (k, &b) in blocks.iter().enumerate() {
@@ -134,7 +152,7 @@ fn an_incremental_dump_keeps_exactly_the_changed_blocks_wherever_they_fall() {
                 let got = restore(&store, g as u64 + 1, dir.path());
                 assert!(
                     got == *expected,
-                    "{format:?}, {threads} threads: generation {} does not restore exactly",
+                    "{format:?}, {threads} threads, chunks of {read_size}: generation {} does not restore exactly",
                     g + 1
                 );
             }
