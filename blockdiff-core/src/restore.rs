@@ -1095,8 +1095,10 @@ impl Replay<'_, '_> {
     }
 
     /// A v2 chain: which frames to read and which of their blocks to take
-    /// is decided here from the indexes, in order; the frames are read,
-    /// decompressed and hashed on the workers; their blocks are checked
+    /// is decided here from the indexes, in order (window by window of the
+    /// target when there is more than one generation, see
+    /// `OutputWindow`); the frames are read, decompressed and hashed on
+    /// the workers, several small ones per job; their blocks are checked
     /// and written here in the same order.
     fn v2(&mut self, diffs: &[(DiffLocation, DiffFile<File>)]) -> Result<()> {
         let n = self.block_count.unwrap_or(0);
