@@ -1,6 +1,9 @@
 //! Criterion bench of a restore: one v2 generation of 64 MiB (16 KiB
 //! blocks, 1 MiB zstd frames, BLAKE3, half of every block compressible),
-//! built once in a temporary directory, restored with 1 and 2 threads.
+//! built once in a temporary directory, restored with 1 and 2 threads; and
+//! generation 8 of a chain over the same image, each later generation
+//! rewriting 1% of the blocks at random (`restore-chain`: the target
+//! assembled a 1 MiB window at a time from every generation's frames).
 //!
 //! `restore` writes a fresh file beside the chain (its fsync and rename
 //! included, so the disk shows through); `verify` reads, decompresses and
@@ -43,9 +46,13 @@ fn image(len: usize) -> Vec<u8> {
     out
 }
 
-/// Generation 1 of a store in `dir`.
-fn build(dir: &Path) -> GenerationStore {
-    let store = GenerationStore::new(dir.join("bench"));
+/// Generations of the chain `restore-chain` restores the last of.
+const CHAIN_GENERATIONS: u64 = 8;
+
+/// Generation 1 of a store in `dir` named `name`, and `generations` - 1
+/// more, each with 1% of the blocks rewritten.
+fn build(dir: &Path, name: &str, generations: u64) -> GenerationStore {
+    let store = GenerationStore::new(dir.join(name));
     let options = BackupOptions {
         dump: DumpOptions {
             block_size: BlockSize::new(BLOCK as u32).expect("valid block size"),
@@ -53,14 +60,30 @@ fn build(dir: &Path) -> GenerationStore {
         },
         format: None,
     };
-    let data = image(IMAGE_LEN);
-    backup(
-        &store,
-        DumpSource::from_bytes(&data, "bench"),
-        &options,
-        &mut NoProgress,
-    )
-    .expect("backup into a temporary directory");
+    let mut data = image(IMAGE_LEN);
+    let mut state: u64 = 0xfeed_f00d;
+    for g in 1..=generations {
+        if g > 1 {
+            let blocks = IMAGE_LEN / BLOCK;
+            for _ in 0..blocks / 100 {
+                let b = (splitmix64(&mut state) % blocks as u64) as usize;
+                let fill = splitmix64(&mut state).to_le_bytes();
+                for (i, byte) in data[b * BLOCK..b * BLOCK + BLOCK / 2]
+                    .iter_mut()
+                    .enumerate()
+                {
+                    *byte = fill[i % 8] ^ (i / 8) as u8;
+                }
+            }
+        }
+        backup(
+            &store,
+            DumpSource::from_bytes(&data, "bench"),
+            &options,
+            &mut NoProgress,
+        )
+        .expect("backup into a temporary directory");
+    }
     store
 }
 
@@ -72,7 +95,8 @@ fn plan(store: &GenerationStore, threads: usize) -> RestorePlan {
 
 fn bench_restore(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = build(dir.path());
+    let store = build(dir.path(), "bench", 1);
+    let chain = build(dir.path(), "chain", CHAIN_GENERATIONS);
     let target = dir.path().join("restored");
     let mut group = c.benchmark_group("restore_v2_64MiB");
     group.throughput(Throughput::Bytes(IMAGE_LEN as u64));
@@ -86,6 +110,18 @@ fn bench_restore(c: &mut Criterion) {
                 assert_eq!(report.source_size, IMAGE_LEN as u64);
             });
         });
+        group.bench_with_input(
+            BenchmarkId::new("restore-chain", threads),
+            &threads,
+            |b, &t| {
+                b.iter(|| {
+                    let report: RestoreReport = plan(&chain, t)
+                        .execute(&target, &mut NoProgress)
+                        .expect("restore");
+                    assert_eq!(report.generation, CHAIN_GENERATIONS);
+                });
+            },
+        );
         group.bench_with_input(BenchmarkId::new("verify", threads), &threads, |b, &t| {
             b.iter(|| {
                 let report = plan(&store, t).verify(&mut NoProgress).expect("verify");
