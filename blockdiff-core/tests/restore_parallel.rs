@@ -4,8 +4,12 @@
 //! that order wins. Every test compares 1 thread (all on the calling
 //! thread) with several; nothing depends on timing.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
+
+use common::{noise, plan};
 
 use archive_format::{
     DiffFile, DiffWriter, ExtentKind, Frame, FrameBuilder, FrameCompressor, FrameDecompressor,
@@ -13,7 +17,7 @@ use archive_format::{
 };
 use blockdiff_core::{
     BackupOptions, BlockSize, Compression, DiffFormat, DumpOptions, DumpSource, Error,
-    GenerationStore, HashAlgorithm, NoProgress, RestoreOptions, RestorePlan, RestoreReport, backup,
+    GenerationStore, HashAlgorithm, NoProgress, RestoreReport, backup,
 };
 
 const BS: u32 = 1024;
@@ -32,19 +36,6 @@ fn options(format: Option<DiffFormat>) -> BackupOptions {
         },
         format,
     }
-}
-
-/// Deterministic pseudo-random bytes.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Four generations of a source of about 512 KiB that grows and shrinks
@@ -85,19 +76,6 @@ fn chain(dir: &Path, format: Option<DiffFormat>) -> (GenerationStore, Vec<Vec<u8
         versions.push(src.clone());
     }
     (store, versions)
-}
-
-fn plan(store: &GenerationStore, k: u64, verify: bool, threads: usize) -> RestorePlan {
-    let opts = RestoreOptions {
-        generation: Some(k),
-        verify,
-        // The legacy chain's source shrinks at generation 3.
-        source_shrank: true,
-    };
-    RestorePlan::new(store, &opts)
-        .unwrap()
-        .with_threads(threads)
-        .unwrap()
 }
 
 /// Restores generation `k` with `threads`: the image and the report, or

@@ -7,29 +7,20 @@
 //! blocks left as holes) and onto a block device (zeros written), with
 //! one thread and with several, checked against the digest or not.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{noise, plan};
+
 use blockdiff_core::{
     BackupOptions, BlockSize, DumpOptions, DumpSource, GenerationStore, HashAlgorithm, NoProgress,
-    RestoreOptions, RestorePlan, RestoreReport, backup,
+    RestoreReport, backup,
 };
 
 const BS: usize = 1024;
-
-/// Deterministic pseudo-random bytes.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Six generations of a source of about 3.3 MiB (windows of 1 MiB = 1024
 /// blocks of 1 KiB), each dumped with its own read size: frames of 3, 7,
@@ -85,18 +76,6 @@ fn chain(dir: &Path) -> (GenerationStore, Vec<Vec<u8>>) {
         versions.push(src.clone());
     }
     (store, versions)
-}
-
-fn plan(store: &GenerationStore, k: u64, verify: bool, threads: usize) -> RestorePlan {
-    let opts = RestoreOptions {
-        generation: Some(k),
-        verify,
-        source_shrank: true,
-    };
-    RestorePlan::new(store, &opts)
-        .unwrap()
-        .with_threads(threads)
-        .unwrap()
 }
 
 fn restore(

@@ -6,8 +6,12 @@
 //! a file cut short while it is read fails the dump (no SIGBUS, no wrong
 //! bytes) and commits nothing.
 
+mod common;
+
 use std::fs::{self, File};
 use std::path::Path;
+
+use common::noise;
 
 use archive_format::{Compression, DiffFile, FrameCompression};
 use blockdiff_core::{
@@ -40,19 +44,6 @@ fn options(format: DiffFormat, read_size: usize, threads: usize, map: bool) -> B
         },
         format: Some(format),
     }
-}
-
-/// Deterministic, incompressible-enough bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn restore(store: &GenerationStore, generation: u64, dir: &Path) -> Vec<u8> {
@@ -96,7 +87,7 @@ fn an_incremental_dump_keeps_exactly_the_changed_blocks_wherever_they_fall() {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("disk.img");
             let store = GenerationStore::new(dir.path().join("db"));
-            let mut image = noise(size, 7);
+            let mut image = noise(7, size);
             fs::write(&path, &image).unwrap();
             let opts = options(format, read_size, threads, map);
             let first = backup(
@@ -127,7 +118,7 @@ fn an_incremental_dump_keeps_exactly_the_changed_blocks_wherever_they_fall() {
                     let fill = if k == 3 {
                         vec![0u8; end - start]
                     } else {
-                        noise(end - start, 100 * g as u64 + k as u64 + 11)
+                        noise(100 * g as u64 + k as u64 + 11, end - start)
                     };
                     image[start..end].copy_from_slice(&fill);
                 }
@@ -194,7 +185,7 @@ fn a_file_cut_short_while_it_is_read_fails_the_dump_and_commits_nothing() {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("disk.img");
             let store = GenerationStore::new(dir.path().join("db"));
-            fs::write(&path, noise(size, 3)).unwrap();
+            fs::write(&path, noise(3, size)).unwrap();
             let opts = options(format, 64 * KIB, 2, map);
             if incremental {
                 backup(
