@@ -1115,8 +1115,11 @@ impl Replay<'_, '_> {
         // the window, newest first, then the next window. One generation
         // is written as its frames come, from one window that is the
         // whole target.
+        let windowed = diffs.len() > 1;
+        // The longest frame's span: only a chain needs it.
         let frame_blocks = diffs
             .iter()
+            .filter(|_| windowed)
             .flat_map(|(_, diff)| {
                 (0..diff.frames().len()).map(|i| {
                     let extents = diff.frame_extents(i);
@@ -1130,7 +1133,6 @@ impl Replay<'_, '_> {
             .max()
             .unwrap_or(0);
         let mut window_out = OutputWindow::new(bs.bytes(), frame_blocks);
-        let windowed = diffs.len() > 1;
         let window_blocks = if windowed {
             window_out.blocks()
         } else {

@@ -773,16 +773,7 @@ fn scan_chunk<O>(
     if source.map && !chunk.previous.is_empty() {
         // A source that cannot be mapped (or guarded) is read instead.
         if let Ok(Some(map)) = ChunkMap::new(source.file, chunk.offset, chunk.len) {
-            for (j, block) in map.bytes().chunks(bs).enumerate() {
-                let (h, zero) = hasher.hash(block);
-                let changed = chunk.previous.get(j) != Some(&h);
-                if changed {
-                    chunk.buf[j * bs..j * bs + block.len()].copy_from_slice(block);
-                }
-                chunk.changed.push(changed);
-                chunk.hashes.push(h);
-                chunk.zero.push(zero);
-            }
+            hash_read(chunk, 0, map.bytes(), bs, hasher);
             if map.faulted() {
                 return Err(source.unreadable(chunk.offset));
             }
@@ -804,21 +795,29 @@ fn scan_chunk<O>(
             }
             let bytes = &mut piece[..len];
             source.read_exact_at(bytes, offset)?;
-            for (j, block) in bytes.chunks(bs).enumerate() {
-                let (h, zero) = hasher.hash(block);
-                let changed = chunk.previous.get(first + j) != Some(&h);
-                if changed {
-                    let start = at + j * bs;
-                    chunk.buf[start..start + block.len()].copy_from_slice(block);
-                }
-                chunk.changed.push(changed);
-                chunk.hashes.push(h);
-                chunk.zero.push(zero);
-            }
+            hash_read(chunk, at, bytes, bs, hasher);
         }
         at += len;
     }
     Ok(())
+}
+
+/// Hashes `bytes`, the chunk's source from byte `at` as read outside the
+/// chunk (a map, a piece), comparing each block with the previous digest's
+/// and copying into the chunk only the blocks that changed.
+fn hash_read<O>(chunk: &mut Chunk<O>, at: usize, bytes: &[u8], bs: usize, hasher: &BlockHasher) {
+    let first = at / bs;
+    for (j, block) in bytes.chunks(bs).enumerate() {
+        let (h, zero) = hasher.hash(block);
+        let changed = chunk.previous.get(first + j) != Some(&h);
+        if changed {
+            let start = at + j * bs;
+            chunk.buf[start..start + block.len()].copy_from_slice(block);
+        }
+        chunk.changed.push(changed);
+        chunk.hashes.push(h);
+        chunk.zero.push(zero);
+    }
 }
 
 /// Hashes the blocks of `chunk.buf[at..at + len]`, which are in the chunk
