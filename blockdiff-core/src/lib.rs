@@ -84,7 +84,8 @@ pub use chains::{
 pub use digest::{DIGEST_MAGIC, DigestFile, DigestFormat, DigestReader, DigestSpec, DigestWriter};
 pub use dump::{
     ChangedRanges, ChunkEncoder, DiffSink, DumpOptions, DumpPlan, DumpReport, DumpSource,
-    DumpedChunk, LegacySink, NoEncoding, V2Encoder, V2EncoderState, V2Frame, V2Sink, dump,
+    DumpedChunk, LegacySink, MAPPED_CHUNK, NoEncoding, READ_CHUNK, V2Encoder, V2EncoderState,
+    V2Frame, V2Sink, dump,
 };
 pub use error::{Error, Result};
 pub use info::{Comparison, GenerationInfo, compare_with_generation};

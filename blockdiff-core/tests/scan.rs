@@ -9,14 +9,16 @@
 mod common;
 
 use std::fs::{self, File};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::noise;
 
 use archive_format::{Compression, DiffFile, FrameCompression};
 use blockdiff_core::{
-    BackupOptions, BlockSize, DiffFormat, DumpOptions, DumpSource, Error, GenerationStore,
-    NoProgress, Progress, RestoreOptions, RestorePlan, backup,
+    BackupOptions, BlockSize, ChunkEncoder, DiffFormat, DiffSink, DigestFormat, DigestReader,
+    DigestWriter, DumpOptions, DumpPlan, DumpSource, DumpedChunk, Error, Fingerprint,
+    GenerationStore, NoProgress, Progress, RestoreOptions, RestorePlan, backup, dump,
 };
 
 const KIB: usize = 1 << 10;
@@ -236,4 +238,112 @@ fn a_file_cut_short_while_it_is_read_fails_the_dump_and_commits_nothing() {
             assert_eq!(restore(&store, last, dir.path()), image);
         }
     }
+}
+
+/// An encoder that reads every changed block on the hashing thread, as
+/// v2's compression does, and cuts the source to nothing before the first
+/// chunk it reads: the chunk was hashed from its map already, so only the
+/// `SIGBUS` guard can tell that its pages went while they were encoded.
+struct CutWhileEncoding {
+    path: PathBuf,
+    cut: AtomicBool,
+}
+
+impl ChunkEncoder for CutWhileEncoding {
+    type State = ();
+    type Output = u64;
+
+    fn state(&self) -> blockdiff_core::Result<()> {
+        Ok(())
+    }
+
+    fn encode(
+        &self,
+        _: &mut (),
+        chunk: &DumpedChunk<'_>,
+        out: &mut u64,
+    ) -> blockdiff_core::Result<()> {
+        if !self.cut.swap(true, Ordering::SeqCst) {
+            File::options()
+                .write(true)
+                .open(&self.path)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+        }
+        *out = chunk.data.iter().map(|&b| u64::from(b)).sum();
+        Ok(())
+    }
+}
+
+/// A sink that, like v2's, takes everything from its encoder.
+struct EncodedOnly {
+    path: PathBuf,
+    sums: Vec<u64>,
+}
+
+impl DiffSink for EncodedOnly {
+    type Encoder = CutWhileEncoding;
+
+    fn digest_format(&self) -> DigestFormat {
+        DigestFormat::V2
+    }
+
+    fn begin(&mut self, _: &DumpPlan) -> blockdiff_core::Result<CutWhileEncoding> {
+        Ok(CutWhileEncoding {
+            path: self.path.clone(),
+            cut: AtomicBool::new(false),
+        })
+    }
+
+    fn reads_data(&self) -> bool {
+        false
+    }
+
+    fn write_chunk(&mut self, _: &DumpedChunk<'_>, sum: &u64) -> blockdiff_core::Result<()> {
+        self.sums.push(*sum);
+        Ok(())
+    }
+
+    fn end(&mut self, _: u64, _: Option<Fingerprint>) -> blockdiff_core::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_mapped_chunk_that_loses_its_pages_while_it_is_encoded_fails_the_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.img");
+    fs::write(&path, vec![0xa5u8; 4 * MIB]).unwrap();
+    let mut sink = EncodedOnly {
+        path: path.clone(),
+        sums: Vec::new(),
+    };
+    let mut digest = DigestWriter::new(std::io::sink(), "digest");
+    let options = DumpOptions {
+        threads: 1,
+        read_size: MIB,
+        ..DumpOptions::default()
+    };
+    let err = dump(
+        DumpSource::open(&path).unwrap(),
+        None::<&mut DigestReader<&[u8]>>,
+        &mut sink,
+        &mut digest,
+        &options,
+        &mut NoProgress,
+    )
+    .expect_err("a chunk encoded from pages the file lost must fail the dump");
+    match err {
+        Error::SourceSizeChanged {
+            path: p,
+            expected,
+            read,
+        } => {
+            assert_eq!((p, expected, read), (path, 4 * MIB as u64, 0));
+        }
+        other => panic!("{other}"),
+    }
+    // No chunk of zeros in place of the source's bytes reached the sink.
+    assert!(sink.sums.is_empty(), "{:?}", sink.sums);
 }

@@ -4,7 +4,9 @@
 //! A hashing thread maps its chunk of a regular file (block devices are read
 //! with `pread`: see `DumpOptions::map_source`)
 //! ([`ChunkMap::new`], `MAP_POPULATE`), hashes the blocks where they lie in
-//! the page cache, copies out only those that changed, and unmaps it. No
+//! the page cache, copies out only those that changed (or, for a v2 diff,
+//! compresses them from the map, before the guard is checked again), and
+//! unmaps it. No
 //! copy into a buffer is made for an unchanged block, which is most of the
 //! work of an incremental dump: measured against `pread` of 128 KiB pieces
 //! (which already keeps the copy in the L2 cache), the scan of an

@@ -97,6 +97,16 @@ pub trait DiffSink {
     fn digest_format(&self) -> DigestFormat;
     /// Called once, before any chunk.
     fn begin(&mut self, plan: &DumpPlan) -> Result<Self::Encoder>;
+    /// Whether [`write_chunk`](Self::write_chunk) reads the changed
+    /// blocks' bytes (`DumpedChunk::data`); true unless the sink says
+    /// otherwise. A sink whose encoder takes all it needs from them on the
+    /// hashing threads (v2 compresses them there) returns false: the dump
+    /// then hashes and encodes a mapped chunk where it lies in the page
+    /// cache and copies no byte of it, and `data` in `write_chunk` holds
+    /// none of the source's bytes (only its length is the chunk's).
+    fn reads_data(&self) -> bool {
+        true
+    }
     /// One chunk, in order, with what the encoder made of it.
     fn write_chunk(
         &mut self,
@@ -121,16 +131,21 @@ pub struct DumpOptions {
     /// Hash worker threads; 0 means one per core.
     pub threads: usize,
     /// Bytes of the source in one chunk (rounded to whole blocks): the unit
-    /// handed to a hashing thread and to the sink (4 MiB by default). A v2
+    /// handed to a hashing thread and to the sink. 0, the default, chooses:
+    /// [`MAPPED_CHUNK`] (16 MiB) for a source read through a memory map,
+    /// [`READ_CHUNK`] (4 MiB) for one read into the chunk. A v2
     /// frame covers 1 MiB of it at most, so the diff is the same whatever
     /// the chunk size. A source read by position is read a 128 KiB piece
     /// at a time within the chunk, into a buffer that stays in the core's
     /// cache, or mapped a chunk at a time; only the changed blocks are
     /// copied into the chunk, so a larger chunk costs memory only where
-    /// blocks changed. Measured on an unchanged 1 GiB file in the page
-    /// cache, the mapped scan took 0.19-0.23 s with 4 MiB chunks and
-    /// 0.24-0.27 s with 1 MiB: each chunk costs a map, its unmapping, and
-    /// its passage between the threads.
+    /// blocks changed. Each mapped chunk costs a map, its unmapping, and its
+    /// passage between the threads. Measured on an unchanged 1 GiB file in
+    /// the page cache, the mapped scan took 0.19-0.23 s with 4 MiB chunks
+    /// and 0.24-0.27 s with 1 MiB; on 2 GiB, 0.36-0.39 s with 16 MiB
+    /// chunks against 0.39-0.43 s with 4 MiB (same runs). Read with
+    /// `pread`, 16 MiB chunks were no faster than 4 MiB, and they are
+    /// filled: there the chunk stays at 4 MiB.
     pub read_size: usize,
     /// Most bytes per second read from the source, like `pv -L`; `None` or
     /// 0 is unlimited. A token bucket shared by every thread that reads
@@ -150,7 +165,9 @@ pub struct DumpOptions {
     /// Read a regular file opened with [`DumpSource::open`] through a
     /// memory map, one chunk at a time, hashing each block where it lies in
     /// the page cache and copying out only the changed ones (on by
-    /// default). A file that shrinks while it is mapped is caught (a
+    /// default). For a sink that does not read the blocks itself
+    /// ([`DiffSink::reads_data`]: v2) nothing is copied: the changed
+    /// blocks are compressed from the map too, full dumps included. A file that shrinks while it is mapped is caught (a
     /// guarded `SIGBUS`) and fails the dump like a failed read. Off, and
     /// always for block devices, the chunks are read with `pread`, 128 KiB
     /// at a time into a per-thread buffer that stays in the L2 cache: a
@@ -167,13 +184,22 @@ impl Default for DumpOptions {
             hash: HashAlgorithm::Blake3,
             generation: 1,
             threads: 0,
-            read_size: 4 << 20,
+            read_size: 0,
             max_rate: None,
             drop_cache: false,
             map_source: true,
         }
     }
 }
+
+/// The chunk of a source read through a memory map, when
+/// [`DumpOptions::read_size`] is 0: only the changed blocks of a mapped
+/// chunk are copied into memory of the dump's (none with a v2 diff).
+pub const MAPPED_CHUNK: usize = 16 << 20;
+
+/// The chunk of a source read into memory, when [`DumpOptions::read_size`]
+/// is 0.
+pub const READ_CHUNK: usize = 4 << 20;
 
 /// Most hashing threads per core [`DumpOptions::validate`] accepts: more
 /// only costs memory (each thread keeps about two chunks in flight).
@@ -466,7 +492,20 @@ where
     })?;
     let hasher = BlockHasher::new(hash, block_size);
     let bs = block_size.bytes();
-    let read_size = (options.read_size.max(bs) / bs) * bs;
+    // The sink reads the changed blocks' bytes itself (legacy): they are
+    // copied into the chunk. Otherwise (v2) a mapped chunk is encoded where
+    // it lies.
+    let keep_data = sink.reads_data();
+    let map_source = options.map_source && source.mappable && source.size.is_some();
+    // Whether the chunks will be mapped: a chunk is mapped when it has
+    // previous hashes to compare with, or when its bytes need not be kept.
+    let mapped = map_source && (previous.is_some() || !keep_data);
+    let read_size = match options.read_size {
+        0 if mapped => MAPPED_CHUNK,
+        0 => READ_CHUNK,
+        n => n,
+    };
+    let read_size = (read_size.max(bs) / bs) * bs;
     let blocks_per_chunk = read_size / bs;
     let workers = options.worker_count().max(1);
     let pool_size = workers * 2 + 2;
@@ -509,7 +548,6 @@ where
     let hasher = &hasher;
     let total = source.size;
     let positional_file = source.positional.take();
-    let map_source = options.map_source && source.mappable;
     let positional = positional_file.as_ref();
     let limiter = RateLimiter::new(options.max_rate.unwrap_or(0), read_size as u64);
     let limiter = &limiter;
@@ -587,8 +625,22 @@ where
                         limiter,
                         map: map_source,
                     });
-                    let result = scan_chunk(&mut chunk, source, &mut piece, block_size, hasher)
-                        .and_then(|()| encode_chunk(&mut chunk, block_size, encoder, &mut state));
+                    let result = scan_chunk(
+                        &mut chunk, source, &mut piece, block_size, hasher, keep_data,
+                    )
+                    .and_then(|map| {
+                        let data = map.as_ref().map(ChunkMap::bytes);
+                        encode_chunk(&mut chunk, data, block_size, encoder, &mut state)?;
+                        // A page the file lost while it was encoded from
+                        // the map read as zeros: the frames are not the
+                        // source's.
+                        match (&map, source) {
+                            (Some(map), Some(source)) if map.faulted() => {
+                                Err(source.unreadable(chunk.offset))
+                            }
+                            _ => Ok(()),
+                        }
+                    });
                     let seq = chunk.seq;
                     if done_tx.send((seq, result.map(|()| chunk))).is_err() {
                         return;
@@ -757,27 +809,30 @@ fn scan_chunk<O>(
     piece: &mut Vec<u8>,
     block_size: BlockSize,
     hasher: &BlockHasher,
-) -> Result<()> {
+    keep_data: bool,
+) -> Result<Option<ChunkMap>> {
     chunk.hashes.clear();
     chunk.changed.clear();
     chunk.zero.clear();
     let bs = block_size.bytes();
     let Some(source) = source.filter(|_| chunk.unread) else {
         hash_kept(chunk, 0, chunk.len, bs, hasher);
-        return Ok(());
+        return Ok(None);
     };
     source.limiter.acquire(chunk.len as u64);
-    // Mapped only where there are previous hashes to compare with: a chunk
-    // whose blocks are all kept (a full dump) gains nothing from the map
-    // but its set-up and tear-down, and is read straight into the chunk.
-    if source.map && !chunk.previous.is_empty() {
+    // Mapped where there are previous hashes to compare with, or where the
+    // changed blocks need not be copied out (the sink does not read them:
+    // they are encoded from the map). A chunk whose blocks are all copied
+    // (a full legacy dump) gains nothing from the map but its set-up and
+    // tear-down, and is read straight into the chunk.
+    if source.map && (!chunk.previous.is_empty() || !keep_data) {
         // A source that cannot be mapped (or guarded) is read instead.
         if let Ok(Some(map)) = ChunkMap::new(source.file, chunk.offset, chunk.len) {
-            hash_read(chunk, 0, map.bytes(), bs, hasher);
+            hash_read(chunk, 0, map.bytes(), bs, hasher, keep_data);
             if map.faulted() {
                 return Err(source.unreadable(chunk.offset));
             }
-            return Ok(());
+            return Ok((!keep_data).then_some(map));
         }
     }
     let piece_len = (SCAN_PIECE / bs).max(1) * bs;
@@ -795,22 +850,29 @@ fn scan_chunk<O>(
             }
             let bytes = &mut piece[..len];
             source.read_exact_at(bytes, offset)?;
-            hash_read(chunk, at, bytes, bs, hasher);
+            hash_read(chunk, at, bytes, bs, hasher, true);
         }
         at += len;
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Hashes `bytes`, the chunk's source from byte `at` as read outside the
 /// chunk (a map, a piece), comparing each block with the previous digest's
-/// and copying into the chunk only the blocks that changed.
-fn hash_read<O>(chunk: &mut Chunk<O>, at: usize, bytes: &[u8], bs: usize, hasher: &BlockHasher) {
+/// and copying into the chunk only the blocks that changed (with `copy`).
+fn hash_read<O>(
+    chunk: &mut Chunk<O>,
+    at: usize,
+    bytes: &[u8],
+    bs: usize,
+    hasher: &BlockHasher,
+    copy: bool,
+) {
     let first = at / bs;
     for (j, block) in bytes.chunks(bs).enumerate() {
         let (h, zero) = hasher.hash(block);
         let changed = chunk.previous.get(first + j) != Some(&h);
-        if changed {
+        if changed && copy {
             let start = at + j * bs;
             chunk.buf[start..start + block.len()].copy_from_slice(block);
         }
@@ -881,9 +943,11 @@ fn drop_cached(
     }
 }
 
-/// Runs the sink's encoder (v2: compression) over a scanned chunk.
+/// Runs the sink's encoder (v2: compression) over a scanned chunk, whose
+/// bytes are `data` (its map) or else in `chunk.buf`.
 fn encode_chunk<E: ChunkEncoder>(
     chunk: &mut Chunk<E::Output>,
+    data: Option<&[u8]>,
     block_size: BlockSize,
     encoder: &E,
     state: &mut E::State,
@@ -891,7 +955,7 @@ fn encode_chunk<E: ChunkEncoder>(
     let view = DumpedChunk {
         offset: chunk.offset,
         first_block: chunk.offset / block_size.bytes() as u64,
-        data: &chunk.buf[..chunk.len],
+        data: data.unwrap_or(&chunk.buf[..chunk.len]),
         block_size,
         changed: &chunk.changed,
         zero: &chunk.zero,

@@ -110,7 +110,8 @@ impl<W: Write> DiffSink for LegacySink<W> {
 }
 
 /// Source bytes one v2 frame covers at most: a chunk longer than this
-/// (the default read size is 4 MiB, for fewer, longer reads and maps) is
+/// (the default chunk is 16 MiB mapped, 4 MiB read, for fewer, longer
+/// maps and reads) is
 /// encoded as several frames, so that a restore still reads, decompresses
 /// and assembles 1 MiB at a time (see `OutputWindow` in restore), whatever
 /// the read size.
@@ -279,6 +280,11 @@ impl<W: Write> DiffSink for V2Sink<W> {
         DigestFormat::V2
     }
 
+    /// The blocks were compressed on the hashing threads.
+    fn reads_data(&self) -> bool {
+        false
+    }
+
     fn begin(&mut self, plan: &DumpPlan) -> Result<V2Encoder> {
         let State::Pending(w) = std::mem::replace(&mut self.state, State::Poisoned) else {
             return Err(misuse("begun twice"));
@@ -356,6 +362,11 @@ impl DiffSink for ChangedRanges {
 
     fn digest_format(&self) -> DigestFormat {
         self.format.unwrap_or(DigestFormat::V2)
+    }
+
+    /// Only where blocks changed.
+    fn reads_data(&self) -> bool {
+        false
     }
 
     fn begin(&mut self, _: &DumpPlan) -> Result<NoEncoding> {
