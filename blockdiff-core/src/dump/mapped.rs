@@ -5,9 +5,8 @@
 //! with `pread`: see `DumpOptions::map_source`)
 //! ([`ChunkMap::new`], `MAP_POPULATE`), hashes the blocks where they lie in
 //! the page cache, copies out only those that changed (or, for a v2 diff,
-//! compresses them from the map, before the guard is checked again), and
-//! unmaps it. No
-//! copy into a buffer is made for an unchanged block, which is most of the
+//! compresses them from the map; the guard is checked after the last
+//! read), and unmaps it. No copy into a buffer is made for an unchanged block, which is most of the
 //! work of an incremental dump: measured against `pread` of 128 KiB pieces
 //! (which already keeps the copy in the L2 cache), the scan of an
 //! unchanged file takes about a quarter less CPU time. Mapping one chunk

@@ -167,8 +167,9 @@ pub struct DumpOptions {
     /// the page cache and copying out only the changed ones (on by
     /// default). For a sink that does not read the blocks itself
     /// ([`DiffSink::reads_data`]: v2) nothing is copied: the changed
-    /// blocks are compressed from the map too, full dumps included. A file that shrinks while it is mapped is caught (a
-    /// guarded `SIGBUS`) and fails the dump like a failed read. Off, and
+    /// blocks are compressed from the map too, full dumps included. A file
+    /// that shrinks while it is mapped is caught (a guarded `SIGBUS`) and
+    /// fails the dump like a failed read. Off, and
     /// always for block devices, the chunks are read with `pread`, 128 KiB
     /// at a time into a per-thread buffer that stays in the L2 cache: a
     /// snapshot that LVM invalidates mid-read fails its reads with EIO,
@@ -629,11 +630,12 @@ where
                         &mut chunk, source, &mut piece, block_size, hasher, keep_data,
                     )
                     .and_then(|map| {
-                        let data = map.as_ref().map(ChunkMap::bytes);
+                        let data = map.as_ref().filter(|_| !keep_data).map(ChunkMap::bytes);
                         encode_chunk(&mut chunk, data, block_size, encoder, &mut state)?;
-                        // A page the file lost while it was encoded from
-                        // the map read as zeros: the frames are not the
-                        // source's.
+                        // A page the file lost while the chunk was hashed,
+                        // copied or encoded from the map read as zeros:
+                        // neither the hashes nor the frames are the
+                        // source's. Checked once, after the last read.
                         match (&map, source) {
                             (Some(map), Some(source)) if map.faulted() => {
                                 Err(source.unreadable(chunk.offset))
@@ -827,12 +829,11 @@ fn scan_chunk<O>(
     // tear-down, and is read straight into the chunk.
     if source.map && (!chunk.previous.is_empty() || !keep_data) {
         // A source that cannot be mapped (or guarded) is read instead.
+        // The map is returned so that the caller checks its guard after
+        // the encoder's reads too.
         if let Ok(Some(map)) = ChunkMap::new(source.file, chunk.offset, chunk.len) {
             hash_read(chunk, 0, map.bytes(), bs, hasher, keep_data);
-            if map.faulted() {
-                return Err(source.unreadable(chunk.offset));
-            }
-            return Ok((!keep_data).then_some(map));
+            return Ok(Some(map));
         }
     }
     let piece_len = (SCAN_PIECE / bs).max(1) * bs;

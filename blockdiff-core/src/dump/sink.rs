@@ -364,7 +364,7 @@ impl DiffSink for ChangedRanges {
         self.format.unwrap_or(DigestFormat::V2)
     }
 
-    /// Only where blocks changed.
+    /// Only which blocks changed, not their bytes.
     fn reads_data(&self) -> bool {
         false
     }
