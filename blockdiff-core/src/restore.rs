@@ -21,6 +21,7 @@ use crate::{Error, Result};
 
 mod block_set;
 mod target;
+mod vectored;
 mod window;
 
 use block_set::BlockSet;
@@ -1343,7 +1344,11 @@ impl Replay<'_, '_> {
                 read_one(reader, frame);
             }
         };
+        // The data runs of the frame being written that go in the window:
+        // first block, where in the payload, length.
+        let mut held_runs: Vec<(u64, usize, usize)> = Vec::new();
         let mut write_one = |job: &mut PlannedFrame| -> Result<()> {
+            held_runs.clear();
             if let Some(e) = job.error.take() {
                 return Err(e);
             }
@@ -1413,7 +1418,7 @@ impl Replay<'_, '_> {
                         let offset = bs.offset_of(first);
                         let run = &job.frame_data.payload[at..to];
                         if windowed {
-                            window_out.place(first, run);
+                            held_runs.push((first, at, run.len()));
                         } else {
                             out.put_run(offset, run, bs.bytes(), report, &mut **progress)?;
                         }
@@ -1421,6 +1426,25 @@ impl Replay<'_, '_> {
                         progress.advance(run.len() as u64);
                     }
                 }
+            }
+            // The frame's runs for the window: its payload is held by the
+            // window until the window is written, or (past the window's
+            // budget) the runs are copied in.
+            if !held_runs.is_empty() {
+                let payload = &mut job.frame_data.payload;
+                match window_out.hold(payload) {
+                    Some(frame) => {
+                        for &(first, at, len) in &held_runs {
+                            window_out.place_held(first, frame, at, len);
+                        }
+                    }
+                    None => {
+                        for &(first, at, len) in &held_runs {
+                            window_out.place(first, &payload[at..at + len]);
+                        }
+                    }
+                }
+                held_runs.clear();
             }
             Ok(())
         };

@@ -511,7 +511,23 @@ impl Target {
         report: &mut RestoreReport,
         progress: &mut dyn Progress,
     ) -> Result<()> {
-        let end = offset + data.len() as u64;
+        self.put_pieces(offset, &[data], block_len, report, progress)
+    }
+
+    /// As [`put_run`](Self::put_run), with the run's bytes in `pieces`,
+    /// one after the other (each a whole number of blocks, except that the
+    /// last may end with the short last block): written from where they
+    /// lie, by vectored writes.
+    pub(super) fn put_pieces(
+        &mut self,
+        offset: u64,
+        pieces: &[&[u8]],
+        block_len: usize,
+        report: &mut RestoreReport,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        let len = pieces.iter().map(|p| p.len() as u64).sum::<u64>();
+        let end = offset + len;
         if let Some(size) = self.device_size
             && end > size
         {
@@ -521,16 +537,19 @@ impl Target {
                 have: size,
             });
         }
-        let blocks = data.len().div_ceil(block_len) as u64;
+        let blocks = pieces
+            .iter()
+            .map(|p| p.len().div_ceil(block_len) as u64)
+            .sum::<u64>();
         let (holes, hole_bytes) = match self.file.is_some() && self.sparse() {
-            true => self.write_skipping_zeros(offset, data, block_len)?,
+            true => self.write_skipping_zeros(offset, pieces, block_len)?,
             false => {
-                self.write_at(offset, data)?;
+                self.write_at(offset, pieces)?;
                 (0, 0)
             }
         };
         report.holes += holes;
-        report.bytes_written += data.len() as u64 - hole_bytes;
+        report.bytes_written += len - hole_bytes;
         let before = report.blocks;
         report.blocks += blocks;
         if before / STOP_CHECK_BLOCKS != report.blocks / STOP_CHECK_BLOCKS {
@@ -543,44 +562,64 @@ impl Target {
         Ok(())
     }
 
-    /// Writes the blocks of `data` that are not all zero, a stretch at a
-    /// time; returns how many blocks, and bytes, were left as holes.
+    /// Writes the blocks of `pieces` that are not all zero, a stretch at a
+    /// time (one vectored write each); returns how many blocks, and bytes,
+    /// were left as holes.
     fn write_skipping_zeros(
         &mut self,
         offset: u64,
-        data: &[u8],
+        pieces: &[&[u8]],
         block_len: usize,
     ) -> Result<(u64, u64)> {
         let (mut holes, mut hole_bytes) = (0, 0);
-        // The stretch of non-zero blocks not yet written: [from, to).
-        let (mut from, mut to) = (0usize, 0usize);
-        for (i, block) in data.chunks(block_len).enumerate() {
-            let at = i * block_len;
-            if is_zero(block) {
-                holes += 1;
-                hole_bytes += block.len() as u64;
-                if to > from {
-                    self.write_at(offset + from as u64, &data[from..to])?;
+        // The stretch of non-zero blocks not yet written: where it starts
+        // in the target, and its bytes (whole pieces or parts of them).
+        let mut stretch: Vec<&[u8]> = Vec::new();
+        let mut stretch_at = offset;
+        let mut at = offset;
+        for piece in pieces {
+            // The part of this piece in the stretch: [from, to).
+            let (mut from, mut to) = (0usize, 0usize);
+            for block in piece.chunks(block_len) {
+                let next = to + block.len();
+                if is_zero(block) {
+                    holes += 1;
+                    hole_bytes += block.len() as u64;
+                    if to > from {
+                        stretch.push(&piece[from..to]);
+                    }
+                    if !stretch.is_empty() {
+                        self.write_at(stretch_at, &stretch)?;
+                        stretch.clear();
+                    }
+                    stretch_at = at + next as u64;
+                    from = next;
                 }
-                (from, to) = (at + block.len(), at + block.len());
-            } else {
-                to = at + block.len();
+                to = next;
             }
+            if to > from {
+                stretch.push(&piece[from..to]);
+            }
+            at += piece.len() as u64;
         }
-        if to > from {
-            self.write_at(offset + from as u64, &data[from..to])?;
+        if !stretch.is_empty() {
+            self.write_at(stretch_at, &stretch)?;
         }
         Ok((holes, hole_bytes))
     }
 
-    /// One positional write, and write-back started every
-    /// [`WRITE_BEHIND`] bytes.
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+    /// One positional write of `bufs`, one after the other, and write-back
+    /// started every [`WRITE_BEHIND`] bytes.
+    fn write_at(&mut self, offset: u64, bufs: &[&[u8]]) -> Result<()> {
         let Some(file) = &self.file else {
             return Ok(());
         };
-        file.write_all_at(data, offset).ctx(&self.path, "write")?;
-        self.unflushed += data.len() as u64;
+        match bufs {
+            [one] => file.write_all_at(one, offset),
+            _ => super::vectored::write_all_at(file, offset, bufs),
+        }
+        .ctx(&self.path, "write")?;
+        self.unflushed += bufs.iter().map(|b| b.len() as u64).sum::<u64>();
         if self.unflushed >= WRITE_BEHIND {
             if self.behind.is_none() {
                 self.behind = WriteBehind::start(file);
