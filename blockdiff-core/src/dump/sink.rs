@@ -117,7 +117,7 @@ impl<W: Write> DiffSink for LegacySink<W> {
 /// the read size.
 pub(crate) const FRAME_SPAN: usize = 1 << 20;
 
-/// Builds and compresses the v2 frames of a chunk (one per [`FRAME_SPAN`]
+/// Builds and compresses the v2 frames of a chunk (one per `FRAME_SPAN`
 /// of it that changed), on the hashing threads.
 #[derive(Debug, Clone, Copy)]
 pub struct V2Encoder {
