@@ -5,25 +5,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A command could not be started (not installed, not on `PATH`).
-    #[error("cannot run `{command}`: {source}")]
-    Spawn {
-        /// The command line.
-        command: String,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// A command exited with a failure.
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// `exit status N` or `killed by a signal`.
-        status: String,
-        /// Its standard error, on one line.
-        stderr: String,
-    },
+    /// A command could not be started, or failed.
+    #[error(transparent)]
+    Command(#[from] command_runner::CommandError),
     /// A command's output could not be understood.
     #[error("cannot parse the output of `{command}`: {detail}")]
     Parse {

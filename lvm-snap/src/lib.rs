@@ -1,8 +1,9 @@
 //! LVM snapshots for backups, with a lifecycle that never leaks.
 //!
 //! - [`Lvm`] runs `lvs`, `vgs`, `lvcreate`, `lvremove` through a
-//!   [`CommandRunner`] ([`LocalRunner`] here; tests record, a remote runner
-//!   goes over ssh) and parses `lvs --reportformat json` into
+//!   [`CommandRunner`](command_runner::CommandRunner) (from the
+//!   `command-runner` crate: [`Lvm::local`] runs them on this host, tests
+//!   record them) and parses `lvs --reportformat json` into
 //!   [`LogicalVolume`]s.
 //! - [`Snapshot`] is a guard: [`Snapshot::create`] syncs, checks the volume
 //!   group's free space against the [`SnapshotSize`] policy, and creates a
@@ -36,7 +37,6 @@ mod lvm;
 mod monitor;
 mod mount;
 mod partition;
-mod runner;
 mod snapshot;
 
 pub use error::{Error, Result};
@@ -47,7 +47,6 @@ pub use mount::{
     SnapshotState, SnapshotStatus,
 };
 pub use partition::{Guid, Partition, PartitionTable, PartitionType};
-pub use runner::{CommandOutput, CommandRunner, Invocation, LocalRunner};
 pub use snapshot::{
     PID_TAG_PREFIX, SNAPSHOT_TAG, Snapshot, SnapshotOptions, SnapshotSize, SnapshotUsage,
     SnapshotWatcher, TaggedSnapshot, stale_snapshots, tagged_snapshots,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::runner::{CommandOutput, CommandRunner, Invocation, LocalRunner};
 use crate::{Error, Result};
+use command_runner::{CommandError, CommandLine, CommandOutput, CommandRunner, LocalRunner};
 
 /// A logical volume's name within its volume group: `vg/lv`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -159,9 +159,15 @@ impl Default for Lvm {
 const LV_FIELDS: &str = "lv_name,vg_name,lv_attr,lv_size,origin,pool_lv,data_percent,lv_tags";
 
 impl Lvm {
-    /// LVM on this host.
+    /// LVM on this host: commands run with `LC_ALL=C` (so that numbers
+    /// and messages parse the same everywhere) and LVM's warnings about
+    /// inherited file descriptors turned off.
     pub fn local() -> Self {
-        Lvm::with_runner(Arc::new(LocalRunner))
+        Lvm::with_runner(Arc::new(
+            LocalRunner::new()
+                .with_env("LC_ALL", "C")
+                .with_env("LVM_SUPPRESS_FD_WARNINGS", "1"),
+        ))
     }
 
     /// LVM through `runner`.
@@ -175,7 +181,7 @@ impl Lvm {
     }
 
     /// Runs a command and fails unless it exits with 0.
-    pub fn run(&self, invocation: &Invocation) -> Result<CommandOutput> {
+    pub fn run(&self, invocation: &CommandLine) -> Result<CommandOutput> {
         let out = self.run_unchecked(invocation)?;
         if out.success() {
             Ok(out)
@@ -185,17 +191,16 @@ impl Lvm {
     }
 
     /// Runs a command; a failing exit status is returned, not an error.
-    pub fn run_unchecked(&self, invocation: &Invocation) -> Result<CommandOutput> {
-        self.runner.run(invocation).map_err(|source| Error::Spawn {
-            command: invocation.to_string(),
-            source,
-        })
+    pub fn run_unchecked(&self, invocation: &CommandLine) -> Result<CommandOutput> {
+        self.runner
+            .run(invocation)
+            .map_err(|source| CommandError::spawn(invocation, source).into())
     }
 
     /// Flushes the page cache of every filesystem (`sync`), so that a
     /// snapshot taken next holds what has been written.
     pub fn sync(&self) -> Result<()> {
-        self.run(&Invocation::new("sync", [""; 0])).map(drop)
+        self.run(&CommandLine::new("sync", [""; 0])).map(drop)
     }
 
     /// Runs an LVM report command (`lvs`, `vgs`) in JSON with sizes in
@@ -208,7 +213,7 @@ impl Lvm {
         target: Option<&str>,
         kind: &str,
         what: impl Fn() -> String,
-    ) -> Result<(Invocation, Vec<Value>)> {
+    ) -> Result<(CommandLine, Vec<Value>)> {
         let mut args = vec![
             "--reportformat",
             "json",
@@ -219,7 +224,7 @@ impl Lvm {
             fields,
         ];
         args.extend(target);
-        let inv = Invocation::new(command, args);
+        let inv = CommandLine::new(command, args);
         let out = self.run_unchecked(&inv)?;
         if !out.success() {
             if target.is_some() && is_not_found(&out) {
@@ -273,7 +278,7 @@ impl Lvm {
     /// Removes a logical volume (`lvremove -f`). A device that is briefly
     /// busy (udev probing a new node) is tried again a few times.
     pub fn remove(&self, path: &LvPath) -> Result<()> {
-        let inv = Invocation::new("lvremove", ["-f", "-y", &path.to_string()]);
+        let inv = CommandLine::new("lvremove", ["-f", "-y", &path.to_string()]);
         let mut attempt = 0;
         loop {
             let out = self.run_unchecked(&inv)?;
@@ -290,15 +295,8 @@ impl Lvm {
     }
 }
 
-pub(crate) fn command_failed(inv: &Invocation, out: &CommandOutput) -> Error {
-    Error::Command {
-        command: inv.to_string(),
-        status: match out.code {
-            Some(c) => format!("exit status {c}"),
-            None => "killed by a signal".into(),
-        },
-        stderr: out.stderr_line(),
-    }
+pub(crate) fn command_failed(inv: &CommandLine, out: &CommandOutput) -> Error {
+    CommandError::failed(inv, out).into()
 }
 
 fn is_not_found(out: &CommandOutput) -> bool {
@@ -307,7 +305,7 @@ fn is_not_found(out: &CommandOutput) -> bool {
 }
 
 /// The rows of an LVM JSON report (`{"report": [{"lv": [...]}]}`).
-fn report_rows(inv: &Invocation, stdout: &[u8], kind: &str) -> Result<Vec<Value>> {
+fn report_rows(inv: &CommandLine, stdout: &[u8], kind: &str) -> Result<Vec<Value>> {
     let bad = |detail: String| Error::Parse {
         command: inv.to_string(),
         detail,
@@ -326,7 +324,7 @@ fn report_rows(inv: &Invocation, stdout: &[u8], kind: &str) -> Result<Vec<Value>
     Ok(rows)
 }
 
-fn text_field(inv: &Invocation, row: &Value, key: &str) -> Result<String> {
+fn text_field(inv: &CommandLine, row: &Value, key: &str) -> Result<String> {
     row.get(key)
         .and_then(Value::as_str)
         .map(str::to_owned)
@@ -336,7 +334,7 @@ fn text_field(inv: &Invocation, row: &Value, key: &str) -> Result<String> {
         })
 }
 
-fn number_field(inv: &Invocation, row: &Value, key: &str) -> Result<u64> {
+fn number_field(inv: &CommandLine, row: &Value, key: &str) -> Result<u64> {
     let text = text_field(inv, row, key)?;
     text.trim().parse().map_err(|_| Error::Parse {
         command: inv.to_string(),
@@ -344,7 +342,7 @@ fn number_field(inv: &Invocation, row: &Value, key: &str) -> Result<u64> {
     })
 }
 
-fn parse_lv(inv: &Invocation, row: &Value) -> Result<LogicalVolume> {
+fn parse_lv(inv: &CommandLine, row: &Value) -> Result<LogicalVolume> {
     let opt = |key: &str| -> Result<Option<String>> {
         let v = text_field(inv, row, key)?;
         Ok(Some(v).filter(|v| !v.is_empty()))
@@ -376,7 +374,7 @@ fn parse_lv(inv: &Invocation, row: &Value) -> Result<LogicalVolume> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::fake::{RecordingRunner, fail, ok};
+    use command_runner::{CommandOutput, RecordingRunner};
 
     /// `lvs` output as LVM 2.03 prints it for a VG with an origin, a thick
     /// snapshot, a thin pool and a thin volume.
@@ -415,8 +413,8 @@ mod tests {
 
     #[test]
     fn lvs_report_is_parsed() {
-        let runner = Arc::new(RecordingRunner::default());
-        runner.on("lvs", |_| ok(LVS));
+        let runner = Arc::new(RecordingRunner::strict());
+        runner.on("lvs", |_| CommandOutput::ok(LVS));
         let lvm = Lvm::with_runner(runner.clone());
         let lvs = lvm.list(Some("vg0")).unwrap();
         assert_eq!(lvs.len(), 4);
@@ -431,7 +429,7 @@ mod tests {
         assert!(lvs[3].is_thin() && !lvs[3].is_snapshot());
         assert_eq!(lvs[3].pool.as_deref(), Some("pool"));
         assert_eq!(
-            runner.commands(),
+            runner.calls(),
             [
                 "lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_attr,lv_size,origin,pool_lv,data_percent,lv_tags vg0"
             ]
@@ -440,13 +438,15 @@ mod tests {
 
     #[test]
     fn missing_volumes_and_failures_are_clear() {
-        let runner = Arc::new(RecordingRunner::default());
+        let runner = Arc::new(RecordingRunner::strict());
         runner.on("lvs", |_| {
-            fail(5, "  Failed to find logical volume \"vg0/nope\"\n")
+            CommandOutput::failed(5, "  Failed to find logical volume \"vg0/nope\"\n")
         });
-        runner.on("vgs", |_| fail(5, "  Volume group \"vgx\" not found\n"));
+        runner.on("vgs", |_| {
+            CommandOutput::failed(5, "  Volume group \"vgx\" not found\n")
+        });
         runner.on("lvremove", |_| {
-            fail(5, "  Logical volume vg0/x contains a filesystem in use.\n")
+            CommandOutput::failed(5, "  Logical volume vg0/x contains a filesystem in use.\n")
         });
         let lvm = Lvm::with_runner(runner.clone());
         let err = lvm.lv(&"vg0/nope".parse().unwrap()).unwrap_err();
@@ -460,13 +460,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("`lvremove -f -y vg0/x` failed (exit status 5): Logical volume vg0/x contains a filesystem in use."),
+            err.starts_with("`lvremove -f -y vg0/x` exited with status 5: Logical volume vg0/x contains a filesystem in use."),
             "{err}"
         );
         // A busy device is tried five times.
         assert_eq!(
             runner
-                .commands()
+                .calls()
                 .iter()
                 .filter(|c| c.starts_with("lvremove"))
                 .count(),
@@ -476,8 +476,8 @@ mod tests {
 
     #[test]
     fn garbage_output_is_a_parse_error() {
-        let runner = Arc::new(RecordingRunner::default());
-        runner.on("lvs", |_| ok("  WARNING: something\n"));
+        let runner = Arc::new(RecordingRunner::strict());
+        runner.on("lvs", |_| CommandOutput::ok("  WARNING: something\n"));
         let err = Lvm::with_runner(runner).list(None).unwrap_err().to_string();
         assert!(err.starts_with("cannot parse the output of `lvs"), "{err}");
     }

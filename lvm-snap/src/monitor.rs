@@ -208,9 +208,9 @@ impl Drop for FillMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::fake::ok;
     use crate::snapshot::tests::thick_vg;
     use crate::{Lvm, Snapshot, SnapshotOptions};
+    use command_runner::CommandOutput;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
@@ -229,13 +229,13 @@ mod tests {
         let name = snap.path().to_string();
         {
             let poll_no = poll_no.clone();
-            r.on(&format!("lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_attr,lv_size,origin,pool_lv,data_percent,lv_tags {name}"), move |_| {
+            r.on(format!("lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_attr,lv_size,origin,pool_lv,data_percent,lv_tags {name}"), move |_| {
                 let i = poll_no.fetch_add(1, Ordering::SeqCst).min(fills.len() - 1);
                 let (attr, pct) = match fills[i] {
                     "!" => ("swi-I-s---", "100.00"),
                     p => ("swi-a-s---", p),
                 };
-                ok(&format!(r#"{{"report": [{{"lv": [{{"lv_name":"s", "vg_name":"vg0", "lv_attr":"{attr}", "lv_size":"16777216", "origin":"data", "pool_lv":"", "data_percent":"{pct}", "lv_tags":"blockdiff"}}]}}]}}"#))
+                CommandOutput::ok(format!(r#"{{"report": [{{"lv": [{{"lv_name":"s", "vg_name":"vg0", "lv_attr":"{attr}", "lv_size":"16777216", "origin":"data", "pool_lv":"", "data_percent":"{pct}", "lv_tags":"blockdiff"}}]}}]}}"#))
             });
         }
         let events = Arc::new(Mutex::new(Vec::new()));

@@ -24,9 +24,9 @@ use serde_json::{Value, json};
 
 use crate::lvm::{LvPath, Lvm, command_failed};
 use crate::partition::{PartitionTable, human_size, table_error};
-use crate::runner::{CommandOutput, Invocation};
 use crate::snapshot::{Snapshot, SnapshotOptions, TaggedSnapshot, tagged_snapshots};
 use crate::{Error, Result};
+use command_runner::{CommandError, CommandLine, CommandOutput};
 
 /// The tag of a snapshot that backs a mounted partition: it outlives the
 /// process that made it, so it is not stale while its state file exists.
@@ -362,7 +362,7 @@ impl PartitionMounter {
             ]);
         }
         args.push(device.to_string_lossy().into_owned());
-        let losetup = Invocation::new("losetup", args);
+        let losetup = CommandLine::new("losetup", args);
         let out = self.lvm.run(&losetup)?;
         let loop_device = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         if !loop_device.starts_with("/dev/") || loop_device.contains(char::is_whitespace) {
@@ -381,9 +381,9 @@ impl PartitionMounter {
             record.offset
         ));
 
-        let fsck = Invocation::new("fsck", ["-y".to_owned(), path_arg(&loop_device)]);
+        let fsck = CommandLine::new("fsck", ["-y".to_owned(), path_arg(&loop_device)]);
         let out = self.lvm.run_unchecked(&fsck)?;
-        match out.code {
+        match out.status {
             Some(code) if (0..=FSCK_WORST_USABLE).contains(&code) => {
                 on_step(&format!(
                     "{fsck}: exit status {code}: {}",
@@ -391,20 +391,22 @@ impl PartitionMounter {
                 ));
             }
             _ => {
-                return Err(Error::Command {
+                return Err(Error::Command(CommandError::Failed {
                     command: fsck.to_string(),
-                    status: match out.code {
-                        Some(c) => format!("exit status {c}: the filesystem has errors it left"),
-                        None => "killed by a signal".into(),
+                    status: match out.status {
+                        Some(_) => {
+                            format!("{}: the filesystem has errors it left", out.status_text())
+                        }
+                        None => out.status_text(),
                     },
                     stderr: output_line(&out),
-                });
+                }));
             }
         }
 
         let mut mount_options = vec!["ro".to_owned()];
         mount_options.extend(options.mount_options.iter().cloned());
-        let mount = Invocation::new(
+        let mount = CommandLine::new(
             "mount",
             [
                 "-o".to_owned(),
@@ -571,7 +573,7 @@ impl PartitionMounter {
         // State updates are best effort here: every step below can be
         // repeated safely, so a stale record costs nothing.
         if record.mounted {
-            let umount = Invocation::new("umount", [path_arg(&record.mount_point)]);
+            let umount = CommandLine::new("umount", [path_arg(&record.mount_point)]);
             let out = self.lvm.run_unchecked(&umount)?;
             if !out.success() && !out.stderr_line().contains("not mounted") {
                 return Err(command_failed(&umount, &out));
@@ -584,7 +586,7 @@ impl PartitionMounter {
             ));
         }
         if let Some(loop_device) = record.loop_device.clone() {
-            let detach = Invocation::new("losetup", ["-d".to_owned(), path_arg(&loop_device)]);
+            let detach = CommandLine::new("losetup", ["-d".to_owned(), path_arg(&loop_device)]);
             let out = self.lvm.run_unchecked(&detach)?;
             if !out.success() && !out.stderr_line().contains("No such device") {
                 return Err(command_failed(&detach, &out));
@@ -596,7 +598,8 @@ impl PartitionMounter {
         if let Some(snapshot) = record.snapshot.clone() {
             match self.lvm.remove(&snapshot) {
                 Ok(()) => {}
-                Err(Error::Command { stderr, .. }) if stderr.contains("Failed to find") => {}
+                Err(Error::Command(CommandError::Failed { stderr, .. }))
+                    if stderr.contains("Failed to find") => {}
                 Err(e) => return Err(e),
             }
             record.snapshot = None;
@@ -793,7 +796,7 @@ fn output_line(out: &CommandOutput) -> String {
 mod tests {
     use super::*;
     use crate::partition::tests::{gpt_image, mbr_image};
-    use crate::runner::fake::{RecordingRunner, fail, ok};
+    use command_runner::{CommandOutput, RecordingRunner};
     use std::io::Cursor;
 
     const LINUX: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
@@ -813,24 +816,26 @@ mod tests {
     /// A runner on which every step succeeds: a thick LV vg0/domu-a, a
     /// loop device /dev/loop7, fsck replaying the journal.
     fn host() -> Arc<RecordingRunner> {
-        let r = Arc::new(RecordingRunner::default());
+        let r = Arc::new(RecordingRunner::strict());
         let origin = report(&[lv_row("domu-a", "-wi-ao----", "", "")]);
-        r.on("lvs", move |_| ok(&origin));
+        r.on("lvs", move |_| CommandOutput::ok(origin.as_str()));
         r.on("vgs", |_| {
-            ok(r#"{"report": [{"vg": [{"vg_name":"vg0", "vg_size":"1073741824", "vg_free":"536870912", "vg_extent_size":"4194304"}]}]}"#)
+            CommandOutput::ok(r#"{"report": [{"vg": [{"vg_name":"vg0", "vg_size":"1073741824", "vg_free":"536870912", "vg_extent_size":"4194304"}]}]}"#)
         });
-        r.on("sync", |_| ok(""));
-        r.on("lvcreate", |_| ok("  Logical volume created.\n"));
-        r.on("losetup", |_| ok("/dev/loop7\n"));
-        r.on("losetup -d", |_| ok(""));
+        r.on("sync", |_| CommandOutput::ok(""));
+        r.on("lvcreate", |_| {
+            CommandOutput::ok("  Logical volume created.\n")
+        });
+        r.on("losetup", |_| CommandOutput::ok("/dev/loop7\n"));
+        r.on("losetup -d", |_| CommandOutput::ok(""));
         r.on("fsck", |_| CommandOutput {
-            code: Some(1),
+            status: Some(1),
             stdout: b"fsck from util-linux 2.38.1\n/dev/loop7: recovering journal\n/dev/loop7: clean, 12/2560 files\n".to_vec(),
             stderr: Vec::new(),
         });
-        r.on("mount", |_| ok(""));
-        r.on("umount", |_| ok(""));
-        r.on("lvremove", |_| ok(""));
+        r.on("mount", |_| CommandOutput::ok(""));
+        r.on("umount", |_| CommandOutput::ok(""));
+        r.on("lvremove", |_| CommandOutput::ok(""));
         r
     }
 
@@ -878,7 +883,7 @@ mod tests {
 
     /// The commands after the snapshot's creation, with its name as SNAP.
     fn commands_after_create(r: &RecordingRunner) -> Vec<String> {
-        let cmds = r.commands();
+        let cmds = r.calls();
         let create = cmds.iter().position(|c| c.starts_with("lvcreate")).unwrap();
         let name = cmds[create].split_whitespace().nth(3).unwrap().to_owned();
         assert!(
@@ -940,7 +945,7 @@ mod tests {
         let later = PartitionMounter::new(&Lvm::with_runner(f.runner.clone()))
             .with_state_dir(f.mounter.state_dir());
         assert_eq!(later.mounts().unwrap(), std::slice::from_ref(&mounted));
-        let before = f.runner.commands().len();
+        let before = f.runner.calls().len();
         let mut steps = Vec::new();
         let unmounted = later
             .unmount(&f.mount_point, &mut |s| steps.push(s.to_owned()))
@@ -948,7 +953,7 @@ mod tests {
         assert_eq!(unmounted, mounted);
         let snap = mounted.snapshot.unwrap().to_string();
         assert_eq!(
-            f.runner.commands()[before..],
+            f.runner.calls()[before..],
             [
                 format!("umount {mp}"),
                 "losetup -d /dev/loop7".to_owned(),
@@ -986,11 +991,12 @@ mod tests {
         ];
         for (failing, expected) in cases {
             let f = fixture(mbr_disk());
-            f.runner.on(failing, |_| fail(4, "it broke"));
+            f.runner
+                .on(failing, |_| CommandOutput::failed(4, "it broke"));
             let (result, steps) = mount(&f, &MountOptions::default());
             let err = result.unwrap_err().to_string();
-            assert!(err.contains("exit status 4"), "{failing}: {err}");
-            let cmds = f.runner.commands();
+            assert!(err.contains("exited with status 4"), "{failing}: {err}");
+            let cmds = f.runner.calls();
             let create = cmds.iter().position(|c| c.starts_with("lvcreate")).unwrap();
             let ran: Vec<_> = cmds[create + 1..]
                 .iter()
@@ -1096,9 +1102,12 @@ mod tests {
     #[test]
     fn a_failed_undo_keeps_the_state_for_a_later_unmount() {
         let f = fixture(mbr_disk());
-        f.runner.on("mount", |_| fail(32, "mount: wrong fs type"));
-        f.runner
-            .on("lvremove", |_| fail(5, "Logical volume in use."));
+        f.runner.on("mount", |_| {
+            CommandOutput::failed(32, "mount: wrong fs type")
+        });
+        f.runner.on("lvremove", |_| {
+            CommandOutput::failed(5, "Logical volume in use.")
+        });
         let (result, steps) = mount(&f, &MountOptions::default());
         assert!(result.unwrap_err().to_string().contains("wrong fs type"));
         assert!(
@@ -1109,10 +1118,10 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert!(left[0].snapshot.is_some() && left[0].loop_device.is_none() && !left[0].mounted);
         // Later the snapshot can go: unmount removes just it.
-        f.runner.on("lvremove", |_| ok(""));
-        let before = f.runner.commands().len();
+        f.runner.on("lvremove", |_| CommandOutput::ok(""));
+        let before = f.runner.calls().len();
         f.mounter.unmount(&f.mount_point, &mut |_| {}).unwrap();
-        let after = &f.runner.commands()[before..];
+        let after = &f.runner.calls()[before..];
         assert_eq!(after.len(), 1);
         assert!(
             after[0].starts_with("lvremove -f -y vg0/domu-a-bd-"),
@@ -1125,16 +1134,17 @@ mod tests {
     fn unmount_skips_what_is_already_gone() {
         let f = fixture(mbr_disk());
         mount(&f, &MountOptions::default()).0.unwrap();
-        f.runner
-            .on("umount", |_| fail(32, "umount: /mnt: not mounted."));
+        f.runner.on("umount", |_| {
+            CommandOutput::failed(32, "umount: /mnt: not mounted.")
+        });
         f.runner.on("losetup -d", |_| {
-            fail(
+            CommandOutput::failed(
                 1,
                 "losetup: /dev/loop7: detach failed: No such device or address",
             )
         });
         f.runner.on("lvremove", |_| {
-            fail(5, "Failed to find logical volume \"vg0/x\"")
+            CommandOutput::failed(5, "Failed to find logical volume \"vg0/x\"")
         });
         f.mounter.unmount(&f.mount_point, &mut |_| {}).unwrap();
         assert!(state_files(&f).is_empty());
@@ -1156,7 +1166,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("finding the mount point "), "{err}");
-        assert!(f.runner.commands().is_empty() && steps.is_empty());
+        assert!(f.runner.calls().is_empty() && steps.is_empty());
         // A file is no mount point.
         let file = f.dir.path().join("file");
         fs::write(&file, "").unwrap();
@@ -1167,7 +1177,7 @@ mod tests {
         assert!(err.to_string().ends_with("is not a directory"), "{err}");
         // A second mount at the same place.
         mount(&f, &MountOptions::default()).0.unwrap();
-        let n = f.runner.commands().len();
+        let n = f.runner.calls().len();
         let err = mount(&f, &MountOptions::default())
             .0
             .unwrap_err()
@@ -1176,7 +1186,7 @@ mod tests {
             err.contains("already holds a blockdiff mount of vg0/domu-a"),
             "{err}"
         );
-        assert_eq!(f.runner.commands().len(), n);
+        assert_eq!(f.runner.calls().len(), n);
     }
 
     #[test]
@@ -1198,8 +1208,9 @@ mod tests {
         f.mounter.unmount(&dir, &mut |_| {}).unwrap();
         assert!(!dir.exists());
         // And on failure.
-        f.runner
-            .on("fsck", |_| fail(8, "fsck.ext4: bad superblock"));
+        f.runner.on("fsck", |_| {
+            CommandOutput::failed(8, "fsck.ext4: bad superblock")
+        });
         let err = f
             .mounter
             .mount(&origin(), &dir, &options, &mut |_| {})
@@ -1244,7 +1255,7 @@ mod tests {
                 "{err}"
             );
         }
-        assert!(f.runner.commands().is_empty());
+        assert!(f.runner.calls().is_empty());
     }
 
     #[test]
@@ -1270,10 +1281,14 @@ mod tests {
             ),
             lv_row("old", "swi-a-s---", "domu-a", "blockdiff,blockdiff-pid-9"),
         ]);
-        f.runner.on("lvs", move |_| ok(&rows));
-        f.runner.on("cat /proc/9/comm", |_| fail(1, "No such file"));
         f.runner
-            .on("cat /proc/10/comm", |_| ok("blockdiff-backu\n"));
+            .on("lvs", move |_| CommandOutput::ok(rows.as_str()));
+        f.runner.on("cat /proc/9/comm", |_| {
+            CommandOutput::failed(1, "No such file")
+        });
+        f.runner.on("cat /proc/10/comm", |_| {
+            CommandOutput::ok("blockdiff-backu\n")
+        });
         let states: Vec<_> = f
             .mounter
             .snapshot_statuses(Some("vg0"))

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::lvm::{LogicalVolume, LvPath, Lvm};
-use crate::runner::Invocation;
 use crate::{Error, Result};
+use command_runner::CommandLine;
 
 /// The tag on every snapshot this crate creates.
 pub const SNAPSHOT_TAG: &str = "blockdiff";
@@ -195,7 +195,7 @@ impl Snapshot {
         }
         args.push(origin.to_string());
         lvm.sync()?;
-        lvm.run(&Invocation::new("lvcreate", args))?;
+        lvm.run(&CommandLine::new("lvcreate", args))?;
         Ok(Snapshot {
             lvm: lvm.clone(),
             path,
@@ -324,7 +324,7 @@ pub fn tagged_snapshots(lvm: &Lvm, vg: Option<&str>) -> Result<Vec<TaggedSnapsho
         let owner_running = match pid {
             Some(pid) => {
                 let comm =
-                    lvm.run_unchecked(&Invocation::new("cat", [format!("/proc/{pid}/comm")]))?;
+                    lvm.run_unchecked(&CommandLine::new("cat", [format!("/proc/{pid}/comm")]))?;
                 comm.success() && String::from_utf8_lossy(&comm.stdout).starts_with("blockdiff")
             }
             None => false,
@@ -358,7 +358,7 @@ pub fn stale_snapshots(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::runner::fake::{RecordingRunner, fail, ok};
+    use command_runner::{CommandOutput, RecordingRunner};
     use std::sync::Arc;
 
     pub(crate) fn lv_row(
@@ -382,17 +382,19 @@ pub(crate) mod tests {
     /// A VG with 100 MiB origin `data` and `free` bytes free, where every
     /// command succeeds.
     pub(crate) fn thick_vg(free: u64) -> Arc<RecordingRunner> {
-        let r = Arc::new(RecordingRunner::default());
+        let r = Arc::new(RecordingRunner::strict());
         let origin = report(&[lv_row("data", "-wi-ao----", 100 << 20, "", "", "", "")]);
-        r.on("lvs", move |_| ok(&origin));
+        r.on("lvs", move |_| CommandOutput::ok(&origin));
         r.on("vgs", move |_| {
-            ok(&format!(
+            CommandOutput::ok(format!(
                 r#"{{"report": [{{"vg": [{{"vg_name":"vg0", "vg_size":"1073741824", "vg_free":"{free}", "vg_extent_size":"4194304"}}]}}]}}"#
             ))
         });
-        r.on("sync", |_| ok(""));
-        r.on("lvcreate", |_| ok("  Logical volume created.\n"));
-        r.on("lvremove", |_| ok(""));
+        r.on("sync", |_| CommandOutput::ok(""));
+        r.on("lvcreate", |_| {
+            CommandOutput::ok("  Logical volume created.\n")
+        });
+        r.on("lvremove", |_| CommandOutput::ok(""));
         r
     }
 
@@ -444,7 +446,7 @@ pub(crate) mod tests {
         );
         assert!(!snap.is_thin());
         drop(snap);
-        let cmds = r.commands();
+        let cmds = r.calls();
         let pid = std::process::id();
         // 15% of 100 MiB, rounded up to 4 MiB extents: 16 MiB.
         assert_eq!(
@@ -474,7 +476,7 @@ pub(crate) mod tests {
             "volume group vg0 has 8388608 bytes free, but the snapshot of vg0/data needs 16777216 bytes; free space in vg0 or choose a smaller --snapshot-size"
         );
         assert!(
-            !r.commands()
+            !r.calls()
                 .iter()
                 .any(|c| c.starts_with("lvcreate") || c.starts_with("sync"))
         );
@@ -484,7 +486,7 @@ pub(crate) mod tests {
     fn failed_lvcreate_names_the_command_and_stderr() {
         let r = thick_vg(1 << 30);
         r.on("lvcreate", |_| {
-            fail(5, "  Snapshot origin LV data is busy.\n")
+            CommandOutput::failed(5, "  Snapshot origin LV data is busy.\n")
         });
         let lvm = Lvm::with_runner(r.clone());
         let err = Snapshot::create(
@@ -495,15 +497,15 @@ pub(crate) mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("failed (exit status 5): Snapshot origin LV data is busy."),
+            err.contains("exited with status 5: Snapshot origin LV data is busy."),
             "{err}"
         );
-        assert!(!r.commands().iter().any(|c| c.starts_with("lvremove")));
+        assert!(!r.calls().iter().any(|c| c.starts_with("lvremove")));
     }
 
     #[test]
     fn thin_snapshot_is_activated_and_watches_its_pool() {
-        let r = Arc::new(RecordingRunner::default());
+        let r = Arc::new(RecordingRunner::strict());
         let rows = report(&[lv_row(
             "thin",
             "Vwi-a-tz--",
@@ -513,12 +515,12 @@ pub(crate) mod tests {
             "3.00",
             "",
         )]);
-        r.on("lvs", move |_| ok(&rows));
+        r.on("lvs", move |_| CommandOutput::ok(&rows));
         let pool = report(&[lv_row("pool", "twi-aotz--", 32 << 20, "", "", "42.50", "")]);
-        r.on("lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_attr,lv_size,origin,pool_lv,data_percent,lv_tags vg0/pool", move |_| ok(&pool));
-        r.on("sync", |_| ok(""));
-        r.on("lvcreate", |_| ok(""));
-        r.on("lvremove", |_| ok(""));
+        r.on("lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_attr,lv_size,origin,pool_lv,data_percent,lv_tags vg0/pool", move |_| CommandOutput::ok(&pool));
+        r.on("sync", |_| CommandOutput::ok(""));
+        r.on("lvcreate", |_| CommandOutput::ok(""));
+        r.on("lvremove", |_| CommandOutput::ok(""));
         let lvm = Lvm::with_runner(r.clone());
         let snap = Snapshot::create(
             &lvm,
@@ -537,7 +539,7 @@ pub(crate) mod tests {
         );
         snap.remove().unwrap();
         let create = r
-            .commands()
+            .calls()
             .into_iter()
             .find(|c| c.starts_with("lvcreate"))
             .unwrap();
@@ -545,12 +547,12 @@ pub(crate) mod tests {
             create.contains(" -ay -K ") && !create.contains(" -L "),
             "{create}"
         );
-        assert!(!r.commands().iter().any(|c| c.starts_with("vgs")));
+        assert!(!r.calls().iter().any(|c| c.starts_with("vgs")));
     }
 
     #[test]
     fn invalid_thick_snapshot_is_reported_full() {
-        let r = Arc::new(RecordingRunner::default());
+        let r = Arc::new(RecordingRunner::strict());
         let rows = report(&[lv_row(
             "s",
             "swi-I-s---",
@@ -560,7 +562,7 @@ pub(crate) mod tests {
             "100.00",
             "blockdiff",
         )]);
-        r.on("lvs", move |_| ok(&rows));
+        r.on("lvs", move |_| CommandOutput::ok(&rows));
         let w = SnapshotWatcher {
             lvm: Lvm::with_runner(r),
             snapshot: "vg0/s".parse().unwrap(),
@@ -577,7 +579,7 @@ pub(crate) mod tests {
 
     #[test]
     fn stale_snapshots_are_those_whose_owner_is_gone() {
-        let r = Arc::new(RecordingRunner::default());
+        let r = Arc::new(RecordingRunner::strict());
         let rows = report(&[
             lv_row("data", "owi-a-s---", 100 << 20, "", "", "", ""),
             lv_row(
@@ -618,12 +620,14 @@ pub(crate) mod tests {
             ),
             lv_row("other", "swi-a-s---", 8 << 20, "data", "", "1.00", ""),
         ]);
-        r.on("lvs", move |_| ok(&rows));
-        r.on("cat /proc/11/comm", |_| ok("blockdiff-backu\n"));
-        r.on("cat /proc/22/comm", |_| {
-            fail(1, "cat: /proc/22/comm: No such file or directory")
+        r.on("lvs", move |_| CommandOutput::ok(&rows));
+        r.on("cat /proc/11/comm", |_| {
+            CommandOutput::ok("blockdiff-backu\n")
         });
-        r.on("cat /proc/33/comm", |_| ok("bash\n"));
+        r.on("cat /proc/22/comm", |_| {
+            CommandOutput::failed(1, "cat: /proc/22/comm: No such file or directory")
+        });
+        r.on("cat /proc/33/comm", |_| CommandOutput::ok("bash\n"));
         let lvm = Lvm::with_runner(r);
         let all = tagged_snapshots(&lvm, Some("vg0")).unwrap();
         assert_eq!(all.len(), 4);

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::command::{CommandLine, CommandRunner, run_checked};
+use command_runner::{CommandLine, CommandRunner};
+
+use crate::command::run_checked;
 use crate::error::{Error, Result};
 use crate::log::Logger;
 use crate::quiescer::Quiescer;
@@ -293,7 +295,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::command::RecordingRunner;
+    use command_runner::RecordingRunner;
 
     /// A process table that the test rewrites, and that a scripted runner's
     /// stop/start commands change.

@@ -15,25 +15,10 @@ pub enum Error {
         /// What is wrong with it.
         detail: String,
     },
-    /// An external command could not be started.
-    #[error("cannot run `{command}`: {source}")]
-    CommandSpawn {
-        /// The command line.
-        command: String,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
-    },
-    /// An external command exited unsuccessfully.
-    #[error("`{command}` {status}{}", stderr_suffix(.stderr))]
-    CommandFailed {
-        /// The command line.
-        command: String,
-        /// How it ended ("exited with status 1", "was killed by signal 9").
-        status: String,
-        /// Its standard error, trimmed.
-        stderr: String,
-    },
+    /// An external command could not be started, or failed: the command
+    /// line, how it ended and its stderr.
+    #[error(transparent)]
+    Command(#[from] command_runner::CommandError),
     /// An I/O operation on a file failed.
     #[error("{path}: cannot {op}: {source}")]
     Io {
@@ -160,14 +145,6 @@ pub enum Error {
         /// Each failure: the quiescer or hook, and its error.
         failures: Vec<(String, Error)>,
     },
-}
-
-fn stderr_suffix(stderr: &str) -> String {
-    if stderr.is_empty() {
-        String::new()
-    } else {
-        format!(": {stderr}")
-    }
 }
 
 fn join_failures(failures: &[(String, Error)]) -> String {

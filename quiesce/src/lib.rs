@@ -21,8 +21,10 @@
 //! Progress goes to a [`Logger`] callback, one line at a time
 //! (`issuing lock statement: FLUSH TABLES WITH READ LOCK` …
 //! `issuing unlock statement: UNLOCK TABLES`, `freeze window: 0.412 s`); the
-//! crate never prints. External commands go through a [`CommandRunner`]
-//! ([`SystemRunner`], or [`RecordingRunner`] in tests).
+//! crate never prints. External commands go through a
+//! [`CommandRunner`](command_runner::CommandRunner) of the `command-runner`
+//! crate (a [`LocalRunner`](command_runner::LocalRunner), or its
+//! `RecordingRunner` in tests).
 //!
 //! # What a CLI does
 //!
@@ -90,7 +92,6 @@ mod spec;
 mod stack;
 
 pub use cgroup::{CgroupFreezer, find_cgroup2_mount};
-pub use command::{CommandLine, CommandOutput, CommandRunner, RecordingRunner, SystemRunner};
 pub use cron::{CronOptions, CronQuiescer, ProcProcessTable, ProcessInfo, ProcessTable};
 pub use error::{Error, Result};
 pub use fsfreeze::FsFreezer;

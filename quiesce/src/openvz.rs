@@ -1,6 +1,8 @@
 use std::sync::Arc;
 
-use crate::command::{CommandLine, CommandRunner, run_checked};
+use command_runner::{CommandLine, CommandRunner};
+
+use crate::command::run_checked;
 use crate::error::Result;
 use crate::log::Logger;
 use crate::quiescer::Quiescer;
@@ -87,7 +89,7 @@ impl Quiescer for OpenVzQuiescer {
         let list = CommandLine::new(&self.vzlist, ["-H", "-o", "ctid"]);
         let output = run_checked(self.runner.as_ref(), &list)?;
         let containers: Vec<String> = output
-            .stdout
+            .stdout_text()
             .split_whitespace()
             .map(str::to_string)
             .collect();
@@ -115,12 +117,12 @@ impl Quiescer for OpenVzQuiescer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{CommandOutput, RecordingRunner};
+    use command_runner::{CommandOutput, RecordingRunner};
 
     #[test]
     fn checkpoints_every_running_container_and_restores_in_reverse() {
         let runner = Arc::new(RecordingRunner::new());
-        runner.reply("vzlist", CommandOutput::success("     101\n     102\n"));
+        runner.reply("vzlist", CommandOutput::ok("     101\n     102\n"));
         let mut openvz =
             OpenVzQuiescer::new("vzctl", "vzlist", OpenVzMode::Checkpoint, runner.clone());
         openvz.freeze(&Logger::discard()).unwrap();
@@ -140,10 +142,10 @@ mod tests {
     #[test]
     fn suspend_mode_resumes_the_ones_done_when_one_fails() {
         let runner = Arc::new(RecordingRunner::new());
-        runner.reply("vzlist", CommandOutput::success("101\n102\n"));
+        runner.reply("vzlist", CommandOutput::ok("101\n102\n"));
         runner.reply(
             "vzctl chkpnt 102",
-            CommandOutput::failure(16, "Unable to suspend"),
+            CommandOutput::failed(16, "Unable to suspend"),
         );
         let mut openvz =
             OpenVzQuiescer::new("vzctl", "vzlist", OpenVzMode::Suspend, runner.clone());

@@ -1,7 +1,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::command::{CommandLine, CommandRunner, run_checked};
+use command_runner::{CommandLine, CommandRunner};
+
+use crate::command::run_checked;
 use crate::error::Result;
 use crate::log::Logger;
 use crate::quiescer::Quiescer;
@@ -94,7 +96,7 @@ impl Quiescer for ServiceQuiescer {
             let running = self
                 .runner
                 .run(&status)
-                .map(|output| output.succeeded())
+                .map(|output| output.success())
                 .unwrap_or(true);
             if !running {
                 log.line(format!(
@@ -122,7 +124,7 @@ impl Quiescer for ServiceQuiescer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{CommandOutput, RecordingRunner};
+    use command_runner::{CommandOutput, RecordingRunner};
 
     #[test]
     fn stops_in_order_and_starts_in_reverse() {
@@ -152,9 +154,9 @@ mod tests {
         let runner = Arc::new(RecordingRunner::new());
         runner.reply(
             "service idle status",
-            CommandOutput::failure(3, "not running"),
+            CommandOutput::failed(3, "not running"),
         );
-        runner.reply("service b stop", CommandOutput::failure(1, "b refuses"));
+        runner.reply("service b stop", CommandOutput::failed(1, "b refuses"));
         let mut services = ServiceQuiescer::new(
             vec!["a".into(), "idle".into(), "b".into()],
             ServiceManager::Service,

@@ -3,7 +3,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cgroup::CgroupFreezer;
-use crate::command::{CommandLine, CommandRunner, SystemRunner};
 use crate::cron::{CronOptions, CronQuiescer, ProcProcessTable};
 use crate::error::{Error, Result};
 use crate::fsfreeze::FsFreezer;
@@ -13,6 +12,7 @@ use crate::mysql_lock::{MysqlOptions, MysqlQuiescer};
 use crate::openvz::{OpenVzMode, OpenVzQuiescer};
 use crate::service::{ServiceManager, ServiceQuiescer};
 use crate::stack::QuiesceStack;
+use command_runner::{CommandLine, CommandRunner, LocalRunner};
 
 /// One quiescer or hook, as a CLI gives it (`--quiesce SPEC`); see the
 /// crate documentation for the syntax.
@@ -301,7 +301,7 @@ impl QuiesceStack {
     /// (commands run, `/proc` read, `MYSQL_PWD` and `HOME` from the
     /// environment).
     pub fn from_specs(specs: &[QuiesceSpec], log: Logger) -> Result<Self> {
-        Self::from_specs_with_runner(specs, log, Arc::new(SystemRunner))
+        Self::from_specs_with_runner(specs, log, Arc::new(LocalRunner::new()))
     }
 
     /// As [`from_specs`](Self::from_specs), with external commands (hooks,

@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::command::{CommandLine, CommandRunner, SystemRunner, run_checked};
+use command_runner::{CommandLine, CommandRunner, LocalRunner};
+
+use crate::command::run_checked;
 use crate::error::{Error, Result};
 use crate::hook::{Hook, HookStage};
 use crate::log::Logger;
@@ -220,13 +222,13 @@ fn lock(state: &Mutex<StackState>) -> MutexGuard<'_, StackState> {
 
 impl QuiesceStack {
     /// An empty stack logging to `log`, with the default freeze limit
-    /// ([`DEFAULT_FREEZE_LIMIT`]) and hooks run by [`SystemRunner`].
+    /// ([`DEFAULT_FREEZE_LIMIT`]) and hooks run by [`LocalRunner`].
     pub fn new(log: Logger) -> Self {
         QuiesceStack {
             state: Arc::new(Mutex::new(StackState {
                 quiescers: Vec::new(),
                 hooks: Vec::new(),
-                runner: Arc::new(SystemRunner),
+                runner: Arc::new(LocalRunner::new()),
                 log: log.clone(),
                 frozen: 0,
                 thaw_due: false,
@@ -580,8 +582,8 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::command::{CommandOutput, RecordingRunner};
     use crate::log::collecting_logger;
+    use command_runner::{CommandOutput, RecordingRunner};
 
     type Events = Arc<Mutex<Vec<String>>>;
 
@@ -820,7 +822,7 @@ mod tests {
     fn hooks_run_by_stage_and_thaw_failures_do_not_stop_thawing() {
         let (mut stack, events) = stack_of(&["a", "b"]);
         let runner = Arc::new(RecordingRunner::new());
-        runner.reply("pre-thaw-1", CommandOutput::failure(2, "nope"));
+        runner.reply("pre-thaw-1", CommandOutput::failed(2, "nope"));
         stack.set_hook_runner(runner.clone());
         for (stage, command) in [
             (HookStage::PostThaw, "post-thaw"),
@@ -864,7 +866,7 @@ mod tests {
     fn a_failing_pre_freeze_hook_aborts_before_any_freeze() {
         let (mut stack, events) = stack_of(&["a"]);
         let runner = Arc::new(RecordingRunner::new());
-        runner.reply("check", CommandOutput::failure(1, "not today"));
+        runner.reply("check", CommandOutput::failed(1, "not today"));
         stack.set_hook_runner(runner.clone());
         stack.add_hook(Hook::new(HookStage::PreFreeze, "check"));
         stack.add_hook(Hook::new(HookStage::PostThaw, "post"));
