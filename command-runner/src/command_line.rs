@@ -30,12 +30,35 @@ impl CommandLine {
         CommandLine::new("sh", ["-c".to_string(), script.into()])
     }
 
+    /// The command as one line for a POSIX shell (`ssh HOST LINE` hands
+    /// it to the remote login shell): every word quoted where it needs
+    /// it, a shell script too, so that the command gets exactly these
+    /// arguments.
+    pub fn shell_line(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|w| shell_quote(w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// The script, when this is `sh -c SCRIPT`.
     fn script(&self) -> Option<&str> {
         match self.args.as_slice() {
             [c, script] if self.program == "sh" && c == "-c" => Some(script),
             _ => None,
         }
+    }
+}
+
+/// `word` quoted for a POSIX shell where it needs it: it reaches the
+/// command as one argument, byte for byte, whatever it holds (spaces,
+/// quotes, `$(…)`, newlines).
+pub fn shell_quote(word: &str) -> String {
+    if plain(word) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
     }
 }
 
@@ -54,17 +77,7 @@ impl fmt::Display for CommandLine {
         if let Some(script) = self.script() {
             return f.write_str(script);
         }
-        for (i, word) in std::iter::once(&self.program).chain(&self.args).enumerate() {
-            if i > 0 {
-                f.write_str(" ")?;
-            }
-            if plain(word) {
-                f.write_str(word)?;
-            } else {
-                write!(f, "'{}'", word.replace('\'', r"'\''"))?;
-            }
-        }
-        Ok(())
+        f.write_str(&self.shell_line())
     }
 }
 
@@ -83,6 +96,31 @@ mod tests {
             CommandLine::new("/usr/bin/my prog", ["x"]).to_string(),
             "'/usr/bin/my prog' x"
         );
+    }
+
+    #[test]
+    fn quoted_words_reach_a_shell_unchanged() {
+        let nasty = [
+            "plain",
+            "with space",
+            "it's",
+            "$(touch /tmp/pwned) `id` ${HOME}",
+            "a\nnewline",
+            "'",
+            "",
+            "\\ \" ; | & > < *",
+        ];
+        for word in nasty {
+            let line = CommandLine::new("printf", ["%s", word]).shell_line();
+            let out = std::process::Command::new("sh")
+                .args(["-c", &line])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{line}");
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), word, "{line}");
+        }
+        let script = CommandLine::shell("printf %s \"$0\"");
+        assert_eq!(script.shell_line(), r#"sh -c 'printf %s "$0"'"#);
     }
 
     #[test]

@@ -27,6 +27,14 @@ pub enum CommandError {
         /// Its standard error, on one line ([`CommandOutput::stderr_line`]).
         stderr: String,
     },
+    /// The ssh connection to a host could not be made.
+    #[error("ssh to {destination}: {detail}")]
+    Connect {
+        /// The host, as given.
+        destination: String,
+        /// What happened (ssh's own message, when it gave one).
+        detail: String,
+    },
 }
 
 fn stderr_suffix(stderr: &str) -> String {

@@ -8,7 +8,10 @@
 //!   returns its [`CommandOutput`]: exit status, standard output and
 //!   standard error, as bytes. [`LocalRunner`] runs it on this host, with
 //!   the environment variables it was given (`LC_ALL=C` for commands whose
-//!   output is parsed).
+//!   output is parsed); [`SshRunner`] runs it on a remote host over one
+//!   multiplexed ssh connection, with nothing installed there.
+//!   [`CommandRunner::run_streaming`] feeds a command's input and hands its
+//!   output over as it comes (a remote agent's stream).
 //! - [`run_checked`] turns a command that could not start or failed into a
 //!   [`CommandError`] naming the command, how it ended and its standard
 //!   error.
@@ -35,13 +38,15 @@ mod output;
 #[cfg(any(test, feature = "test-util"))]
 mod recording;
 mod runner;
+mod ssh;
 
-pub use command_line::CommandLine;
+pub use command_line::{CommandLine, shell_quote};
 pub use error::{CommandError, run_checked};
 pub use output::CommandOutput;
 #[cfg(any(test, feature = "test-util"))]
 pub use recording::RecordingRunner;
-pub use runner::{CommandRunner, LocalRunner};
+pub use runner::{CommandRunner, LocalRunner, StdoutConsumer};
+pub use ssh::{SshOptions, SshRunner};
 
 /// The README's example, run as a doctest.
 #[cfg(doctest)]

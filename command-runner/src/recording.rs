@@ -2,9 +2,10 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io;
+use std::io::{self, Read};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crate::runner::StdoutConsumer;
 use crate::{CommandLine, CommandOutput, CommandRunner};
 
 /// How a rule answers.
@@ -24,6 +25,7 @@ enum Answer {
 pub struct RecordingRunner {
     strict: bool,
     calls: Mutex<Vec<String>>,
+    inputs: Mutex<Vec<Vec<u8>>>,
     rules: Mutex<Vec<(String, Answer)>>,
 }
 
@@ -89,9 +91,34 @@ impl RecordingRunner {
     pub fn calls(&self) -> Vec<String> {
         lock(&self.calls).clone()
     }
+
+    /// What was fed to the standard input of the commands run with
+    /// [`CommandRunner::run_streaming`] and an input, in order.
+    pub fn inputs(&self) -> Vec<Vec<u8>> {
+        lock(&self.inputs).clone()
+    }
 }
 
 impl CommandRunner for RecordingRunner {
+    /// Reads all of `input`, then hands the scripted standard output to
+    /// `consume`.
+    fn run_streaming(
+        &self,
+        command: &CommandLine,
+        input: Option<&mut (dyn Read + Send)>,
+        consume: StdoutConsumer<'_>,
+    ) -> io::Result<CommandOutput> {
+        if let Some(input) = input {
+            let mut bytes = Vec::new();
+            input.read_to_end(&mut bytes)?;
+            lock(&self.inputs).push(bytes);
+        }
+        let mut output = self.run(command)?;
+        consume(&mut output.stdout.as_slice())?;
+        output.stdout.clear();
+        Ok(output)
+    }
+
     fn run(&self, command: &CommandLine) -> io::Result<CommandOutput> {
         let line = command.to_string();
         lock(&self.calls).push(line.clone());
@@ -151,6 +178,23 @@ mod tests {
                 "vzctl chkpnt 101"
             ]
         );
+    }
+
+    #[test]
+    fn streaming_records_the_input_and_hands_over_the_reply() {
+        let runner = RecordingRunner::strict();
+        runner.reply("agent", CommandOutput::ok("packets"));
+        let mut seen = Vec::new();
+        let out = runner
+            .run_streaming(
+                &CommandLine::new("agent", ["--dump"]),
+                Some(&mut &b"digest"[..]),
+                &mut |stdout| stdout.read_to_end(&mut seen).map(drop),
+            )
+            .unwrap();
+        assert!(out.success());
+        assert_eq!(seen, b"packets");
+        assert_eq!(runner.inputs(), [b"digest".to_vec()]);
     }
 
     #[test]

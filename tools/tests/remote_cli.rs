@@ -193,7 +193,15 @@ impl Sshd {
             .unwrap();
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l.contains("blockdiff-agent-") && l.contains(" dump"))
+            // The agent itself (`PID PATH dump …`), not the local ssh
+            // client whose command line holds the remote command.
+            .filter(|l| {
+                let mut words = l.split_whitespace().skip(1);
+                words
+                    .next()
+                    .is_some_and(|exe| exe.contains("blockdiff-agent-"))
+                    && words.next() == Some("dump")
+            })
             .map(str::to_owned)
             .collect()
     }

@@ -10,7 +10,7 @@ use blockdiff_core::{
     backup_with_metadata,
 };
 use blockdiff_tools::remote::{
-    self, AgentBinary, RemoteSource, SshOptions, SshSession, backup_remote,
+    self, AgentBinary, RemoteSource, SshOptions, SshRunner, backup_remote,
 };
 use blockdiff_tools::{
     ConsistencyArgs, FormatArgs, LogLevel, PoliteArgs, RunFacts, RunLog, RunSummary, SourceReader,
@@ -416,8 +416,10 @@ fn back_up_remote(
         ..SshOptions::default()
     };
     log.info(format_args!("connecting to {}", source.destination));
-    let session = SshSession::connect(&source.destination, &ssh).with_context(failed)?;
-    let installed = agent.install(&session).with_context(failed)?;
+    let session = SshRunner::connect(&source.destination, &ssh).with_context(failed)?;
+    let installed = agent
+        .install(&session, &source.destination)
+        .with_context(failed)?;
     log.info(format_args!(
         "{} the agent {}:{}",
         if installed.uploaded {

@@ -1,11 +1,11 @@
 //! The dump helper copied to remote hosts.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use command_runner::{CommandLine, CommandRunner};
 use sha2::{Digest, Sha256};
-
-use super::ssh::SshSession;
 
 /// The file name of the agent beside the tools.
 pub const AGENT_NAME: &str = "blockdiff-agent";
@@ -72,31 +72,29 @@ impl AgentBinary {
     /// `blockdiff-agent-SHA256`: reused when present with the right hash,
     /// else copied over the connection into a temporary file, checked and
     /// renamed into place. Uploads left by interrupted runs are removed.
-    pub fn install(&self, session: &SshSession) -> anyhow::Result<InstalledAgent> {
-        let out = session.run_script(
+    pub fn install(&self, host: &dyn CommandRunner, name: &str) -> anyhow::Result<InstalledAgent> {
+        let out = run_script(
+            host,
+            name,
             "preparing the agent directory",
             PREPARE,
             &[&self.sha256],
             None,
         )?;
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = String::from_utf8_lossy(&out);
         let mut words = text.split_whitespace();
         let (state, machine, remote_path) = (words.next(), words.next(), words.next());
         let (Some(state), Some(machine), Some(remote_path)) = (state, machine, remote_path) else {
-            bail!(
-                "unexpected answer from {} while preparing the agent: {text:?}",
-                session.destination()
-            );
+            bail!("unexpected answer from {name} while preparing the agent: {text:?}");
         };
         if machine != "x86_64" {
-            bail!(
-                "{} is a {machine} machine; the agent is built for x86_64 only",
-                session.destination()
-            );
+            bail!("{name} is a {machine} machine; the agent is built for x86_64 only");
         }
         let uploaded = state != "ready";
         if uploaded {
-            session.run_script(
+            run_script(
+                host,
+                name,
                 "copying the agent",
                 UPLOAD,
                 &[&self.sha256],
@@ -108,6 +106,45 @@ impl AgentBinary {
             uploaded,
         })
     }
+}
+
+/// Runs `script` with `/bin/sh` on `host` (called `name`), `args` as
+/// `$1…`, the file `input` (if any) on its stdin; returns its standard
+/// output, or fails with its stderr unless it exits 0.
+fn run_script(
+    host: &dyn CommandRunner,
+    name: &str,
+    what: &str,
+    script: &str,
+    args: &[&str],
+    input: Option<&Path>,
+) -> anyhow::Result<Vec<u8>> {
+    let words = ["-c", script, "blockdiff"]
+        .into_iter()
+        .chain(args.iter().copied());
+    let command = CommandLine::new("/bin/sh", words);
+    let mut stdout = Vec::new();
+    let mut collect = |out: &mut dyn Read| out.read_to_end(&mut stdout).map(drop);
+    let out = match input {
+        None => host.run_streaming(&command, None, &mut collect),
+        Some(path) => {
+            let mut file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            host.run_streaming(&command, Some(&mut file), &mut collect)
+        }
+    }
+    .with_context(|| format!("{what} on {name}: cannot run ssh"))?;
+    if !out.success() {
+        bail!(
+            "{what} on {name} failed ({}): {}",
+            out.status_text(),
+            match out.stderr_line() {
+                s if s.is_empty() => "no message".to_owned(),
+                s => s,
+            }
+        );
+    }
+    Ok(stdout)
 }
 
 /// The agent on a remote host.

@@ -1,7 +1,7 @@
 //! Backing up a remote host over ssh with nothing installed there.
 //!
-//! The backup host connects once ([`SshSession`], an ssh master that every
-//! step shares), makes sure its static agent is on the host
+//! The backup host connects once ([`SshRunner`], an ssh master that every
+//! step shares, behind the `CommandRunner` seam), makes sure its static agent is on the host
 //! ([`AgentBinary::install`]: copied, checked by SHA-256, reused), and runs
 //! `blockdiff-agent dump` there. The agent reads the volume (snapshot and
 //! quiescers included), compresses on the remote side and streams back the
@@ -11,20 +11,20 @@
 
 mod agent;
 pub mod protocol;
-mod ssh;
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Write};
-use std::process::Stdio;
+use std::fs::File;
+use std::io::{BufReader, Read};
 
 use anyhow::{Context, bail};
 use blockdiff_core::{
     BackupOptions, BackupReport, DiffFormat, DumpReport, GenerationStore, NoProgress,
     PreparedBackup, Progress,
 };
+use command_runner::{CommandLine, CommandRunner};
 
 pub use agent::{AGENT_NAME, AgentBinary, InstalledAgent};
-pub use ssh::{SshOptions, SshSession, sh_command, shell_quote};
+pub use command_runner::{SshOptions, SshRunner};
 
 use crate::source_reader::RunProgress;
 use crate::{ConsistencyArgs, LogLevel, RunFacts, RunLog, SourceSpec, TerminalProgress};
@@ -98,14 +98,14 @@ fn agent_args(
     args
 }
 
-/// Backs up `source` on the host of `session` into `store`: the agent
-/// dumps there, the diff and digest stream back, the generation is
-/// committed here once the agent's stream is complete. `extra_args` go to
-/// the agent as they are (the polite-I/O flags). The agent's log lines
+/// Backs up `source` on `host` (where `agent` is installed) into `store`:
+/// the agent dumps there, the diff and digest stream back, the generation
+/// is committed here once the agent's stream is complete. `extra_args` go
+/// to the agent as they are (the polite-I/O flags). The agent's log lines
 /// come out of `log` prefixed with the host.
 #[allow(clippy::too_many_arguments)]
 pub fn backup_remote(
-    session: &SshSession,
+    host: &dyn CommandRunner,
     agent: &InstalledAgent,
     store: &GenerationStore,
     options: &BackupOptions,
@@ -116,44 +116,19 @@ pub fn backup_remote(
     bars: &TerminalProgress,
     facts: &mut RunFacts,
 ) -> anyhow::Result<BackupReport> {
-    let host = session.destination().to_owned();
+    let name = source.destination.as_str();
     let mut prepared =
         PreparedBackup::prepare(store, options, &mut RunProgress::new(log, None, None, None))?;
     let args = agent_args(agent, source, &prepared, consistency, extra_args);
-    let line = format!(
-        "exec {}",
-        args.iter()
-            .map(|a| shell_quote(a))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let mut child = session
-        .command(&line)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run ssh")?;
-    // The previous digest goes up once, while the dump reads it.
-    let feeder = {
-        let stdin = child.stdin.take().expect("piped");
-        let previous = prepared.previous_digest().map(|p| p.to_owned());
-        std::thread::spawn(move || -> std::io::Result<()> {
-            let mut stdin = stdin;
-            if let Some(path) = previous {
-                std::io::copy(&mut std::fs::File::open(path)?, &mut stdin)?;
-            }
-            stdin.flush()
-        })
+    let command = CommandLine::new(&args[0], &args[1..]);
+    // The previous digest goes up once, on the agent's stdin, while the
+    // dump reads it.
+    let mut previous = match prepared.previous_digest() {
+        Some(path) => {
+            Some(File::open(path).with_context(|| format!("cannot open {}", path.display()))?)
+        }
+        None => None,
     };
-    let stderr = {
-        let stderr = child.stderr.take().expect("piped");
-        std::thread::spawn(move || ssh::read_lossy(stderr))
-    };
-    let mut reader = PacketReader::new(BufReader::with_capacity(
-        256 << 10,
-        child.stdout.take().expect("piped"),
-    ));
     let (diff_path, digest_path) = {
         let (a, b) = prepared.paths();
         (a.to_owned(), b.to_owned())
@@ -165,79 +140,86 @@ pub fn backup_remote(
     let mut report: Option<DumpReport> = None;
     let mut remote_error: Option<String> = None;
     let mut ended = false;
-    let streamed = loop {
-        let packet = match reader.next_packet() {
-            Ok(Some(p)) => p,
-            Ok(None) => break Ok(()),
-            Err(e) => {
-                break Err(
-                    anyhow::Error::from(e).context(format!("the agent's stream from {host}"))
-                );
-            }
-        };
-        let (diff, digest) = prepared.writers();
-        let written = match packet {
-            (PacketKind::Diff, bytes) => diff
-                .write_all(&bytes)
-                .with_context(|| format!("write {}", diff_path.display())),
-            (PacketKind::Digest, bytes) => digest
-                .write_all(&bytes)
-                .with_context(|| format!("write {}", digest_path.display())),
-            (PacketKind::Log, bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                let (level, message) = text.split_once('\t').unwrap_or(("info", &text));
-                log.log(
-                    LogLevel::from_name(level).unwrap_or(LogLevel::Info),
-                    format_args!("{host}: {message}"),
-                );
-                Ok(())
-            }
-            (PacketKind::Facts, bytes) => parse_facts(&bytes).map(|f| facts.extend(f)),
-            (PacketKind::Progress, bytes) => {
-                if let Some((total, done)) = protocol::parse_progress(&bytes) {
-                    if let Some(inner) = quiet_inner.take() {
-                        bar = Some(bars.wrap(inner, total, &source.to_string()));
-                    }
-                    if let Some(bar) = bar.as_mut() {
-                        bar.advance(done.saturating_sub(shown));
-                    }
-                    shown = shown.max(done);
+    // Why the stream was refused (the stream is then stopped).
+    let mut refused: Option<anyhow::Error> = None;
+    let mut take_packets = |stdout: &mut dyn Read| -> std::io::Result<()> {
+        let mut reader = PacketReader::new(BufReader::with_capacity(256 << 10, stdout));
+        loop {
+            let packet = match reader.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    refused = Some(
+                        anyhow::Error::from(e).context(format!("the agent's stream from {name}")),
+                    );
+                    return Err(std::io::Error::other("the agent's stream was refused"));
                 }
-                Ok(())
+            };
+            let (diff, digest) = prepared.writers();
+            let written = match packet {
+                (PacketKind::Diff, bytes) => diff
+                    .write_all(&bytes)
+                    .with_context(|| format!("write {}", diff_path.display())),
+                (PacketKind::Digest, bytes) => digest
+                    .write_all(&bytes)
+                    .with_context(|| format!("write {}", digest_path.display())),
+                (PacketKind::Log, bytes) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    let (level, message) = text.split_once('\t').unwrap_or(("info", &text));
+                    log.log(
+                        LogLevel::from_name(level).unwrap_or(LogLevel::Info),
+                        format_args!("{name}: {message}"),
+                    );
+                    Ok(())
+                }
+                (PacketKind::Facts, bytes) => parse_facts(&bytes).map(|f| facts.extend(f)),
+                (PacketKind::Progress, bytes) => {
+                    if let Some((total, done)) = protocol::parse_progress(&bytes) {
+                        if let Some(inner) = quiet_inner.take() {
+                            bar = Some(bars.wrap(inner, total, &source.to_string()));
+                        }
+                        if let Some(bar) = bar.as_mut() {
+                            bar.advance(done.saturating_sub(shown));
+                        }
+                        shown = shown.max(done);
+                    }
+                    Ok(())
+                }
+                (PacketKind::Report, bytes) => parse_report(&bytes).map(|r| report = Some(r)),
+                (PacketKind::Error, bytes) => {
+                    remote_error = Some(String::from_utf8_lossy(&bytes).into_owned());
+                    Ok(())
+                }
+                (PacketKind::End, _) => {
+                    ended = true;
+                    Ok(())
+                }
+                (PacketKind::Hello, _) => Ok(()),
+            };
+            if let Err(e) = written {
+                refused = Some(e);
+                return Err(std::io::Error::other("the agent's stream was refused"));
             }
-            (PacketKind::Report, bytes) => parse_report(&bytes).map(|r| report = Some(r)),
-            (PacketKind::Error, bytes) => {
-                remote_error = Some(String::from_utf8_lossy(&bytes).into_owned());
-                Ok(())
+            if ended {
+                return Ok(());
             }
-            (PacketKind::End, _) => {
-                ended = true;
-                Ok(())
-            }
-            (PacketKind::Hello, _) => Ok(()),
-        };
-        if let Err(e) = written {
-            break Err(e);
-        }
-        if ended {
-            break Ok(());
         }
     };
+    let input = previous.as_mut().map(|f| f as &mut (dyn Read + Send));
+    let ran = host.run_streaming(&command, input, &mut take_packets);
     drop(bar);
-    if streamed.is_err() {
-        let _ = child.kill();
+    if let Some(e) = refused {
+        return Err(e);
     }
-    let status = child.wait()?;
-    let _ = feeder.join();
-    let ssh_stderr = stderr.join().unwrap_or_default();
-    streamed?;
+    let out = ran.with_context(|| format!("cannot run the agent on {name} over ssh"))?;
     if let Some(e) = remote_error {
-        bail!("on {host}: {e}");
+        bail!("on {name}: {e}");
     }
     let (true, Some(report)) = (ended, report) else {
         bail!(
-            "the connection to {host} ended before the dump was complete (ssh {status}{}); nothing was committed",
-            match ssh::one_line(&ssh_stderr, "") {
+            "the connection to {name} ended before the dump was complete (ssh {}{}); nothing was committed",
+            out.status_text(),
+            match out.stderr_line() {
                 s if s.is_empty() => String::new(),
                 s => format!(": {s}"),
             }
