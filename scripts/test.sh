@@ -12,6 +12,12 @@ cargo fmt --all -- --check
 step "lints (cargo clippy, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "dependency policy (scripts/deny.sh: cargo deny check licenses bans sources, deny.toml)"
+scripts/deny.sh
+
+step "API documentation (cargo doc --no-deps, warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
 step "services the tests run for real (scripts/services-setup.sh: mariadb-server, cron, openssh-server)"
 scripts/services-setup.sh
 

@@ -21,7 +21,8 @@ pub const NICE_MAX: i32 = 19;
 
 /// Sets the calling thread's niceness to `nice` (-20 to 19; absolute, as
 /// `renice -n`, not added to the current one as `nice -n` does). Threads
-/// created afterwards inherit it (see the [module](self) notes). Lowering
+/// created afterwards inherit it; threads that exist keep their own, so set
+/// it before [`dump`](crate::dump) starts its threads. Lowering
 /// the niceness below its current value needs root (`CAP_SYS_NICE`).
 pub fn set_nice(nice: i32) -> Result<()> {
     if !(NICE_MIN..=NICE_MAX).contains(&nice) {
@@ -80,7 +81,8 @@ impl IoPriority {
 
     /// Sets the calling thread's I/O priority with
     /// `ioprio_set(IOPRIO_WHO_PROCESS, 0, …)`. Threads created afterwards
-    /// inherit it (see the [module](self) notes).
+    /// inherit it; threads that exist keep their own, so apply it before
+    /// [`dump`](crate::dump) starts its threads.
     pub fn apply(self) -> Result<()> {
         if let IoPriority::BestEffort(n) | IoPriority::RealTime(n) = self
             && n > LEVEL_MAX

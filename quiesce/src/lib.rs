@@ -107,3 +107,8 @@ pub use service::{ServiceManager, ServiceQuiescer};
 pub use signals::{TerminationSignals, signal_name};
 pub use spec::QuiesceSpec;
 pub use stack::{DEFAULT_FREEZE_LIMIT, FreezeReport, FreezeWindow, Frozen, QuiesceStack};
+
+/// The README's example, run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;

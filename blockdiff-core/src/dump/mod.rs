@@ -212,7 +212,7 @@ fn cores() -> usize {
 
 impl DumpOptions {
     /// The most threads [`threads`](Self::threads) may ask for on this
-    /// machine: [`MAX_THREADS_PER_CORE`] per core.
+    /// machine: eight per core.
     pub fn max_threads() -> usize {
         cores().saturating_mul(MAX_THREADS_PER_CORE)
     }

@@ -236,7 +236,7 @@ fn encode_frame(
 
 /// A [`DiffSink`] that writes a v2 diff file to `W`: changed blocks
 /// coalesced into extents, all-zero blocks as zero extents, frames of up to
-/// [`FRAME_SPAN`] compressed on the hashing threads, and the index at the
+/// 1 MiB of the source compressed on the hashing threads, and the index at the
 /// end.
 #[derive(Debug)]
 pub struct V2Sink<W: Write> {

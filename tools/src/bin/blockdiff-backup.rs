@@ -1,5 +1,9 @@
 //! `blockdiff-backup`: numbered, crash-safe generations of a file or device.
 
+// The doc comments of the argument structs are clap's help texts, written
+// for a terminal (`[USER@]HOST:PATH`), not intra-doc links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
