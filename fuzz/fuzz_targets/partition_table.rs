@@ -1,4 +1,4 @@
-//! Fuzzes `lvm_snap::PartitionTable::read`, the MBR/GPT parser that reads
+//! Fuzzes `disk_partitions::PartitionTable::read`, the MBR/GPT parser that reads
 //! the first sectors of a logical volume (a domU's disk: its content is
 //! the guest's, so untrusted). Any input must give a table or an error,
 //! never a panic, and every partition found must lie on the device,
@@ -9,7 +9,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use lvm_snap::PartitionTable;
+use disk_partitions::PartitionTable;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(table) = PartitionTable::read(Cursor::new(data), Path::new("fuzz.img")) else {

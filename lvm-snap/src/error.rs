@@ -1,7 +1,7 @@
 use std::io;
 use std::path::PathBuf;
 
-/// Everything that can go wrong with LVM, snapshots and partitions.
+/// Everything that can go wrong with LVM and snapshots.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -48,16 +48,6 @@ pub enum Error {
         snapshot: String,
         /// The highest fill seen.
         peak_percent: f64,
-    },
-    /// A partition table is malformed or lacks the partition asked for.
-    #[error("{path}: offset {offset}: {detail}")]
-    PartitionTable {
-        /// The device or file read.
-        path: PathBuf,
-        /// Byte offset of the bad structure.
-        offset: u64,
-        /// What was wrong.
-        detail: String,
     },
     /// An I/O error on a file.
     #[error("{op} {path}: {source}")]

@@ -13,11 +13,10 @@
 //! - [`FillMonitor`] polls a snapshot's fill on a thread while it is read,
 //!   keeps the peak, warns at a threshold and notices an overflowed
 //!   (invalid) snapshot.
-//! - [`PartitionTable`] reads the MBR or GPT inside a volume (a Xen domU's
-//!   disk) itself, and [`PartitionMounter`] mounts one partition of a
-//!   snapshot read-only for a file-level backup: snapshot, loop device at
-//!   the partition's offset, `fsck -y` to replay the journal, `mount -o ro`,
-//!   with a state file so that a later process unmounts and undoes it all.
+//!
+//! What is inside a volume (the partition table of a domU's disk, a
+//! partition of a snapshot mounted read-only) is the `disk-partitions`
+//! crate's, which builds on this one.
 //!
 //! ```no_run
 //! use lvm_snap::{Lvm, Snapshot, SnapshotOptions};
@@ -35,19 +34,17 @@
 mod error;
 mod lvm;
 mod monitor;
-mod mount;
-mod partition;
 mod snapshot;
 
 pub use error::{Error, Result};
 pub use lvm::{LogicalVolume, LvPath, Lvm, VolumeGroup};
 pub use monitor::{FillEvent, FillMonitor, FillMonitorOptions, FillStatus};
-pub use mount::{
-    DEFAULT_STATE_DIR, DeviceReader, MOUNT_TAG, MountOptions, MountedPartition, PartitionMounter,
-    SnapshotState, SnapshotStatus,
-};
-pub use partition::{Guid, Partition, PartitionTable, PartitionType};
 pub use snapshot::{
     PID_TAG_PREFIX, SNAPSHOT_TAG, Snapshot, SnapshotOptions, SnapshotSize, SnapshotUsage,
     SnapshotWatcher, TaggedSnapshot, stale_snapshots, tagged_snapshots,
 };
+
+/// The README's example, run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;

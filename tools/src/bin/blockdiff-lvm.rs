@@ -8,10 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow};
 use blockdiff_tools::{UsageError, VolumePattern, parse_snapshot_size, run_main};
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use lvm_snap::{
-    DEFAULT_STATE_DIR, LvPath, Lvm, MountOptions, PartitionMounter, SnapshotOptions, SnapshotSize,
-    SnapshotState,
-};
+use disk_partitions::{DEFAULT_STATE_DIR, MountOptions, PartitionMounter, SnapshotState};
+use lvm_snap::{LvPath, Lvm, SnapshotOptions, SnapshotSize};
 
 const NAME: &str = "blockdiff-lvm";
 

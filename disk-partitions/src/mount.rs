@@ -22,11 +22,11 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::lvm::{LvPath, Lvm, command_failed};
+use command_runner::{CommandError, CommandLine, CommandOutput, run_checked};
+use lvm_snap::{LvPath, Lvm, Snapshot, SnapshotOptions, TaggedSnapshot, tagged_snapshots};
+
 use crate::partition::{PartitionTable, human_size, table_error};
-use crate::snapshot::{Snapshot, SnapshotOptions, TaggedSnapshot, tagged_snapshots};
 use crate::{Error, Result};
-use command_runner::{CommandError, CommandLine, CommandOutput};
 
 /// The tag of a snapshot that backs a mounted partition: it outlives the
 /// process that made it, so it is not stale while its state file exists.
@@ -137,7 +137,7 @@ impl MountedPartition {
         };
         let lv = |k: &str| -> std::result::Result<Option<LvPath>, String> {
             text(k)?
-                .map(|t| t.parse().map_err(|e: Error| format!("{k}: {e}")))
+                .map(|t| t.parse().map_err(|e: lvm_snap::Error| format!("{k}: {e}")))
                 .transpose()
         };
         if number("version")? != STATE_VERSION {
@@ -270,10 +270,9 @@ impl PartitionMounter {
             name.push('-');
         }
         if name.len() > 240 {
-            return Err(Error::Invalid(format!(
-                "the mount point {} is too long a path to name a state file after",
-                mount_point.display()
-            )));
+            return Err(Error::MountPointTooLong {
+                path: mount_point.to_owned(),
+            });
         }
         Ok(self.state_dir.join(format!("{name}.json")))
     }
@@ -294,12 +293,11 @@ impl PartitionMounter {
         let (mount_point, exists) = resolve_mount_point(mount_point, options.create_mount_point)?;
         let state_file = self.state_file(&mount_point)?;
         if let Some(old) = self.load(&state_file)? {
-            return Err(Error::Invalid(format!(
-                "{} already holds a blockdiff mount of {} (state file {}); unmount it first",
-                mount_point.display(),
-                old.origin,
-                state_file.display()
-            )));
+            return Err(Error::AlreadyMounted {
+                mount_point,
+                origin: old.origin,
+                state_file,
+            });
         }
         fs::create_dir_all(&self.state_dir).map_err(|source| Error::Io {
             path: self.state_dir.clone(),
@@ -363,7 +361,7 @@ impl PartitionMounter {
         }
         args.push(device.to_string_lossy().into_owned());
         let losetup = CommandLine::new("losetup", args);
-        let out = self.lvm.run(&losetup)?;
+        let out = self.run(&losetup)?;
         let loop_device = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         if !loop_device.starts_with("/dev/") || loop_device.contains(char::is_whitespace) {
             return Err(Error::Parse {
@@ -382,7 +380,7 @@ impl PartitionMounter {
         ));
 
         let fsck = CommandLine::new("fsck", ["-y".to_owned(), path_arg(&loop_device)]);
-        let out = self.lvm.run_unchecked(&fsck)?;
+        let out = self.run_unchecked(&fsck)?;
         match out.status {
             Some(code) if (0..=FSCK_WORST_USABLE).contains(&code) => {
                 on_step(&format!(
@@ -415,7 +413,7 @@ impl PartitionMounter {
                 path_arg(&record.mount_point),
             ],
         );
-        self.lvm.run(&mount)?;
+        self.run(&mount)?;
         record.mounted = true;
         self.save(record)?;
         on_step(&format!(
@@ -549,12 +547,9 @@ impl PartitionMounter {
             })?;
         let state_file = self.state_file(&absolute)?;
         let Some(mut record) = self.load(&state_file)? else {
-            return Err(Error::NotFound {
-                what: format!(
-                    "blockdiff mount at {} (no state file {})",
-                    absolute.display(),
-                    state_file.display()
-                ),
+            return Err(Error::NotMounted {
+                mount_point: absolute,
+                state_file,
             });
         };
         let mounted = record.clone();
@@ -574,9 +569,9 @@ impl PartitionMounter {
         // repeated safely, so a stale record costs nothing.
         if record.mounted {
             let umount = CommandLine::new("umount", [path_arg(&record.mount_point)]);
-            let out = self.lvm.run_unchecked(&umount)?;
+            let out = self.run_unchecked(&umount)?;
             if !out.success() && !out.stderr_line().contains("not mounted") {
-                return Err(command_failed(&umount, &out));
+                return Err(CommandError::failed(&umount, &out).into());
             }
             record.mounted = false;
             let _ = self.save(record);
@@ -587,9 +582,9 @@ impl PartitionMounter {
         }
         if let Some(loop_device) = record.loop_device.clone() {
             let detach = CommandLine::new("losetup", ["-d".to_owned(), path_arg(&loop_device)]);
-            let out = self.lvm.run_unchecked(&detach)?;
+            let out = self.run_unchecked(&detach)?;
             if !out.success() && !out.stderr_line().contains("No such device") {
-                return Err(command_failed(&detach, &out));
+                return Err(CommandError::failed(&detach, &out).into());
             }
             record.loop_device = None;
             let _ = self.save(record);
@@ -598,9 +593,9 @@ impl PartitionMounter {
         if let Some(snapshot) = record.snapshot.clone() {
             match self.lvm.remove(&snapshot) {
                 Ok(()) => {}
-                Err(Error::Command(CommandError::Failed { stderr, .. }))
+                Err(lvm_snap::Error::Command(CommandError::Failed { stderr, .. }))
                     if stderr.contains("Failed to find") => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
             record.snapshot = None;
             let _ = self.save(record);
@@ -688,6 +683,21 @@ impl PartitionMounter {
             .collect())
     }
 
+    /// Runs a command beside LVM's through the [`Lvm`]'s runner and fails
+    /// unless it exits with 0.
+    fn run(&self, command: &CommandLine) -> Result<CommandOutput> {
+        Ok(run_checked(self.lvm.runner().as_ref(), command)?)
+    }
+
+    /// Runs a command beside LVM's; a failing exit status is returned, not
+    /// an error.
+    fn run_unchecked(&self, command: &CommandLine) -> Result<CommandOutput> {
+        self.lvm
+            .runner()
+            .run(command)
+            .map_err(|source| CommandError::spawn(command, source).into())
+    }
+
     /// The record in `state_file`, or `None` if there is none.
     fn load(&self, state_file: &Path) -> Result<Option<MountedPartition>> {
         let io_error = |source| Error::Io {
@@ -704,11 +714,9 @@ impl PartitionMounter {
         file.take(MAX_STATE_FILE_BYTES + 1)
             .read_to_end(&mut text)
             .map_err(io_error)?;
-        let bad = |detail: String| {
-            Error::Invalid(format!(
-                "{}: not a blockdiff mount state file: {detail}",
-                state_file.display()
-            ))
+        let bad = |detail: String| Error::StateFile {
+            path: state_file.to_owned(),
+            detail,
         };
         if text.len() as u64 > MAX_STATE_FILE_BYTES {
             return Err(bad(format!("larger than {MAX_STATE_FILE_BYTES} bytes")));
@@ -750,10 +758,9 @@ fn resolve_mount_point(dir: &Path, create: bool) -> Result<(PathBuf, bool)> {
     match fs::canonicalize(dir) {
         Ok(path) => {
             if !path.is_dir() {
-                return Err(Error::Invalid(format!(
-                    "the mount point {} is not a directory",
-                    dir.display()
-                )));
+                return Err(Error::NotADirectory {
+                    path: dir.to_owned(),
+                });
             }
             Ok((path, true))
         }
