@@ -1,10 +1,14 @@
 use std::io;
+use std::path::{Path, PathBuf};
 
-/// Everything that can go wrong while reading or writing a diff stream.
+/// Everything that can go wrong while reading or writing a diff stream or a
+/// digest sidecar, or checking a value such as a block size.
 ///
 /// Offsets are byte positions in the (decompressed) stream, so that a message
 /// such as `stream ends inside a record header at offset 16412` points at the
-/// exact spot. The caller adds the file name.
+/// exact spot. A diff stream's errors leave the file name to the caller; a
+/// digest's name the file themselves (its readers and writers are given its
+/// path), as [`path`](Self::path) returns.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     /// The underlying reader or writer failed.
@@ -120,6 +124,45 @@ pub enum ArchiveError {
         /// Why the record was rejected.
         reason: &'static str,
     },
+    /// A digest sidecar is malformed.
+    #[error("{path}: corrupt digest at offset {offset}: {detail}")]
+    CorruptDigest {
+        /// The digest file.
+        path: PathBuf,
+        /// Byte offset of the problem.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A named file (a digest) could not be opened, read or written.
+    #[error("{path}: cannot {op}: {source}")]
+    FileIo {
+        /// The file.
+        path: PathBuf,
+        /// What was being done ("open digest", "read digest", …).
+        op: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A digest writer was used against the format's rules (a bug in the
+    /// caller): a second header, an entry or an end before the header, or
+    /// an entry count that does not fit the source size.
+    #[error("{path}: {reason}")]
+    InvalidDigestWrite {
+        /// The digest being written.
+        path: PathBuf,
+        /// Why the call was rejected.
+        reason: String,
+    },
+    /// A value given by the caller, not read from a file, is invalid: a
+    /// block size out of range, text that is not a size, a legacy digest
+    /// asked to hold another hash than MD5.
+    #[error("{detail}")]
+    InvalidValue {
+        /// What is wrong, naming the value.
+        detail: String,
+    },
 }
 
 impl ArchiveError {
@@ -136,7 +179,33 @@ impl ArchiveError {
             | ArchiveError::Corrupt { offset, .. }
             | ArchiveError::Checksum { offset, .. } => Some(*offset),
             ArchiveError::MissingTrailer { len } => Some(*len),
-            ArchiveError::InvalidWrite { .. } => None,
+            ArchiveError::CorruptDigest { offset, .. } => Some(*offset),
+            ArchiveError::InvalidWrite { .. }
+            | ArchiveError::FileIo { .. }
+            | ArchiveError::InvalidDigestWrite { .. }
+            | ArchiveError::InvalidValue { .. } => None,
+        }
+    }
+
+    /// The file the error names: a digest's errors name their file, a diff
+    /// stream's leave that to the caller.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ArchiveError::CorruptDigest { path, .. }
+            | ArchiveError::FileIo { path, .. }
+            | ArchiveError::InvalidDigestWrite { path, .. } => Some(path),
+            ArchiveError::Io { .. }
+            | ArchiveError::Truncated { .. }
+            | ArchiveError::BlockSize { .. }
+            | ArchiveError::Misaligned { .. }
+            | ArchiveError::OffsetTooLarge { .. }
+            | ArchiveError::OutOfOrder { .. }
+            | ArchiveError::EmptyRecord { .. }
+            | ArchiveError::Corrupt { .. }
+            | ArchiveError::Checksum { .. }
+            | ArchiveError::MissingTrailer { .. }
+            | ArchiveError::InvalidWrite { .. }
+            | ArchiveError::InvalidValue { .. } => None,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The blockdiff diff stream.
+//! The blockdiff on-disk formats: the diff stream and the digest sidecar.
 //!
 //! A diff stream carries the blocks of a source that changed since the
 //! previous generation. This crate reads and writes the format of the
@@ -12,8 +12,14 @@
 //!   [`finish`](LegacyWriter::finish).
 //! - [`Compression`] wraps either side in gzip, as the original's `-z` did.
 //!
-//! Errors are [`ArchiveError`]s that name the stream offset; the caller adds
-//! the file name.
+//! A digest sidecar holds one hash ([`BlockHash`]) per block of the source,
+//! blocks of a [`BlockSize`]: the next generation's dump compares against
+//! it instead of the previous data. [`DigestWriter`] writes one (legacy
+//! MD5 or v2, [`DigestSpec`]), [`DigestReader`] reads one front to back and
+//! [`DigestFile`] by block index. Hashing the blocks is the caller's.
+//!
+//! Errors are [`ArchiveError`]s. A diff stream's name the stream offset and
+//! the caller adds the file name; a digest's name the file and offset.
 //!
 //! ```
 //! use archive_format::{Compression, LegacyReader, LegacyWriter};
@@ -39,18 +45,24 @@
 //! ```
 #![deny(missing_docs)]
 
+mod block;
 mod compression;
+mod digest;
 mod error;
 mod legacy;
 mod limits;
 mod skip;
+mod units;
 mod v2;
 
+pub use block::{BlockHash, BlockSize, HASH_LEN};
 pub use compression::{CompressedWriter, Compression};
+pub use digest::{DIGEST_MAGIC, DigestFile, DigestFormat, DigestReader, DigestSpec, DigestWriter};
 pub use error::{ArchiveError, Result};
 pub use legacy::{HEADER_LEN, LegacyReader, LegacyWriter, RECORD_HEADER_LEN, RecordHeader};
 pub use limits::{Limits, MAX_BLOCK_SIZE, MAX_SOURCE_SIZE};
 pub use skip::{SkipRead, read_full};
+pub use units::parse_binary_size;
 pub use v2::HEADER_LEN as V2_HEADER_LEN;
 pub use v2::{
     DIFF_MAGIC, DiffFile, DiffHeader, DiffSummary, DiffWriter, Extent, ExtentKind, Fingerprint,
@@ -61,3 +73,8 @@ pub use v2::{
 
 #[cfg(test)]
 mod tests;
+
+/// The README's example, run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;

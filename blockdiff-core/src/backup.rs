@@ -5,9 +5,8 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use archive_format::{DiffFile, LegacyReader};
+use archive_format::{DiffFile, DigestFile, DigestReader, DigestWriter, LegacyReader};
 
-use crate::digest::{DigestFile, DigestReader, DigestWriter};
 use crate::dump::{DumpOptions, DumpReport, DumpSource, LegacySink, V2Sink, dump};
 use crate::error::{ArchiveContext, IoContext};
 use crate::progress::Progress;

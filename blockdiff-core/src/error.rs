@@ -223,6 +223,50 @@ pub enum Error {
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An archive-format error that names its file (a digest's, re-exported
+/// here: [`DigestReader`](crate::DigestReader) and the others) or a value
+/// (a [`BlockSize`](crate::BlockSize)) becomes the variant this crate has
+/// always reported it as: [`Error::CorruptDigest`], [`Error::Io`] or
+/// [`Error::InvalidOption`], with the same message.
+///
+/// A diff stream's error names no file: this crate attaches its path
+/// (giving [`Error::Archive`]) wherever it reads one. Converted here, one
+/// is an [`Error::Archive`] whose path says only "(diff stream)".
+impl From<ArchiveError> for Error {
+    fn from(e: ArchiveError) -> Self {
+        match e {
+            ArchiveError::CorruptDigest {
+                path,
+                offset,
+                detail,
+            } => Error::CorruptDigest {
+                path,
+                offset,
+                detail,
+            },
+            ArchiveError::FileIo { path, op, source } => Error::Io { path, op, source },
+            ArchiveError::InvalidDigestWrite { path, reason } => {
+                Error::InvalidOption(format!("{}: {reason}", path.display()))
+            }
+            ArchiveError::InvalidValue { detail } => Error::InvalidOption(detail),
+            source @ (ArchiveError::Io { .. }
+            | ArchiveError::Truncated { .. }
+            | ArchiveError::BlockSize { .. }
+            | ArchiveError::Misaligned { .. }
+            | ArchiveError::OffsetTooLarge { .. }
+            | ArchiveError::OutOfOrder { .. }
+            | ArchiveError::EmptyRecord { .. }
+            | ArchiveError::Corrupt { .. }
+            | ArchiveError::Checksum { .. }
+            | ArchiveError::MissingTrailer { .. }
+            | ArchiveError::InvalidWrite { .. }) => Error::Archive {
+                path: PathBuf::from("(diff stream)"),
+                source,
+            },
+        }
+    }
+}
+
 /// Attaches a path and an operation to an I/O error.
 pub(crate) trait IoContext<T> {
     fn ctx(self, path: impl Into<PathBuf>, op: &'static str) -> Result<T>;
@@ -249,5 +293,74 @@ impl<T> ArchiveContext<T> for std::result::Result<T, ArchiveError> {
             path: path.into(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BlockSize, DigestReader, DigestSpec, DigestWriter, HashAlgorithm};
+
+    /// archive-format's digest and value errors read as this crate's always
+    /// did: the variant and the message.
+    #[test]
+    fn archive_errors_that_name_a_file_or_value_keep_their_messages() {
+        let e = Error::from("0".parse::<BlockSize>().unwrap_err());
+        assert_eq!(
+            e.to_string(),
+            "invalid option: block size 0 is out of range (1 byte to 16777216 bytes)"
+        );
+        let e = Error::from("4x".parse::<BlockSize>().unwrap_err());
+        assert_eq!(
+            e.to_string(),
+            "invalid option: block size \"4x\": unknown unit \"x\" (use K, M or G, binary multiples)"
+        );
+        let e = Error::from("8G".parse::<BlockSize>().unwrap_err());
+        assert_eq!(
+            e.to_string(),
+            "invalid option: block size \"8G\" is too large"
+        );
+
+        let mut w = DigestWriter::new(Vec::new(), "w.digest");
+        let e = Error::from(w.push(&[0; 32]).unwrap_err());
+        assert_eq!(
+            e.to_string(),
+            "invalid option: w.digest: digest entry before its header"
+        );
+        let spec = DigestSpec {
+            algorithm: HashAlgorithm::Blake3,
+            ..DigestSpec::legacy(BlockSize::new(8).unwrap())
+        };
+        let e = Error::from(w.begin(&spec).unwrap_err());
+        assert_eq!(
+            e.to_string(),
+            "invalid option: a legacy digest holds MD5 hashes only"
+        );
+        w.begin(&DigestSpec::legacy(BlockSize::new(8).unwrap()))
+            .unwrap();
+        let e = Error::from(w.end(100).unwrap_err());
+        assert_eq!(
+            e.to_string(),
+            "invalid option: w.digest: 0 entries do not fit a source of 100 bytes"
+        );
+
+        let e = Error::from(DigestReader::new(&[1u8, 0][..], "x.md5").unwrap_err());
+        assert!(matches!(e, Error::CorruptDigest { offset: 0, .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "x.md5: corrupt digest at offset 0: file is 2 bytes, too short for the 4-byte block size"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.digest");
+        let e = Error::from(DigestReader::open(&missing).unwrap_err());
+        assert!(
+            matches!(&e, Error::Io { path, op: "open digest", .. } if *path == missing),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: cannot open digest: ", missing.display())),
+            "{e}"
+        );
     }
 }

@@ -6,9 +6,10 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use archive_format::{DiffFile, HashAlgorithm, LegacyReader, UNKNOWN_SIZE};
+use archive_format::{
+    DiffFile, DigestFormat, DigestReader, DigestWriter, HashAlgorithm, LegacyReader, UNKNOWN_SIZE,
+};
 
-use crate::digest::{DigestFormat, DigestReader, DigestWriter};
 use crate::dump::{ChangedRanges, DumpOptions, DumpSource, dump};
 use crate::error::{ArchiveContext, IoContext};
 use crate::progress::Progress;

@@ -38,8 +38,10 @@
 //!
 //! The legacy formats are those of the original Perl blockdiff, byte for
 //! byte; v2 (the default for new chains) is specified in `FORMAT.md` of the
-//! `archive-format` crate. Libraries report through [`Progress`] and return
-//! [`Error`]s that name the file and offset; they never print.
+//! `archive-format` crate, which reads and writes them all (the digest
+//! types and [`BlockSize`] are re-exported here from it). Libraries report
+//! through [`Progress`] and return [`Error`]s that name the file and
+//! offset; they never print.
 //!
 //! ```
 //! use blockdiff_core::{BackupOptions, DumpSource, GenerationStore, NoProgress, RestoreOptions, RestorePlan, backup};
@@ -62,7 +64,6 @@
 mod backup;
 mod block;
 mod chains;
-mod digest;
 mod dump;
 mod error;
 mod info;
@@ -74,14 +75,16 @@ mod restore;
 mod store;
 mod units;
 
-pub use archive_format::{Compression, Fingerprint, FrameCompression, HashAlgorithm};
+pub use archive_format::{
+    BlockHash, BlockSize, Compression, DIGEST_MAGIC, DigestFile, DigestFormat, DigestReader,
+    DigestSpec, DigestWriter, Fingerprint, FrameCompression, HASH_LEN, HashAlgorithm,
+};
 pub use backup::{BackupOptions, BackupReport, PreparedBackup, backup, backup_with_metadata};
-pub use block::{BlockHash, BlockHasher, BlockSize, HASH_LEN, hash_block, hash_blocks, is_zero};
+pub use block::{BlockHasher, hash_block, hash_blocks, is_zero};
 pub use chains::{
     ChainPeriod, ChainSet, CivilDate, DeleteReason, DeletedChain, KeepReason, PeriodChain,
     PruneAction, PruneDecision, PrunePlan, PrunePolicy, PruneReport, civil_from_days,
 };
-pub use digest::{DIGEST_MAGIC, DigestFile, DigestFormat, DigestReader, DigestSpec, DigestWriter};
 pub use dump::{
     ChangedRanges, ChunkEncoder, DiffSink, DumpOptions, DumpPlan, DumpReport, DumpSource,
     DumpedChunk, LegacySink, MAPPED_CHUNK, NoEncoding, READ_CHUNK, V2Encoder, V2EncoderState,
@@ -97,3 +100,8 @@ pub use store::{
     CORE_METADATA_KEYS, CommitStep, DiffFormat, DiffLocation, GenerationStore, PendingGeneration,
     RepairReport, StoreLock, parse_version, repair,
 };
+
+/// The README's example, run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;

@@ -1,9 +1,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use archive_format::HashAlgorithm;
-
-use crate::BlockSize;
+use archive_format::{BlockSize, HashAlgorithm};
 
 /// Something a user should know that is not an error.
 #[derive(Debug, Clone, PartialEq, Eq)]

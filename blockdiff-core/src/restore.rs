@@ -7,12 +7,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use archive_format::{
-    Compression, DIFF_MAGIC, DiffFile, ExtentKind, Frame, FrameDecompressor, HashAlgorithm,
-    LegacyReader, RecordHeader, SkipRead, StreamReader, data_len, read_full,
+    BlockHash, BlockSize, Compression, DIFF_MAGIC, DiffFile, DigestFile, DigestFormat, ExtentKind,
+    Frame, FrameDecompressor, HashAlgorithm, LegacyReader, RecordHeader, SkipRead, StreamReader,
+    data_len, read_full,
 };
 
-use crate::block::{BlockHash, BlockHasher, BlockSize};
-use crate::digest::{DigestFile, DigestFormat};
+use crate::block::BlockHasher;
 use crate::error::{ArchiveContext, IoContext};
 use crate::ordered;
 use crate::progress::{Notice, Progress};

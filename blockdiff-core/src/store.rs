@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::fmt;
 
 use archive_format::{
-    CompressedWriter, Compression, DIFF_MAGIC, DiffHeader, FrameCompression, Limits, read_full,
+    CompressedWriter, Compression, DIFF_MAGIC, DiffHeader, DigestFormat, FrameCompression, Limits,
+    read_full,
 };
 
-use crate::digest::DigestFormat;
 use crate::error::ArchiveContext;
 
 use crate::error::IoContext;

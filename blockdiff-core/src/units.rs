@@ -1,33 +1,15 @@
-//! Byte counts with binary units, as typed on a command line: shared by
-//! [`BlockSize`](crate::BlockSize) and [`parse_rate`](crate::parse_rate).
+//! Byte counts with binary units, as typed on a command line, for
+//! [`parse_rate`](crate::parse_rate): archive-format's parser (the one
+//! [`BlockSize`](crate::BlockSize) parses with), its errors reported as
+//! [`Error::InvalidOption`](crate::Error::InvalidOption).
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// Parses `16384`, `16k`, `16KiB`, `1M`, `1MiB`, `2G` or `2GiB` (binary
 /// multiples: `1k` is 1024 bytes; the case of the unit does not matter).
-/// `what` names the value in error messages ("block size").
+/// `what` names the value in error messages ("rate").
 pub(crate) fn parse_binary_size(s: &str, what: &str) -> Result<u64> {
-    let t = s.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits);
-    let not_a_number = || Error::InvalidOption(format!("{what} {s:?} is not a number"));
-    if num.is_empty() {
-        return Err(not_a_number());
-    }
-    let shift = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => {
-            return Err(Error::InvalidOption(format!(
-                "{what} {s:?}: unknown unit {unit:?} (use K, M or G, binary multiples)"
-            )));
-        }
-    };
-    let n: u64 = num.parse().map_err(|_| not_a_number())?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| Error::InvalidOption(format!("{what} {s:?} is too large")))
+    Ok(archive_format::parse_binary_size(s, what)?)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Fuzzes the digest sidecar parsers of `blockdiff_core`, legacy and v2:
+//! Fuzzes the digest sidecar parsers (archive-format's, re-exported by
+//! `blockdiff_core`), legacy and v2:
 //! `DigestReader` over a byte stream, and `DigestReader::open` and
 //! `DigestFile::open` (with random access and `verify`) over the same bytes
 //! written to a file.

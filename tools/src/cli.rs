@@ -46,7 +46,8 @@ pub fn parse_lv(s: &str) -> Result<lvm_snap::LvPath, String> {
 
 /// Parses a `--block-size` value (`16384`, `16k`, `1M`) for clap.
 pub fn parse_block_size(s: &str) -> Result<BlockSize, String> {
-    s.parse().map_err(|e: blockdiff_core::Error| e.to_string())
+    s.parse::<BlockSize>()
+        .map_err(|e| blockdiff_core::Error::from(e).to_string())
 }
 
 /// Formats an error and its causes on one line, leaving out a cause whose

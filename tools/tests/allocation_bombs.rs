@@ -1,7 +1,8 @@
 //! Allocation bombs for the parsers outside archive-format (whose own are
-//! in archive-format/tests/allocation_bombs.rs): the digest readers of
-//! blockdiff-core (legacy `NAME.N.md5`, v2 `NAME.N.digest`; streamed,
-//! opened, random access) and the remote agent's packet reader. Inputs
+//! in archive-format/tests/allocation_bombs.rs), and the digest readers
+//! (archive-format's, as blockdiff-core re-exports and uses them: legacy
+//! `NAME.N.md5`, v2 `NAME.N.digest`; streamed, opened, random access) and
+//! the remote agent's packet reader. Inputs
 //! announce huge sizes (block size, source size, entry count, packet
 //! length); each must fail with an error, and no single allocation may
 //! exceed the documented limit for that length (plus a small margin).

@@ -12,13 +12,15 @@ use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::thread;
 
-use archive_format::{Fingerprint, HashAlgorithm, UNKNOWN_SIZE, read_full};
+use archive_format::{
+    BlockHash, BlockSize, DigestFormat, DigestReader, DigestSpec, DigestWriter, Fingerprint,
+    HashAlgorithm, UNKNOWN_SIZE, read_full,
+};
 use crossbeam_channel as channel;
 
 pub use sink::{ChangedRanges, LegacySink, NoEncoding, V2Encoder, V2EncoderState, V2Frame, V2Sink};
 
-use crate::block::{BlockHash, BlockHasher, BlockSize};
-use crate::digest::{DigestFormat, DigestReader, DigestSpec, DigestWriter};
+use crate::block::BlockHasher;
 use crate::error::IoContext;
 use crate::progress::{Notice, Progress};
 use crate::rate::RateLimiter;

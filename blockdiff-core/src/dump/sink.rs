@@ -3,12 +3,11 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use archive_format::{
-    DiffHeader, DiffWriter, Fingerprint, FrameBuilder, FrameCompression, FrameCompressor,
-    FrameMeta, LegacyWriter, UNKNOWN_SIZE,
+    DiffHeader, DiffWriter, DigestFormat, Fingerprint, FrameBuilder, FrameCompression,
+    FrameCompressor, FrameMeta, LegacyWriter, UNKNOWN_SIZE,
 };
 
 use super::{ChunkEncoder, DiffSink, DumpPlan, DumpedChunk};
-use crate::digest::DigestFormat;
 use crate::error::ArchiveContext;
 use crate::{Error, Result};
 

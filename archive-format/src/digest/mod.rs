@@ -7,17 +7,20 @@
 //!   for MD5, 32 for BLAKE3), and a 56-byte trailer with the entry count,
 //!   the source size and a BLAKE3 fingerprint of the whole digest, which
 //!   the next generation's diff names as its parent.
+//!
+//! `FORMAT.md` beside the crate specifies every byte (§3.3, §5). Unlike a diff
+//! stream's, the errors name the digest file: readers and writers are given
+//! its path ([`ArchiveError::CorruptDigest`], [`ArchiveError::FileIo`]).
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use archive_format::{Fingerprint, HashAlgorithm, Limits, UNKNOWN_SIZE, read_full};
-
-use crate::block::{BlockHash, BlockSize};
-use crate::error::IoContext;
-use crate::{Error, Result};
+use crate::{
+    ArchiveError, BlockHash, BlockSize, Fingerprint, HashAlgorithm, Limits, Result, UNKNOWN_SIZE,
+    read_full,
+};
 
 /// The two digest formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,11 +118,34 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-fn corrupt(path: &Path, offset: u64, detail: impl Into<String>) -> Error {
-    Error::CorruptDigest {
+fn corrupt(path: &Path, offset: u64, detail: impl Into<String>) -> ArchiveError {
+    ArchiveError::CorruptDigest {
         path: path.to_owned(),
         offset,
         detail: detail.into(),
+    }
+}
+
+/// Attaches the digest's path and an operation to an I/O error.
+trait IoContext<T> {
+    fn ctx(self, path: impl Into<PathBuf>, op: &'static str) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, path: impl Into<PathBuf>, op: &'static str) -> Result<T> {
+        self.map_err(|source| ArchiveError::FileIo {
+            path: path.into(),
+            op,
+            source,
+        })
+    }
+}
+
+/// A writer used against the format's rules.
+fn invalid_write(path: &Path, reason: impl Into<String>) -> ArchiveError {
+    ArchiveError::InvalidDigestWrite {
+        path: path.to_owned(),
+        reason: reason.into(),
     }
 }
 
@@ -270,7 +296,9 @@ fn check_file(
                     ),
                 ));
             }
-            Ok(((len - head) / h, None))
+            // Saturating: a file that grew between its stat and its first
+            // read may be shorter than the header it was parsed from.
+            Ok((len.saturating_sub(head) / h, None))
         }
         DigestFormat::V2 => {
             if len < head + V2_TRAILER_LEN as u64 {
@@ -310,20 +338,28 @@ fn check_file(
 /// when its end is reached ([`finish`](Self::finish) reads to it).
 ///
 /// ```
-/// use blockdiff_core::{BlockSize, DigestReader, DigestSpec, DigestWriter, HashAlgorithm, hash_block};
+/// use archive_format::{BlockHash, BlockSize, DigestReader, DigestSpec, DigestWriter};
+///
+/// // The MD5 of the one block, "abcd" (hashing is the caller's: in
+/// // blockdiff-core, `hash_block`). MD5 fills the first 16 bytes.
+/// let mut md5: BlockHash = [0; 32];
+/// md5[..16].copy_from_slice(&[
+///     0xe2, 0xfc, 0x71, 0x4c, 0x47, 0x27, 0xee, 0x93,
+///     0x95, 0xf3, 0x24, 0xcd, 0x2e, 0x7f, 0x33, 0x1f,
+/// ]);
 ///
 /// let mut w = DigestWriter::new(Vec::new(), "example.md5");
 /// w.begin(&DigestSpec::legacy(BlockSize::new(4)?))?;
-/// w.push(&hash_block(HashAlgorithm::Md5, b"abcd"))?;
+/// w.push(&md5)?;
 /// w.end(4)?;
 /// let bytes = w.into_inner();
 /// assert_eq!(bytes.len(), 4 + 16);
 ///
 /// let mut r = DigestReader::new(&bytes[..], "example.md5")?;
 /// assert_eq!(r.block_size().get(), 4);
-/// assert_eq!(r.next_entry()?, Some(hash_block(HashAlgorithm::Md5, b"abcd")));
+/// assert_eq!(r.next_entry()?, Some(md5));
 /// assert_eq!(r.next_entry()?, None);
-/// # Ok::<(), blockdiff_core::Error>(())
+/// # Ok::<(), archive_format::ArchiveError>(())
 /// ```
 #[derive(Debug)]
 pub struct DigestReader<R> {
@@ -566,15 +602,12 @@ impl<W: Write> DigestWriter<W> {
     /// Writes the header. Called once, before the first entry.
     pub fn begin(&mut self, spec: &DigestSpec) -> Result<()> {
         if self.spec.is_some() {
-            return Err(Error::InvalidOption(format!(
-                "{}: digest header written twice",
-                self.path.display()
-            )));
+            return Err(invalid_write(&self.path, "digest header written twice"));
         }
         if spec.format == DigestFormat::Legacy && spec.algorithm != HashAlgorithm::Md5 {
-            return Err(Error::InvalidOption(
-                "a legacy digest holds MD5 hashes only".into(),
-            ));
+            return Err(ArchiveError::InvalidValue {
+                detail: "a legacy digest holds MD5 hashes only".into(),
+            });
         }
         self.spec = Some(*spec);
         self.hasher = (spec.format == DigestFormat::V2).then(|| spec.fingerprint_hasher());
@@ -586,10 +619,7 @@ impl<W: Write> DigestWriter<W> {
     /// Appends one block's hash.
     pub fn push(&mut self, hash: &BlockHash) -> Result<()> {
         let Some(spec) = &self.spec else {
-            return Err(Error::InvalidOption(format!(
-                "{}: digest entry before its header",
-                self.path.display()
-            )));
+            return Err(invalid_write(&self.path, "digest entry before its header"));
         };
         let bytes = &hash[..spec.hash_len()];
         if let Some(h) = self.hasher.as_mut() {
@@ -608,17 +638,16 @@ impl<W: Write> DigestWriter<W> {
     /// bytes, flushes, and returns the fingerprint (`None` for legacy).
     pub fn end(&mut self, source_size: u64) -> Result<Option<Fingerprint>> {
         let Some(spec) = self.spec else {
-            return Err(Error::InvalidOption(format!(
-                "{}: digest ended before its header",
-                self.path.display()
-            )));
+            return Err(invalid_write(&self.path, "digest ended before its header"));
         };
         if spec.block_size.blocks_in(source_size) != self.entries {
-            return Err(Error::InvalidOption(format!(
-                "{}: {} entries do not fit a source of {source_size} bytes",
-                self.path.display(),
-                self.entries
-            )));
+            return Err(invalid_write(
+                &self.path,
+                format!(
+                    "{} entries do not fit a source of {source_size} bytes",
+                    self.entries
+                ),
+            ));
         }
         let fingerprint = match self.hasher.take() {
             Some(mut h) => {
