@@ -263,7 +263,7 @@ mod tests {
             })
             .join()
             .unwrap();
-            let expected = IoPriority::BestEffort(6).to_raw() as libc::c_long;
+            let expected = libc::c_long::from(IoPriority::BestEffort(6).to_raw());
             assert_eq!(child, (expected, NICE_MAX));
         })
         .join()

@@ -133,7 +133,10 @@ impl<C: Clock> RateLimiter<C> {
             return Duration::ZERO;
         }
         let wait = {
-            let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+            let mut b = self
+                .bucket
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let now = self.clock.now().max(b.at);
             let elapsed = (now - b.at).as_nanos();
             let full = i128::from(self.burst) * NANOS_PER_SEC as i128;

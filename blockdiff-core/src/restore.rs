@@ -333,7 +333,7 @@ impl RestorePlan {
         diffs: Vec<DiffLocation>,
         digest: Option<DigestFile>,
     ) -> Result<Self> {
-        let mut block_size = digest.as_ref().map(|d| d.block_size());
+        let mut block_size = digest.as_ref().map(archive_format::DigestFile::block_size);
         for diff in &diffs {
             let bs = BlockSize::new(open_legacy(diff)?.block_size())?;
             match block_size {
@@ -478,7 +478,7 @@ impl RestorePlan {
     /// The worker threads a replay starts.
     fn worker_threads(&self) -> usize {
         match self.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             n => n,
         }
     }
@@ -1140,7 +1140,7 @@ impl Replay<'_, '_> {
                     let first = extents.first().map_or(0, |e| e.first_block);
                     extents
                         .last()
-                        .map_or(0, |e| e.end_block())
+                        .map_or(0, archive_format::Extent::end_block)
                         .saturating_sub(first)
                 })
             })

@@ -971,7 +971,7 @@ impl PendingGeneration {
         let diff = self.diff.take().expect("writers live until commit");
         let file = diff
             .finish()
-            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+            .and_then(|w| w.into_inner().map_err(std::io::IntoInnerError::into_error))
             .ctx(&self.diff_tmp, "write")?;
         file.sync_all().ctx(&self.diff_tmp, "fsync")?;
         drop(file);
@@ -980,7 +980,7 @@ impl PendingGeneration {
         let digest = self.digest.take().expect("writers live until commit");
         let file = digest
             .into_inner()
-            .map_err(|e| e.into_error())
+            .map_err(std::io::IntoInnerError::into_error)
             .ctx(&self.digest_tmp, "write")?;
         file.sync_all().ctx(&self.digest_tmp, "fsync")?;
         drop(file);

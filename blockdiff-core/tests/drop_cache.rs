@@ -85,7 +85,7 @@ fn is_memory_fs(dir: &Path) -> bool {
     // NUL-terminated path.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
-    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
+    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &raw mut st) }, 0);
     matches!(st.f_type as i64, 0x0102_1994 | 0x8584_58f6) // tmpfs, ramfs
 }
 

@@ -48,7 +48,7 @@ fn apply(src: &mut Vec<u8>, edit: &Edit) {
             src[start..end].fill(0);
         }
         Edit::Grow { len, seed } => {
-            src.extend((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)))
+            src.extend((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
         }
         Edit::Shrink { keep } => src.truncate(pos(keep, src.len())),
     }

@@ -909,7 +909,7 @@ mod tests {
         let result = f
             .mounter
             .mount(&origin(), &f.mount_point, options, &mut |s| {
-                steps.push(s.to_owned())
+                steps.push(s.to_owned());
             });
         (result, steps)
     }

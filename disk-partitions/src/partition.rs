@@ -433,7 +433,7 @@ fn read_mbr<R: Read + Seek>(
         let entry_offset = (MBR_ENTRIES_OFFSET + 16 * (slot as usize - 1)) as u64;
         let partition = mbr_partition(device, entry_offset, slot, 0, entry)?;
         if partition.kind.is_extended() {
-            extended.push((entry.first_lba as u64, partition.size / MBR_SECTOR_SIZE));
+            extended.push((u64::from(entry.first_lba), partition.size / MBR_SECTOR_SIZE));
         }
         partitions.push(partition);
     }
@@ -456,7 +456,7 @@ fn mbr_partition<R>(
     base_lba: u64,
     entry: &MbrEntry,
 ) -> Result<Partition> {
-    let first = base_lba + entry.first_lba as u64;
+    let first = base_lba + u64::from(entry.first_lba);
     if first == 0 {
         return Err(device.error(
             entry_offset,
@@ -466,7 +466,7 @@ fn mbr_partition<R>(
     let partition = Partition {
         number,
         start: first * MBR_SECTOR_SIZE,
-        size: entry.sectors as u64 * MBR_SECTOR_SIZE,
+        size: u64::from(entry.sectors) * MBR_SECTOR_SIZE,
         kind: PartitionType::Mbr(entry.kind),
         name: String::new(),
     };
@@ -530,7 +530,7 @@ fn read_logical_partitions<R: Read + Seek>(
             let entry_offset = offset + (MBR_ENTRIES_OFFSET + 16 * slot) as u64;
             if PartitionType::Mbr(entry.kind).is_extended() {
                 if next.is_none() {
-                    next = Some((entry_offset, ext_lba + entry.first_lba as u64));
+                    next = Some((entry_offset, ext_lba + u64::from(entry.first_lba)));
                 }
                 continue;
             }
@@ -609,7 +609,7 @@ fn read_gpt_at<R: Read + Seek>(
         return Err(bad("no GPT header signature \"EFI PART\"".into()));
     }
     let header_size = le32(&header, 12);
-    if !(GPT_MIN_HEADER_SIZE as u64..=sector_size).contains(&(header_size as u64)) {
+    if !(u64::from(GPT_MIN_HEADER_SIZE)..=sector_size).contains(&u64::from(header_size)) {
         return Err(bad(format!(
             "GPT header size {header_size} is outside {GPT_MIN_HEADER_SIZE}..={sector_size}"
         )));
@@ -640,7 +640,7 @@ fn read_gpt_at<R: Read + Seek>(
             "GPT entry size {entry_size} is not a power of two in {GPT_MIN_ENTRY_SIZE}..={GPT_MAX_ENTRY_SIZE}"
         )));
     }
-    let array_bytes = entry_count as u64 * entry_size as u64;
+    let array_bytes = u64::from(entry_count) * u64::from(entry_size);
     if array_bytes > MAX_GPT_ENTRY_ARRAY_BYTES {
         return Err(bad(format!(
             "GPT entry array of {entry_count} entries of {entry_size} bytes is larger than {MAX_GPT_ENTRY_ARRAY_BYTES} bytes"
@@ -663,7 +663,7 @@ fn read_gpt_at<R: Read + Seek>(
     }
     let mut partitions = Vec::new();
     for (number, entry) in (1u32..).zip(array.chunks_exact(entry_size as usize)) {
-        let entry_offset = array_offset + (number as u64 - 1) * entry_size as u64;
+        let entry_offset = array_offset + (u64::from(number) - 1) * u64::from(entry_size);
         let kind = Guid(entry[..16].try_into().expect("16 bytes"));
         if kind.is_zero() {
             continue;
@@ -771,7 +771,7 @@ pub(crate) mod tests {
             0,
             GPT_PROTECTIVE,
             1,
-            (sectors - 1).min(u32::MAX as u64) as u32,
+            (sectors - 1).min(u64::from(u32::MAX)) as u32,
         );
         img[510..512].copy_from_slice(&BOOT_SIGNATURE);
         let mut array = vec![0u8; 128 * 128];

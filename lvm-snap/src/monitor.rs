@@ -94,7 +94,9 @@ fn poll(
     shared: &Mutex<Shared>,
 ) -> Result<FillStatus> {
     let usage = watcher.usage();
-    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let usage = match usage {
         Ok(u) => u,
         Err(e) => {
@@ -168,7 +170,10 @@ impl FillMonitor {
 
     /// What has been seen so far.
     pub fn status(&self) -> FillStatus {
-        self.shared.lock().unwrap_or_else(|p| p.into_inner()).status
+        self.shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .status
     }
 
     /// Polls now, on the caller's thread: the check before a backup commits.

@@ -23,7 +23,7 @@ impl Logger {
 
     /// Logs one line.
     pub fn line(&self, text: impl AsRef<str>) {
-        (self.0)(text.as_ref())
+        (self.0)(text.as_ref());
     }
 }
 

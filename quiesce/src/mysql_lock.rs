@@ -156,7 +156,7 @@ impl ClientOptionFile {
                         path: path.to_path_buf(),
                         line: index + 1,
                         detail: format!("port {value:?} is not a port number"),
-                    })?)
+                    })?);
                 }
                 _ => {}
             }
@@ -307,7 +307,7 @@ impl MysqlQuiescer {
             ] {
                 if let Some(Some(value)) = row
                     .get_opt::<Option<String>, _>(column)
-                    .and_then(|v| v.ok())
+                    .and_then(std::result::Result::ok)
                     && !value.is_empty()
                 {
                     metadata.push((key.to_string(), value));

@@ -58,9 +58,9 @@ impl TerminationSignals {
                 action.sa_sigaction =
                     record_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
                 action.sa_flags = libc::SA_RESTART;
-                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigemptyset(&raw mut action.sa_mask);
                 let mut previous: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(signal, &action, &mut previous) != 0 {
+                if libc::sigaction(signal, &raw const action, &raw mut previous) != 0 {
                     return Err(Error::Signals {
                         detail: format!(
                             "cannot install a handler for {}: {}",
@@ -98,7 +98,7 @@ impl Drop for TerminationSignals {
         for (signal, previous) in self.previous.drain(..).rev() {
             // SAFETY: restores the disposition saved by `catch`.
             unsafe {
-                libc::sigaction(signal, &previous, std::ptr::null_mut());
+                libc::sigaction(signal, &raw const previous, std::ptr::null_mut());
             }
         }
         CATCHING.store(false, Ordering::SeqCst);

@@ -332,7 +332,7 @@ impl QuiesceStack {
                         names.clone(),
                         manager.unwrap_or_else(ServiceManager::detect),
                         Arc::clone(&runner),
-                    )))
+                    )));
                 }
                 QuiesceSpec::OpenVz {
                     mode,
@@ -345,10 +345,10 @@ impl QuiesceStack {
                     Arc::clone(&runner),
                 ))),
                 QuiesceSpec::Cgroup { path, timeout } => {
-                    stack.push(Box::new(CgroupFreezer::new(path, *timeout)?))
+                    stack.push(Box::new(CgroupFreezer::new(path, *timeout)?));
                 }
                 QuiesceSpec::FsFreeze { mount_point } => {
-                    stack.push(Box::new(FsFreezer::new(mount_point.clone())))
+                    stack.push(Box::new(FsFreezer::new(mount_point.clone())));
                 }
                 QuiesceSpec::Hook(hook) => stack.add_hook(hook.clone()),
             }

@@ -217,7 +217,7 @@ fn lock(state: &Mutex<StackState>) -> MutexGuard<'_, StackState> {
     // consistent enough to thaw, which is the point.
     state
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl QuiesceStack {

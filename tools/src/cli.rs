@@ -110,7 +110,9 @@ pub fn run_main<A: Parser>(name: &str, run: impl FnOnce(A) -> anyhow::Result<()>
     match run(args) {
         Ok(()) => ExitStatus::Success.into(),
         Err(e) => {
-            if crate::console::output_lost(&e).is_some_and(|l| l.is_broken_pipe()) {
+            if crate::console::output_lost(&e)
+                .is_some_and(super::console::OutputLost::is_broken_pipe)
+            {
                 return ExitStatus::Failure.into();
             }
             crate::errln!("{name}: error: {}", error_line(&e));

@@ -40,7 +40,10 @@ pub fn back_up_each(
         }
         summaries.push(summary);
         if stop && i + 1 < volumes.len() {
-            let left: Vec<String> = volumes[i + 1..].iter().map(|v| v.to_string()).collect();
+            let left: Vec<String> = volumes[i + 1..]
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect();
             log.error(format_args!("stopping; not backed up: {}", left.join(", ")));
             failed.extend(left);
             break;

@@ -66,7 +66,10 @@ impl TerminalProgress {
     /// Runs `print` with the bar being shown, if any, cleared, and draws
     /// the bar again after: for everything printed on stderr during a dump.
     pub fn suspend<R>(&self, print: impl FnOnce() -> R) -> R {
-        let shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+        let shown = self
+            .shown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match shown.as_ref() {
             Some(bar) => bar.suspend(print),
             None => print(),
@@ -90,7 +93,10 @@ impl TerminalProgress {
             if total.is_none() {
                 bar.enable_steady_tick(Duration::from_millis(250));
             }
-            *self.shown.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
+            *self
+                .shown
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bar.clone());
             bar
         });
         BarProgress {
@@ -162,7 +168,10 @@ impl Progress for BarProgress<'_> {
 impl Drop for BarProgress<'_> {
     fn drop(&mut self) {
         if let Some(bar) = self.bar.take() {
-            let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+            let mut shown = self
+                .shown
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             bar.finish_and_clear();
             *shown = None;
         }

@@ -78,7 +78,10 @@ struct LogFile {
 
 impl LogFile {
     fn append(&self, line: &str) {
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Err(e) = file.write_all(line.as_bytes())
             && !self.failed.swap(true, Ordering::Relaxed)
         {

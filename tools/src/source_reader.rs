@@ -340,7 +340,7 @@ impl<'a> SourceReader<'a> {
                     )));
                 }
                 (Err(_), Err(e)) => {
-                    log.error(format_args!("snapshot {name} could not be removed: {e}"))
+                    log.error(format_args!("snapshot {name} could not be removed: {e}"));
                 }
             }
         }

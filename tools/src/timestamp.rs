@@ -16,7 +16,7 @@ pub(crate) fn local_tm(secs: u64) -> Option<libc::tm> {
     // zero-initialised struct; `t` is a valid time_t.
     unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
+        if libc::localtime_r(&raw const t, &raw mut tm).is_null() {
             return None;
         }
         Some(tm)

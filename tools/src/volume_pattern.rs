@@ -196,7 +196,11 @@ mod tests {
         ];
         let p = VolumePattern::parse("vg0/web-*").unwrap();
         let s = p.select(&listing);
-        let names = |v: &[LvPath]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let names = |v: &[LvPath]| {
+            v.iter()
+                .map(std::string::ToString::to_string)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
             names(&s.volumes),
             ["vg0/web-a", "vg0/web-b", "vg0/web-thin"]

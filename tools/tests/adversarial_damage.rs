@@ -345,7 +345,7 @@ fn sweep(format: Format) {
     let next = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
     let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
+        .map_or(2, std::num::NonZero::get)
         .clamp(2, 8);
     std::thread::scope(|s| {
         for w in 0..workers {

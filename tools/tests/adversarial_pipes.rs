@@ -63,7 +63,7 @@ fn run_closed(how: Closed, bin: &str, args: &[&dyn AsRef<OsStr>], stdin: Option<
     let mut cmd = match how {
         Closed::StdoutPipe | Closed::StderrPipe => {
             let mut c = Command::new(bin);
-            c.args(args.iter().map(|a| a.as_ref()));
+            c.args(args.iter().map(std::convert::AsRef::as_ref));
             c
         }
         Closed::StdoutFd | Closed::StderrFd => {
@@ -73,7 +73,7 @@ fn run_closed(how: Closed, bin: &str, args: &[&dyn AsRef<OsStr>], stdin: Option<
             };
             let mut c = Command::new("sh");
             c.arg("-c").arg(redirect).arg(bin);
-            c.args(args.iter().map(|a| a.as_ref()));
+            c.args(args.iter().map(std::convert::AsRef::as_ref));
             c
         }
     };

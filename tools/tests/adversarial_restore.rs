@@ -65,7 +65,7 @@ fn restore(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
 fn restore_with_stdin(args: &[&dyn AsRef<std::ffi::OsStr>], input: &[u8]) -> Output {
     use std::io::Write;
     let mut child = Command::new(RESTORE)
-        .args(args.iter().map(|a| a.as_ref()))
+        .args(args.iter().map(std::convert::AsRef::as_ref))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -216,7 +216,10 @@ fn prune_keeps_the_newest_and_removes_old_chains_entirely() {
     );
     // The deleted chains are gone, every file of them: .ver, diffs,
     // digests, meta.json, leftovers, lock.
-    let mut expect: Vec<String> = BYSTANDERS.iter().map(|s| s.to_string()).collect();
+    let mut expect: Vec<String> = BYSTANDERS
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     expect.push("disk.img".into());
     for key in ["202003", current_key.trim_start_matches("db-")] {
         for suffix in [

@@ -25,7 +25,7 @@ fn chain_round_trip(per_generation: [&[&str]; 4], expect_files: &[&str]) {
     let src = dir.path().join("disk.img");
     let mut versions = Vec::new();
     let mut data = noise(300_000, 1);
-    data.extend_from_slice(&[0u8; 100_000]);
+    data.extend_from_slice(&vec![0u8; 100_000]);
     for (g, extra) in (1..=4u8).zip(per_generation) {
         data[g as usize * 20_000] ^= 0xff;
         data.extend_from_slice(&[g; 1000]);
@@ -168,7 +168,7 @@ fn info_shows_every_generation() {
     let name = dir.path().join("db");
     let src = dir.path().join("disk.img");
     let mut data = noise(1 << 20, 4);
-    data.extend_from_slice(&[0u8; 1 << 20]);
+    data.extend_from_slice(&vec![0u8; 1 << 20]);
     fs::write(&src, &data).unwrap();
     assert!(run(BACKUP, &[&name, &src]).status.success());
     data[5] ^= 1;

@@ -155,7 +155,11 @@ fn cache_not_observable(dir: &Path) -> Option<String> {
     // NUL-terminated path.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
-    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0, "statfs");
+    assert_eq!(
+        unsafe { libc::statfs(c.as_ptr(), &raw mut st) },
+        0,
+        "statfs"
+    );
     const TMPFS_MAGIC: i64 = 0x0102_1994;
     const RAMFS_MAGIC: i64 = 0x8584_58f6;
     let fs_type = st.f_type as i64;

@@ -169,7 +169,7 @@ impl Sshd {
         for o in options {
             all.extend(["--ssh-option".into(), o]);
         }
-        all.extend(args.iter().map(|a| a.to_string()));
+        all.extend(args.iter().map(std::string::ToString::to_string));
         all
     }
 

@@ -51,7 +51,7 @@ static ALLOCATOR: Counting = Counting;
 pub fn peak<T>(f: impl FnOnce() -> T) -> (T, usize) {
     LARGEST.with(|l| l.set(0));
     let out = f();
-    (out, LARGEST.with(|l| l.get()))
+    (out, LARGEST.with(std::cell::Cell::get))
 }
 
 pub const MIB: usize = 1 << 20;

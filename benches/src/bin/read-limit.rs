@@ -132,7 +132,7 @@ fn main() -> ExitCode {
         }
     };
     let threads = match args.get(2).map(|s| s.parse::<usize>()) {
-        None => thread::available_parallelism().map_or(1, |n| n.get()),
+        None => thread::available_parallelism().map_or(1, std::num::NonZero::get),
         Some(Ok(n)) if (1..=256).contains(&n) => n,
         Some(_) => {
             eprintln!("read-limit: THREADS must be 1 to 256");

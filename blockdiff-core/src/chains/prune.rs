@@ -303,7 +303,10 @@ mod tests {
             report.kept.iter().map(|(c, r)| (c.key(), r)).collect();
         assert_eq!(kept.len(), 2);
         assert_eq!(kept[1], ("202610", &KeepReason::Newest));
-        let mut expect: Vec<String> = LOOK_ALIKES.iter().map(|s| s.to_string()).collect();
+        let mut expect: Vec<String> = LOOK_ALIKES
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         for g in 1..=3 {
             expect.push(format!("db-202608.{g}"));
             expect.push(format!("db-202608.{g}.digest"));

@@ -78,9 +78,9 @@ fn install() -> bool {
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_sigbus as *const () as usize;
             action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigemptyset(&raw mut action.sa_mask);
             let mut previous: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(libc::SIGBUS, &action, &mut previous) == 0 {
+            if libc::sigaction(libc::SIGBUS, &raw const action, &raw mut previous) == 0 {
                 PREVIOUS = Some(previous);
                 INSTALLED.store(true, Ordering::Release);
             }
@@ -142,7 +142,7 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
             unsafe {
                 let mut default: libc::sigaction = std::mem::zeroed();
                 default.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(libc::SIGBUS, &default, std::ptr::null_mut());
+                libc::sigaction(libc::SIGBUS, &raw const default, std::ptr::null_mut());
             }
         }
     }

@@ -209,7 +209,7 @@ pub const READ_CHUNK: usize = 4 << 20;
 pub const MAX_THREADS_PER_CORE: usize = 8;
 
 fn cores() -> usize {
-    thread::available_parallelism().map_or(1, |n| n.get())
+    thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 impl DumpOptions {

@@ -45,7 +45,7 @@ fn stat_at(dir: &File, name: &CString, path: &Path) -> Result<Option<libc::stat>
         libc::fstatat(
             dir.as_raw_fd(),
             name.as_ptr(),
-            &mut st,
+            &raw mut st,
             libc::AT_SYMLINK_NOFOLLOW,
         )
     };
@@ -124,7 +124,7 @@ thread_local! {
 
 #[cfg(test)]
 fn without_tmpfile() -> bool {
-    WITHOUT_TMPFILE.with(|w| w.get())
+    WITHOUT_TMPFILE.with(std::cell::Cell::get)
 }
 
 #[cfg(not(test))]
@@ -454,7 +454,10 @@ impl Target {
         if let Some(st) = existing {
             // The restored file keeps the owner, group and mode of the one
             // it replaces (chown first: it clears set-id bits).
-            let fd = self.file.as_ref().map_or(-1, |f| f.as_raw_fd());
+            let fd = self
+                .file
+                .as_ref()
+                .map_or(-1, std::os::fd::AsRawFd::as_raw_fd);
             // SAFETY: geteuid and getegid have no preconditions.
             let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
             if (st.st_uid != uid || st.st_gid != gid)

@@ -330,7 +330,7 @@ fn mount_one(
 ) -> anyhow::Result<()> {
     let mounted = mounter
         .mount(lv, dir, options, &mut |step| {
-            report.line(&format!("{lv}: {step}"))
+            report.line(&format!("{lv}: {step}"));
         })
         .with_context(|| format!("mounting {lv} at {} failed", dir.display()))?;
     report.line(&format!(

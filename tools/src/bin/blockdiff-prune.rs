@@ -141,7 +141,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             for d in plan.decisions() {
                 match &d.action {
                     PruneAction::Keep(reason) => {
-                        writeln!(out, "keep         {}: {reason}", d.chain.name().display())?
+                        writeln!(out, "keep         {}: {reason}", d.chain.name().display())?;
                     }
                     PruneAction::Delete(reason) => writeln!(
                         out,
@@ -210,7 +210,7 @@ fn to_json(
                 match &d.action {
                     PruneAction::Keep(reason) => kept.push(chain_json(&d.chain, reason)),
                     PruneAction::Delete(reason) => {
-                        deleted.push(with_files(chain_json(&d.chain, reason), d.chain.files()))
+                        deleted.push(with_files(chain_json(&d.chain, reason), d.chain.files()));
                     }
                 }
             }

@@ -97,7 +97,10 @@ impl<W: Write> PacketWriter<W> {
 
     /// Sends `payload` as one or more packets of `kind`.
     pub fn send(&self, kind: PacketKind, payload: &[u8]) -> io::Result<()> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut pieces = payload.chunks(MAX_PAYLOAD).peekable();
         if pieces.peek().is_none() {
             return write_packet(&mut *inner, kind, &[]);
@@ -110,7 +113,10 @@ impl<W: Write> PacketWriter<W> {
 
     /// Flushes the stream.
     pub fn flush(&self) -> io::Result<()> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).flush()
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .flush()
     }
 
     /// A [`Write`] whose bytes go out as packets of `kind`, buffered into

@@ -21,7 +21,7 @@ pub const REPAIR: &str = env!("CARGO_BIN_EXE_blockdiff-repair");
 /// output.
 pub fn run(bin: &str, args: &[&dyn AsRef<OsStr>]) -> Output {
     Command::new(bin)
-        .args(args.iter().map(|a| a.as_ref()))
+        .args(args.iter().map(std::convert::AsRef::as_ref))
         .stdin(Stdio::null())
         .output()
         .unwrap()
