@@ -16,26 +16,15 @@ pub(crate) fn parse_binary_size(s: &str, what: &str) -> Result<u64> {
 mod tests {
     use super::*;
 
+    /// archive-format's parser, whose own tests cover the units; here,
+    /// that its errors are invalid options.
     #[test]
-    fn binary_units() {
-        let p = |s| parse_binary_size(s, "size").unwrap();
-        assert_eq!(p("0"), 0);
-        assert_eq!(p("512"), 512);
-        assert_eq!(p("512B"), 512);
-        assert_eq!(p("4k"), 4096);
-        assert_eq!(p("4KiB"), 4096);
-        assert_eq!(p("60M"), 60 << 20);
-        assert_eq!(p(" 2g "), 2 << 30);
+    fn binary_units_and_their_errors_as_options() {
+        assert_eq!(parse_binary_size(" 4KiB ", "size").unwrap(), 4096);
         let e = |s| parse_binary_size(s, "size").unwrap_err().to_string();
         assert_eq!(
             e("4x"),
             "invalid option: size \"4x\": unknown unit \"x\" (use K, M or G, binary multiples)"
-        );
-        assert_eq!(e("M"), "invalid option: size \"M\" is not a number");
-        assert_eq!(e("-1"), "invalid option: size \"-1\" is not a number");
-        assert_eq!(
-            e("99999999999999999999"),
-            "invalid option: size \"99999999999999999999\" is not a number"
         );
         assert_eq!(
             e("99999999999G"),

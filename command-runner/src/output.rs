@@ -13,6 +13,16 @@ pub struct CommandOutput {
     pub stderr: Vec<u8>,
 }
 
+impl From<std::process::Output> for CommandOutput {
+    fn from(out: std::process::Output) -> Self {
+        CommandOutput {
+            status: out.status.code(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        }
+    }
+}
+
 impl CommandOutput {
     /// A command that exited with 0 and printed `stdout`.
     pub fn ok(stdout: impl AsRef<[u8]>) -> Self {

@@ -138,12 +138,7 @@ impl CommandRunner for LocalRunner {
     }
 
     fn run(&self, command: &CommandLine) -> io::Result<CommandOutput> {
-        let out = self.command(command).stdin(Stdio::null()).output()?;
-        Ok(CommandOutput {
-            status: out.status.code(),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        })
+        Ok(self.command(command).stdin(Stdio::null()).output()?.into())
     }
 }
 

@@ -190,12 +190,7 @@ impl CommandRunner for SshRunner {
     /// Runs `command` on the host. An exit status of 255 is ssh's own
     /// failure (the connection) or the command's.
     fn run(&self, command: &CommandLine) -> io::Result<CommandOutput> {
-        let out = self.remote(command).stdin(Stdio::null()).output()?;
-        Ok(CommandOutput {
-            status: out.status.code(),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        })
+        Ok(self.remote(command).stdin(Stdio::null()).output()?.into())
     }
 
     fn run_streaming(
