@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use archive_format::{DiffFile, DigestFile, DigestReader, DigestWriter, LegacyReader};
 
-use crate::dump::{DumpOptions, DumpReport, DumpSource, LegacySink, V2Sink, dump};
+use crate::dump::{DumpOptions, DumpReport, DumpSource, FormatSink, dump};
 use crate::error::{ArchiveContext, IoContext};
 use crate::progress::Progress;
 use crate::store::{DiffFormat, GenerationStore, PendingGeneration, StoreLock};
@@ -239,31 +239,16 @@ pub fn backup_with_metadata<R: Read + Send>(
     let report = {
         let (diff, digest) = prepared.pending.writers();
         let mut digest = DigestWriter::new(digest, &digest_path);
-        let previous = previous.as_mut();
-        match format {
-            DiffFormat::Legacy(_) => {
-                let mut sink = LegacySink::new(diff, &diff_path);
-                dump(
-                    source,
-                    previous,
-                    &mut sink,
-                    &mut digest,
-                    &dump_options,
-                    progress,
-                )?
-            }
-            DiffFormat::V2 { compression, level } => {
-                let mut sink = V2Sink::new(diff, &diff_path, compression, level);
-                dump(
-                    source,
-                    previous,
-                    &mut sink,
-                    &mut digest,
-                    &dump_options,
-                    progress,
-                )?
-            }
-        }
+        // A gzipped legacy diff: `diff` compresses.
+        let mut sink = FormatSink::new(format, diff, &diff_path);
+        dump(
+            source,
+            previous.as_mut(),
+            &mut sink,
+            &mut digest,
+            &dump_options,
+            progress,
+        )?
     };
     if let Some(reason) = progress.before_commit() {
         return Err(Error::Stopped { reason });

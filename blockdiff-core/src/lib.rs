@@ -87,8 +87,8 @@ pub use chains::{
 };
 pub use dump::{
     ChangedRanges, ChunkEncoder, DiffSink, DumpOptions, DumpPlan, DumpReport, DumpSource,
-    DumpedChunk, LegacySink, MAPPED_CHUNK, NoEncoding, READ_CHUNK, V2Encoder, V2EncoderState,
-    V2Frame, V2Sink, dump,
+    DumpedChunk, FormatEncoded, FormatEncoder, FormatEncoderState, FormatSink, LegacySink,
+    MAPPED_CHUNK, NoEncoding, READ_CHUNK, V2Encoder, V2EncoderState, V2Frame, V2Sink, dump,
 };
 pub use error::{Error, Result};
 pub use info::{Comparison, GenerationInfo, compare_with_generation};

@@ -67,6 +67,16 @@ impl Default for DiffFormat {
 }
 
 impl DiffFormat {
+    /// How the whole diff stream is compressed around what its sink writes
+    /// ([`FormatSink`](crate::FormatSink)): gzip for a gzipped legacy
+    /// diff, nothing otherwise (v2 compresses its frames itself).
+    pub fn stream_compression(self) -> Compression {
+        match self {
+            DiffFormat::Legacy(c) => c,
+            DiffFormat::V2 { .. } => Compression::None,
+        }
+    }
+
     /// The digest format that goes with it.
     pub fn digest_format(self) -> DigestFormat {
         match self {

@@ -1,6 +1,7 @@
 //! The diff engine: source + optional previous digest → changed blocks (to
 //! a [`DiffSink`]) + new digest, hashed and encoded on every core.
 
+mod format_sink;
 mod mapped;
 mod sink;
 
@@ -18,6 +19,7 @@ use archive_format::{
 };
 use crossbeam_channel as channel;
 
+pub use format_sink::{FormatEncoded, FormatEncoder, FormatEncoderState, FormatSink};
 pub use sink::{ChangedRanges, LegacySink, NoEncoding, V2Encoder, V2EncoderState, V2Frame, V2Sink};
 
 use crate::block::BlockHasher;

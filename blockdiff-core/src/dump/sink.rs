@@ -34,7 +34,7 @@ enum State<W, A> {
     Poisoned,
 }
 
-fn misuse(what: &str) -> Error {
+pub(super) fn misuse(what: &str) -> Error {
     Error::InvalidOption(format!("diff sink {what}"))
 }
 

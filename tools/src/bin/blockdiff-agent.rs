@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use blockdiff_core::{
-    BlockSize, DiffFormat, DigestReader, DigestWriter, DumpOptions, Error, LegacySink, Notice,
-    Progress, V2Sink, dump,
+    BlockSize, DigestReader, DigestWriter, DumpOptions, Error, FormatSink, Notice, Progress, dump,
 };
 use blockdiff_tools::remote::protocol::{PacketKind, PacketWriter, progress_payload};
 use blockdiff_tools::remote::report_json;
@@ -156,24 +155,16 @@ fn dump_to(
             let mut diff = packets.channel(PacketKind::Diff);
             let mut digest = packets.channel(PacketKind::Digest);
             let mut digest_writer = DigestWriter::new(&mut digest, "the new digest");
-            let report = match format {
-                DiffFormat::Legacy(_) => dump(
-                    source,
-                    previous.as_mut(),
-                    &mut LegacySink::new(&mut diff, "the diff stream"),
-                    &mut digest_writer,
-                    &options,
-                    progress,
-                )?,
-                DiffFormat::V2 { compression, level } => dump(
-                    source,
-                    previous.as_mut(),
-                    &mut V2Sink::new(&mut diff, "the diff stream", compression, level),
-                    &mut digest_writer,
-                    &options,
-                    progress,
-                )?,
-            };
+            // A gzipped legacy diff is gzipped on the backup host, as it
+            // is written: the stream goes as the sink writes it.
+            let report = dump(
+                source,
+                previous.as_mut(),
+                &mut FormatSink::new(format, &mut diff, "the diff stream"),
+                &mut digest_writer,
+                &options,
+                progress,
+            )?;
             drop(digest_writer);
             let flushed = diff.flush().and_then(|()| digest.flush());
             flushed.map_err(|e| Error::Io {

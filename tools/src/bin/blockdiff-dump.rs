@@ -7,8 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use blockdiff_core::{
-    BlockSize, DiffFormat, DigestReader, DigestWriter, DumpOptions, DumpSource, LegacySink, V2Sink,
-    dump,
+    BlockSize, DiffFormat, DigestReader, DigestWriter, DumpOptions, DumpSource, FormatSink, dump,
 };
 use blockdiff_tools::{
     FormatArgs, PoliteArgs, StderrProgress, UsageError, parse_block_size, run_main,
@@ -278,36 +277,19 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut progress = StderrProgress::new("blockdiff-dump", args.quiet);
     let prev = previous.as_mut();
     let written = (|| -> anyhow::Result<()> {
-        match format {
-            DiffFormat::Legacy(compression) => {
-                let mut sink = LegacySink::new(compression.writer(out), &out_name);
-                dump(
-                    source,
-                    prev,
-                    &mut sink,
-                    &mut digest,
-                    &options,
-                    &mut progress,
-                )?;
-                sink.into_inner()?
-                    .finish()
-                    .with_context(|| format!("{}: cannot write", out_name.display()))?;
-            }
-            DiffFormat::V2 { compression, level } => {
-                let mut sink = V2Sink::new(out, &out_name, compression, level);
-                dump(
-                    source,
-                    prev,
-                    &mut sink,
-                    &mut digest,
-                    &options,
-                    &mut progress,
-                )?;
-                sink.into_inner()?
-                    .flush()
-                    .with_context(|| format!("{}: cannot write", out_name.display()))?;
-            }
-        }
+        let out = format.stream_compression().writer(out);
+        let mut sink = FormatSink::new(format, out, &out_name);
+        dump(
+            source,
+            prev,
+            &mut sink,
+            &mut digest,
+            &options,
+            &mut progress,
+        )?;
+        sink.into_inner()?
+            .finish()
+            .with_context(|| format!("{}: cannot write", out_name.display()))?;
         Ok(())
     })();
     drop(digest);
