@@ -70,20 +70,38 @@ else
     echo "seed.sh: partition_table: sfdisk not installed, no seeds (the fuzzer starts from nothing)" >&2
 fi
 
-# The remote agent's packet stream: the greeting, diff and digest bytes, a
-# log line, progress, and the end packet (tools/src/remote/protocol.rs:
-# kind byte, u32 little-endian length, payload).
+# The remote agent's packet streams (blockdiff-run/src/remote/protocol.rs:
+# kind byte, u32 little-endian length, payload): hand-made ones, and the
+# captures of a real remote backup in testdata/agent/ (its input: the
+# request and the previous digest; its output: log, progress, diff,
+# digest, report), which a blockdiff-run test checks are current.
 mkdir -p "$corpus/packet_reader"
 {
-    printf 'H\032\000\000\000blockdiff-agent protocol 1'
+    printf 'H\032\000\000\000blockdiff-agent protocol 2'
     printf 'D\010\000\000\000\000\020\000\000abcd'
     printf 'L\012\000\000\000info\thello'
     printf 'P\020\000\000\000\377\377\377\377\377\377\377\377\004\000\000\000\000\000\000\000'
     printf 'G\004\000\000\000wxyz'
     printf 'Z\000\000\000\000'
 } >"$corpus/packet_reader/seed-stream"
-printf 'H\032\000\000\000blockdiff-agent protocol 1E\006\000\000\000failed' >"$corpus/packet_reader/seed-error"
+printf 'H\032\000\000\000blockdiff-agent protocol 2E\006\000\000\000failed' >"$corpus/packet_reader/seed-error"
+cp "$here/../testdata/agent/agent-output.bin" "$corpus/packet_reader/seed-agent-output"
+cp "$here/../testdata/agent/agent-input.bin" "$corpus/packet_reader/seed-agent-input"
 echo "seed.sh: packet_reader: $(find "$corpus/packet_reader" -type f | wc -l) corpus files"
+
+# The agent's request: the captured input stream, and the request packet's
+# JSON payload alone (the target reads its input both ways).
+mkdir -p "$corpus/agent_request"
+cp "$here/../testdata/agent/agent-input.bin" "$corpus/agent_request/seed-agent-input"
+# The payload: the capture's second packet (after the greeting).
+python3 - "$here/../testdata/agent/agent-input.bin" "$corpus/agent_request/seed-request-json" <<'PY'
+import struct, sys
+data = open(sys.argv[1], 'rb').read()
+at = 5 + struct.unpack_from('<I', data, 1)[0]
+length = struct.unpack_from('<I', data, at + 1)[0]
+open(sys.argv[2], 'wb').write(data[at + 5:at + 5 + length])
+PY
+echo "seed.sh: agent_request: $(find "$corpus/agent_request" -type f | wc -l) corpus files"
 
 # Inputs that once made a target fail stay in its corpus.
 for dir in "$here"/regressions/*/; do

@@ -66,6 +66,7 @@ mod block;
 mod chains;
 mod dump;
 mod error;
+mod hash_name;
 mod info;
 mod ordered;
 mod priority;

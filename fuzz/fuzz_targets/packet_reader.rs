@@ -1,5 +1,5 @@
-//! Fuzzes `blockdiff_tools::remote::protocol::PacketReader`, the reader of
-//! the remote agent's stream (`[kind: u8][length: u32 LE][payload]`
+//! Fuzzes `blockdiff_run::remote::protocol::PacketReader`, the reader of
+//! the remote agent's streams (`[kind: u8][length: u32 LE][payload]`
 //! packets after a greeting). The bytes come over ssh from another host,
 //! so they are untrusted: any input must give packets, the end or an
 //! error, never a panic and never a payload over `MAX_PAYLOAD` (the reader
@@ -14,7 +14,7 @@
 use std::io::Read;
 
 use blockdiff_fuzz::Trickle;
-use blockdiff_tools::remote::protocol::{GREETING, MAX_PAYLOAD, PacketKind, PacketReader};
+use blockdiff_run::remote::protocol::{GREETING, MAX_PAYLOAD, PacketKind, PacketReader};
 use libfuzzer_sys::fuzz_target;
 
 /// Inputs up to this length are also read one byte per call.
@@ -25,8 +25,8 @@ const KINDS: [(PacketKind, u8); 9] = [
     (PacketKind::Hello, b'H'),
     (PacketKind::Diff, b'D'),
     (PacketKind::Digest, b'G'),
+    (PacketKind::Request, b'Q'),
     (PacketKind::Log, b'L'),
-    (PacketKind::Facts, b'F'),
     (PacketKind::Progress, b'P'),
     (PacketKind::Report, b'R'),
     (PacketKind::Error, b'E'),

@@ -8,8 +8,8 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use libfuzzer_sys::fuzz_target;
 use disk_partitions::PartitionTable;
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(table) = PartitionTable::read(Cursor::new(data), Path::new("fuzz.img")) else {

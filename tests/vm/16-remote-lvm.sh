@@ -99,7 +99,7 @@ for _ in $(seq 300); do
     sleep 0.1
 done
 assert_no_snapshots vgremote
-pgrep -f "blockdiff-agent-.* dump" >/dev/null && fail "agent still running"
+pgrep -f "blockdiff-agent-.* serve" >/dev/null && fail "agent still running"
 log "the next run works and leaves only the agent"
 remote_backup >/tmp/r4.log 2>&1 || { cat /tmp/r4.log; fail "remote backup 4"; }
 [[ $(cat /tmp/store/data.ver) == 3 ]] || fail "generation 3 not committed"

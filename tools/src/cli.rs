@@ -53,18 +53,7 @@ pub fn parse_block_size(s: &str) -> Result<BlockSize, String> {
 /// Formats an error and its causes on one line, leaving out a cause whose
 /// text the line already holds (library errors quote their cause).
 pub fn error_line(err: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line.replace(['\n', '\r'], " ")
+    blockdiff_run::error_line(err.as_ref())
 }
 
 /// True when `err` is a command-line mistake found by a library (a thread
@@ -74,6 +63,8 @@ fn is_usage(err: &anyhow::Error) -> bool {
         c.downcast_ref::<UsageError>().is_some()
             || c.downcast_ref::<blockdiff_core::Error>()
                 .is_some_and(|e| matches!(e, blockdiff_core::Error::TooManyThreads { .. }))
+            || c.downcast_ref::<blockdiff_run::RunError>()
+                .is_some_and(blockdiff_run::RunError::is_invalid_option)
     })
 }
 

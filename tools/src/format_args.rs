@@ -1,4 +1,5 @@
-use blockdiff_core::{Compression, DiffFormat, FrameCompression, HashAlgorithm};
+use blockdiff_core::{DiffFormat, HashAlgorithm};
+use blockdiff_run::{FormatChoice, FormatKind};
 use clap::{Args, ValueEnum};
 
 use crate::UsageError;
@@ -41,64 +42,37 @@ fn parse_hash(s: &str) -> Result<HashAlgorithm, String> {
 }
 
 impl FormatArgs {
-    /// The format asked for, if any (`None`: follow the chain), checked for
-    /// options that do not go together.
-    pub fn requested(&self) -> Result<Option<DiffFormat>, UsageError> {
-        let legacy =
-            self.format == Some(FormatName::Legacy) || (self.format.is_none() && self.gzip);
-        if legacy {
-            if self.zstd_level.is_some() {
-                return Err(UsageError(
-                    "--zstd-level applies to the v2 format, not legacy".into(),
-                ));
-            }
-            if self.hash == Some(HashAlgorithm::Blake3) {
-                return Err(UsageError(
-                    "the legacy format holds MD5 hashes only: drop --hash blake3".into(),
-                ));
-            }
-            let c = if self.gzip {
-                Compression::Gzip
-            } else {
-                Compression::None
-            };
-            return Ok(Some(DiffFormat::Legacy(c)));
+    /// The choice these arguments make.
+    pub fn to_choice(&self) -> FormatChoice {
+        FormatChoice {
+            format: self.format.map(|f| match f {
+                FormatName::V2 => FormatKind::V2,
+                FormatName::Legacy => FormatKind::Legacy,
+            }),
+            zstd_level: self.zstd_level,
+            gzip: self.gzip,
+            hash: self.hash,
         }
-        if self.gzip {
-            return Err(UsageError(
-                "--gzip applies to the legacy format; v2 compresses with zstd (--zstd-level)"
-                    .into(),
-            ));
-        }
-        if self.format.is_none() && self.zstd_level.is_none() {
-            return Ok(None);
-        }
-        Ok(Some(match self.zstd_level {
-            Some(0) => DiffFormat::V2 {
-                compression: FrameCompression::None,
-                level: 0,
-            },
-            Some(level) => DiffFormat::V2 {
-                compression: FrameCompression::Zstd,
-                level,
-            },
-            None => DiffFormat::default(),
-        }))
     }
 
-    /// The hash for a new chain.
+    /// The format asked for, if any (`None`: follow the chain), checked for
+    /// options that do not go together ([`FormatChoice::requested`]).
+    pub fn requested(&self) -> Result<Option<DiffFormat>, UsageError> {
+        self.to_choice()
+            .requested()
+            .map_err(|e| UsageError(e.to_string()))
+    }
+
+    /// The hash for a new chain ([`FormatChoice::hash_for`]).
     pub fn hash_for(&self, format: Option<DiffFormat>) -> HashAlgorithm {
-        match (self.hash, format) {
-            (Some(h), _) => h,
-            (None, Some(DiffFormat::Legacy(_))) => HashAlgorithm::Md5,
-            (None, _) => HashAlgorithm::Blake3,
-        }
+        self.to_choice().hash_for(format)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use blockdiff_core::{Compression, FrameCompression};
     use clap::Parser;
 
     #[derive(Parser)]

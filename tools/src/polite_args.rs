@@ -1,4 +1,5 @@
-use blockdiff_core::{DumpOptions, IoPriority, NICE_MAX, NICE_MIN};
+use blockdiff_core::{IoPriority, NICE_MAX, NICE_MIN};
+use blockdiff_run::PoliteOptions;
 use clap::Args;
 
 /// The `--help` heading of these options. (Set on each option: a
@@ -23,8 +24,8 @@ pub fn parse_io_priority(s: &str) -> Result<IoPriority, String> {
 /// applies to the process that reads the source, on the host that has the
 /// volume.
 ///
-/// A wrapper that runs the reading side elsewhere (a helper over ssh)
-/// forwards these with [`to_args`](Self::to_args).
+/// A run that reads the source elsewhere (the agent over ssh) sends them
+/// in its request, as [`PoliteOptions`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 pub struct PoliteArgs {
     /// Read at most RATE bytes/s, like pv -L (60M = 60 MiB/s; 0: unlimited)
@@ -80,63 +81,15 @@ pub struct PoliteArgs {
 }
 
 impl PoliteArgs {
-    /// The read rate limit in bytes per second; `None` when unlimited
-    /// (absent or 0).
-    pub fn max_rate(&self) -> Option<u64> {
-        self.max_rate.filter(|&r| r > 0)
-    }
-
-    /// Sets the niceness and I/O priority asked for on the calling thread.
-    /// Call it first in `run`, before any thread is started: the dump's
-    /// threads inherit both from the thread that starts them (on Linux the
-    /// settings are per thread).
-    pub fn apply_priorities(&self) -> blockdiff_core::Result<()> {
-        if let Some(n) = self.nice {
-            blockdiff_core::set_nice(n)?;
-        }
-        if let Some(p) = self.ionice {
-            p.apply()?;
-        }
-        Ok(())
-    }
-
-    /// Fills the rate limit and the cache dropping into dump options.
-    pub fn fill_dump_options(&self, options: &mut DumpOptions) {
-        options.max_rate = self.max_rate();
-        options.drop_cache = self.drop_cache;
-    }
-
-    /// The same settings as command-line arguments, for a helper process
-    /// that reads the volume elsewhere: each flag as one `--flag=value`
-    /// word (so a negative niceness cannot be mistaken for a flag), nothing
-    /// for a setting left at its default.
-    pub fn to_args(&self) -> Vec<String> {
-        let mut args = Vec::new();
-        if let Some(rate) = self.max_rate() {
-            args.push(format!("--max-rate={}", format_rate(rate)));
-        }
-        if let Some(n) = self.nice {
-            args.push(format!("--nice={n}"));
-        }
-        if let Some(p) = self.ionice {
-            args.push(format!("--ionice={p}"));
-        }
-        if self.drop_cache {
-            args.push("--drop-cache".into());
-        }
-        args
-    }
-}
-
-/// A rate with the largest binary unit that divides it exactly (`60M`),
-/// as `--max-rate` reads it back.
-fn format_rate(bytes: u64) -> String {
-    for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
-        if bytes.is_multiple_of(1 << shift) {
-            return format!("{}{unit}", bytes >> shift);
+    /// The options these arguments ask for.
+    pub fn to_options(&self) -> PoliteOptions {
+        PoliteOptions {
+            max_rate: self.max_rate,
+            nice: self.nice,
+            ionice: self.ionice,
+            drop_cache: self.drop_cache,
         }
     }
-    bytes.to_string()
 }
 
 #[cfg(test)]
@@ -178,9 +131,15 @@ mod tests {
             }
         );
         assert_eq!(parse(&[]).unwrap(), PoliteArgs::default());
-        assert_eq!(parse(&["--max-rate", "0"]).unwrap().max_rate(), None);
         assert_eq!(
-            parse(&["--max-rate", "1048576"]).unwrap().max_rate(),
+            parse(&["--max-rate", "0"]).unwrap().to_options().max_rate(),
+            None
+        );
+        assert_eq!(
+            parse(&["--max-rate", "1048576"])
+                .unwrap()
+                .to_options()
+                .max_rate(),
             Some(1 << 20)
         );
         assert_eq!(parse(&["--nice=19"]).unwrap().nice, Some(19));
@@ -205,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn to_args_gives_back_the_same_settings() {
+    fn the_options_cross_the_wire_unchanged() {
         for args in [
             &[
                 "--max-rate",
@@ -221,49 +180,24 @@ mod tests {
             &["--max-rate", "0"],
             &[],
         ] {
-            let p = parse(args).unwrap();
-            let forwarded = p.to_args();
-            let back = parse(&forwarded.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-            assert_eq!(back.max_rate(), p.max_rate(), "{forwarded:?}");
-            assert_eq!(
-                (back.nice, back.ionice, back.drop_cache),
-                (p.nice, p.ionice, p.drop_cache)
-            );
+            let o = parse(args).unwrap().to_options();
+            let wire = serde_json::to_vec(&o).unwrap();
+            let back: PoliteOptions = serde_json::from_slice(&wire).unwrap();
+            assert_eq!(back, o, "{args:?}");
         }
-        let p = parse(&[
-            "--max-rate",
-            "60M",
-            "--nice",
-            "-5",
-            "--ionice",
-            "2:3",
-            "--drop-cache",
-        ])
-        .unwrap();
-        assert_eq!(
-            p.to_args(),
-            [
-                "--max-rate=60M",
-                "--nice=-5",
-                "--ionice=best-effort:3",
-                "--drop-cache"
-            ]
-        );
-        assert_eq!(format_rate(1 << 30), "1G");
-        assert_eq!(format_rate(1536 << 10), "1536K");
-        assert_eq!(format_rate(1000), "1000");
-        assert!(parse(&["--max-rate", "0"]).unwrap().to_args().is_empty());
     }
 
     #[test]
     fn dump_options_get_the_rate_and_cache_setting() {
-        let mut o = DumpOptions::default();
+        let mut o = blockdiff_core::DumpOptions::default();
         parse(&["--max-rate", "16M", "--drop-cache"])
             .unwrap()
+            .to_options()
             .fill_dump_options(&mut o);
         assert_eq!((o.max_rate, o.drop_cache), (Some(16 << 20), true));
         parse(&["--max-rate", "0"])
             .unwrap()
+            .to_options()
             .fill_dump_options(&mut o);
         assert_eq!((o.max_rate, o.drop_cache), (None, false));
     }

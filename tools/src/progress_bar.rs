@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use blockdiff_core::{Notice, Progress};
+use blockdiff_run::ProgressDisplay;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 type MakeTarget = dyn Fn() -> ProgressDrawTarget + Send + Sync;
@@ -14,7 +15,7 @@ type MakeTarget = dyn Fn() -> ProgressDrawTarget + Send + Sync;
 /// Whether a run shows a progress bar, and the bar being shown, if any.
 ///
 /// Cheap to clone: the clones share the bar, so that the run log (see
-/// [`RunLog::around_bar`](crate::RunLog::around_bar)) can clear it before
+/// [`stderr_log`](crate::stderr_log)) can clear it before
 /// a line is printed and draw it again after.
 #[derive(Clone)]
 pub struct TerminalProgress {
@@ -138,6 +139,17 @@ pub struct BarProgress<'a> {
     inner: &'a mut dyn Progress,
     bar: Option<ProgressBar>,
     shown: Arc<Mutex<Option<ProgressBar>>>,
+}
+
+impl ProgressDisplay for TerminalProgress {
+    fn show<'a>(
+        &self,
+        inner: &'a mut dyn Progress,
+        total: Option<u64>,
+        label: &str,
+    ) -> Box<dyn Progress + 'a> {
+        Box::new(self.wrap(inner, total, label))
+    }
 }
 
 impl Progress for BarProgress<'_> {

@@ -14,6 +14,7 @@ mod common;
 
 use std::ffi::OsStr;
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -144,6 +145,26 @@ fn lvm_listing_and_the_agent_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("disk.img");
     fs::write(&src, noise(20_000, 6)).unwrap();
+    // The agent's input: a request to dump `src`, no previous digest.
+    let request = dir.path().join("request");
+    let mut input = Vec::new();
+    blockdiff_run::remote::AgentInput::<&[u8]>::new(
+        &blockdiff_run::remote::AgentRequest {
+            version: blockdiff_run::remote::PROTOCOL_VERSION,
+            source: blockdiff_run::remote::AgentSource::Path(src.clone()),
+            generation: 1,
+            block_size: 4096,
+            threads: 0,
+            format: blockdiff_run::FormatChoice::default(),
+            previous: false,
+            consistency: blockdiff_run::ConsistencyOptions::default(),
+            polite: blockdiff_run::PoliteOptions::default(),
+        },
+        None,
+    )
+    .read_to_end(&mut input)
+    .unwrap();
+    fs::write(&request, input).unwrap();
     for how in ALL {
         // Without LVM it fails, with it it lists: either way no panic.
         let o = run_closed(how, LVM, &[&"snapshots"], None);
@@ -154,20 +175,7 @@ fn lvm_listing_and_the_agent_never_panic() {
             assert_eq!(o.status.code(), Some(1), "a lost listing fails");
         }
         // The agent's packets are its stdout: lost, the dump failed.
-        let o = run_closed(
-            how,
-            AGENT,
-            &[
-                &"dump",
-                &"--generation",
-                &"1",
-                &"--block-size",
-                &"4096",
-                &"--source",
-                &src,
-            ],
-            None,
-        );
+        let o = run_closed(how, AGENT, &[&"serve"], Some(&request));
         let code = if how.stdout_lost() { 1 } else { 0 };
         exits(&o, code, &format!("agent dump {how:?}"));
     }

@@ -13,7 +13,7 @@
 use std::path::Path;
 
 use blockdiff_core::{DigestFile, DigestReader};
-use blockdiff_tools::remote::protocol::{GREETING, MAX_PAYLOAD, PacketReader};
+use blockdiff_run::remote::protocol::{GREETING, MAX_PAYLOAD, PacketReader};
 
 #[path = "../../archive-format/tests/support/largest_allocation.rs"]
 mod largest_allocation;

@@ -16,7 +16,7 @@ use common::{BACKUP, PRUNE, StoppedRun, listing, noise, run, text};
 /// The name of the chain of today's period. Read before and after the run
 /// it is compared with, so a run across midnight is seen, not misread.
 fn today_chain(period: ChainPeriod, base: &Path) -> std::path::PathBuf {
-    period.chain_name(base, blockdiff_tools::local_today().unwrap())
+    period.chain_name(base, blockdiff_run::local_today().unwrap())
 }
 
 fn backup(name: &Path, source: &Path, extra: &[&str]) -> Output {

@@ -68,7 +68,7 @@ impl Setting {
     /// a generation, the oldest chain is gone.
     fn check_one_run(&self) {
         let base = self.dir.path().join("db");
-        let chain = ChainPeriod::Monthly.chain_name(&base, blockdiff_tools::local_today().unwrap());
+        let chain = ChainPeriod::Monthly.chain_name(&base, blockdiff_run::local_today().unwrap());
         assert_eq!(
             GenerationStore::new(&chain).current_generation().unwrap(),
             Some(1),

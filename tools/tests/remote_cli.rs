@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BACKUP, backup_on_a_pty, listing, noise, restore_generation, stderr};
+use common::{BACKUP, backup_on_a_pty, listing, noise, restore_generation, stderr, text};
 
 fn agent() -> PathBuf {
     match std::env::var_os("BLOCKDIFF_AGENT") {
@@ -193,14 +193,14 @@ impl Sshd {
             .unwrap();
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            // The agent itself (`PID PATH dump …`), not the local ssh
+            // The agent itself (`PID PATH serve`), not the local ssh
             // client whose command line holds the remote command.
             .filter(|l| {
                 let mut words = l.split_whitespace().skip(1);
                 words
                     .next()
                     .is_some_and(|exe| exe.contains("blockdiff-agent-"))
-                    && words.next() == Some("dump")
+                    && words.next() == Some("serve")
             })
             .map(str::to_owned)
             .collect()
@@ -455,7 +455,13 @@ fn a_connection_killed_mid_transfer_commits_nothing_and_leaves_nothing_behind() 
             .is_some_and(|line| nice_of(line).as_deref() == Some("6"))
     });
     let agent_line = sshd.running_agents().remove(0);
-    assert!(agent_line.contains("--ionice=idle"), "{agent_line}");
+    // The request carried --ionice too: the agent reads at the idle class.
+    let agent_pid = agent_line.split_whitespace().next().unwrap_or_default();
+    let class = Command::new("ionice")
+        .args(["-p", agent_pid])
+        .output()
+        .unwrap();
+    assert_eq!(text(&class.stdout).trim(), "idle", "{agent_line}");
     // Cut the connection: kill sshd's per-connection processes.
     let killed = Command::new("pkill")
         .args(["-KILL", "-P", &sshd.child.id().to_string()])

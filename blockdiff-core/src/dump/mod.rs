@@ -367,12 +367,15 @@ impl<'a> DumpSource<&'a [u8]> {
     }
 }
 
-/// What a dump did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a dump did. Its serde form (the agent's report to the backup
+/// host) names the hash (`"blake3"`) and leaves out the fingerprint, which
+/// the receiving side reads from the digest it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct DumpReport {
     /// The block size used.
     pub block_size: u32,
     /// The hash algorithm used.
+    #[serde(with = "crate::hash_name")]
     pub hash: HashAlgorithm,
     /// Bytes read from the source: its size.
     pub source_bytes: u64,
@@ -385,6 +388,7 @@ pub struct DumpReport {
     /// Changed blocks that are all zero.
     pub zero_blocks: u64,
     /// Fingerprint of the new digest (v2).
+    #[serde(skip)]
     pub fingerprint: Option<Fingerprint>,
 }
 

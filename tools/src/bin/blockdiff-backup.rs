@@ -5,24 +5,23 @@
 #![allow(rustdoc::broken_intra_doc_links)]
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use blockdiff_core::{
-    BackupOptions, BackupReport, BlockSize, ChainPeriod, DumpOptions, GenerationStore,
-    backup_with_metadata,
-};
-use blockdiff_tools::remote::{
-    self, AgentBinary, RemoteSource, SshOptions, SshRunner, backup_remote,
+use blockdiff_core::{BlockSize, ChainPeriod};
+use blockdiff_run::remote::{self, RemoteSource};
+use blockdiff_run::{
+    BackupRun, BackupRunOptions, BackupSource, LogLevel, RemoteOptions, RunSummary, SourceSpec,
+    back_up_each, each_chain_name, error_line, local_today,
 };
 use blockdiff_tools::{
-    ConsistencyArgs, FormatArgs, LogLevel, PoliteArgs, RunFacts, RunLog, RunSummary, SourceReader,
-    SourceSpec, TerminalProgress, VolumePattern, back_up_each, each_chain_name, error_line,
-    local_today, parse_block_size, parse_lv, run_main,
+    ConsistencyArgs, FormatArgs, PoliteArgs, TerminalProgress, UsageError, parse_block_size,
+    parse_lv, reached_step, run_main, stderr_log,
 };
 use clap::{ArgGroup, Parser};
-use lvm_snap::{LvPath, Lvm};
+use command_runner::SshOptions;
+use lvm_snap::{LvPath, Lvm, VolumePattern};
 
 const TOOL: &str = "blockdiff-backup";
 
@@ -227,7 +226,7 @@ fn main() -> ExitCode {
 
 fn run(mut args: Args) -> anyhow::Result<()> {
     let bars = TerminalProgress::stderr(!args.quiet && !args.no_progress);
-    let mut log = RunLog::stderr(TOOL, args.quiet).around_bar(&bars);
+    let mut log = stderr_log(TOOL, args.quiet, &bars);
     if let Some(path) = &args.log {
         log = log.with_file(path)?;
     }
@@ -240,18 +239,45 @@ fn run(mut args: Args) -> anyhow::Result<()> {
             base.display()
         ));
     }
+    let options = run_options(&args);
+    let run = BackupRun {
+        options: &options,
+        log: &log,
+        display: &bars,
+        step_hook: reached_step,
+    };
     let result = match &args.each {
-        Some(pattern) => run_each(&args, pattern, &log, &bars),
-        None => run_one(&args, &log, &bars),
+        Some(pattern) => run_each(&args, pattern, &run),
+        None => run_one(&args, &run),
     };
     if let Err(e) = &result {
         // run_main prints it on stderr; the log file gets it too.
-        log.to_file_only(LogLevel::Error, format_args!("{}", error_line(e)));
+        log.to_file_only(LogLevel::Error, format_args!("{}", error_line(e.as_ref())));
     }
     result
 }
 
-fn run_one(args: &Args, log: &RunLog, bars: &TerminalProgress) -> anyhow::Result<()> {
+/// The run's options, from the command line.
+fn run_options(args: &Args) -> BackupRunOptions {
+    BackupRunOptions {
+        block_size: args.block_size,
+        threads: args.threads,
+        format: args.format.to_choice(),
+        consistency: args.consistency.to_options(),
+        polite: args.polite.to_options(),
+        remote: RemoteOptions {
+            ssh: SshOptions {
+                program: args.remote.ssh.clone(),
+                options: args.remote.ssh_options.clone(),
+                ..SshOptions::default()
+            },
+            agent: args.remote.agent.clone(),
+        },
+    }
+}
+
+/// The source of the command line.
+fn source(args: &Args) -> BackupSource {
     let (host, spec) = match (&args.lvm, &args.source) {
         (Some((host, origin)), _) => (host.clone(), SourceSpec::Lvm(origin.clone())),
         (None, Some(path)) if path.as_os_str() == "-" => (None, SourceSpec::Stdin),
@@ -261,16 +287,20 @@ fn run_one(args: &Args, log: &RunLog, bars: &TerminalProgress) -> anyhow::Result
         },
         (None, None) => unreachable!("clap requires a source, --lvm or --each"),
     };
-    let host = host.map(|destination| RemoteSource {
-        destination,
-        spec: spec.clone(),
-    });
-    let clock = RunSummary::start(&args.name, &spec);
-    let started = clock.started().to_owned();
-    let result = match &host {
-        Some(source) => back_up_remote(args, source, log, bars, started),
-        None => back_up_one(args, &args.name, &spec, log, bars, started, &mut None),
+    match host {
+        Some(destination) => BackupSource::Remote(RemoteSource { destination, spec }),
+        None => BackupSource::Local(spec),
+    }
+}
+
+fn run_one(args: &Args, run: &BackupRun<'_>) -> anyhow::Result<()> {
+    let source = source(args);
+    let spec = match &source {
+        BackupSource::Local(spec) | BackupSource::Remote(RemoteSource { spec, .. }) => spec,
     };
+    let clock = RunSummary::start(&args.name, spec);
+    let started = clock.started().to_owned();
+    let result = run.back_up(&args.name, &source, started, &mut None);
     if args.json {
         let summary = match &result {
             Ok((report, facts)) => clock.succeeded(report, facts),
@@ -279,20 +309,17 @@ fn run_one(args: &Args, log: &RunLog, bars: &TerminalProgress) -> anyhow::Result
         // The backup is committed (or failed) whatever happens to its
         // summary: a closed stdout is noted in the log, never the status.
         if let Err(e) = blockdiff_tools::outln!("{}", summary.to_json()) {
-            log.warning(format_args!("the --json summary was not printed: {e}"));
+            run.log
+                .warning(format_args!("the --json summary was not printed: {e}"));
         }
     }
-    result.map(drop)
+    result.map(drop).map_err(anyhow::Error::from)
 }
 
 /// `--each`: every matching LV to its own chain under NAME.
-fn run_each(
-    args: &Args,
-    pattern: &str,
-    log: &RunLog,
-    bars: &TerminalProgress,
-) -> anyhow::Result<()> {
-    let pattern = VolumePattern::parse(pattern)?;
+fn run_each(args: &Args, pattern: &str, run: &BackupRun<'_>) -> anyhow::Result<()> {
+    let log = run.log;
+    let pattern = VolumePattern::parse(pattern).map_err(|e| UsageError(e.to_string()))?;
     let selection = pattern.select_from(&Lvm::local())?;
     for (lv, why) in &selection.skipped {
         log.info(format_args!("skipping {lv}: {why}"));
@@ -314,7 +341,8 @@ fn run_each(
         let clock = RunSummary::start(&name, &spec);
         let started = clock.started().to_owned();
         let mut interrupted = None;
-        let summary = match back_up_one(args, &name, &spec, log, bars, started, &mut interrupted) {
+        let source = BackupSource::Local(spec);
+        let summary = match run.back_up(&name, &source, started, &mut interrupted) {
             Ok((report, facts)) => clock.succeeded(&report, &facts),
             Err(e) => clock.failed(&e),
         };
@@ -329,151 +357,15 @@ fn run_each(
             log.warning(format_args!("the --json summary was not printed: {e}"));
         }
     }
-    result
+    Ok(result?)
 }
 
 /// The chain of `lv` in an `--each` run: NAME/LV, or NAME/LV-PERIOD with
 /// --chain.
-fn chain_name(args: &Args, lv: &LvPath) -> anyhow::Result<PathBuf> {
+fn chain_name(args: &Args, lv: &LvPath) -> Result<PathBuf, blockdiff_core::Error> {
     let name = each_chain_name(&args.name, lv);
     Ok(match args.chain {
         Some(period) => period.chain_name(&name, local_today()?),
         None => name,
     })
-}
-
-/// The backup options of the command line.
-fn backup_options(args: &Args) -> anyhow::Result<BackupOptions> {
-    let format = args.format.requested()?;
-    let mut dump = DumpOptions {
-        block_size: args.block_size,
-        hash: args.format.hash_for(format),
-        threads: args.threads,
-        ..DumpOptions::default()
-    };
-    args.polite.fill_dump_options(&mut dump);
-    Ok(BackupOptions { dump, format })
-}
-
-/// Backs `spec` up as the next generation of `name`; `interrupted` is set
-/// when a termination signal stopped it.
-fn back_up_one(
-    args: &Args,
-    name: &Path,
-    spec: &SourceSpec,
-    log: &RunLog,
-    bars: &TerminalProgress,
-    started: String,
-    interrupted: &mut Option<&'static str>,
-) -> anyhow::Result<(BackupReport, RunFacts)> {
-    let store = GenerationStore::new(name);
-    let mut reader =
-        SourceReader::new(spec, &args.consistency, log.clone())?.with_priorities(&args.polite);
-    let mut facts = RunFacts::new();
-    facts.insert("started".to_owned(), started);
-    let options = backup_options(args)?;
-    // What is known before the dump goes to the metadata with the commit;
-    // the rest (snapshot, freeze window, finish time) is added after it.
-    let mut early = facts.clone();
-    early.insert("source".into(), spec.to_string());
-    let report = reader.read(
-        spec,
-        &mut facts,
-        Box::new(|source, progress| {
-            let label = source.name().display().to_string();
-            let mut progress = bars.wrap(progress, source.size(), &label);
-            backup_with_metadata(&store, source, &options, &early, &mut progress)
-        }),
-    );
-    *interrupted = reader.interrupted_by();
-    let report =
-        report.with_context(|| format!("backup of {spec} to {} failed", name.display()))?;
-    finish(&store, &report, &mut facts, log);
-    Ok((report, facts))
-}
-
-/// Connects to the source's host, puts the agent there and backs up
-/// through it.
-fn back_up_remote(
-    args: &Args,
-    source: &RemoteSource,
-    log: &RunLog,
-    bars: &TerminalProgress,
-    started: String,
-) -> anyhow::Result<(BackupReport, RunFacts)> {
-    let failed = || format!("backup of {source} to {} failed", args.name.display());
-    let store = GenerationStore::new(&args.name);
-    let mut facts = RunFacts::new();
-    facts.insert("started".to_owned(), started);
-    facts.insert("host".into(), source.destination.clone());
-    let options = backup_options(args)?;
-    let agent = AgentBinary::locate(args.remote.agent.as_deref())?;
-    if !agent.is_static() {
-        log.warning(format_args!(
-            "the agent {} is dynamically linked: it runs only on hosts with a compatible C library (scripts/build-agent.sh builds a static one)",
-            agent.path().display()
-        ));
-    }
-    let ssh = SshOptions {
-        program: args.remote.ssh.clone(),
-        options: args.remote.ssh_options.clone(),
-        ..SshOptions::default()
-    };
-    log.info(format_args!("connecting to {}", source.destination));
-    let session = SshRunner::connect(&source.destination, &ssh).with_context(failed)?;
-    let installed = agent
-        .install(&session, &source.destination)
-        .with_context(failed)?;
-    log.info(format_args!(
-        "{} the agent {}:{}",
-        if installed.uploaded {
-            "copied"
-        } else {
-            "reusing"
-        },
-        source.destination,
-        installed.path
-    ));
-    let report = backup_remote(
-        &session,
-        &installed,
-        &store,
-        &options,
-        source,
-        &args.consistency,
-        &args.polite.to_args(),
-        log,
-        bars,
-        &mut facts,
-    )
-    .with_context(failed)?;
-    facts.insert("source".into(), source.to_string());
-    finish(&store, &report, &mut facts, log);
-    Ok((report, facts))
-}
-
-/// Records a committed generation's facts and logs it.
-fn finish(store: &GenerationStore, report: &BackupReport, facts: &mut RunFacts, log: &RunLog) {
-    facts.insert("generation".into(), report.generation.to_string());
-    facts.insert("finished".into(), blockdiff_tools::timestamp());
-    // The commit recorded the generation's size; these facts join them.
-    if let Err(e) = store.add_metadata(report.generation, facts) {
-        // The generation is committed and complete; only its facts are lost.
-        log.warning(format_args!("{e}"));
-    }
-    let d = report.dump;
-    log.info(format_args!(
-        "generation {} of {} ({}, {}): {} of {} blocks changed ({} of {} bytes, {} zero blocks), diff is {} bytes",
-        report.generation,
-        store.name().display(),
-        report.format,
-        d.hash,
-        d.changed_blocks,
-        d.blocks,
-        d.changed_bytes,
-        d.source_bytes,
-        d.zero_blocks,
-        report.diff_bytes
-    ));
-    log.info(format_args!("backup completed successfully"));
 }

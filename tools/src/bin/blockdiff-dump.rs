@@ -219,7 +219,7 @@ fn broken_pipe(err: &anyhow::Error) -> bool {
 
 fn run(args: Args) -> anyhow::Result<()> {
     // First: the dump's threads inherit them from this one.
-    args.polite.apply_priorities()?;
+    args.polite.to_options().apply_priorities()?;
     if args.output.is_none() && io::stdout().is_terminal() {
         return Err(UsageError(
             "refusing to write a binary diff to a terminal: redirect standard output or use -o FILE"
@@ -250,7 +250,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         map_source: !args.no_mmap,
         ..DumpOptions::default()
     };
-    args.polite.fill_dump_options(&mut options);
+    args.polite.to_options().fill_dump_options(&mut options);
     options.validate()?;
     let source: DumpSource<Box<dyn Read + Send>> = match &args.source {
         Some(p) if p.as_os_str() != "-" => DumpSource::open(p)?.boxed(),

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
-use blockdiff_tools::{UsageError, VolumePattern, parse_snapshot_size, run_main};
+use blockdiff_tools::{UsageError, parse_snapshot_size, run_main};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use disk_partitions::{DEFAULT_STATE_DIR, MountOptions, PartitionMounter, SnapshotState};
-use lvm_snap::{LvPath, Lvm, SnapshotOptions, SnapshotSize};
+use lvm_snap::{LvPath, Lvm, SnapshotOptions, SnapshotSize, VolumePattern};
 
 const NAME: &str = "blockdiff-lvm";
 
@@ -301,7 +301,7 @@ fn mount(
         create_mount_point: false,
     };
     if let (Some(pattern), Some(under)) = (&args.each, &args.under) {
-        let pattern = VolumePattern::parse(pattern)?;
+        let pattern = VolumePattern::parse(pattern).map_err(|e| UsageError(e.to_string()))?;
         options.create_mount_point = true;
         let volumes = pattern.select_from(lvm)?.volumes;
         if volumes.is_empty() {
@@ -343,7 +343,7 @@ fn mount_one(
 
 fn umount(mounter: &PartitionMounter, args: UmountArgs, report: &Reporter) -> anyhow::Result<()> {
     if let (Some(pattern), Some(under)) = (&args.each, &args.under) {
-        let pattern = VolumePattern::parse(pattern)?;
+        let pattern = VolumePattern::parse(pattern).map_err(|e| UsageError(e.to_string()))?;
         let under =
             std::fs::canonicalize(under).with_context(|| format!("finding {}", under.display()))?;
         // The recorded mounts, not the LVs: an LV removed since still has

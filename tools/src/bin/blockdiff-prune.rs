@@ -9,7 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use blockdiff_core::{
     ChainSet, CivilDate, PeriodChain, PruneAction, PrunePlan, PrunePolicy, PruneReport,
 };
-use blockdiff_tools::{StderrProgress, local_today, run_main};
+use blockdiff_run::local_today;
+use blockdiff_tools::{StderrProgress, run_main};
 use clap::{ArgGroup, Parser};
 use serde_json::{Value, json};
 

@@ -1,10 +1,12 @@
-//! `blockdiff-backup --json`: one object per backup run, for monitoring.
+//! [`RunSummary`]: one typed record per backup run, for monitoring
+//! (`blockdiff-backup --json`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use blockdiff_core::BackupReport;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::{RunFacts, error_line, timestamp};
 
@@ -72,28 +74,54 @@ impl RunSummary {
     /// `finished`. A failed run's figures are null.
     pub fn to_json(&self) -> Value {
         let r = self.report.as_ref();
-        json!({
-            "ok": self.ok(),
-            "error": self.error,
-            "generation": r.map(|r| r.generation),
-            "name": self.name,
-            "source": self.source,
-            "bytes_read": r.map(|r| r.dump.source_bytes),
-            "blocks": r.map(|r| r.dump.blocks),
-            "blocks_changed": r.map(|r| r.dump.changed_blocks),
-            "zero_blocks": r.map(|r| r.dump.zero_blocks),
-            "bytes_changed": r.map(|r| r.dump.changed_bytes),
-            "bytes_written": r.map(|r| r.diff_bytes),
-            "compression_ratio": self.compression_ratio(),
-            "duration_seconds": self.duration_seconds,
-            "freeze_window_seconds": self.freeze_window_seconds,
-            "snapshot_peak_fill_percent": self.snapshot_peak_fill_percent,
-            "hash": r.map(|r| r.dump.hash.name()),
-            "format": r.map(|r| r.format.to_string()),
-            "started": self.started,
-            "finished": self.finished,
-        })
+        let json = SummaryJson {
+            ok: self.ok(),
+            error: self.error.as_deref(),
+            generation: r.map(|r| r.generation),
+            name: &self.name,
+            source: &self.source,
+            bytes_read: r.map(|r| r.dump.source_bytes),
+            blocks: r.map(|r| r.dump.blocks),
+            blocks_changed: r.map(|r| r.dump.changed_blocks),
+            zero_blocks: r.map(|r| r.dump.zero_blocks),
+            bytes_changed: r.map(|r| r.dump.changed_bytes),
+            bytes_written: r.map(|r| r.diff_bytes),
+            compression_ratio: self.compression_ratio(),
+            duration_seconds: self.duration_seconds,
+            freeze_window_seconds: self.freeze_window_seconds,
+            snapshot_peak_fill_percent: self.snapshot_peak_fill_percent,
+            hash: r.map(|r| r.dump.hash.name()),
+            format: r.map(|r| r.format.to_string()),
+            started: &self.started,
+            finished: &self.finished,
+        };
+        // A `Value`'s keys are sorted: the object prints as it always did.
+        serde_json::to_value(json).expect("a summary serialises")
     }
+}
+
+/// The `--json` object's fields.
+#[derive(Serialize)]
+struct SummaryJson<'a> {
+    ok: bool,
+    error: Option<&'a str>,
+    generation: Option<u64>,
+    name: &'a Path,
+    source: &'a str,
+    bytes_read: Option<u64>,
+    blocks: Option<u64>,
+    blocks_changed: Option<u64>,
+    zero_blocks: Option<u64>,
+    bytes_changed: Option<u64>,
+    bytes_written: Option<u64>,
+    compression_ratio: Option<f64>,
+    duration_seconds: f64,
+    freeze_window_seconds: Option<f64>,
+    snapshot_peak_fill_percent: Option<f64>,
+    hash: Option<&'static str>,
+    format: Option<String>,
+    started: &'a str,
+    finished: &'a str,
 }
 
 impl SummaryClock {
@@ -103,22 +131,20 @@ impl SummaryClock {
         &self.started
     }
 
-    /// The summary of a run that committed `report`; `facts` (the
-    /// metadata) gives the freeze window and the snapshot's peak fill.
+    /// The summary of a run that committed `report`; `facts` give the
+    /// freeze window and the snapshot's peak fill.
     pub fn succeeded(self, report: &BackupReport, facts: &RunFacts) -> RunSummary {
-        let number = |key: &str| facts.get(key).and_then(|v| v.parse::<f64>().ok());
-        let freeze_window_seconds = number("freeze_window_seconds");
-        let snapshot_peak_fill_percent = number("snapshot_peak_fill_percent");
         RunSummary {
             report: Some(report.clone()),
-            freeze_window_seconds,
-            snapshot_peak_fill_percent,
+            freeze_window_seconds: facts.freeze_window_seconds,
+            snapshot_peak_fill_percent: facts.snapshot_peak_fill_percent,
             ..self.finish(None)
         }
     }
 
-    /// The summary of a run that failed with `error`.
-    pub fn failed(self, error: &anyhow::Error) -> RunSummary {
+    /// The summary of a run that failed with `error` (its causes on one
+    /// line, as [`error_line`] writes them).
+    pub fn failed(self, error: &(dyn std::error::Error + 'static)) -> RunSummary {
         self.finish(Some(error_line(error)))
     }
 
@@ -161,8 +187,8 @@ mod tests {
 
     #[test]
     fn a_successful_run_has_every_figure() {
-        let mut facts = RunFacts::new();
-        facts.insert("snapshot_peak_fill_percent".into(), "12.5".into());
+        let mut facts = RunFacts::default();
+        facts.record_peak_fill(12.5);
         let clock = RunSummary::start(Path::new("/b/db"), "lvm:vg0/db");
         assert_eq!(clock.started().len(), 19);
         let s = clock.succeeded(&report(), &facts);
@@ -194,8 +220,10 @@ mod tests {
         let mut r = report();
         r.dump.changed_blocks = 0;
         r.dump.changed_bytes = 0;
-        let mut facts = RunFacts::new();
-        facts.insert("freeze_window_seconds".into(), "0.250".into());
+        let facts = RunFacts {
+            freeze_window_seconds: Some(0.25),
+            ..RunFacts::default()
+        };
         let v = RunSummary::start(Path::new("db"), "/srv/db.img")
             .succeeded(&r, &facts)
             .to_json();
@@ -203,8 +231,13 @@ mod tests {
         assert_eq!(v["freeze_window_seconds"], 0.25);
         assert_eq!(v["snapshot_peak_fill_percent"], Value::Null);
 
-        let err = anyhow::anyhow!("/srv/db.img: cannot open source: No such file")
-            .context("backup of /srv/db.img to db failed");
+        let err = crate::RunError::Backup {
+            source_name: "/srv/db.img".into(),
+            name: "db".into(),
+            source: Box::new(crate::RunError::InvalidOption(
+                "/srv/db.img: cannot open source: No such file".into(),
+            )),
+        };
         let s = RunSummary::start(Path::new("db"), "/srv/db.img").failed(&err);
         assert!(!s.ok());
         let v = s.to_json();

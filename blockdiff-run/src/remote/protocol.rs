@@ -1,15 +1,19 @@
-//! The agent's stream: packets on one ssh channel.
+//! The agent's streams: packets on the two directions of one ssh channel.
 //!
-//! Every packet is `[kind: u8][length: u32 little-endian][payload]`. The
+//! Every packet is `[kind: u8][length: u32 little-endian][payload]`. A
 //! stream starts with a [`PacketKind::Hello`] packet holding [`GREETING`]
-//! and ends with [`PacketKind::End`]; a stream that stops before `End` is a
-//! failed dump, and nothing of it is committed.
+//! and ends with [`PacketKind::End`]; a stream that stops before `End` is
+//! cut short: a dump that is not committed, a request that is not run.
+//!
+//! To the agent (its stdin): the request, the previous digest, the end.
+//! From the agent (its stdout): log lines, progress, the diff and the new
+//! digest interleaved, then the report and the end, or an error.
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
 /// The payload of the first packet: names the protocol and its version.
-pub const GREETING: &[u8] = b"blockdiff-agent protocol 1";
+pub const GREETING: &[u8] = b"blockdiff-agent protocol 2";
 
 /// The largest payload a packet may carry. A reader refuses larger ones
 /// before allocating.
@@ -24,15 +28,16 @@ pub enum PacketKind {
     Diff,
     /// Bytes of the new digest, in order.
     Digest,
+    /// The dump request ([`AgentRequest`](super::AgentRequest), JSON),
+    /// first on the agent's input.
+    Request,
     /// A log line: `LEVEL\tMESSAGE` (`info`, `warning`, `error`).
     Log,
-    /// The run's facts (source, snapshot, freeze window…) as a JSON object
-    /// of strings.
-    Facts,
     /// How far the dump is: the source's size (`u64::MAX` when unknown)
     /// and the bytes read so far, both u64 little-endian.
     Progress,
-    /// The dump's figures as a JSON object.
+    /// The dump's figures and the run's facts
+    /// ([`AgentReport`](super::AgentReport), JSON).
     Report,
     /// The dump failed: the error line.
     Error,
@@ -41,13 +46,14 @@ pub enum PacketKind {
 }
 
 impl PacketKind {
-    fn byte(self) -> u8 {
+    /// The kind's byte on the wire.
+    pub(crate) fn byte(self) -> u8 {
         match self {
             PacketKind::Hello => b'H',
             PacketKind::Diff => b'D',
             PacketKind::Digest => b'G',
+            PacketKind::Request => b'Q',
             PacketKind::Log => b'L',
-            PacketKind::Facts => b'F',
             PacketKind::Progress => b'P',
             PacketKind::Report => b'R',
             PacketKind::Error => b'E',
@@ -60,8 +66,8 @@ impl PacketKind {
             b'H' => PacketKind::Hello,
             b'D' => PacketKind::Diff,
             b'G' => PacketKind::Digest,
+            b'Q' => PacketKind::Request,
             b'L' => PacketKind::Log,
-            b'F' => PacketKind::Facts,
             b'P' => PacketKind::Progress,
             b'R' => PacketKind::Report,
             b'E' => PacketKind::Error,
@@ -132,7 +138,8 @@ impl<W: Write> PacketWriter<W> {
 
 const CHANNEL_BUFFER: usize = 256 << 10;
 
-fn write_packet(w: &mut impl Write, kind: PacketKind, payload: &[u8]) -> io::Result<()> {
+/// Writes one packet (a payload of at most [`MAX_PAYLOAD`] bytes).
+pub(crate) fn write_packet(w: &mut impl Write, kind: PacketKind, payload: &[u8]) -> io::Result<()> {
     let mut header = [0u8; 5];
     header[0] = kind.byte();
     header[1..].copy_from_slice(&(payload.len() as u32).to_le_bytes());

@@ -1,7 +1,10 @@
+//! Local time: log timestamps, the run's start and finish, today's date
+//! for period chains.
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch now; 0 for a clock set before it.
-pub(crate) fn now_secs() -> u64 {
+fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -10,7 +13,7 @@ pub(crate) fn now_secs() -> u64 {
 
 /// `secs` since the epoch as local time (`TZ`, `/etc/localtime`); `None`
 /// where `localtime_r` fails.
-pub(crate) fn local_tm(secs: u64) -> Option<libc::tm> {
+fn local_tm(secs: u64) -> Option<libc::tm> {
     let t = secs as libc::time_t;
     // SAFETY: localtime_r writes only into `tm`, which is a valid,
     // zero-initialised struct; `t` is a valid time_t.
@@ -40,8 +43,31 @@ pub fn timestamp() -> String {
     )
 }
 
+/// Today's date in the local time zone (`TZ`, `/etc/localtime`), for
+/// choosing the period chain of a run.
+pub fn local_today() -> Result<blockdiff_core::CivilDate, blockdiff_core::Error> {
+    let secs = now_secs();
+    let Some(tm) = local_tm(secs) else {
+        // Without a local time, the UTC date.
+        return blockdiff_core::CivilDate::from_days_since_epoch((secs / 86_400) as i64);
+    };
+    blockdiff_core::CivilDate::new(tm.tm_year + 1900, (tm.tm_mon + 1) as u32, tm.tm_mday as u32)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn today_is_near_the_utc_date() {
+        let today = super::local_today().unwrap();
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let utc_days = (secs / 86_400) as i64;
+        // Time zones are at most 14 hours from UTC.
+        assert!((today.days_since_epoch() - utc_days).abs() <= 1, "{today}");
+    }
+
     #[test]
     fn timestamp_has_the_log_shape() {
         let t = super::timestamp();

@@ -1,3 +1,7 @@
+//! The run's log: leveled lines to a sink of the caller's choice (a
+//! terminal, the agent's stream back to the backup host), and to a log
+//! file.
+
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -5,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
-
-use crate::{TerminalProgress, timestamp};
+use crate::{RunError, timestamp};
 
 /// How much a log line matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,19 +79,19 @@ struct LogFile {
 }
 
 impl LogFile {
-    fn append(&self, line: &str) {
+    /// Appends `line`; the first failure is returned (to be told through
+    /// the sink), later ones are not.
+    fn append(&self, line: &str) -> Option<String> {
         let mut file = self
             .file
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = file.write_all(line.as_bytes())
-            && !self.failed.swap(true, Ordering::Relaxed)
-        {
-            // Said once: the run goes on, its log file is incomplete.
-            crate::errln!(
-                "warning: cannot write to log file {}: {e}",
+        match file.write_all(line.as_bytes()) {
+            Err(e) if !self.failed.swap(true, Ordering::Relaxed) => Some(format!(
+                "cannot write to log file {}: {e}",
                 self.path.display()
-            );
+            )),
+            _ => None,
         }
     }
 }
@@ -108,18 +110,6 @@ impl fmt::Debug for RunLog {
 }
 
 impl RunLog {
-    /// Lines on stderr as `TOOL: TIMESTAMP [level: ]message`; `quiet` keeps
-    /// only warnings and errors.
-    pub fn stderr(tool: &'static str, quiet: bool) -> Self {
-        let mut log = RunLog::new(move |level, message| {
-            if !(quiet && level == LogLevel::Info) {
-                crate::errln!("{}", log_line(Some(tool), level, message));
-            }
-        });
-        log.tool = Some(tool);
-        log
-    }
-
     /// Lines go to `sink`, which receives each line's level and message
     /// (without timestamp: the sink adds one if it wants).
     pub fn new(sink: impl Fn(LogLevel, &str) + Send + Sync + 'static) -> Self {
@@ -130,28 +120,32 @@ impl RunLog {
         }
     }
 
-    /// The same log, whose sink prints with `bars`' progress bar out of
-    /// the way (cleared, the line printed, the bar drawn again below it),
-    /// so that lines logged during a dump do not tear the bar.
-    pub fn around_bar(self, bars: &TerminalProgress) -> Self {
-        let inner = self.sink;
-        let bars = bars.clone();
-        RunLog {
-            sink: Arc::new(move |level, message| bars.suspend(|| inner(level, message))),
-            ..self
-        }
+    /// The same log, whose lines in its file start with `TOOL: ` (as the
+    /// tool's own stderr lines do).
+    pub fn with_tool(mut self, tool: &'static str) -> Self {
+        self.tool = Some(tool);
+        self
+    }
+
+    /// A log that drops every line.
+    pub fn discard() -> Self {
+        RunLog::new(|_, _| {})
     }
 
     /// The same log, with every line also appended to the file at `path`
     /// (all levels, `--quiet` or not, timestamped like stderr's lines).
     /// The file is created if missing; one that cannot be opened is an
     /// error naming it.
-    pub fn with_file(self, path: &Path) -> anyhow::Result<Self> {
+    pub fn with_file(self, path: &Path) -> Result<Self, RunError> {
         let file = OpenOptions::new()
             .append(true)
             .create(true)
             .open(path)
-            .with_context(|| format!("cannot open log file {}", path.display()))?;
+            .map_err(|source| RunError::Io {
+                op: "cannot open log file",
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(RunLog {
             file: Some(Arc::new(LogFile {
                 path: path.to_owned(),
@@ -179,7 +173,10 @@ impl RunLog {
         if let Some(file) = &self.file {
             let mut line = log_line(self.tool, level, message);
             line.push('\n');
-            file.append(&line);
+            if let Some(failure) = file.append(&line) {
+                // Said once: the run goes on, its log file is incomplete.
+                (self.sink)(LogLevel::Warning, &failure);
+            }
         }
     }
 
@@ -277,9 +274,9 @@ mod tests {
     fn a_log_file_that_cannot_be_opened_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("no/such/dir/backup.log");
-        let err = RunLog::stderr("t", true).with_file(&path).unwrap_err();
+        let err = RunLog::discard().with_file(&path).unwrap_err();
         assert!(
-            format!("{err:#}").contains(&format!("cannot open log file {}", path.display())),
+            format!("{err}").contains(&format!("cannot open log file {}", path.display())),
             "{err:#}"
         );
     }

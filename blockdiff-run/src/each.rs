@@ -4,10 +4,9 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use anyhow::anyhow;
 use lvm_snap::LvPath;
 
-use crate::{RunLog, RunSummary};
+use crate::{RunError, RunLog, RunSummary};
 
 /// The chain of `lv` in an `--each` run whose NAME is `dir`:
 /// `dir/LVNAME`. The one place that names an LV's chain, for options that
@@ -26,7 +25,7 @@ pub fn back_up_each(
     volumes: &[LvPath],
     log: &RunLog,
     mut one: impl FnMut(&LvPath) -> ControlFlow<RunSummary, RunSummary>,
-) -> (Vec<RunSummary>, anyhow::Result<()>) {
+) -> (Vec<RunSummary>, Result<(), RunError>) {
     let mut summaries = Vec::with_capacity(volumes.len());
     let mut failed = Vec::new();
     for (i, lv) in volumes.iter().enumerate() {
@@ -57,12 +56,10 @@ pub fn back_up_each(
     let result = if failed.is_empty() {
         Ok(())
     } else {
-        Err(anyhow!(
-            "could not back up {} of {} volumes: {}",
-            failed.len(),
-            volumes.len(),
-            failed.join(", ")
-        ))
+        Err(RunError::SomeFailed {
+            failed,
+            total: volumes.len(),
+        })
     };
     (summaries, result)
 }
@@ -71,6 +68,10 @@ pub fn back_up_each(
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    fn error(text: &str) -> RunError {
+        RunError::InvalidOption(text.into())
+    }
 
     #[test]
     fn chains_are_named_after_the_lv_under_name() {
@@ -96,9 +97,9 @@ mod tests {
             ran.push(lv.lv.clone());
             let clock = RunSummary::start(&each_chain_name(Path::new("/b"), lv), lv);
             ControlFlow::Continue(if lv.lv == "b" {
-                clock.failed(&anyhow!("cannot snapshot vg0/b: no space"))
+                clock.failed(&error("cannot snapshot vg0/b: no space"))
             } else {
-                clock.failed(&anyhow!("x")).ok_for_test()
+                clock.failed(&error("x")).ok_for_test()
             })
         });
         assert_eq!(ran, ["a", "b", "c"]);
@@ -120,7 +121,7 @@ mod tests {
         let (summaries, result) = back_up_each(&volumes[..1], &log, |lv| {
             ControlFlow::Continue(
                 RunSummary::start(Path::new("/b/a"), lv)
-                    .failed(&anyhow!("x"))
+                    .failed(&error("x"))
                     .ok_for_test(),
             )
         });
@@ -137,8 +138,8 @@ mod tests {
         let mut ran = 0;
         let (summaries, result) = back_up_each(&volumes, &log, |lv| {
             ran += 1;
-            ControlFlow::Break(RunSummary::start(Path::new("/b/a"), lv).failed(&anyhow!(
-                "backup of lvm:vg0/a to /b/a failed: interrupted by SIGTERM"
+            ControlFlow::Break(RunSummary::start(Path::new("/b/a"), lv).failed(&error(
+                "backup of lvm:vg0/a to /b/a failed: interrupted by SIGTERM",
             )))
         });
         assert_eq!((ran, summaries.len()), (1, 1));

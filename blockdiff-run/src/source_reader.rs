@@ -1,18 +1,18 @@
-use std::collections::BTreeMap;
+//! [`SourceReader`]: reads a source consistently: quiescers, the snapshot
+//! and its fill monitor, termination signals, and the cleanup of all of
+//! them on every path.
+
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use blockdiff_core::{DumpSource, Notice, Progress};
-use clap::Args;
 use lvm_snap::{
     FillEvent, FillMonitor, FillMonitorOptions, LvPath, Lvm, Snapshot, SnapshotOptions,
-    SnapshotSize,
 };
-use quiesce::{FreezeReport, FreezeWindow, QuiesceSpec, QuiesceStack, TerminationSignals};
+use quiesce::{FreezeWindow, QuiesceStack, TerminationSignals};
 
-use crate::{PoliteArgs, RunLog, UsageError, parse_snapshot_size};
+use crate::{ConsistencyOptions, PoliteOptions, RunError, RunFacts, RunLog};
 
 /// What a backup reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,85 +35,6 @@ impl std::fmt::Display for SourceSpec {
     }
 }
 
-/// The options that make a source consistent while it is read: the
-/// snapshot of `--lvm` and the quiescers of `--quiesce`.
-#[derive(Debug, Clone, Args)]
-pub struct ConsistencyArgs {
-    /// Size of a thick snapshot: percent of the volume (15%) or a size
-    /// (512M, 2G). Thin volumes take thin snapshots, which need none.
-    #[arg(long, value_name = "SIZE", default_value = "15%", value_parser = parse_snapshot_size, requires = "lvm")]
-    pub snapshot_size: SnapshotSize,
-
-    /// Warn when the snapshot is this full (percent)
-    #[arg(long, value_name = "PERCENT", default_value_t = 80.0, requires = "lvm")]
-    pub fill_warn: f64,
-
-    /// Seconds between two polls of the snapshot's fill
-    #[arg(long, value_name = "SECONDS", default_value_t = 2.0, requires = "lvm")]
-    pub fill_interval: f64,
-
-    /// Quiesce a service while the snapshot is taken (repeatable; see SPEC
-    /// below)
-    #[arg(long = "quiesce", value_name = "SPEC", value_parser = parse_quiesce_spec)]
-    pub quiesce: Vec<String>,
-
-    /// Longest time services may stay quiesced, in seconds: past it the
-    /// snapshot is abandoned, everything is thawed and the run fails
-    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
-    pub freeze_limit: f64,
-
-    /// Leave the snapshot in place after the run (for debugging; remove it
-    /// with lvremove or `blockdiff-lvm cleanup`)
-    #[arg(long, requires = "lvm")]
-    pub keep_snapshot: bool,
-}
-
-fn parse_quiesce_spec(s: &str) -> Result<String, String> {
-    QuiesceSpec::parse(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| e.to_string())
-}
-
-impl ConsistencyArgs {
-    /// The same options as command-line arguments, for a process that
-    /// reads the source elsewhere (the remote agent).
-    pub fn to_args(&self) -> Vec<String> {
-        let mut args = vec![
-            match self.snapshot_size {
-                SnapshotSize::Bytes(b) => format!("--snapshot-size={b}"),
-                SnapshotSize::PercentOfOrigin(p) => format!("--snapshot-size={p}%"),
-            },
-            format!("--fill-warn={}", self.fill_warn),
-            format!("--fill-interval={}", self.fill_interval),
-            format!("--freeze-limit={}", self.freeze_limit),
-        ];
-        args.extend(self.quiesce.iter().map(|q| format!("--quiesce={q}")));
-        if self.keep_snapshot {
-            args.push("--keep-snapshot".into());
-        }
-        args
-    }
-
-    fn check(&self) -> Result<(), UsageError> {
-        if !(self.freeze_limit > 0.0 && self.freeze_limit <= 86400.0) {
-            return Err(UsageError(format!(
-                "--freeze-limit must be between 0 and 86400 seconds, not {}",
-                self.freeze_limit
-            )));
-        }
-        if !(self.fill_interval > 0.0 && self.fill_interval <= 3600.0) {
-            return Err(UsageError(format!(
-                "--fill-interval must be between 0 and 3600 seconds, not {}",
-                self.fill_interval
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// The facts of a run that go to `NAME.N.meta.json`.
-pub type RunFacts = BTreeMap<String, String>;
-
 /// The dump step a [`SourceReader`] runs once the source is ready.
 pub type DumpStep<'s, T> = dyn FnOnce(DumpSource<Box<dyn Read + Send>>, &mut dyn Progress) -> blockdiff_core::Result<T>
     + 's;
@@ -125,18 +46,24 @@ pub type DumpStep<'s, T> = dyn FnOnce(DumpSource<Box<dyn Read + Send>>, &mut dyn
 /// The dump step is a local backup in `blockdiff-backup` and the stream
 /// back to the backup host in `blockdiff-agent`.
 pub struct SourceReader<'a> {
-    args: &'a ConsistencyArgs,
+    args: &'a ConsistencyOptions,
     log: RunLog,
+    lvm: Lvm,
     signals: Option<TerminationSignals>,
     stack: Option<QuiesceStack>,
-    polite: Option<PoliteArgs>,
+    polite: Option<PoliteOptions>,
+    step_hook: fn(&str),
 }
 
 impl<'a> SourceReader<'a> {
     /// Checks the options and, when there is anything to undo (a snapshot,
     /// quiesced services), catches the termination signals so that they
     /// stop the run instead of killing it.
-    pub fn new(spec: &SourceSpec, args: &'a ConsistencyArgs, log: RunLog) -> anyhow::Result<Self> {
+    pub fn new(
+        spec: &SourceSpec,
+        args: &'a ConsistencyOptions,
+        log: RunLog,
+    ) -> Result<Self, RunError> {
         args.check()?;
         // A plain source needs no cleanup: a killed run commits nothing,
         // and the default action ends a run blocked on a pipe at once.
@@ -149,7 +76,7 @@ impl<'a> SourceReader<'a> {
             None
         } else {
             let mut stack = QuiesceStack::from_spec_strings(&args.quiesce, log.quiesce_logger())?;
-            stack.set_freeze_limit(Duration::from_secs_f64(args.freeze_limit));
+            stack.set_freeze_limit(args.freeze_limit());
             if let Some(signals) = &signals {
                 stack.stop_on_signals(signals);
             }
@@ -158,17 +85,33 @@ impl<'a> SourceReader<'a> {
         Ok(SourceReader {
             args,
             log,
+            lvm: Lvm::local(),
             signals,
             stack,
             polite: None,
+            step_hook: |_| {},
         })
+    }
+
+    /// Runs LVM through `lvm` instead of the local commands (tests record
+    /// it).
+    pub fn with_lvm(mut self, lvm: Lvm) -> Self {
+        self.lvm = lvm;
+        self
+    }
+
+    /// Calls `hook` with each step the dump and the commit reach (see
+    /// [`Progress::at_step`]): the tools' test hook stops a run there.
+    pub fn with_step_hook(mut self, hook: fn(&str)) -> Self {
+        self.step_hook = hook;
+        self
     }
 
     /// Reads at the niceness and I/O priority of `polite`: set on this
     /// thread just before the dump starts its threads (which inherit
     /// them), so the snapshot and the quiescers run at normal priority and
     /// the freeze window is not stretched.
-    pub fn with_priorities(mut self, polite: &PoliteArgs) -> Self {
+    pub fn with_priorities(mut self, polite: &PoliteOptions) -> Self {
         self.polite = Some(polite.clone());
         self
     }
@@ -197,8 +140,8 @@ impl<'a> SourceReader<'a> {
         spec: &SourceSpec,
         facts: &mut RunFacts,
         step: Box<DumpStep<'_, T>>,
-    ) -> anyhow::Result<T> {
-        facts.insert("source".into(), spec.to_string());
+    ) -> Result<T, RunError> {
+        facts.source = Some(spec.to_string());
         let source: DumpSource<Box<dyn Read + Send>> = match spec {
             SourceSpec::Lvm(origin) => return self.read_lvm(origin, facts, step),
             SourceSpec::Stdin => DumpSource::stream(io::stdin(), "standard input").boxed(),
@@ -207,10 +150,11 @@ impl<'a> SourceReader<'a> {
         self.lower_priorities()?;
         let signals = self.signals.as_ref();
         let log = &self.log;
+        let hook = self.step_hook;
         match self.stack.as_mut() {
             None => Ok(step(
                 source,
-                &mut RunProgress::new(log, signals, None, None),
+                &mut RunProgress::new(log, signals, None, None).with_step_hook(hook),
             )?),
             Some(stack) => {
                 log.info(format_args!(
@@ -221,10 +165,11 @@ impl<'a> SourceReader<'a> {
                 let frozen = stack.run_frozen(|window| {
                     step(
                         source,
-                        &mut RunProgress::new(log, signals, None, Some(window)),
+                        &mut RunProgress::new(log, signals, None, Some(window))
+                            .with_step_hook(hook),
                     )
                 })?;
-                record_freeze(facts, &frozen.report);
+                facts.record_freeze(&frozen.report);
                 Ok(frozen.value?)
             }
         }
@@ -236,33 +181,36 @@ impl<'a> SourceReader<'a> {
         origin: &LvPath,
         facts: &mut RunFacts,
         step: Box<DumpStep<'_, T>>,
-    ) -> anyhow::Result<T> {
+    ) -> Result<T, RunError> {
         let log = self.log.clone();
-        let lvm = Lvm::local();
+        let lvm = self.lvm.clone();
+        let hook = self.step_hook;
         let snapshot_options = SnapshotOptions {
             size: self.args.snapshot_size,
             ..SnapshotOptions::default()
         };
         log.info(format_args!("creating snapshot of {origin}"));
-        let snapshot_failed = || format!("cannot snapshot {origin}");
+        let snapshot_failed = |e: RunError| RunError::Snapshot {
+            origin: origin.to_string(),
+            source: Box::new(e),
+        };
         let snapshot = match self.stack.as_mut() {
-            None => {
-                Snapshot::create(&lvm, origin, &snapshot_options).with_context(snapshot_failed)?
-            }
+            None => Snapshot::create(&lvm, origin, &snapshot_options)
+                .map_err(|e| snapshot_failed(e.into()))?,
             Some(stack) => {
                 // Only the snapshot is taken while frozen. If the window runs
                 // out, the late snapshot is dropped, which removes it.
                 let frozen = stack
                     .run_frozen(|_| Snapshot::create(&lvm, origin, &snapshot_options))
-                    .with_context(snapshot_failed)?;
-                record_freeze(facts, &frozen.report);
-                frozen.value.with_context(snapshot_failed)?
+                    .map_err(|e| snapshot_failed(e.into()))?;
+                facts.record_freeze(&frozen.report);
+                frozen.value.map_err(|e| snapshot_failed(e.into()))?
             }
         };
         let created = Instant::now();
         let kind = if snapshot.is_thin() { "thin" } else { "thick" };
-        facts.insert("snapshot".into(), snapshot.path().to_string());
-        facts.insert("snapshot_kind".into(), kind.into());
+        facts.snapshot = Some(snapshot.path().to_string());
+        facts.snapshot_kind = Some(kind.into());
         log.info(format_args!("created {kind} snapshot {}", snapshot.path()));
         let monitor_options = FillMonitorOptions {
             interval: Duration::from_secs_f64(self.args.fill_interval),
@@ -289,18 +237,18 @@ impl<'a> SourceReader<'a> {
             }
         });
         let signals = self.signals.as_ref();
-        let result = monitor.map_err(anyhow::Error::from).and_then(|monitor| {
+        let result = monitor.map_err(RunError::from).and_then(|monitor| {
             let result = match signals.and_then(TerminationSignals::received) {
-                Some(signal) => Err(anyhow::anyhow!(
-                    "interrupted by {}",
-                    quiesce::signal_name(signal)
-                )),
+                Some(signal) => Err(RunError::Interrupted {
+                    signal: quiesce::signal_name(signal),
+                }),
                 None => {
-                    let mut progress = RunProgress::new(&log, signals, Some(&monitor), None);
+                    let mut progress =
+                        RunProgress::new(&log, signals, Some(&monitor), None).with_step_hook(hook);
                     self.lower_priorities()
                         .and_then(|()| DumpSource::open(snapshot.device()))
                         .and_then(|source| step(source.boxed(), &mut progress))
-                        .map_err(anyhow::Error::from)
+                        .map_err(RunError::from)
                 }
             };
             // A read error from an overflowed snapshot is reported as the
@@ -320,7 +268,7 @@ impl<'a> SourceReader<'a> {
             .map(|p| format!("; peak fill {p:.1}%"))
             .unwrap_or_default();
         if let Some(p) = peak {
-            facts.insert("snapshot_peak_fill_percent".into(), format!("{p:.1}"));
+            facts.record_peak_fill(p);
         }
         let held = created.elapsed().as_secs_f64();
         if self.args.keep_snapshot {
@@ -335,9 +283,10 @@ impl<'a> SourceReader<'a> {
                     "removed snapshot {name} after {held:.1} s{peak_text}"
                 )),
                 (Ok(_), Err(e)) => {
-                    return Err(anyhow::Error::from(e).context(format!(
-                        "the dump finished, but snapshot {name} could not be removed; remove it (blockdiff-lvm cleanup) before it fills up"
-                    )));
+                    return Err(RunError::SnapshotNotRemoved {
+                        snapshot: name.to_string(),
+                        source: e,
+                    });
                 }
                 (Err(_), Err(e)) => {
                     log.error(format_args!("snapshot {name} could not be removed: {e}"));
@@ -348,19 +297,6 @@ impl<'a> SourceReader<'a> {
     }
 }
 
-fn record_freeze(facts: &mut RunFacts, report: &FreezeReport) {
-    facts.insert(
-        "freeze_window_seconds".into(),
-        format!("{:.3}", report.window.as_secs_f64()),
-    );
-    if !report.quiescers.is_empty() {
-        facts.insert("quiesced".into(), report.quiescers.join(","));
-    }
-    for (k, v) in &report.metadata {
-        facts.insert(k.clone(), v.clone());
-    }
-}
-
 /// Notices to the log; stops the dump on a signal, an overflowed snapshot
 /// or a freeze window that ran out.
 pub(crate) struct RunProgress<'a> {
@@ -368,6 +304,7 @@ pub(crate) struct RunProgress<'a> {
     signals: Option<&'a TerminationSignals>,
     monitor: Option<&'a FillMonitor>,
     window: Option<&'a FreezeWindow>,
+    step_hook: fn(&str),
 }
 
 impl<'a> RunProgress<'a> {
@@ -382,7 +319,14 @@ impl<'a> RunProgress<'a> {
             signals,
             monitor,
             window,
+            step_hook: |_| {},
         }
+    }
+
+    /// Calls `hook` at each step.
+    pub(crate) fn with_step_hook(mut self, hook: fn(&str)) -> Self {
+        self.step_hook = hook;
+        self
     }
 }
 
@@ -420,6 +364,191 @@ impl Progress for RunProgress<'_> {
     }
 
     fn at_step(&mut self, step: &'static str) {
-        crate::step_hook::reached(step);
+        (self.step_hook)(step);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    use command_runner::{CommandOutput, RecordingRunner};
+
+    /// LVM with a 100 MiB origin `vg0/data` and room for its snapshot;
+    /// `lvremove` answers `remove`.
+    fn lvm(remove: CommandOutput) -> Arc<RecordingRunner> {
+        let r = Arc::new(RecordingRunner::strict());
+        r.on("lvs", |command| {
+            // The origin, or the snapshot the fill monitor polls.
+            let line = command.to_string();
+            let name = line.rsplit('/').next().unwrap_or("data").to_owned();
+            let (attr, origin, pct) = if name.contains("-bd-") {
+                ("swi-a-s---", "data", "1.50")
+            } else {
+                ("-wi-ao----", "", "")
+            };
+            CommandOutput::ok(format!(
+                r#"{{"report": [{{"lv": [{{"lv_name":"{name}", "vg_name":"vg0", "lv_attr":"{attr}", "lv_size":"104857600", "origin":"{origin}", "pool_lv":"", "data_percent":"{pct}", "lv_tags":""}}]}}]}}"#
+            ))
+        });
+        r.on("vgs", |_| {
+            CommandOutput::ok(
+                r#"{"report": [{"vg": [{"vg_name":"vg0", "vg_size":"1073741824", "vg_free":"1073741824", "vg_extent_size":"4194304"}]}]}"#,
+            )
+        });
+        r.on("sync", |_| CommandOutput::ok(""));
+        r.on("lvcreate", |_| CommandOutput::ok(""));
+        r.reply("lvremove", remove);
+        r
+    }
+
+    fn recording_log() -> (RunLog, Arc<Mutex<Vec<String>>>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l = lines.clone();
+        let log =
+            RunLog::new(move |level, m| l.lock().unwrap().push(format!("{}{m}", level.label())));
+        (log, lines)
+    }
+
+    fn commands(r: &RecordingRunner, verb: &str) -> Vec<String> {
+        r.calls()
+            .into_iter()
+            .filter(|c| c.starts_with(verb))
+            .collect()
+    }
+
+    /// One test, because a process catches the termination signals once at
+    /// a time and every LV source catches them.
+    #[test]
+    fn an_lv_is_read_through_its_snapshot_which_is_removed_on_every_path() {
+        let spec = SourceSpec::Lvm("vg0/data".parse().unwrap());
+
+        // The snapshot's device cannot be opened here (there is no LVM):
+        // the dump fails, the snapshot is removed, the facts name it.
+        let runner = lvm(CommandOutput::ok(""));
+        let options = ConsistencyOptions::default();
+        let (log, lines) = recording_log();
+        let mut reader = SourceReader::new(&spec, &options, log)
+            .unwrap()
+            .with_lvm(Lvm::with_runner(runner.clone()));
+        let mut facts = RunFacts::default();
+        let mut stepped = false;
+        let e = reader
+            .read::<()>(
+                &spec,
+                &mut facts,
+                Box::new(|_, _| {
+                    stepped = true;
+                    Ok(())
+                }),
+            )
+            .unwrap_err();
+        assert!(!stepped, "the step ran without a source");
+        let snapshot = facts.snapshot.clone().expect("the snapshot is recorded");
+        assert!(snapshot.starts_with("vg0/data-bd-"), "{snapshot}");
+        assert!(e.to_string().contains(&snapshot), "{e}");
+        assert_eq!(facts.snapshot_kind.as_deref(), Some("thick"));
+        assert_eq!(facts.source.as_deref(), Some("lvm:vg0/data"));
+        assert_eq!(commands(&runner, "lvcreate").len(), 1);
+        assert_eq!(
+            commands(&runner, "lvremove"),
+            [format!("lvremove -f -y {snapshot}")]
+        );
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines[0], "creating snapshot of vg0/data");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("removed snapshot {snapshot} after "))),
+            "{lines:?}"
+        );
+        drop(lines);
+        drop(reader);
+
+        // --keep-snapshot: left in place.
+        let runner = lvm(CommandOutput::ok(""));
+        let options = ConsistencyOptions {
+            keep_snapshot: true,
+            ..ConsistencyOptions::default()
+        };
+        let (log, lines) = recording_log();
+        let mut reader = SourceReader::new(&spec, &options, log)
+            .unwrap()
+            .with_lvm(Lvm::with_runner(runner.clone()));
+        reader
+            .read::<()>(&spec, &mut RunFacts::default(), Box::new(|_, _| Ok(())))
+            .unwrap_err();
+        assert!(commands(&runner, "lvremove").is_empty());
+        assert!(
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with("kept snapshot"))
+        );
+        drop(reader);
+
+        // A snapshot that cannot be removed after a failed dump is logged;
+        // the dump's own error is the one returned.
+        let runner = lvm(CommandOutput::failed(5, "  Logical volume in use."));
+        let options = ConsistencyOptions::default();
+        let (log, lines) = recording_log();
+        let mut reader = SourceReader::new(&spec, &options, log)
+            .unwrap()
+            .with_lvm(Lvm::with_runner(runner.clone()));
+        let e = reader
+            .read::<()>(&spec, &mut RunFacts::default(), Box::new(|_, _| Ok(())))
+            .unwrap_err();
+        assert!(matches!(e, RunError::Core(_)), "{e}");
+        assert!(
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with("error: snapshot ") && l.contains("could not be removed")),
+            "{:?}",
+            lines.lock().unwrap()
+        );
+        drop(reader);
+
+        // A snapshot LVM refuses to create is named.
+        let runner = lvm(CommandOutput::ok(""));
+        runner.reply(
+            "lvcreate",
+            CommandOutput::failed(5, "  Insufficient free space"),
+        );
+        let (log, _) = recording_log();
+        let mut reader = SourceReader::new(&spec, &options, log)
+            .unwrap()
+            .with_lvm(Lvm::with_runner(runner.clone()));
+        let e = reader
+            .read::<()>(&spec, &mut RunFacts::default(), Box::new(|_, _| Ok(())))
+            .unwrap_err();
+        assert!(
+            matches!(&e, RunError::Snapshot { origin, .. } if origin == "vg0/data"),
+            "{e}"
+        );
+        assert!(commands(&runner, "lvremove").is_empty());
+    }
+
+    #[test]
+    fn a_plain_file_is_read_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        std::fs::write(&path, [5u8; 1000]).unwrap();
+        let spec = SourceSpec::Path(path.clone());
+        let options = ConsistencyOptions::default();
+        let (log, lines) = recording_log();
+        let mut reader = SourceReader::new(&spec, &options, log).unwrap();
+        let mut facts = RunFacts::default();
+        let size = reader
+            .read(&spec, &mut facts, Box::new(|source, _| Ok(source.size())))
+            .unwrap();
+        assert_eq!(size, Some(1000));
+        assert_eq!(facts.source, Some(path.display().to_string()));
+        assert_eq!(facts.snapshot, None);
+        assert!(lines.lock().unwrap().is_empty());
+        assert_eq!(reader.interrupted_by(), None);
     }
 }

@@ -1,11 +1,13 @@
-//! The dump helper copied to remote hosts.
+//! [`AgentBinary`]: the dump helper copied to remote hosts, checked and
+//! installed there by its SHA-256.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use command_runner::{CommandLine, CommandRunner};
 use sha2::{Digest, Sha256};
+
+use crate::RunError;
 
 /// The file name of the agent beside the tools.
 pub const AGENT_NAME: &str = "blockdiff-agent";
@@ -23,27 +25,32 @@ impl AgentBinary {
     /// The agent at `explicit`, else at `$BLOCKDIFF_AGENT`, else
     /// `blockdiff-agent` beside the running executable. It must be an
     /// x86-64 Linux executable.
-    pub fn locate(explicit: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn locate(explicit: Option<&Path>) -> Result<Self, RunError> {
         let path = match (explicit, std::env::var_os("BLOCKDIFF_AGENT")) {
             (Some(p), _) => p.to_owned(),
             (None, Some(p)) if !p.is_empty() => PathBuf::from(p),
             _ => std::env::current_exe()
-                .context("find the running executable")?
+                .map_err(|source| RunError::Io {
+                    op: "find the running executable",
+                    path: "/proc/self/exe".into(),
+                    source,
+                })?
                 .with_file_name(AGENT_NAME),
         };
         Self::load(&path)
     }
 
     /// Reads and checks the agent at `path`.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| {
-            format!(
-                "cannot read the remote agent {} (install blockdiff-agent beside blockdiff-backup, or name it with --agent; scripts/build-agent.sh builds a static one)",
-                path.display()
-            )
+    pub fn load(path: &Path) -> Result<Self, RunError> {
+        let bytes = std::fs::read(path).map_err(|source| RunError::AgentUnreadable {
+            path: path.to_owned(),
+            source,
         })?;
-        let is_static = elf_is_static_x86_64(&bytes)
-            .with_context(|| format!("{} is not usable as the remote agent", path.display()))?;
+        let is_static =
+            elf_is_static_x86_64(&bytes).map_err(|detail| RunError::AgentNotUsable {
+                path: path.to_owned(),
+                detail,
+            })?;
         Ok(AgentBinary {
             path: path.to_owned(),
             sha256: hex(&Sha256::digest(&bytes)),
@@ -72,7 +79,11 @@ impl AgentBinary {
     /// `blockdiff-agent-SHA256`: reused when present with the right hash,
     /// else copied over the connection into a temporary file, checked and
     /// renamed into place. Uploads left by interrupted runs are removed.
-    pub fn install(&self, host: &dyn CommandRunner, name: &str) -> anyhow::Result<InstalledAgent> {
+    pub fn install(
+        &self,
+        host: &dyn CommandRunner,
+        name: &str,
+    ) -> Result<InstalledAgent, RunError> {
         let out = run_script(
             host,
             name,
@@ -85,10 +96,20 @@ impl AgentBinary {
         let mut words = text.split_whitespace();
         let (state, machine, remote_path) = (words.next(), words.next(), words.next());
         let (Some(state), Some(machine), Some(remote_path)) = (state, machine, remote_path) else {
-            bail!("unexpected answer from {name} while preparing the agent: {text:?}");
+            return Err(RunError::RemoteHost {
+                host: name.to_owned(),
+                detail: format!(
+                    "unexpected answer from {name} while preparing the agent: {text:?}"
+                ),
+            });
         };
         if machine != "x86_64" {
-            bail!("{name} is a {machine} machine; the agent is built for x86_64 only");
+            return Err(RunError::RemoteHost {
+                host: name.to_owned(),
+                detail: format!(
+                    "{name} is a {machine} machine; the agent is built for x86_64 only"
+                ),
+            });
         }
         let uploaded = state != "ready";
         if uploaded {
@@ -114,11 +135,11 @@ impl AgentBinary {
 fn run_script(
     host: &dyn CommandRunner,
     name: &str,
-    what: &str,
+    what: &'static str,
     script: &str,
     args: &[&str],
     input: Option<&Path>,
-) -> anyhow::Result<Vec<u8>> {
+) -> Result<Vec<u8>, RunError> {
     let words = ["-c", script, "blockdiff"]
         .into_iter()
         .chain(args.iter().copied());
@@ -128,21 +149,29 @@ fn run_script(
     let out = match input {
         None => host.run_streaming(&command, None, &mut collect),
         Some(path) => {
-            let mut file = std::fs::File::open(path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
+            let mut file = std::fs::File::open(path).map_err(|source| RunError::Io {
+                op: "cannot open",
+                path: path.to_owned(),
+                source,
+            })?;
             host.run_streaming(&command, Some(&mut file), &mut collect)
         }
     }
-    .with_context(|| format!("{what} on {name}: cannot run ssh"))?;
+    .map_err(|source| RunError::RemoteSpawn {
+        what,
+        host: name.to_owned(),
+        source,
+    })?;
     if !out.success() {
-        bail!(
-            "{what} on {name} failed ({}): {}",
-            out.status_text(),
-            match out.stderr_line() {
+        return Err(RunError::RemoteStep {
+            what,
+            host: name.to_owned(),
+            status: out.status_text(),
+            stderr: match out.stderr_line() {
                 s if s.is_empty() => "no message".to_owned(),
                 s => s,
-            }
-        );
+            },
+        });
     }
     Ok(stdout)
 }
@@ -202,7 +231,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Whether `elf` is a statically linked x86-64 executable (no `PT_INTERP`);
 /// an error if it is not an x86-64 ELF executable at all.
-fn elf_is_static_x86_64(elf: &[u8]) -> anyhow::Result<bool> {
+fn elf_is_static_x86_64(elf: &[u8]) -> Result<bool, &'static str> {
     let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     let u32_at = |o: usize| {
         elf.get(o..o + 4)
@@ -213,14 +242,14 @@ fn elf_is_static_x86_64(elf: &[u8]) -> anyhow::Result<bool> {
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
     };
     if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
-        bail!("not a 64-bit little-endian ELF file");
+        return Err("not a 64-bit little-endian ELF file");
     }
     if u16_at(0x12) != Some(62) {
-        bail!("not an x86-64 executable");
+        return Err("not an x86-64 executable");
     }
     let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
     else {
-        bail!("truncated ELF header");
+        return Err("truncated ELF header");
     };
     for i in 0..u64::from(phnum) {
         let at = phoff
@@ -230,7 +259,7 @@ fn elf_is_static_x86_64(elf: &[u8]) -> anyhow::Result<bool> {
         match at {
             Some(3) => return Ok(false), // PT_INTERP: needs the dynamic loader
             Some(_) => {}
-            None => bail!("truncated ELF program headers"),
+            None => return Err("truncated ELF program headers"),
         }
     }
     Ok(true)
@@ -247,9 +276,9 @@ mod tests {
         let linked_static = elf_is_static_x86_64(&me).unwrap();
         assert_eq!(linked_static, cfg!(target_feature = "crt-static"));
         let e = elf_is_static_x86_64(b"#!/bin/sh\necho hi\n").unwrap_err();
-        assert!(e.to_string().contains("not a 64-bit"), "{e}");
+        assert!(e.contains("not a 64-bit"), "{e}");
         let e = elf_is_static_x86_64(&me[..0x30]).unwrap_err();
-        assert!(e.to_string().contains("truncated"), "{e}");
+        assert!(e.contains("truncated"), "{e}");
     }
 
     #[test]

@@ -1,12 +1,9 @@
-//! `--each 'VG/PATTERN'`: the logical volumes of a volume group whose
-//! names match a glob, shared by `blockdiff-lvm mount --each` and
-//! `blockdiff-backup --each`.
+//! `VG/PATTERN`: the logical volumes of a volume group whose names match
+//! a glob (`blockdiff-lvm mount --each`, `blockdiff-backup --each`).
 
 use std::fmt;
 
-use lvm_snap::{LogicalVolume, LvPath, Lvm};
-
-use crate::UsageError;
+use crate::{Error, LogicalVolume, LvPath, Lvm, Result};
 
 /// `VG/PATTERN`: a volume group and a glob over LV names (`*` and `?`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,10 +37,10 @@ pub fn skip_reason(lv: &LogicalVolume) -> Option<&'static str> {
 
 impl VolumePattern {
     /// Parses `VG/PATTERN` or `/dev/VG/PATTERN`.
-    pub fn parse(text: &str) -> Result<VolumePattern, UsageError> {
+    pub fn parse(text: &str) -> Result<VolumePattern> {
         let rest = text.strip_prefix("/dev/").unwrap_or(text);
         let bad = |why: &str| {
-            UsageError(format!(
+            Error::Invalid(format!(
                 "'{text}' is not a VG/PATTERN such as 'vg0/domu-*': {why}"
             ))
         };
@@ -84,7 +81,7 @@ impl VolumePattern {
     }
 
     /// The matching volumes of the volume group, as `lvs` lists them now.
-    pub fn select_from(&self, lvm: &Lvm) -> anyhow::Result<VolumeSelection> {
+    pub fn select_from(&self, lvm: &Lvm) -> Result<VolumeSelection> {
         Ok(self.select(&lvm.list(Some(&self.vg))?))
     }
 }

@@ -1,0 +1,232 @@
+//! [`BackupRun`]: one backup of a local or remote source into a chain,
+//! from the options to the committed generation and its facts.
+
+use std::path::{Path, PathBuf};
+
+use blockdiff_core::{
+    BackupOptions, BackupReport, BlockSize, DumpOptions, GenerationStore, backup_with_metadata,
+};
+use command_runner::{SshOptions, SshRunner};
+
+use crate::remote::{AgentBinary, RemoteBackup, RemoteSource};
+use crate::{
+    ConsistencyOptions, FormatChoice, PoliteOptions, ProgressDisplay, RunError, RunFacts, RunLog,
+    SourceReader, SourceSpec, timestamp,
+};
+
+/// What a backup reads: a source on this host, or on another one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupSource {
+    /// A file, device, LV or standard input here.
+    Local(SourceSpec),
+    /// A file, device or LV on a host reached over ssh.
+    Remote(RemoteSource),
+}
+
+impl std::fmt::Display for BackupSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackupSource::Local(spec) => spec.fmt(f),
+            BackupSource::Remote(remote) => remote.fmt(f),
+        }
+    }
+}
+
+/// How remote hosts are reached.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteOptions {
+    /// The ssh client and its `-o` options.
+    pub ssh: SshOptions,
+    /// The agent to copy to remote hosts (`None`: `$BLOCKDIFF_AGENT`, else
+    /// `blockdiff-agent` beside the running executable).
+    pub agent: Option<PathBuf>,
+}
+
+/// The options of a backup run.
+#[derive(Debug, Clone)]
+pub struct BackupRunOptions {
+    /// Block size of a new chain (a chain keeps its own).
+    pub block_size: BlockSize,
+    /// Hash threads (0: one per core).
+    pub threads: usize,
+    /// The format asked for.
+    pub format: FormatChoice,
+    /// Snapshot and quiescers.
+    pub consistency: ConsistencyOptions,
+    /// Rate limit, priorities, page cache.
+    pub polite: PoliteOptions,
+    /// How remote hosts are reached.
+    pub remote: RemoteOptions,
+}
+
+impl BackupRunOptions {
+    /// The engine's options: the format asked for, the hash of a new chain,
+    /// the dump's settings.
+    pub fn backup_options(&self) -> Result<BackupOptions, RunError> {
+        let format = self.format.requested()?;
+        let mut dump = DumpOptions {
+            block_size: self.block_size,
+            hash: self.format.hash_for(format),
+            threads: self.threads,
+            ..DumpOptions::default()
+        };
+        self.polite.fill_dump_options(&mut dump);
+        Ok(BackupOptions { dump, format })
+    }
+}
+
+/// Runs backups: a source in, a committed generation and its facts out.
+/// Lines go to `log`, the dump's progress to `display`.
+pub struct BackupRun<'a> {
+    /// The options.
+    pub options: &'a BackupRunOptions,
+    /// The run's log.
+    pub log: &'a RunLog,
+    /// Where the dump's progress is shown.
+    pub display: &'a dyn ProgressDisplay,
+    /// Called at each step of the dump and the commit (the tools' test
+    /// hook).
+    pub step_hook: fn(&str),
+}
+
+impl BackupRun<'_> {
+    /// Backs `source` up as the next generation of the chain `name`;
+    /// `started` is the run's start time, as the summary shows it.
+    /// `interrupted` is set when a termination signal stopped the run (an
+    /// `--each` run then stops). The generation's facts are in its
+    /// `NAME.N.meta.json` and returned with its report.
+    pub fn back_up(
+        &self,
+        name: &Path,
+        source: &BackupSource,
+        started: String,
+        interrupted: &mut Option<&'static str>,
+    ) -> Result<(BackupReport, RunFacts), RunError> {
+        let failed = |e: RunError| RunError::Backup {
+            source_name: source.to_string(),
+            name: name.to_owned(),
+            source: Box::new(e),
+        };
+        let store = GenerationStore::new(name);
+        let options = self.options;
+        let log = self.log;
+        let mut facts = RunFacts::started_at(started);
+        // Mistakes in the options, and an agent that cannot be used, are
+        // reported as they are, before anything is done.
+        let backup_options = options.backup_options()?;
+        let report = match source {
+            BackupSource::Local(spec) => {
+                let mut reader = SourceReader::new(spec, &options.consistency, log.clone())?
+                    .with_priorities(&options.polite)
+                    .with_step_hook(self.step_hook);
+                let report = self.local(&store, spec, &mut reader, &backup_options, &mut facts);
+                *interrupted = reader.interrupted_by();
+                report.map_err(failed)?
+            }
+            BackupSource::Remote(remote) => {
+                facts.host = Some(remote.destination.clone());
+                let agent = AgentBinary::locate(options.remote.agent.as_deref())?;
+                if !agent.is_static() {
+                    log.warning(format_args!(
+                        "the agent {} is dynamically linked: it runs only on hosts with a compatible C library (scripts/build-agent.sh builds a static one)",
+                        agent.path().display()
+                    ));
+                }
+                self.remote(&store, remote, &agent, &backup_options, &mut facts)
+                    .map_err(failed)?
+            }
+        };
+        facts.source = Some(source.to_string());
+        self.finish(&store, &report, &mut facts);
+        Ok((report, facts))
+    }
+
+    fn local(
+        &self,
+        store: &GenerationStore,
+        spec: &SourceSpec,
+        reader: &mut SourceReader<'_>,
+        backup_options: &BackupOptions,
+        facts: &mut RunFacts,
+    ) -> Result<BackupReport, RunError> {
+        // What is known before the dump goes to the metadata with the
+        // commit; the rest (snapshot, freeze window, finish time) is added
+        // after it.
+        let mut early = facts.clone();
+        early.source = Some(spec.to_string());
+        let early = early.to_metadata();
+        let display = self.display;
+        reader.read(
+            spec,
+            facts,
+            Box::new(|source, progress| {
+                let label = source.name().display().to_string();
+                let mut progress = display.show(progress, source.size(), &label);
+                backup_with_metadata(store, source, backup_options, &early, &mut *progress)
+            }),
+        )
+    }
+
+    /// Connects to the source's host, puts the agent there and backs up
+    /// through it.
+    fn remote(
+        &self,
+        store: &GenerationStore,
+        source: &RemoteSource,
+        agent: &AgentBinary,
+        backup_options: &BackupOptions,
+        facts: &mut RunFacts,
+    ) -> Result<BackupReport, RunError> {
+        let options = self.options;
+        let log = self.log;
+        log.info(format_args!("connecting to {}", source.destination));
+        let session = SshRunner::connect(&source.destination, &options.remote.ssh)?;
+        let installed = agent.install(&session, &source.destination)?;
+        log.info(format_args!(
+            "{} the agent {}:{}",
+            if installed.uploaded {
+                "copied"
+            } else {
+                "reusing"
+            },
+            source.destination,
+            installed.path
+        ));
+        RemoteBackup {
+            host: &session,
+            agent: &installed,
+            source,
+            consistency: &options.consistency,
+            polite: &options.polite,
+        }
+        .run(store, backup_options, log, self.display, facts)
+    }
+
+    /// Records a committed generation's facts and logs it.
+    fn finish(&self, store: &GenerationStore, report: &BackupReport, facts: &mut RunFacts) {
+        let log = self.log;
+        facts.generation = Some(report.generation);
+        facts.finished = Some(timestamp());
+        // The commit recorded the generation's size; these facts join them.
+        if let Err(e) = store.add_metadata(report.generation, &facts.to_metadata()) {
+            // The generation is committed and complete; only its facts are
+            // lost.
+            log.warning(format_args!("{e}"));
+        }
+        let d = report.dump;
+        log.info(format_args!(
+            "generation {} of {} ({}, {}): {} of {} blocks changed ({} of {} bytes, {} zero blocks), diff is {} bytes",
+            report.generation,
+            store.name().display(),
+            report.format,
+            d.hash,
+            d.changed_blocks,
+            d.blocks,
+            d.changed_bytes,
+            d.source_bytes,
+            d.zero_blocks,
+            report.diff_bytes
+        ));
+        log.info(format_args!("backup completed successfully"));
+    }
+}

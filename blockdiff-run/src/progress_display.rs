@@ -1,0 +1,57 @@
+//! [`ProgressDisplay`]: how a run shows the progress of its dump (the
+//! tools draw a bar on a terminal), kept out of the run itself.
+
+use blockdiff_core::{Notice, Progress};
+
+/// Shows a dump's progress while passing everything to the run's own
+/// [`Progress`], which keeps deciding whether the dump stops.
+pub trait ProgressDisplay {
+    /// Wraps `inner` for a dump of `total` bytes (if known) labelled
+    /// `label`; what is shown goes away when the wrapper is dropped.
+    fn show<'a>(
+        &self,
+        inner: &'a mut dyn Progress,
+        total: Option<u64>,
+        label: &str,
+    ) -> Box<dyn Progress + 'a>;
+}
+
+/// Shows nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoDisplay;
+
+impl ProgressDisplay for NoDisplay {
+    fn show<'a>(
+        &self,
+        inner: &'a mut dyn Progress,
+        _total: Option<u64>,
+        _label: &str,
+    ) -> Box<dyn Progress + 'a> {
+        Box::new(Forward(inner))
+    }
+}
+
+/// Passes everything on.
+struct Forward<'a>(&'a mut dyn Progress);
+
+impl Progress for Forward<'_> {
+    fn notice(&mut self, notice: Notice) {
+        self.0.notice(notice);
+    }
+
+    fn advance(&mut self, bytes: u64) {
+        self.0.advance(bytes);
+    }
+
+    fn should_stop(&mut self) -> Option<String> {
+        self.0.should_stop()
+    }
+
+    fn before_commit(&mut self) -> Option<String> {
+        self.0.before_commit()
+    }
+
+    fn at_step(&mut self, step: &'static str) {
+        self.0.at_step(step);
+    }
+}
