@@ -10,6 +10,7 @@ use archive_format::{DiffFile, DigestFile, DigestReader, DigestWriter, LegacyRea
 use crate::dump::{DumpOptions, DumpReport, DumpSource, FormatSink, dump};
 use crate::error::{ArchiveContext, IoContext};
 use crate::progress::Progress;
+use crate::resolve::{PreviousFormat, resolve_format};
 use crate::store::{DiffFormat, GenerationStore, PendingGeneration, StoreLock};
 use crate::{Error, Result};
 
@@ -39,34 +40,17 @@ pub struct BackupReport {
 }
 
 /// The format a backup of `store` writes: the chain's, unless `requested`
-/// says otherwise for a new chain.
+/// says otherwise for a new chain ([`resolve_format`]).
 fn choose_format(
     store: &GenerationStore,
     current: Option<u64>,
     requested: Option<DiffFormat>,
 ) -> Result<DiffFormat> {
-    let Some(current) = current.filter(|&n| n > 0) else {
-        return Ok(requested.unwrap_or_default());
+    let last = match current.filter(|&n| n > 0) {
+        Some(current) => Some(store.find_diff(current)?),
+        None => None,
     };
-    let last = store.find_diff(current)?;
-    let same_kind = |a: DiffFormat, b: DiffFormat| {
-        matches!(
-            (a, b),
-            (DiffFormat::Legacy(_), DiffFormat::Legacy(_))
-                | (DiffFormat::V2 { .. }, DiffFormat::V2 { .. })
-        )
-    };
-    match requested {
-        None => Ok(last.format),
-        Some(r) if same_kind(r, last.format) => Ok(r),
-        Some(r) => Err(Error::Chain {
-            path: last.path,
-            detail: format!(
-                "this chain is {} but {r} was asked for; a chain keeps one format (use a new backup name to switch)",
-                last.format
-            ),
-        }),
-    }
+    resolve_format(requested, last.as_ref().map(PreviousFormat::Diff))
 }
 
 /// The first half of a backup: the store is locked, the format chosen,

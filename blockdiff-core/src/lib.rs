@@ -72,6 +72,7 @@ mod ordered;
 mod priority;
 mod progress;
 mod rate;
+mod resolve;
 mod restore;
 mod store;
 mod units;
@@ -96,6 +97,7 @@ pub use info::{Comparison, GenerationInfo, compare_with_generation};
 pub use priority::{IoPriority, NICE_MAX, NICE_MIN, set_nice};
 pub use progress::{NoProgress, Notice, Progress};
 pub use rate::{Clock, RateLimiter, SystemClock, parse_rate};
+pub use resolve::{PreviousFormat, resolve_format};
 pub use restore::{RestoreOptions, RestorePlan, RestoreReport, apply_stream};
 pub use store::{
     CORE_METADATA_KEYS, CommitStep, DiffFormat, DiffLocation, GenerationStore, PendingGeneration,

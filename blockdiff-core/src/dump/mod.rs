@@ -12,12 +12,11 @@
 //! - `writer`: the calling thread hands the chunks in source order to the
 //!   sink and their hashes to the digest, and counts the [`DumpReport`].
 //!
-//! `resolve` picks the block size and hash against the previous digest.
+//! [`crate::resolve`] picks the block size and hash against the previous digest.
 
 mod format_sink;
 mod mapped;
 mod reader;
-mod resolve;
 mod sink;
 mod workers;
 mod writer;
@@ -40,9 +39,9 @@ use crate::block::BlockHasher;
 use crate::error::IoContext;
 use crate::progress::Progress;
 use crate::rate::RateLimiter;
+use crate::resolve::resolve_dump;
 use crate::{Error, Result};
 use reader::{ChunkReader, PositionalSource};
-use resolve::resolve;
 use workers::{Chunk, Done, HashStage};
 use writer::{CacheDropper, OrderedWriter};
 
@@ -450,7 +449,7 @@ where
 {
     options.validate()?;
     let (block_size, hash, parent) =
-        resolve(options, previous.as_deref(), sink.digest_format(), progress)?;
+        resolve_dump(options, previous.as_deref(), sink.digest_format(), progress)?;
     let plan = DumpPlan {
         block_size,
         hash,
