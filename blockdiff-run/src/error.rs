@@ -38,6 +38,36 @@ pub enum RunError {
         #[source]
         source: io::Error,
     },
+    /// An output file (`-o`, `--new-digest`) could not be placed.
+    #[error("{}: {what}", path.display())]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// What failed (`cannot create`, `is a directory: name a file`).
+        what: &'static str,
+        /// Why, when the system said.
+        #[source]
+        source: Option<io::Error>,
+    },
+    /// A dump outside a store failed; its outputs were left as they were.
+    #[error(
+        "{}{}",
+        if *stdout_closed {
+            "the diff is incomplete: standard output was closed before the dump ended"
+        } else {
+            "dump failed"
+        },
+        not_written.as_ref().map(|p| format!(" ({} not written)", p.display())).unwrap_or_default()
+    )]
+    DumpFailed {
+        /// Whether the diff went to a standard output that was closed.
+        stdout_closed: bool,
+        /// The new digest that was not written, if one was asked for.
+        not_written: Option<PathBuf>,
+        /// Why.
+        #[source]
+        source: Box<RunError>,
+    },
     /// The snapshot of the source could not be taken.
     #[error("cannot snapshot {origin}")]
     Snapshot {

@@ -13,6 +13,8 @@
 //! - [`remote`]: the agent protocol ([`remote::AgentRequest`],
 //!   [`remote::AgentReport`], packets), the backup host's side
 //!   ([`remote::RemoteBackup`]) and the agent's ([`remote::serve_agent`]).
+//! - [`FileDump`]: a dump outside any store (`blockdiff-dump`), its
+//!   outputs written whole or not at all.
 //! - [`RunFacts`] (`NAME.N.meta.json`), [`RunSummary`] (`--json`),
 //!   [`RunLog`] (leveled lines to a sink), [`ProgressDisplay`] (a progress
 //!   bar, or nothing), [`RunError`].
@@ -57,8 +59,10 @@ mod each;
 mod error;
 mod error_line;
 mod facts;
+mod file_dump;
 mod log;
 mod options;
+mod output_file;
 mod progress_display;
 pub mod remote;
 mod run_summary;
@@ -70,6 +74,7 @@ pub use each::{back_up_each, each_chain_name};
 pub use error::{Result, RunError};
 pub use error_line::error_line;
 pub use facts::RunFacts;
+pub use file_dump::FileDump;
 pub use log::{LogLevel, RunLog, log_line};
 pub use options::{ConsistencyOptions, FormatChoice, FormatKind, PoliteOptions};
 pub use progress_display::{NoDisplay, ProgressDisplay};
