@@ -1,12 +1,13 @@
 //! `blockdiff-info`: the generations of a backup, as a table or JSON.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use blockdiff_core::{GenerationInfo, GenerationStore, civil_from_days};
 use blockdiff_tools::{outln, run_main};
 use clap::Parser;
-use serde_json::json;
+use serde::Serialize;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -72,24 +73,55 @@ fn human(bytes: u64) -> String {
     }
 }
 
-fn to_json(g: &GenerationInfo) -> serde_json::Value {
-    json!({
-        "generation": g.generation,
-        "diff": g.diff_path,
-        "format": g.format.to_string(),
-        "hash": g.hash.name(),
-        "created_unix": unix_seconds(g.created),
-        "source_bytes": g.source_size,
-        "block_size": g.block_size,
-        "blocks": g.blocks,
-        "changed_blocks": g.changed_blocks,
-        "zero_blocks": g.zero_blocks,
-        "changed_percent": g.changed_percent(),
-        "raw_bytes": g.raw_bytes,
-        "diff_bytes": g.diff_bytes,
-        "digest_bytes": g.digest_bytes,
-        "compression_ratio": g.compression_ratio(),
-    })
+/// `--json`: the chain.
+#[derive(Serialize)]
+struct ChainJson<'a> {
+    name: &'a Path,
+    current_generation: Option<u64>,
+    bytes_on_disk: u64,
+    generations: Vec<GenerationJson<'a>>,
+}
+
+/// `--json`: one generation.
+#[derive(Serialize)]
+struct GenerationJson<'a> {
+    generation: u64,
+    diff: &'a Path,
+    format: String,
+    hash: &'static str,
+    created_unix: Option<f64>,
+    source_bytes: Option<u64>,
+    block_size: u32,
+    blocks: u64,
+    changed_blocks: u64,
+    zero_blocks: u64,
+    changed_percent: f64,
+    raw_bytes: u64,
+    diff_bytes: u64,
+    digest_bytes: u64,
+    compression_ratio: f64,
+}
+
+impl<'a> GenerationJson<'a> {
+    fn new(g: &'a GenerationInfo) -> Self {
+        GenerationJson {
+            generation: g.generation,
+            diff: &g.diff_path,
+            format: g.format.to_string(),
+            hash: g.hash.name(),
+            created_unix: unix_seconds(g.created),
+            source_bytes: g.source_size,
+            block_size: g.block_size,
+            blocks: g.blocks,
+            changed_blocks: g.changed_blocks,
+            zero_blocks: g.zero_blocks,
+            changed_percent: g.changed_percent(),
+            raw_bytes: g.raw_bytes,
+            diff_bytes: g.diff_bytes,
+            digest_bytes: g.digest_bytes,
+            compression_ratio: g.compression_ratio(),
+        }
+    }
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -100,12 +132,14 @@ fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .map(|g| g.diff_bytes + g.digest_bytes)
             .sum();
-        let out = json!({
-            "name": args.name,
-            "current_generation": generations.last().map(|g| g.generation),
-            "bytes_on_disk": total,
-            "generations": generations.iter().map(to_json).collect::<Vec<_>>(),
-        });
+        let chain = ChainJson {
+            name: &args.name,
+            current_generation: generations.last().map(|g| g.generation),
+            bytes_on_disk: total,
+            generations: generations.iter().map(GenerationJson::new).collect(),
+        };
+        // Through a `Value`, whose keys are sorted: the output is as it was.
+        let out = serde_json::to_value(chain)?;
         outln!("{out:#}")?;
         return Ok(());
     }

@@ -12,7 +12,8 @@ use blockdiff_core::{
 use blockdiff_run::local_today;
 use blockdiff_tools::{StderrProgress, run_main};
 use clap::{ArgGroup, Parser};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -80,19 +81,57 @@ fn unix_seconds(t: Option<SystemTime>) -> Option<u64> {
         .map(|d| d.as_secs())
 }
 
-fn chain_json(chain: &PeriodChain, reason: &dyn std::fmt::Display) -> Value {
-    json!({
-        "chain": chain.name(),
-        "period": chain.period().as_str(),
-        "key": chain.key(),
-        "last_backup": unix_seconds(chain.last_backup()),
-        "reason": reason.to_string(),
-    })
+/// `--json`: one chain, kept or deleted (with its files).
+#[derive(Serialize)]
+struct ChainJson<'a> {
+    chain: &'a Path,
+    period: &'static str,
+    key: &'a str,
+    last_backup: Option<u64>,
+    reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<&'a [PathBuf]>,
 }
 
-fn with_files(mut value: Value, files: &[PathBuf]) -> Value {
-    value["files"] = json!(files);
-    value
+impl<'a> ChainJson<'a> {
+    fn new(chain: &'a PeriodChain, reason: &dyn std::fmt::Display) -> Self {
+        ChainJson {
+            chain: chain.name(),
+            period: chain.period().as_str(),
+            key: chain.key(),
+            last_backup: unix_seconds(chain.last_backup()),
+            reason: reason.to_string(),
+            files: None,
+        }
+    }
+
+    fn with_files(self, files: &'a [PathBuf]) -> Self {
+        ChainJson {
+            files: Some(files),
+            ..self
+        }
+    }
+}
+
+/// `--json`: the policy.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum PolicyJson {
+    Keep(usize),
+    KeepDays(u32),
+}
+
+/// `--json`: the run.
+#[derive(Serialize)]
+struct PruneJson<'a> {
+    name: &'a Path,
+    policy: PolicyJson,
+    today: String,
+    dry_run: bool,
+    kept_count: usize,
+    deleted_count: usize,
+    kept: Vec<ChainJson<'a>>,
+    deleted: Vec<ChainJson<'a>>,
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -121,7 +160,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         blockdiff_tools::OutputMode::Required
     });
     if args.json {
-        let value = to_json(&args, policy, today, &plan, report.as_ref());
+        let value = to_json(&args, policy, today, &plan, report.as_ref())?;
         writeln!(out, "{value:#}")?;
         return Ok(());
     }
@@ -202,16 +241,16 @@ fn to_json(
     today: CivilDate,
     plan: &PrunePlan,
     report: Option<&PruneReport>,
-) -> Value {
-    let (kept, deleted): (Vec<Value>, Vec<Value>) = match report {
+) -> serde_json::Result<Value> {
+    let (kept, deleted): (Vec<ChainJson<'_>>, Vec<ChainJson<'_>>) = match report {
         None => {
             let mut kept = Vec::new();
             let mut deleted = Vec::new();
             for d in plan.decisions() {
                 match &d.action {
-                    PruneAction::Keep(reason) => kept.push(chain_json(&d.chain, reason)),
+                    PruneAction::Keep(reason) => kept.push(ChainJson::new(&d.chain, reason)),
                     PruneAction::Delete(reason) => {
-                        deleted.push(with_files(chain_json(&d.chain, reason), d.chain.files()));
+                        deleted.push(ChainJson::new(&d.chain, reason).with_files(d.chain.files()));
                     }
                 }
             }
@@ -220,26 +259,27 @@ fn to_json(
         Some(r) => (
             r.kept
                 .iter()
-                .map(|(chain, reason)| chain_json(chain, reason))
+                .map(|(chain, reason)| ChainJson::new(chain, reason))
                 .collect(),
             r.deleted
                 .iter()
-                .map(|d| with_files(chain_json(&d.chain, &d.reason), &d.removed))
+                .map(|d| ChainJson::new(&d.chain, &d.reason).with_files(&d.removed))
                 .collect(),
         ),
     };
     let policy = match policy {
-        PrunePolicy::Keep(n) => json!({ "keep": n }),
-        PrunePolicy::KeepDays(d) => json!({ "keep_days": d }),
+        PrunePolicy::Keep(n) => PolicyJson::Keep(n),
+        PrunePolicy::KeepDays(d) => PolicyJson::KeepDays(d),
     };
-    json!({
-        "name": args.name,
-        "policy": policy,
-        "today": today.to_string(),
-        "dry_run": args.dry_run,
-        "kept_count": kept.len(),
-        "deleted_count": deleted.len(),
-        "kept": kept,
-        "deleted": deleted,
+    // Through a `Value`, whose keys are sorted: the output is as it was.
+    serde_json::to_value(PruneJson {
+        name: &args.name,
+        policy,
+        today: today.to_string(),
+        dry_run: args.dry_run,
+        kept_count: kept.len(),
+        deleted_count: deleted.len(),
+        kept,
+        deleted,
     })
 }
