@@ -106,6 +106,25 @@ pub trait Progress {
     fn at_step(&mut self, _step: &'static str) {}
 }
 
+/// A borrowed progress is a progress: everything goes to it.
+impl<P: Progress + ?Sized> Progress for &mut P {
+    fn notice(&mut self, notice: Notice) {
+        (**self).notice(notice);
+    }
+    fn advance(&mut self, bytes: u64) {
+        (**self).advance(bytes);
+    }
+    fn should_stop(&mut self) -> Option<String> {
+        (**self).should_stop()
+    }
+    fn before_commit(&mut self) -> Option<String> {
+        (**self).before_commit()
+    }
+    fn at_step(&mut self, step: &'static str) {
+        (**self).at_step(step);
+    }
+}
+
 /// A [`Progress`] that ignores everything.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoProgress;

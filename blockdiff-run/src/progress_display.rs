@@ -1,7 +1,7 @@
 //! [`ProgressDisplay`]: how a run shows the progress of its dump (the
 //! tools draw a bar on a terminal), kept out of the run itself.
 
-use blockdiff_core::{Notice, Progress};
+use blockdiff_core::Progress;
 
 /// Shows a dump's progress while passing everything to the run's own
 /// [`Progress`], which keeps deciding whether the dump stops.
@@ -27,31 +27,6 @@ impl ProgressDisplay for NoDisplay {
         _total: Option<u64>,
         _label: &str,
     ) -> Box<dyn Progress + 'a> {
-        Box::new(Forward(inner))
-    }
-}
-
-/// Passes everything on.
-struct Forward<'a>(&'a mut dyn Progress);
-
-impl Progress for Forward<'_> {
-    fn notice(&mut self, notice: Notice) {
-        self.0.notice(notice);
-    }
-
-    fn advance(&mut self, bytes: u64) {
-        self.0.advance(bytes);
-    }
-
-    fn should_stop(&mut self) -> Option<String> {
-        self.0.should_stop()
-    }
-
-    fn before_commit(&mut self) -> Option<String> {
-        self.0.before_commit()
-    }
-
-    fn at_step(&mut self, step: &'static str) {
-        self.0.at_step(step);
+        Box::new(inner)
     }
 }

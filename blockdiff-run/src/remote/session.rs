@@ -332,7 +332,7 @@ mod tests {
     }
 
     fn remote_backup(
-        host: &LoopbackHost,
+        host: &dyn CommandRunner,
         store: &GenerationStore,
         image: &Path,
         facts: &mut RunFacts,
@@ -472,7 +472,7 @@ mod tests {
         changed[10_000] ^= 0xff;
         std::fs::write(image, &changed).unwrap();
         // The second generation, captured: its request carries the digest.
-        remote_backup_with(&host, &store, image).unwrap();
+        remote_backup(&host, &store, image, &mut RunFacts::default()).unwrap();
         let _ = std::fs::remove_file(image);
         let captures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/agent");
         if std::env::var_os("BLOCKDIFF_BLESS").is_some() {
@@ -519,35 +519,6 @@ mod tests {
             [PacketKind::Report, PacketKind::End],
             "agent-output.bin {renew}"
         );
-    }
-
-    fn remote_backup_with(
-        host: &dyn CommandRunner,
-        store: &GenerationStore,
-        image: &Path,
-    ) -> Result<BackupReport, RunError> {
-        let agent = InstalledAgent {
-            path: "/home/b/.cache/blockdiff/blockdiff-agent-0123".into(),
-            uploaded: false,
-        };
-        let source = RemoteSource {
-            destination: "db1".into(),
-            spec: SourceSpec::Path(image.to_owned()),
-        };
-        RemoteBackup {
-            host,
-            agent: &agent,
-            source: &source,
-            consistency: &ConsistencyOptions::default(),
-            polite: &PoliteOptions::default(),
-        }
-        .run(
-            store,
-            &options(),
-            &RunLog::discard(),
-            &crate::NoDisplay,
-            &mut RunFacts::default(),
-        )
     }
 
     #[test]
