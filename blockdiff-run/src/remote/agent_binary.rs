@@ -282,6 +282,82 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_is_reused_by_hash_or_copied_and_checked() {
+        use command_runner::{CommandOutput, RecordingRunner};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blockdiff-agent");
+        std::fs::write(&path, b"not really an agent").unwrap();
+        let agent = AgentBinary {
+            path: path.clone(),
+            sha256: hex(&Sha256::digest(b"not really an agent")),
+            is_static: true,
+        };
+        let remote_path = format!("/root/.cache/blockdiff/blockdiff-agent-{}", agent.sha256);
+        // Already there: nothing is copied.
+        let host = RecordingRunner::strict();
+        host.reply(
+            "/bin/sh -c",
+            CommandOutput::ok(format!("ready x86_64 {remote_path}\n")),
+        );
+        let installed = agent.install(&host, "db1").unwrap();
+        assert_eq!(
+            installed,
+            InstalledAgent {
+                path: remote_path.clone(),
+                uploaded: false
+            }
+        );
+        assert_eq!(host.calls().len(), 1);
+        assert!(host.inputs().is_empty());
+        // Missing: copied over the connection, its hash for the script to
+        // check.
+        let host = RecordingRunner::strict();
+        host.reply(
+            "/bin/sh -c",
+            CommandOutput::ok(format!("missing x86_64 {remote_path}\n")),
+        );
+        host.reply("/bin/sh -c", CommandOutput::ok(""));
+        let installed = agent.install(&host, "db1").unwrap();
+        assert!(installed.uploaded);
+        let calls = host.calls();
+        assert_eq!(calls.len(), 2);
+        assert!(
+            calls.iter().all(|c| c.ends_with(&agent.sha256)),
+            "{calls:?}"
+        );
+        assert_eq!(host.inputs(), [b"not really an agent".to_vec()]);
+        // A copy that fails its check on the host fails the install,
+        // naming the host and the step.
+        let host = RecordingRunner::strict();
+        host.reply(
+            "/bin/sh -c",
+            CommandOutput::ok(format!("missing x86_64 {remote_path}\n")),
+        );
+        host.reply(
+            "/bin/sh -c",
+            CommandOutput::failed(3, "the copied agent's SHA-256 is 00, not ff\n"),
+        );
+        let e = agent.install(&host, "db1").unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "copying the agent on db1 failed (exited with status 3): the copied agent's SHA-256"
+            ),
+            "{e}"
+        );
+        // Another machine, or an answer that makes no sense: refused.
+        for (answer, expected) in [
+            ("ready aarch64 /x\n", "db1 is a aarch64 machine"),
+            ("Welcome!\n", "unexpected answer from db1"),
+        ] {
+            let host = RecordingRunner::strict();
+            host.reply("/bin/sh -c", CommandOutput::ok(answer));
+            let e = agent.install(&host, "db1").unwrap_err().to_string();
+            assert!(e.contains(expected), "{answer}: {e}");
+        }
+    }
+
+    #[test]
     fn the_remote_scripts_are_valid_sh() {
         for script in [PREPARE, UPLOAD] {
             let ok = std::process::Command::new("sh")
