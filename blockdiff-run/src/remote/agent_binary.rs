@@ -95,7 +95,11 @@ impl AgentBinary {
         let text = String::from_utf8_lossy(&out);
         let mut words = text.split_whitespace();
         let (state, machine, remote_path) = (words.next(), words.next(), words.next());
-        let (Some(state), Some(machine), Some(remote_path)) = (state, machine, remote_path) else {
+        // `ready` or `missing`, the machine, the path: anything else is a
+        // shell that printed something of its own (a banner, a profile).
+        let (Some(state @ ("ready" | "missing")), Some(machine), Some(remote_path)) =
+            (state, machine, remote_path)
+        else {
             return Err(RunError::RemoteHost {
                 host: name.to_owned(),
                 detail: format!(
@@ -111,7 +115,7 @@ impl AgentBinary {
                 ),
             });
         }
-        let uploaded = state != "ready";
+        let uploaded = state == "missing";
         if uploaded {
             run_script(
                 host,
@@ -348,7 +352,7 @@ mod tests {
         // Another machine, or an answer that makes no sense: refused.
         for (answer, expected) in [
             ("ready aarch64 /x\n", "db1 is a aarch64 machine"),
-            ("Welcome!\n", "unexpected answer from db1"),
+            ("Welcome to db1!\n", "unexpected answer from db1"),
         ] {
             let host = RecordingRunner::strict();
             host.reply("/bin/sh -c", CommandOutput::ok(answer));
