@@ -449,19 +449,22 @@ fn a_connection_killed_mid_transfer_commits_nothing_and_leaves_nothing_behind() 
             .and_then(|rest| rest.split_whitespace().nth(16))
             .map(str::to_owned)
     };
-    common::wait_for("the agent at niceness 6", || {
-        sshd.running_agents()
-            .first()
-            .is_some_and(|line| nice_of(line).as_deref() == Some("6"))
+    // The request carried --ionice too; the agent sets its niceness, then
+    // its I/O class: both are waited for.
+    let io_class_of = |line: &str| {
+        let pid = line
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let out = Command::new("ionice").args(["-p", &pid]).output().unwrap();
+        text(&out.stdout).trim().to_owned()
+    };
+    common::wait_for("the agent at niceness 6 and I/O class idle", || {
+        sshd.running_agents().first().is_some_and(|line| {
+            nice_of(line).as_deref() == Some("6") && io_class_of(line) == "idle"
+        })
     });
-    let agent_line = sshd.running_agents().remove(0);
-    // The request carried --ionice too: the agent reads at the idle class.
-    let agent_pid = agent_line.split_whitespace().next().unwrap_or_default();
-    let class = Command::new("ionice")
-        .args(["-p", agent_pid])
-        .output()
-        .unwrap();
-    assert_eq!(text(&class.stdout).trim(), "idle", "{agent_line}");
     // Cut the connection: kill sshd's per-connection processes.
     let killed = Command::new("pkill")
         .args(["-KILL", "-P", &sshd.child.id().to_string()])
