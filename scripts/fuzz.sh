@@ -27,7 +27,10 @@ esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 fuzz="$root/fuzz"
-targets=(legacy_reader v2_reader digest_reader ver_parser partition_table packet_reader)
+# Every [[bin]] of fuzz/Cargo.toml, in its order: a new target is fuzzed
+# without being listed again here.
+read -r -a targets <<<"$(awk '/^\[\[bin\]\]/ { bin = 1; next } bin && /^name = / { gsub(/"/, "", $3); printf "%s ", $3; bin = 0 }' "$fuzz/Cargo.toml")"
+[ "${#targets[@]}" -gt 0 ] || { echo "fuzz.sh: no targets in $fuzz/Cargo.toml" >&2; exit 1; }
 # FUZZ_TARGETS="v2_reader partition_table" runs only those.
 if [ -n "${FUZZ_TARGETS:-}" ]; then
     read -r -a targets <<<"$FUZZ_TARGETS"
