@@ -66,6 +66,7 @@ mod block;
 mod chains;
 mod dump;
 mod error;
+mod generation_source;
 mod hash_name;
 mod info;
 mod ordered;
@@ -93,6 +94,7 @@ pub use dump::{
     MAPPED_CHUNK, NoEncoding, READ_CHUNK, V2Encoder, V2EncoderState, V2Frame, V2Sink, dump,
 };
 pub use error::{Error, Result};
+pub use generation_source::{DiffBytes, GenerationSource};
 pub use info::{Comparison, GenerationInfo, compare_with_generation};
 pub use priority::{IoPriority, NICE_MAX, NICE_MIN, set_nice};
 pub use progress::{NoProgress, Notice, Progress};

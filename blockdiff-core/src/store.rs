@@ -100,19 +100,33 @@ impl DiffFormat {
         let mut head = [0u8; archive_format::V2_HEADER_LEN];
         let file = File::open(path).ctx(path, "open")?;
         let got = read_full(&mut &file, &mut head).ctx(path, "read")?;
+        Self::from_head(path, &head[..got])
+    }
+
+    /// The format of the diff named `path` whose first bytes are `head`
+    /// (at least [`V2_HEADER_LEN`](archive_format::V2_HEADER_LEN) of them
+    /// when the diff is that long): what [`detect`](Self::detect) decides
+    /// once it has read them, for a diff that is not a local file.
+    pub fn from_head(path: &Path, head: &[u8]) -> Result<Self> {
+        if path.extension().is_some_and(|e| e == "gz") {
+            return Ok(DiffFormat::Legacy(Compression::Gzip));
+        }
+        let got = head.len().min(archive_format::V2_HEADER_LEN);
         if got >= 8 && head[..8] == DIFF_MAGIC {
-            if got < head.len() {
+            if got < archive_format::V2_HEADER_LEN {
                 return Err(Error::Archive {
                     path: path.to_owned(),
                     source: archive_format::ArchiveError::Truncated {
                         what: "the v2 header",
                         offset: 0,
                         got: got as u64,
-                        need: head.len() as u64,
+                        need: archive_format::V2_HEADER_LEN as u64,
                     },
                 });
             }
-            let h = DiffHeader::decode(&head, &Limits::default()).in_file(path)?;
+            let mut header = [0u8; archive_format::V2_HEADER_LEN];
+            header.copy_from_slice(&head[..archive_format::V2_HEADER_LEN]);
+            let h = DiffHeader::decode(&header, &Limits::default()).in_file(path)?;
             return Ok(DiffFormat::V2 {
                 compression: h.compression,
                 level: h.level.into(),

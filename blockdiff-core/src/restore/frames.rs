@@ -5,11 +5,10 @@
 //! hashed on the workers, several small ones per job; their blocks checked
 //! and written in the same order, through the window.
 
-use std::fs::File;
-
 use archive_format::{BlockHash, DiffFile, ExtentKind, Frame, FrameDecompressor, data_len};
 
 use crate::error::ArchiveContext;
+use crate::generation_source::DiffBytes;
 use crate::store::DiffLocation;
 use crate::{Error, Result};
 
@@ -108,7 +107,7 @@ pub(super) struct FrameReader {
 
 /// A v2 chain, newest first, read frame by frame through its indexes.
 pub(super) struct V2Frames<'d> {
-    diffs: &'d [(DiffLocation, DiffFile<File>)],
+    diffs: &'d [(DiffLocation, DiffFile<DiffBytes>)],
     params: ReplayParams<'d>,
     /// Blocks of the restored image (0 when unknown).
     block_count: u64,
@@ -152,7 +151,7 @@ pub(super) struct FrameWriter {
 
 impl<'d> V2Frames<'d> {
     pub(super) fn new(
-        diffs: &'d [(DiffLocation, DiffFile<File>)],
+        diffs: &'d [(DiffLocation, DiffFile<DiffBytes>)],
         params: ReplayParams<'d>,
     ) -> Self {
         let frame_blocks = diffs

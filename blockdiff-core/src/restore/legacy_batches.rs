@@ -3,12 +3,12 @@
 //! the calling thread (a stream may be gzip, and is read in order), in
 //! batches of records that the workers hash.
 
-use std::fs::File;
 use std::path::Path;
 
 use archive_format::{BlockHash, Compression, LegacyReader, RecordHeader, SkipRead};
 
-use crate::error::{ArchiveContext, IoContext};
+use crate::error::ArchiveContext;
+use crate::generation_source::{DiffBytes, DiffStream};
 use crate::store::{DiffFormat, DiffLocation};
 use crate::{Error, Result};
 
@@ -26,8 +26,12 @@ const LEGACY_BATCH_RECORDS: usize = 4096;
 
 /// Opens a legacy diff (plain or gzip, as its name says) and reads its
 /// header.
-pub(super) fn open_legacy(diff: &DiffLocation) -> Result<LegacyReader<Box<dyn SkipRead + Send>>> {
-    let file = File::open(&diff.path).ctx(&diff.path, "open")?;
+pub(super) fn open_legacy(
+    diff: &DiffLocation,
+    bytes: &DiffBytes,
+    read_size: usize,
+) -> Result<LegacyReader<Box<dyn SkipRead + Send>>> {
+    let file = DiffStream::new(bytes.clone(), read_size);
     let compression = match diff.format {
         DiffFormat::Legacy(c) => c,
         DiffFormat::V2 { .. } => Compression::None,
@@ -62,7 +66,8 @@ pub(super) struct RecordBatch {
 
 /// A legacy chain, newest first, read into batches of records.
 pub(super) struct LegacyBatches<'d> {
-    diffs: &'d [DiffLocation],
+    diffs: &'d [(DiffLocation, DiffBytes)],
+    read_size: usize,
     /// The file that names the expected blocks, for messages.
     authority: &'d Path,
     params: ReplayParams<'d>,
@@ -80,12 +85,14 @@ pub(super) struct LegacyCursor {
 
 impl<'d> LegacyBatches<'d> {
     pub(super) fn new(
-        diffs: &'d [DiffLocation],
+        diffs: &'d [(DiffLocation, DiffBytes)],
+        read_size: usize,
         authority: &'d Path,
         params: ReplayParams<'d>,
     ) -> Self {
         LegacyBatches {
             diffs,
+            read_size,
             authority,
             params,
         }
@@ -122,16 +129,16 @@ impl<'d> LegacyBatches<'d> {
         let block_count = self.params.block_count;
         while batch.data.len() < LEGACY_BATCH_BYTES && batch.records.len() < LEGACY_BATCH_RECORDS {
             let Some(reader) = cursor.reader.as_mut() else {
-                let Some(diff) = self.diffs.get(cursor.next_diff) else {
+                let Some((diff, bytes)) = self.diffs.get(cursor.next_diff) else {
                     cursor.done = true;
                     return Ok(());
                 };
-                cursor.reader = Some(open_legacy(diff)?);
+                cursor.reader = Some(open_legacy(diff, bytes, self.read_size)?);
                 cursor.next_diff += 1;
                 continue;
             };
             let i = cursor.next_diff - 1;
-            let diff = &self.diffs[i];
+            let diff = &self.diffs[i].0;
             let Some(rec) = reader.next_record().in_file(&diff.path)? else {
                 cursor.reader = None;
                 continue;
@@ -250,7 +257,7 @@ impl ChainReader for LegacyBatches<'_> {
         } = output;
         for (k, r) in batch.records.iter().enumerate() {
             let data = &batch.data[r.start..r.start + r.len];
-            let path = &self.diffs[r.diff].path;
+            let path = &self.diffs[r.diff].0.path;
             checker.check_hash(r.index, batch.hashes.get(k), path, r.header.stream_offset)?;
             out.put(r.header.block_offset, data, report, &mut **progress)?;
             *end = (*end).max(r.header.block_offset + data.len() as u64);

@@ -5,13 +5,13 @@
 //! [`RestorePlan::verify`] (the replay itself is `replay`'s); and the
 //! targets a restore refuses to write over.
 
-use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use archive_format::{BlockSize, Compression, DiffFile, DigestFile, DigestFormat, HashAlgorithm};
 
-use crate::error::{ArchiveContext, IoContext};
+use crate::error::ArchiveContext;
+use crate::generation_source::{DiffBytes, GenerationSource};
 use crate::progress::{Notice, Progress};
 use crate::store::{DiffFormat, DiffLocation, GenerationStore};
 use crate::{Error, Result};
@@ -21,12 +21,21 @@ use super::target::{self, Target};
 use super::{RestoreOptions, RestoreReport};
 
 /// The generations of a chain, newest first.
-#[derive(Debug)]
 pub(super) enum Chain {
     /// Legacy diffs, read record by record.
-    Legacy(Vec<DiffLocation>),
+    Legacy(Vec<(DiffLocation, DiffBytes)>),
     /// v2 diffs, opened (their index and summary read).
-    V2(Vec<(DiffLocation, DiffFile<File>)>),
+    V2(Vec<(DiffLocation, DiffFile<DiffBytes>)>),
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, diffs): (&str, Vec<&DiffLocation>) = match self {
+            Chain::Legacy(d) => ("Legacy", d.iter().map(|(l, _)| l).collect()),
+            Chain::V2(d) => ("V2", d.iter().map(|(l, _)| l).collect()),
+        };
+        f.debug_tuple(kind).field(&diffs).finish()
+    }
 }
 
 /// A validated plan to restore one generation: the chain K..1 newest first,
@@ -76,8 +85,14 @@ pub struct RestorePlan {
     /// metadata does (`source_size`, both formats).
     pub(super) source_size: Option<u64>,
     pub(super) digest: Option<DigestFile>,
-    /// The store's `NAME`: a restore never writes over one of its files.
-    pub(super) store: GenerationStore,
+    /// The local store read: a restore never writes over one of its
+    /// files.
+    pub(super) store: Option<GenerationStore>,
+    /// `NAME.K.meta.json`, for messages.
+    pub(super) metadata_path: PathBuf,
+    /// The size of the reads of a legacy diff
+    /// ([`GenerationSource::stream_read_size`]).
+    pub(super) stream_read_size: usize,
     /// The source size from generation K's metadata, when it has one.
     pub(super) metadata_size: Option<u64>,
     /// Notices found while planning, given to the progress when the plan
@@ -97,8 +112,10 @@ pub(super) fn chain_error(path: &Path, detail: String) -> Error {
 
 impl RestorePlan {
     /// Checks that generations 1..=K and the digest of K exist and agree,
-    /// before anything is written.
-    pub fn new(store: &GenerationStore, options: &RestoreOptions) -> Result<Self> {
+    /// before anything is written. The chain is read from `store`: a
+    /// [`GenerationStore`], or any other [`GenerationSource`] (an object
+    /// store).
+    pub fn new(store: &dyn GenerationSource, options: &RestoreOptions) -> Result<Self> {
         let ver = store.ver_path();
         let current = store
             .current_generation()?
@@ -125,20 +142,21 @@ impl RestorePlan {
                 },
                 other => other,
             })?;
-            diffs.push(diff);
+            let bytes = store.open_diff(&diff)?;
+            diffs.push((diff, bytes));
         }
-        let newest_format = diffs[0].format.digest_format();
-        if let Some(other) = diffs
+        let newest_format = diffs[0].0.format.digest_format();
+        if let Some((other, _)) = diffs
             .iter()
-            .find(|d| d.format.digest_format() != newest_format)
+            .find(|(d, _)| d.format.digest_format() != newest_format)
         {
             return Err(chain_error(
                 &other.path,
                 format!(
                     "is {} but generation {generation} ({}) is {}: a chain keeps one format (is one of them damaged or cut short?)",
                     other.format,
-                    diffs[0].path.display(),
-                    diffs[0].format
+                    diffs[0].0.path.display(),
+                    diffs[0].0.format
                 ),
             ));
         }
@@ -158,7 +176,9 @@ impl RestorePlan {
             None
         };
         let mut plan = match newest_format {
-            DigestFormat::Legacy => Self::legacy_chain(generation, diffs, digest)?,
+            DigestFormat::Legacy => {
+                Self::legacy_chain(generation, diffs, digest, store.stream_read_size())?
+            }
             DigestFormat::V2 => Self::v2_chain(generation, diffs, digest)?,
         };
         if let Some(d) = &plan.digest
@@ -177,7 +197,9 @@ impl RestorePlan {
             .digest
             .as_ref()
             .map_or(plan.hash, |d| d.spec().algorithm);
-        plan.store = store.clone();
+        plan.store = store.local_store().cloned();
+        plan.metadata_path = store.metadata_path(generation);
+        plan.stream_read_size = store.stream_read_size();
         plan.check_size(store, options)?;
         Ok(plan)
     }
@@ -185,7 +207,7 @@ impl RestorePlan {
     /// Checks the size of generation K against what else the store says:
     /// the `source_size` of its metadata (both formats), and for a legacy
     /// digest, which records no size, generation K−1's digest.
-    fn check_size(&mut self, store: &GenerationStore, options: &RestoreOptions) -> Result<()> {
+    fn check_size(&mut self, store: &dyn GenerationSource, options: &RestoreOptions) -> Result<()> {
         let k = self.generation;
         let meta_path = store.metadata_path(k);
         self.metadata_size = match store.read_metadata(k) {
@@ -268,12 +290,14 @@ impl RestorePlan {
 
     fn legacy_chain(
         generation: u64,
-        diffs: Vec<DiffLocation>,
+        diffs: Vec<(DiffLocation, DiffBytes)>,
         digest: Option<DigestFile>,
+        read_size: usize,
     ) -> Result<Self> {
         let mut block_size = digest.as_ref().map(archive_format::DigestFile::block_size);
-        for diff in &diffs {
-            let bs = BlockSize::new(open_legacy(diff)?.block_size())?;
+        for (diff, bytes) in &diffs {
+            // The header only: a few bytes, not a whole read of the stream.
+            let bs = BlockSize::new(open_legacy(diff, bytes, read_size.min(4096))?.block_size())?;
             match block_size {
                 None => block_size = Some(bs),
                 Some(expected) if expected != bs => {
@@ -294,7 +318,9 @@ impl RestorePlan {
             hash: HashAlgorithm::Md5,
             source_size: None,
             digest,
-            store: GenerationStore::new(""),
+            store: None,
+            metadata_path: PathBuf::new(),
+            stream_read_size: 256 << 10,
             metadata_size: None,
             notices: Vec::new(),
             threads: 0,
@@ -303,13 +329,12 @@ impl RestorePlan {
 
     fn v2_chain(
         generation: u64,
-        diffs: Vec<DiffLocation>,
+        diffs: Vec<(DiffLocation, DiffBytes)>,
         digest: Option<DigestFile>,
     ) -> Result<Self> {
         let mut chain = Vec::with_capacity(diffs.len());
-        for (loc, g) in diffs.into_iter().zip((1..=generation).rev()) {
-            let file = File::open(&loc.path).ctx(&loc.path, "open")?;
-            let diff = DiffFile::open(file).in_file(&loc.path)?;
+        for ((loc, bytes), g) in diffs.into_iter().zip((1..=generation).rev()) {
+            let diff = DiffFile::open(bytes).in_file(&loc.path)?;
             if diff.header().generation != g {
                 return Err(chain_error(
                     &loc.path,
@@ -386,7 +411,9 @@ impl RestorePlan {
             hash,
             source_size: Some(source_size),
             digest,
-            store: GenerationStore::new(""),
+            store: None,
+            metadata_path: PathBuf::new(),
+            stream_read_size: 256 << 10,
             metadata_size: None,
             notices: Vec::new(),
             threads: 0,
@@ -464,7 +491,7 @@ impl RestorePlan {
         for notice in self.notices.drain(..) {
             progress.notice(notice);
         }
-        refuse_store_target(Some(&self.store), target)?;
+        refuse_store_target(self.store.as_ref(), target)?;
         let mut out = Target::open(target, true)?;
         if let (Some(n), Some(size)) = (self.block_count(), out.device_size) {
             let need = self.source_size.unwrap_or(if n == 0 {
@@ -507,11 +534,9 @@ impl RestorePlan {
     pub(super) fn size_authority(&self) -> PathBuf {
         match (&self.digest, &self.chain) {
             (Some(d), _) => d.path().to_owned(),
-            (None, Chain::Legacy(_)) if self.metadata_size.is_some() => {
-                self.store.metadata_path(self.generation)
-            }
+            (None, Chain::Legacy(_)) if self.metadata_size.is_some() => self.metadata_path.clone(),
             (None, Chain::V2(diffs)) => diffs[0].0.path.clone(),
-            (None, Chain::Legacy(diffs)) => diffs[0].path.clone(),
+            (None, Chain::Legacy(diffs)) => diffs[0].0.path.clone(),
         }
     }
 }

@@ -181,7 +181,7 @@ impl RestorePlan {
         // is compiled for each, with no dispatch per job or block.
         match &self.chain {
             Chain::Legacy(diffs) => {
-                let reader = LegacyBatches::new(diffs, &authority, params);
+                let reader = LegacyBatches::new(diffs, self.stream_read_size, &authority, params);
                 run(&reader, threads, &mut written, &mut output)?;
             }
             Chain::V2(diffs) => {
@@ -208,7 +208,7 @@ impl RestorePlan {
             && end != size
         {
             return Err(chain_error(
-                &self.store.metadata_path(self.generation),
+                &self.metadata_path,
                 format!(
                     "says generation {}'s source was {size} bytes, but the chain restores {end}; nothing was written",
                     self.generation
