@@ -25,6 +25,11 @@ step "the static remote agent (scripts/build-agent.sh), which the ssh tests copy
 scripts/build-agent.sh target/agent/blockdiff-agent
 export BLOCKDIFF_AGENT=$PWD/target/agent/blockdiff-agent
 
+step "Garage, rclone and restic for the object-storage tests (scripts/garage-setup.sh: Garage built once into a cache)"
+garage=$(scripts/garage-setup.sh | tail -n 1)
+export BLOCKDIFF_GARAGE=$garage
+echo "BLOCKDIFF_GARAGE=$BLOCKDIFF_GARAGE"
+
 step "unit, integration, property and CLI tests (cargo test --workspace)"
 cargo test --workspace
 
