@@ -73,3 +73,26 @@ pub trait ObjectWriter: Write + Send {
     /// temporary file).
     fn abort(self: Box<Self>) -> Result<(), StorageError>;
 }
+
+/// Refuses a key that is not a plain name: empty, with a `/` or a NUL,
+/// `.` or `..`, or starting with `.` (the local directory's temporaries
+/// start with `.`, so no key can collide with them).
+pub(crate) fn check_key(storage: &dyn ObjectStorage, key: &str) -> Result<(), StorageError> {
+    let problem = if key.is_empty() {
+        "an empty key"
+    } else if key.contains('/') {
+        "a key with '/'"
+    } else if key.contains('\0') {
+        "a key with a NUL byte"
+    } else if key.starts_with('.') {
+        "a key starting with '.'"
+    } else {
+        return Ok(());
+    };
+    Err(StorageError::new(
+        storage.describe(key),
+        "check the key",
+        crate::StorageErrorKind::Invalid,
+        format!("{problem}: keys are plain names"),
+    ))
+}
