@@ -53,6 +53,102 @@ fn choose_format(
     resolve_format(requested, last.as_ref().map(PreviousFormat::Diff))
 }
 
+/// A backup prepared and not yet committed, wherever it is written: a
+/// local store ([`PreparedBackup`]) or an object store (the
+/// `blockdiff-storage` crate). The dump fills its [`writers`](Self::writers)
+/// here or on a remote host; [`commit`](Self::commit) makes the generation
+/// current; dropping it first leaves every committed generation as it was.
+pub trait PendingBackup {
+    /// The generation being written.
+    fn generation(&self) -> u64;
+    /// The diff format to write.
+    fn format(&self) -> DiffFormat;
+    /// The dump's options, with the generation number set.
+    fn dump_options(&self) -> &DumpOptions;
+    /// The previous generation's digest (a local file), which an
+    /// incremental dump reads; `None` for a chain's first generation.
+    fn previous_digest(&self) -> Option<&Path>;
+    /// Where the diff and the digest go once committed (for messages).
+    fn paths(&self) -> (PathBuf, PathBuf);
+    /// The diff's writer (compressing a gzipped legacy diff) and the
+    /// digest's writer.
+    fn writers(&mut self) -> (&mut dyn Write, &mut dyn Write);
+    /// Commits the generation; `dump` is what the dump that filled it
+    /// reported, `facts` go to its metadata.
+    fn commit(
+        self: Box<Self>,
+        dump: DumpReport,
+        facts: &BTreeMap<String, String>,
+        progress: &mut dyn Progress,
+    ) -> Result<BackupReport>;
+}
+
+/// Dumps `source` into `prepared` (against its previous digest) and
+/// commits it: the part of [`backup_with_metadata`] that does not depend
+/// on where the chain is kept.
+pub fn back_up_prepared<R: Read + Send>(
+    mut prepared: Box<dyn PendingBackup + '_>,
+    source: DumpSource<R>,
+    facts: &BTreeMap<String, String>,
+    progress: &mut dyn Progress,
+) -> Result<BackupReport> {
+    let mut previous = match prepared.previous_digest() {
+        Some(path) => Some(DigestReader::open(path)?),
+        None => None,
+    };
+    let format = prepared.format();
+    let dump_options = prepared.dump_options().clone();
+    let (diff_path, digest_path) = prepared.paths();
+    let report = {
+        let (diff, digest) = prepared.writers();
+        let mut digest = DigestWriter::new(digest, &digest_path);
+        // A gzipped legacy diff: `diff` compresses.
+        let mut sink = FormatSink::new(format, diff, &diff_path);
+        dump(
+            source,
+            previous.as_mut(),
+            &mut sink,
+            &mut digest,
+            &dump_options,
+            progress,
+        )?
+    };
+    if let Some(reason) = progress.before_commit() {
+        return Err(Error::Stopped { reason });
+    }
+    prepared.commit(report, facts, progress)
+}
+
+impl PendingBackup for PreparedBackup {
+    fn generation(&self) -> u64 {
+        PreparedBackup::generation(self)
+    }
+    fn format(&self) -> DiffFormat {
+        PreparedBackup::format(self)
+    }
+    fn dump_options(&self) -> &DumpOptions {
+        PreparedBackup::dump_options(self)
+    }
+    fn previous_digest(&self) -> Option<&Path> {
+        PreparedBackup::previous_digest(self)
+    }
+    fn paths(&self) -> (PathBuf, PathBuf) {
+        let (a, b) = PreparedBackup::paths(self);
+        (a.to_owned(), b.to_owned())
+    }
+    fn writers(&mut self) -> (&mut dyn Write, &mut dyn Write) {
+        PreparedBackup::writers(self)
+    }
+    fn commit(
+        self: Box<Self>,
+        dump: DumpReport,
+        facts: &BTreeMap<String, String>,
+        progress: &mut dyn Progress,
+    ) -> Result<BackupReport> {
+        PreparedBackup::commit(*self, dump, facts, progress)
+    }
+}
+
 /// The first half of a backup: the store is locked, the format chosen,
 /// the new generation's files created and the previous digest found. The
 /// dump may then run here ([`backup`] does that) or elsewhere, such as on a
@@ -211,33 +307,8 @@ pub fn backup_with_metadata<R: Read + Send>(
     facts: &BTreeMap<String, String>,
     progress: &mut dyn Progress,
 ) -> Result<BackupReport> {
-    let mut prepared = PreparedBackup::prepare(store, options, progress)?;
-    let mut previous = match prepared.previous_digest() {
-        Some(path) => Some(DigestReader::open(path)?),
-        None => None,
-    };
-    let format = prepared.format();
-    let dump_options = prepared.dump_options().clone();
-    let diff_path = prepared.pending.diff_path().to_owned();
-    let digest_path = prepared.pending.digest_path().to_owned();
-    let report = {
-        let (diff, digest) = prepared.pending.writers();
-        let mut digest = DigestWriter::new(digest, &digest_path);
-        // A gzipped legacy diff: `diff` compresses.
-        let mut sink = FormatSink::new(format, diff, &diff_path);
-        dump(
-            source,
-            previous.as_mut(),
-            &mut sink,
-            &mut digest,
-            &dump_options,
-            progress,
-        )?
-    };
-    if let Some(reason) = progress.before_commit() {
-        return Err(Error::Stopped { reason });
-    }
-    prepared.commit(report, facts, progress)
+    let prepared = PreparedBackup::prepare(store, options, progress)?;
+    back_up_prepared(Box::new(prepared), source, facts, progress)
 }
 
 /// Checks the digest of generation `n`, which the next generation builds

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use archive_format::{DigestFormat, ReadAt, SkipRead};
 
@@ -53,6 +54,18 @@ pub trait GenerationSource: Send + Sync {
     /// Opens a diff that [`find_diff`](Self::find_diff) found.
     fn open_diff(&self, diff: &DiffLocation) -> Result<DiffBytes>;
 
+    /// The size in bytes of generation `generation`'s digest.
+    fn digest_size(&self, generation: u64) -> Result<u64> {
+        let (path, _) = self.find_digest(generation)?;
+        Ok(std::fs::metadata(&path).ctx(&path, "stat")?.len())
+    }
+
+    /// When a diff was last modified, where the store keeps that (a legacy
+    /// diff records no time of its own).
+    fn diff_modified(&self, _diff: &DiffLocation) -> Option<SystemTime> {
+        None
+    }
+
     /// The size of the reads with which a diff is read in order (a legacy
     /// stream): small for a local file, several MiB for an object store,
     /// where each read is a request.
@@ -95,6 +108,11 @@ impl GenerationSource for GenerationStore {
     fn open_diff(&self, diff: &DiffLocation) -> Result<DiffBytes> {
         let file = File::open(&diff.path).ctx(&diff.path, "open")?;
         Ok(Arc::new(file))
+    }
+    fn diff_modified(&self, diff: &DiffLocation) -> Option<SystemTime> {
+        std::fs::metadata(&diff.path)
+            .and_then(|m| m.modified())
+            .ok()
     }
     fn local_store(&self) -> Option<&GenerationStore> {
         Some(self)

@@ -1,7 +1,6 @@
 //! What a backup holds: one line per generation, for `blockdiff-info`, and
 //! the comparison of a file with a generation's digest.
 
-use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,6 +11,7 @@ use archive_format::{
 
 use crate::dump::{ChangedRanges, DumpOptions, DumpSource, dump};
 use crate::error::{ArchiveContext, IoContext};
+use crate::generation_source::{DiffStream, GenerationSource};
 use crate::progress::Progress;
 use crate::store::{DiffFormat, GenerationStore};
 use crate::{Error, Result};
@@ -70,68 +70,87 @@ impl GenerationInfo {
 impl GenerationStore {
     /// Describes every committed generation, oldest first.
     pub fn info(&self) -> Result<Vec<GenerationInfo>> {
-        let current = self
-            .current_generation()?
-            .ok_or_else(|| Error::MissingGeneration {
-                path: self.ver_path(),
-                generation: 1,
-                reason: "there is no backup under this name (no .ver file)".into(),
-            })?;
-        (1..=current).map(|g| self.generation_info(g)).collect()
+        chain_info(self)
     }
 
     /// Describes generation `generation`.
     pub fn generation_info(&self, generation: u64) -> Result<GenerationInfo> {
-        let diff = self.find_diff(generation)?;
-        // find_digest names a missing digest in the chain's own format.
-        let (digest_path, _) = self.find_digest(generation)?;
-        let digest = DigestReader::open(&digest_path)?;
-        let diff_meta = fs::metadata(&diff.path).ctx(&diff.path, "stat")?;
-        let digest_bytes = fs::metadata(&digest_path).ctx(&digest_path, "stat")?.len();
-        let blocks = digest.entries().unwrap_or(0);
-        let mut info = GenerationInfo {
-            generation,
-            diff_path: diff.path.clone(),
-            format: diff.format,
-            created: diff_meta.modified().ok(),
-            source_size: digest.source_size(),
-            blocks,
-            block_size: digest.block_size().get(),
-            hash: digest.algorithm(),
-            changed_blocks: 0,
-            zero_blocks: 0,
-            raw_bytes: 0,
-            diff_bytes: diff_meta.len(),
-            digest_bytes,
-        };
-        match diff.format {
-            DiffFormat::V2 { .. } => {
-                let file = File::open(&diff.path).ctx(&diff.path, "open")?;
-                let v2 = DiffFile::open(file).in_file(&diff.path)?;
-                let (h, s) = (v2.header(), v2.summary());
-                info.created = Some(
-                    UNIX_EPOCH
-                        + Duration::new(
-                            h.created_secs.max(0) as u64,
-                            h.created_nanos.min(999_999_999),
-                        ),
-                );
-                info.source_size = Some(s.source_size);
-                info.changed_blocks = s.data_blocks + s.zero_blocks;
-                info.zero_blocks = s.zero_blocks;
-                info.raw_bytes = s.raw_bytes;
-            }
-            DiffFormat::Legacy(compression) => {
-                let file = File::open(&diff.path).ctx(&diff.path, "open")?;
-                let mut r = LegacyReader::new(compression.reader(file)).in_file(&diff.path)?;
-                while r.next_record().in_file(&diff.path)?.is_some() {
-                    info.raw_bytes += r.skip_data().in_file(&diff.path)?;
-                    info.changed_blocks += 1;
-                }
+        generation_info(self, generation)
+    }
+}
+
+/// Describes every committed generation of `source`, oldest first.
+pub fn chain_info(source: &dyn GenerationSource) -> Result<Vec<GenerationInfo>> {
+    let current = source
+        .current_generation()?
+        .ok_or_else(|| Error::MissingGeneration {
+            path: source.ver_path(),
+            generation: 1,
+            reason: "there is no backup under this name (no .ver file)".into(),
+        })?;
+    (1..=current).map(|g| generation_info(source, g)).collect()
+}
+
+/// Describes generation `generation` of `source`. A v2 generation is
+/// described from its diff's header and index alone (on an object store,
+/// a few ranged reads); a legacy one reads its digest and every record
+/// header of its diff.
+pub fn generation_info(source: &dyn GenerationSource, generation: u64) -> Result<GenerationInfo> {
+    let diff = source.find_diff(generation)?;
+    // A missing digest is named in the chain's own format.
+    let digest_bytes = source.digest_size(generation)?;
+    let bytes = source.open_diff(&diff)?;
+    let diff_bytes = bytes.size().ctx(&diff.path, "stat")?;
+    let mut info = GenerationInfo {
+        generation,
+        diff_path: diff.path.clone(),
+        format: diff.format,
+        created: source.diff_modified(&diff),
+        source_size: None,
+        blocks: 0,
+        block_size: 0,
+        hash: HashAlgorithm::Md5,
+        changed_blocks: 0,
+        zero_blocks: 0,
+        raw_bytes: 0,
+        diff_bytes,
+        digest_bytes,
+    };
+    match diff.format {
+        DiffFormat::V2 { .. } => {
+            let v2 = DiffFile::open(bytes).in_file(&diff.path)?;
+            let (h, s) = (v2.header(), v2.summary());
+            info.created = Some(
+                UNIX_EPOCH
+                    + Duration::new(
+                        h.created_secs.max(0) as u64,
+                        h.created_nanos.min(999_999_999),
+                    ),
+            );
+            info.source_size = Some(s.source_size);
+            info.block_size = h.block_size;
+            info.blocks = s.source_size.div_ceil(u64::from(h.block_size.max(1)));
+            info.hash = h.hash;
+            info.changed_blocks = s.data_blocks + s.zero_blocks;
+            info.zero_blocks = s.zero_blocks;
+            info.raw_bytes = s.raw_bytes;
+        }
+        DiffFormat::Legacy(compression) => {
+            let (digest_path, _) = source.find_digest(generation)?;
+            let digest = DigestReader::open(&digest_path)?;
+            info.source_size = digest.source_size();
+            info.blocks = digest.entries().unwrap_or(0);
+            info.block_size = digest.block_size().get();
+            info.hash = digest.algorithm();
+            let stream = DiffStream::new(bytes, source.stream_read_size());
+            let mut r = LegacyReader::new(compression.reader(stream)).in_file(&diff.path)?;
+            while r.next_record().in_file(&diff.path)?.is_some() {
+                info.raw_bytes += r.skip_data().in_file(&diff.path)?;
+                info.changed_blocks += 1;
             }
         }
-        Ok(info)
     }
+    Ok(info)
 }
 
 /// The outcome of comparing a file or device with a generation's digest.
@@ -166,7 +185,7 @@ impl Comparison {
 /// [`Comparison::file_size`] is then the bytes read, one past the
 /// generation's size.
 pub fn compare_with_generation<R: Read + Send>(
-    store: &GenerationStore,
+    store: &dyn crate::GenerationSource,
     generation: Option<u64>,
     source: DumpSource<R>,
     threads: usize,
@@ -252,6 +271,7 @@ pub fn compare_with_generation<R: Read + Send>(
 mod tests {
     use super::*;
     use crate::{BackupOptions, NoProgress, backup};
+    use std::fs;
 
     #[test]
     fn a_missing_v2_digest_is_named_as_v2() {

@@ -82,7 +82,10 @@ pub use archive_format::{
     BlockHash, BlockSize, Compression, DIGEST_MAGIC, DigestFile, DigestFormat, DigestReader,
     DigestSpec, DigestWriter, Fingerprint, FrameCompression, HASH_LEN, HashAlgorithm,
 };
-pub use backup::{BackupOptions, BackupReport, PreparedBackup, backup, backup_with_metadata};
+pub use backup::{
+    BackupOptions, BackupReport, PendingBackup, PreparedBackup, back_up_prepared, backup,
+    backup_with_metadata,
+};
 pub use block::{BlockHasher, hash_block, hash_blocks, is_zero};
 pub use chains::{
     ChainPeriod, ChainSet, CivilDate, DeleteReason, DeletedChain, KeepReason, PeriodChain,
@@ -95,7 +98,7 @@ pub use dump::{
 };
 pub use error::{Error, Result};
 pub use generation_source::{DiffBytes, GenerationSource};
-pub use info::{Comparison, GenerationInfo, compare_with_generation};
+pub use info::{Comparison, GenerationInfo, chain_info, compare_with_generation, generation_info};
 pub use priority::{IoPriority, NICE_MAX, NICE_MIN, set_nice};
 pub use progress::{NoProgress, Notice, Progress};
 pub use rate::{Clock, RateLimiter, SystemClock, parse_rate};
