@@ -10,6 +10,13 @@
 //! - [`S3Config`] finds the endpoint, region and credentials as the AWS
 //!   tools do (environment, `~/.aws/credentials`, `~/.aws/config`);
 //!   [`ObjectUrl`] parses `s3://BUCKET/PREFIX/NAME`.
+//! - [`ObjectChain`] is a chain of generations on an object store, read
+//!   through the core's [`GenerationSource`](blockdiff_core::GenerationSource)
+//!   (so [`RestorePlan`](blockdiff_core::RestorePlan) restores from it with
+//!   ranged reads) and written by [`ObjectBackup`] /
+//!   [`back_up_to_objects`]: the objects of generation N are streamed up,
+//!   then `NAME.ver` is replaced. [`DigestCache`] keeps the previous digest
+//!   locally so that an incremental backup downloads nothing.
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -36,15 +43,23 @@
 //! ```
 #![deny(missing_docs)]
 
+mod chain_location;
+mod digest_cache;
 mod error;
 mod local_dir;
+mod object_backup;
+mod object_chain;
 mod object_storage;
 mod object_url;
 mod opendal_storage;
 mod s3_config;
 
+pub use chain_location::{ChainLocation, StorageOptions};
+pub use digest_cache::{CacheWriter, DigestCache};
 pub use error::{StorageError, StorageErrorKind};
 pub use local_dir::LocalDirStorage;
+pub use object_backup::{LockHolder, LockOptions, ObjectBackup, ObjectLock, back_up_to_objects};
+pub use object_chain::{DIGEST_HASH_KEY, ObjectChain};
 pub use object_storage::{ObjectEntry, ObjectStorage, ObjectWriter};
 pub use object_url::ObjectUrl;
 pub use opendal_storage::OpenDalStorage;

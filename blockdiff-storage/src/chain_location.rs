@@ -1,0 +1,138 @@
+//! A chain's name as the tools take it: a local path prefix, or
+//! `s3://BUCKET/PREFIX/NAME`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use blockdiff_core::{Error, GenerationSource, GenerationStore, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::{ObjectChain, ObjectUrl, OpenDalStorage, S3Config};
+
+/// How an object store is reached, beside what the environment says
+/// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE` and `~/.aws/credentials`).
+/// Secrets are never options: they come from the environment or the
+/// credentials file only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageOptions {
+    /// The S3 endpoint (`http://127.0.0.1:3900`); overrides
+    /// `AWS_ENDPOINT_URL`.
+    pub endpoint: Option<String>,
+    /// The region; overrides `AWS_REGION`.
+    pub region: Option<String>,
+    /// The profile of `~/.aws/credentials`; overrides `AWS_PROFILE`.
+    pub profile: Option<String>,
+    /// Where digests of object-store chains are cached (default
+    /// `$XDG_CACHE_HOME/blockdiff`, else `~/.cache/blockdiff`).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl StorageOptions {
+    /// The digest cache's root directory.
+    pub fn cache_root(&self) -> PathBuf {
+        if let Some(dir) = &self.cache_dir {
+            return dir.clone();
+        }
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        if let Some(dir) = env("XDG_CACHE_HOME") {
+            return PathBuf::from(dir).join("blockdiff");
+        }
+        match env("HOME") {
+            Some(home) => PathBuf::from(home).join(".cache").join("blockdiff"),
+            None => PathBuf::from("/var/cache/blockdiff"),
+        }
+    }
+}
+
+/// Where a chain is: a local store or an object store.
+#[derive(Debug, Clone)]
+pub enum ChainLocation {
+    /// `NAME` is a local path prefix.
+    Local(GenerationStore),
+    /// `NAME` is `s3://BUCKET/PREFIX/NAME`.
+    Objects(ObjectChain),
+}
+
+impl ChainLocation {
+    /// Whether `name` names an object store (`s3://…`).
+    pub fn is_object_name(name: &Path) -> bool {
+        name.to_str().is_some_and(ObjectUrl::is_object_url)
+    }
+
+    /// The chain `name`: an `s3://` name is opened with `options` and the
+    /// environment's credentials (nothing is read from the store yet);
+    /// anything else is a local path prefix.
+    pub fn open(name: &Path, options: &StorageOptions) -> Result<Self> {
+        if !Self::is_object_name(name) {
+            return Ok(ChainLocation::Local(GenerationStore::new(name)));
+        }
+        let text = name.to_str().unwrap_or_default();
+        let url = ObjectUrl::parse(text).map_err(|e| Error::Chain {
+            path: name.to_owned(),
+            detail: e.detail,
+        })?;
+        let config = S3Config::from_env_and_options(
+            options.endpoint.as_deref(),
+            options.region.as_deref(),
+            options.profile.as_deref(),
+        )
+        .map_err(|e| Error::Chain {
+            path: name.to_owned(),
+            detail: e.to_string(),
+        })?;
+        let storage =
+            OpenDalStorage::s3(&config, &url.bucket, &url.prefix).map_err(|e| Error::Chain {
+                path: name.to_owned(),
+                detail: e.to_string(),
+            })?;
+        let chain = ObjectChain::new(Arc::new(storage), &url.name, options.cache_root())?;
+        Ok(ChainLocation::Objects(chain))
+    }
+
+    /// The chain, as a restore reads it.
+    pub fn source(&self) -> &dyn GenerationSource {
+        match self {
+            ChainLocation::Local(store) => store,
+            ChainLocation::Objects(chain) => chain,
+        }
+    }
+
+    /// The chain's name, for messages.
+    pub fn name(&self) -> &Path {
+        self.source().name()
+    }
+}
+
+impl ChainLocation {
+    /// Starts the next generation of the chain (see
+    /// [`PreparedBackup::prepare`](blockdiff_core::PreparedBackup::prepare)
+    /// and [`ObjectBackup::prepare`](crate::ObjectBackup::prepare)).
+    pub fn prepare<'a>(
+        &self,
+        options: &blockdiff_core::BackupOptions,
+        lock: &crate::LockOptions,
+        progress: &mut dyn blockdiff_core::Progress,
+    ) -> Result<Box<dyn blockdiff_core::PendingBackup + 'a>> {
+        Ok(match self {
+            ChainLocation::Local(store) => Box::new(blockdiff_core::PreparedBackup::prepare(
+                store, options, progress,
+            )?),
+            ChainLocation::Objects(chain) => Box::new(crate::ObjectBackup::prepare(
+                chain, options, lock, progress,
+            )?),
+        })
+    }
+
+    /// Adds `facts` to committed generation `generation`'s metadata.
+    pub fn add_metadata(
+        &self,
+        generation: u64,
+        facts: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        match self {
+            ChainLocation::Local(store) => store.add_metadata(generation, facts),
+            ChainLocation::Objects(chain) => chain.add_metadata(generation, facts),
+        }
+    }
+}

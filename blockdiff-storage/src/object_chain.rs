@@ -1,0 +1,385 @@
+//! A chain of generations kept on an [`ObjectStorage`]: the same object
+//! names as a local store (`NAME.ver`, `NAME.N`, `NAME.N.digest`,
+//! `NAME.N.md5`, `NAME.N.gz`, `NAME.N.meta.json`), read through
+//! [`GenerationSource`] and committed by replacing `NAME.ver` last.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use archive_format::ReadAt;
+use blockdiff_core::{
+    Compression, DiffBytes, DiffFormat, DiffLocation, DigestFormat, Error, GenerationSource,
+    Result, parse_version,
+};
+
+use crate::digest_cache::DigestCache;
+use crate::{ObjectStorage, StorageError};
+
+/// Largest `NAME.ver` or `NAME.N.meta.json` read.
+const SMALL_OBJECT_LIMIT: u64 = 1 << 20;
+
+/// The metadata key under which a commit records the BLAKE3 hash (hex) of
+/// the generation's digest object, so that a cached copy is checked
+/// without downloading it.
+pub const DIGEST_HASH_KEY: &str = "digest_blake3";
+
+/// One chain on an object store.
+///
+/// ```
+/// use std::sync::Arc;
+/// use blockdiff_core::GenerationSource;
+/// use blockdiff_storage::{ObjectChain, OpenDalStorage};
+///
+/// let cache = tempfile::tempdir()?;
+/// let chain = ObjectChain::new(Arc::new(OpenDalStorage::memory()?), "db", cache.path())?;
+/// assert_eq!(chain.current_generation()?, None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ObjectChain {
+    storage: Arc<dyn ObjectStorage>,
+    name: String,
+    display: PathBuf,
+    cache: DigestCache,
+}
+
+/// A [`StorageError`] as the core's error, naming the object.
+pub(crate) fn core_error(e: StorageError) -> Error {
+    let kind = match e.kind {
+        crate::StorageErrorKind::NotFound => io::ErrorKind::NotFound,
+        crate::StorageErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+        crate::StorageErrorKind::NoSpace => io::ErrorKind::StorageFull,
+        crate::StorageErrorKind::Invalid => io::ErrorKind::InvalidData,
+        crate::StorageErrorKind::Other => io::ErrorKind::Other,
+    };
+    Error::Io {
+        path: PathBuf::from(e.object),
+        op: e.action,
+        source: io::Error::new(kind, e.detail),
+    }
+}
+
+impl ObjectChain {
+    /// The chain `name` (a plain name: no `/`, not starting with a dot) on
+    /// `storage`, with digests cached under `cache_dir`.
+    pub fn new(
+        storage: Arc<dyn ObjectStorage>,
+        name: &str,
+        cache_dir: impl Into<PathBuf>,
+    ) -> Result<Self> {
+        let display = PathBuf::from(storage.describe(name));
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(Error::Chain {
+                path: display,
+                detail: "not a backup name: give a name such as s3://bucket/prefix/db".into(),
+            });
+        }
+        let cache = DigestCache::new(cache_dir.into(), &display.to_string_lossy());
+        Ok(ObjectChain {
+            storage,
+            name: name.to_owned(),
+            display,
+            cache,
+        })
+    }
+
+    /// The storage the chain is on.
+    pub fn storage(&self) -> &Arc<dyn ObjectStorage> {
+        &self.storage
+    }
+
+    /// The chain's local digest cache.
+    pub fn cache(&self) -> &DigestCache {
+        &self.cache
+    }
+
+    /// The key of `NAME` + `suffix`.
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.name)
+    }
+
+    /// `NAME.N` or `NAME.N.gz`.
+    pub fn diff_key(&self, generation: u64, format: DiffFormat) -> String {
+        let suffix = match format {
+            DiffFormat::Legacy(Compression::Gzip) => ".gz",
+            _ => "",
+        };
+        self.key(&format!(".{generation}{suffix}"))
+    }
+
+    /// `NAME.N.md5` or `NAME.N.digest`.
+    pub fn digest_key(&self, generation: u64, format: DigestFormat) -> String {
+        match format {
+            DigestFormat::Legacy => self.key(&format!(".{generation}.md5")),
+            DigestFormat::V2 => self.key(&format!(".{generation}.digest")),
+        }
+    }
+
+    /// `NAME.N.meta.json`.
+    pub fn metadata_key(&self, generation: u64) -> String {
+        self.key(&format!(".{generation}.meta.json"))
+    }
+
+    /// `NAME.ver`.
+    pub fn ver_key(&self) -> String {
+        self.key(".ver")
+    }
+
+    /// `NAME.lock`: which run writes the chain.
+    pub fn lock_key(&self) -> String {
+        self.key(".lock")
+    }
+
+    fn display_of(&self, key: &str) -> PathBuf {
+        PathBuf::from(self.storage.describe(key))
+    }
+
+    /// The objects named like files of a generation (`NAME.N`,
+    /// `NAME.N.gz`, `NAME.N.md5`, `NAME.N.digest`, `NAME.N.meta.json`), by
+    /// generation.
+    pub fn generation_keys(&self) -> Result<BTreeMap<u64, Vec<String>>> {
+        let prefix = self.key(".");
+        let mut found: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for entry in self.storage.list(&prefix).map_err(core_error)? {
+            let Some(rest) = entry.key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let (number, suffix) = rest.split_at(digits);
+            if digits == 0 || !matches!(suffix, "" | ".gz" | ".md5" | ".digest" | ".meta.json") {
+                continue;
+            }
+            if let Ok(n) = number.parse::<u64>() {
+                found.entry(n).or_default().push(entry.key);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Replaces generation `generation`'s metadata (a flat JSON object of
+    /// strings, as a local store writes it).
+    pub fn write_metadata(
+        &self,
+        generation: u64,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let mut text = serde_json::to_string_pretty(metadata).unwrap_or_default();
+        text.push('\n');
+        self.storage
+            .put(&self.metadata_key(generation), text.as_bytes())
+            .map_err(core_error)
+    }
+
+    /// Adds `facts` to committed generation `generation`'s metadata; the
+    /// keys the commit recorded keep their values.
+    pub fn add_metadata(&self, generation: u64, facts: &BTreeMap<String, String>) -> Result<()> {
+        let mut metadata = self.read_metadata(generation)?.unwrap_or_default();
+        for (k, v) in facts {
+            let core =
+                blockdiff_core::CORE_METADATA_KEYS.contains(&k.as_str()) || k == DIGEST_HASH_KEY;
+            if !core || !metadata.contains_key(k) {
+                metadata.insert(k.clone(), v.clone());
+            }
+        }
+        self.write_metadata(generation, &metadata)
+    }
+
+    fn find_one(&self, generation: u64, keys: [String; 2], what: &str) -> Result<Option<usize>> {
+        let mut found = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if self.storage.stat(key).map_err(core_error)?.is_some() {
+                found.push(i);
+            }
+        }
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(Some(found[0])),
+            _ => Err(Error::Chain {
+                path: self.display_of(&keys[1]),
+                detail: format!(
+                    "generation {generation} has two {what}s ({} and {}); remove the stray one",
+                    keys[0], keys[1]
+                ),
+            }),
+        }
+    }
+
+    /// The format of generation `generation`'s digest, and its key.
+    pub fn digest_of(&self, generation: u64) -> Result<(String, DigestFormat)> {
+        let keys = [
+            self.digest_key(generation, DigestFormat::Legacy),
+            self.digest_key(generation, DigestFormat::V2),
+        ];
+        match self.find_one(generation, keys.clone(), "digest")? {
+            Some(0) => Ok((keys[0].clone(), DigestFormat::Legacy)),
+            Some(_) => Ok((keys[1].clone(), DigestFormat::V2)),
+            None => Err(Error::MissingGeneration {
+                path: self.display_of(&keys[1]),
+                generation,
+                reason: "its digest does not exist".into(),
+            }),
+        }
+    }
+}
+
+impl GenerationSource for ObjectChain {
+    fn name(&self) -> &Path {
+        &self.display
+    }
+
+    fn ver_path(&self) -> PathBuf {
+        self.display_of(&self.ver_key())
+    }
+
+    fn current_generation(&self) -> Result<Option<u64>> {
+        let key = self.ver_key();
+        match self
+            .storage
+            .read_small(&key, SMALL_OBJECT_LIMIT)
+            .map_err(core_error)?
+        {
+            None => Ok(None),
+            Some(text) => parse_version(&text)
+                .map(Some)
+                .ok_or_else(|| Error::BadVersionFile {
+                    path: self.display_of(&key),
+                    content: String::from_utf8_lossy(&text[..text.len().min(40)]).into_owned(),
+                }),
+        }
+    }
+
+    fn diff_path(&self, generation: u64, format: DiffFormat) -> PathBuf {
+        self.display_of(&self.diff_key(generation, format))
+    }
+
+    fn metadata_path(&self, generation: u64) -> PathBuf {
+        self.display_of(&self.metadata_key(generation))
+    }
+
+    fn find_diff(&self, generation: u64) -> Result<DiffLocation> {
+        let keys = [
+            self.diff_key(generation, DiffFormat::Legacy(Compression::None)),
+            self.diff_key(generation, DiffFormat::Legacy(Compression::Gzip)),
+        ];
+        let Some(i) = self.find_one(generation, keys.clone(), "diff")? else {
+            return Err(Error::MissingGeneration {
+                path: self.display_of(&keys[0]),
+                generation,
+                reason: "neither it nor its .gz form exists".into(),
+            });
+        };
+        let key = &keys[i];
+        let path = self.display_of(key);
+        let size = self
+            .storage
+            .stat(key)
+            .map_err(core_error)?
+            .unwrap_or_default();
+        let mut head = vec![0u8; (archive_format::V2_HEADER_LEN as u64).min(size) as usize];
+        if !head.is_empty() {
+            self.storage
+                .read_range(key, 0, &mut head)
+                .map_err(core_error)?;
+        }
+        let format = DiffFormat::from_head(&path, &head)?;
+        Ok(DiffLocation { path, format })
+    }
+
+    fn find_digest(&self, generation: u64) -> Result<(PathBuf, DigestFormat)> {
+        let (key, format) = self.digest_of(generation)?;
+        let expected = self
+            .read_metadata(generation)
+            .ok()
+            .flatten()
+            .and_then(|m| m.get(DIGEST_HASH_KEY).cloned());
+        let path = self
+            .cache
+            .fetch(self.storage.as_ref(), &key, expected.as_deref())?;
+        Ok((path, format))
+    }
+
+    fn read_metadata(&self, generation: u64) -> Result<Option<BTreeMap<String, String>>> {
+        let key = self.metadata_key(generation);
+        let Some(text) = self
+            .storage
+            .read_small(&key, SMALL_OBJECT_LIMIT)
+            .map_err(core_error)?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| Error::BadMetadata {
+                path: self.display_of(&key),
+                detail: e.to_string(),
+            })
+    }
+
+    fn open_diff(&self, diff: &DiffLocation) -> Result<DiffBytes> {
+        let key = self.diff_key(
+            diff_generation(&self.name, &diff.path).unwrap_or_default(),
+            diff.format,
+        );
+        let size = self
+            .storage
+            .stat(&key)
+            .map_err(core_error)?
+            .ok_or_else(|| Error::MissingGeneration {
+                path: diff.path.clone(),
+                generation: diff_generation(&self.name, &diff.path).unwrap_or_default(),
+                reason: "it disappeared while being read".into(),
+            })?;
+        Ok(Arc::new(ObjectBytes {
+            storage: self.storage.clone(),
+            key,
+            size,
+        }))
+    }
+
+    fn stream_read_size(&self) -> usize {
+        8 << 20
+    }
+}
+
+/// The generation number in a diff's name (`…/NAME.N` or `…/NAME.N.gz`).
+fn diff_generation(name: &str, path: &Path) -> Option<u64> {
+    let file = path.file_name()?.to_str()?;
+    let rest = file.strip_prefix(name)?.strip_prefix('.')?;
+    let rest = rest.strip_suffix(".gz").unwrap_or(rest);
+    rest.parse().ok()
+}
+
+/// An object read by ranged requests: one request per read.
+struct ObjectBytes {
+    storage: Arc<dyn ObjectStorage>,
+    key: String,
+    size: u64,
+}
+
+impl ReadAt for ObjectBytes {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if offset >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = (self.size - offset).min(buf.len() as u64) as usize;
+        self.storage
+            .read_range(&self.key, offset, &mut buf[..n])
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(n)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.size)
+    }
+}
+
+/// Removes a file if it exists.
+pub(crate) fn remove_file_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
