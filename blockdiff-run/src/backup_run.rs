@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use blockdiff_core::{
-    BackupOptions, BackupReport, BlockSize, DumpOptions, GenerationStore, backup_with_metadata,
-};
+use blockdiff_core::{BackupOptions, BackupReport, BlockSize, DumpOptions, back_up_prepared};
+use blockdiff_storage::{ChainLocation, LockOptions, StorageOptions};
 use command_runner::{SshOptions, SshRunner};
 
 use crate::remote::{AgentBinary, RemoteBackup, RemoteSource};
@@ -57,6 +56,10 @@ pub struct BackupRunOptions {
     pub polite: PoliteOptions,
     /// How remote hosts are reached.
     pub remote: RemoteOptions,
+    /// How an object store (an `s3://` name) is reached.
+    pub storage: StorageOptions,
+    /// How the chain's lock is taken.
+    pub lock: LockOptions,
 }
 
 impl BackupRunOptions {
@@ -107,8 +110,8 @@ impl BackupRun<'_> {
             name: name.to_owned(),
             source: Box::new(e),
         };
-        let store = GenerationStore::new(name);
         let options = self.options;
+        let store = ChainLocation::open(name, &options.storage).map_err(RunError::from)?;
         let log = self.log;
         let mut facts = RunFacts::started_at(started);
         // Mistakes in the options, and an agent that cannot be used, are
@@ -143,7 +146,7 @@ impl BackupRun<'_> {
 
     fn local(
         &self,
-        store: &GenerationStore,
+        store: &ChainLocation,
         spec: &SourceSpec,
         reader: &mut SourceReader<'_>,
         backup_options: &BackupOptions,
@@ -162,7 +165,8 @@ impl BackupRun<'_> {
             Box::new(|source, progress| {
                 let label = source.name().display().to_string();
                 let mut progress = display.show(progress, source.size(), &label);
-                backup_with_metadata(store, source, backup_options, &early, &mut *progress)
+                let prepared = store.prepare(backup_options, &self.options.lock, &mut *progress)?;
+                back_up_prepared(prepared, source, &early, &mut *progress)
             }),
         )
     }
@@ -171,7 +175,7 @@ impl BackupRun<'_> {
     /// through it.
     fn remote(
         &self,
-        store: &GenerationStore,
+        store: &ChainLocation,
         source: &RemoteSource,
         agent: &AgentBinary,
         backup_options: &BackupOptions,
@@ -199,11 +203,18 @@ impl BackupRun<'_> {
             consistency: &options.consistency,
             polite: &options.polite,
         }
-        .run(store, backup_options, log, self.display, facts)
+        .run(
+            store,
+            backup_options,
+            &options.lock,
+            log,
+            self.display,
+            facts,
+        )
     }
 
     /// Records a committed generation's facts and logs it.
-    fn finish(&self, store: &GenerationStore, report: &BackupReport, facts: &mut RunFacts) {
+    fn finish(&self, store: &ChainLocation, report: &BackupReport, facts: &mut RunFacts) {
         let log = self.log;
         facts.generation = Some(report.generation);
         facts.finished = Some(timestamp());

@@ -15,6 +15,7 @@ mod progress_bar;
 mod stderr_log;
 mod stderr_progress;
 mod step_hook;
+mod storage_args;
 
 pub use cli::{
     ExitStatus, UsageError, error_line, parse_block_size, parse_lv, parse_snapshot_size, run_main,
@@ -27,3 +28,4 @@ pub use progress_bar::{BarProgress, TerminalProgress};
 pub use stderr_log::stderr_log;
 pub use stderr_progress::StderrProgress;
 pub use step_hook::reached as reached_step;
+pub use storage_args::StorageArgs;

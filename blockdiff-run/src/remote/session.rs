@@ -5,9 +5,8 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 
-use blockdiff_core::{
-    BackupOptions, BackupReport, GenerationStore, NoProgress, PreparedBackup, Progress,
-};
+use blockdiff_core::{BackupOptions, BackupReport, NoProgress, PendingBackup, Progress};
+use blockdiff_storage::{ChainLocation, LockOptions};
 use command_runner::{CommandLine, CommandRunner};
 
 use super::InstalledAgent;
@@ -62,7 +61,7 @@ pub struct RemoteBackup<'a> {
 impl RemoteBackup<'_> {
     /// The agent's request for a dump into `prepared`'s generation: the
     /// format, hash and block size the backup decided on, exactly.
-    fn request(&self, prepared: &PreparedBackup) -> Result<AgentRequest, RunError> {
+    fn request(&self, prepared: &dyn PendingBackup) -> Result<AgentRequest, RunError> {
         let dump = prepared.dump_options();
         let source = AgentSource::from_spec(&self.source.spec).ok_or_else(|| {
             RunError::InvalidOption("a remote source cannot be standard input".into())
@@ -80,14 +79,15 @@ impl RemoteBackup<'_> {
         })
     }
 
-    /// Backs the source up into `store`: the agent dumps on the host, the
+    /// Backs the source up into `chain` (local or on an object store): the agent dumps on the host, the
     /// diff and digest stream back, the generation is committed here once
     /// the agent's stream is complete. The agent's log lines come out of
     /// `log` prefixed with the host; its facts join `facts`.
     pub fn run(
         &self,
-        store: &GenerationStore,
+        chain: &ChainLocation,
         options: &BackupOptions,
+        lock: &LockOptions,
         log: &RunLog,
         display: &dyn ProgressDisplay,
         facts: &mut RunFacts,
@@ -95,8 +95,8 @@ impl RemoteBackup<'_> {
         let source = self.source;
         let name = source.destination.as_str();
         let mut prepared =
-            PreparedBackup::prepare(store, options, &mut RunProgress::new(log, None, None, None))?;
-        let request = self.request(&prepared)?;
+            chain.prepare(options, lock, &mut RunProgress::new(log, None, None, None))?;
+        let request = self.request(prepared.as_ref())?;
         let command = CommandLine::new(&self.agent.path, ["serve"]);
         // The previous digest goes up once, after the request, while the
         // dump reads it.
@@ -109,10 +109,7 @@ impl RemoteBackup<'_> {
             None => None,
         };
         let mut input = AgentInput::new(&request, previous);
-        let (diff_path, digest_path) = {
-            let (a, b) = prepared.paths();
-            (a.to_owned(), b.to_owned())
-        };
+        let (diff_path, digest_path) = prepared.paths();
         let mut quiet_inner = NoProgress;
         let mut quiet_inner = Some(&mut quiet_inner);
         let mut bar: Option<Box<dyn Progress + '_>> = None;
@@ -243,6 +240,7 @@ impl RemoteBackup<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use blockdiff_core::GenerationStore;
     use std::io::{self, Write};
     use std::path::{Path, PathBuf};
     use std::sync::{Arc, Mutex};
@@ -353,8 +351,9 @@ mod tests {
             polite: &PoliteOptions::default(),
         }
         .run(
-            store,
+            &ChainLocation::Local(store.clone()),
             &options(),
+            &LockOptions::default(),
             &RunLog::discard(),
             &crate::NoDisplay,
             facts,

@@ -15,9 +15,10 @@ use blockdiff_run::{
     BackupRun, BackupRunOptions, BackupSource, LogLevel, RemoteOptions, RunSummary, SourceSpec,
     back_up_each, each_chain_name, error_line, local_today,
 };
+use blockdiff_storage::{ChainLocation, LockOptions};
 use blockdiff_tools::{
-    ConsistencyArgs, FormatArgs, PoliteArgs, TerminalProgress, UsageError, parse_block_size,
-    parse_lv, reached_step, run_main, stderr_log,
+    ConsistencyArgs, FormatArgs, PoliteArgs, StorageArgs, TerminalProgress, UsageError,
+    parse_block_size, parse_lv, reached_step, run_main, stderr_log,
 };
 use clap::{ArgGroup, Parser};
 use command_runner::SshOptions;
@@ -35,6 +36,7 @@ Examples:
   blockdiff-backup /var/backup/web root@web1:/dev/vg0/www          # over ssh, nothing installed there
   blockdiff-backup /var/backup/db --lvm root@db1:vg0/mysql --quiesce mysql --max-rate 60M --ionice idle
   blockdiff-backup /var/backup/vms --each 'vg0/domu-*'   # one chain per LV: /var/backup/vms/domu-web, …
+  blockdiff-backup s3://backups/web1/www root@web1:/dev/vg0/www   # into a bucket (see below)
   blockdiff-backup /var/backup/db /srv/mysql.img -q --log /var/log/blockdiff.log --json
 
 On a terminal, a progress bar (bytes, rate, ETA) shows while the source is
@@ -116,6 +118,23 @@ vouch for (NAME.ver lost, or the original tool killed mid-write) stop the
 backup, and 'blockdiff-repair NAME' rebuilds NAME.ver from what verifies.
 Legacy chains are byte-compatible with the original blockdiff_backup.
 
+NAME may be s3://BUCKET/PREFIX/NAME, a chain on an S3-compatible object
+store (Garage, Ceph RGW, MinIO, AWS): the same objects as the files above.
+The diff and the digest are streamed up (multipart, bounded memory, nothing
+staged on local disk) and the generation becomes visible only when NAME.ver
+is replaced after both completed; a failed or killed run leaves nothing a
+reader sees, and the next run removes its objects. The previous digest is
+kept in a local cache (--cache-dir), so an incremental backup downloads
+nothing. One writer per chain: a local lock, and the object NAME.lock
+naming host, pid and start time, which a run on another host reports
+(--break-lock takes it over). Endpoint, region and keys come from
+--endpoint/--region/--profile and the environment (AWS_ENDPOINT_URL,
+AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE,
+~/.aws/credentials); a secret is never an option. Example (Garage):
+  export AWS_ACCESS_KEY_ID=GK... AWS_SECRET_ACCESS_KEY=... AWS_REGION=garage
+  blockdiff-backup --endpoint http://127.0.0.1:3900 s3://backups/db /srv/mysql.img
+  blockdiff-restore --endpoint http://127.0.0.1:3900 /tmp/db.img --from s3://backups/db
+
 Exit status: 0 success, 1 failure, 2 usage error.";
 
 /// Back up a file or block device as the next generation of NAME, writing
@@ -126,8 +145,9 @@ Exit status: 0 success, 1 failure, 2 usage error.";
 // require.
 #[command(group(ArgGroup::new("lvm").args(["lvm_volume", "each"])))]
 struct Args {
-    /// Path prefix of the backup's files, e.g. /var/backup/db (with
-    /// --each, the directory of the chains)
+    /// Path prefix of the backup's files, e.g. /var/backup/db, or
+    /// s3://BUCKET/PREFIX/NAME on an object store (with --each, the
+    /// directory or prefix of the chains)
     name: PathBuf,
 
     /// Start a new chain every period: back up to NAME-YYYYMM (monthly),
@@ -188,6 +208,17 @@ struct Args {
 
     #[command(flatten)]
     remote: RemoteArgs,
+
+    #[command(flatten)]
+    storage: StorageArgs,
+
+    /// Take over the lock of an s3:// chain that names a run on another
+    /// host (which must be dead: two writers would damage the chain)
+    #[arg(
+        long,
+        help_heading = "Object storage (for NAME = s3://BUCKET/PREFIX/NAME)"
+    )]
+    break_lock: bool,
 }
 /// How remote hosts are reached.
 #[derive(Debug, clap::Args)]
@@ -273,6 +304,10 @@ fn run_options(args: &Args) -> BackupRunOptions {
             },
             agent: args.remote.agent.clone(),
         },
+        storage: args.storage.to_options(),
+        lock: LockOptions {
+            break_lock: args.break_lock,
+        },
     }
 }
 
@@ -327,8 +362,11 @@ fn run_each(args: &Args, pattern: &str, run: &BackupRun<'_>) -> anyhow::Result<(
     if selection.volumes.is_empty() {
         anyhow::bail!("no logical volume to back up matches {pattern}");
     }
-    std::fs::create_dir_all(&args.name)
-        .with_context(|| format!("cannot create directory {}", args.name.display()))?;
+    // An object store has no directories to create.
+    if !ChainLocation::is_object_name(&args.name) {
+        std::fs::create_dir_all(&args.name)
+            .with_context(|| format!("cannot create directory {}", args.name.display()))?;
+    }
     let (summaries, result) = back_up_each(&selection.volumes, log, |lv| {
         let spec = SourceSpec::Lvm(lv.clone());
         let name = match chain_name(args, lv) {

@@ -4,8 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use blockdiff_core::{GenerationInfo, GenerationStore, civil_from_days};
-use blockdiff_tools::{outln, run_main};
+use blockdiff_core::{GenerationInfo, chain_info, civil_from_days};
+use blockdiff_storage::ChainLocation;
+use blockdiff_tools::{StorageArgs, outln, run_main};
 use clap::Parser;
 use serde::Serialize;
 
@@ -13,6 +14,7 @@ const EXAMPLES: &str = "\
 Examples:
   blockdiff-info /var/backup/db
   blockdiff-info /var/backup/db --json | jq '.generations[-1].changed_percent'
+  blockdiff-info s3://backups/db --endpoint http://127.0.0.1:3900   # a chain in a bucket
 
 Columns: generation, creation time (UTC), source size, blocks changed and
 their share of the source, bytes on disk (diff + digest), compression ratio
@@ -26,12 +28,16 @@ the output could not be written whole: silently when a reader such as
 #[derive(Debug, Parser)]
 #[command(name = "blockdiff-info", version, after_help = EXAMPLES)]
 struct Args {
-    /// Path prefix of the backup's files, e.g. /var/backup/db
+    /// Path prefix of the backup's files, e.g. /var/backup/db, or
+    /// s3://BUCKET/PREFIX/NAME on an object store
     name: std::path::PathBuf,
 
     /// Print one JSON object instead of a table, for monitoring
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    storage: StorageArgs,
 }
 
 fn main() -> ExitCode {
@@ -125,8 +131,8 @@ impl<'a> GenerationJson<'a> {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let store = GenerationStore::new(&args.name);
-    let generations = store.info()?;
+    let location = ChainLocation::open(&args.name, &args.storage.to_options())?;
+    let generations = chain_info(location.source())?;
     if args.json {
         let total: u64 = generations
             .iter()

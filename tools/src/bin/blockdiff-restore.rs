@@ -8,10 +8,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use blockdiff_core::{
-    DumpOptions, DumpSource, GenerationStore, Notice, Progress, RestoreOptions, RestorePlan,
-    apply_stream, compare_with_generation,
+    DumpOptions, DumpSource, Notice, Progress, RestoreOptions, RestorePlan, apply_stream,
+    compare_with_generation,
 };
-use blockdiff_tools::{StderrProgress, UsageError, run_main};
+use blockdiff_storage::ChainLocation;
+use blockdiff_tools::{StderrProgress, StorageArgs, UsageError, run_main};
 use clap::Parser;
 
 const EXAMPLES: &str = "\
@@ -24,6 +25,9 @@ Examples:
 
   # check a chain without writing anything
   blockdiff-restore --verify-only --from /var/backup/db
+
+  # from a bucket: only the frames generation 3 needs, by ranged reads
+  blockdiff-restore /tmp/restored.img --from s3://backups/db -g 3 --endpoint http://127.0.0.1:3900
 
   # which parts of a disk differ from generation 5?
   blockdiff-restore --verify-only --from /var/backup/db -g 5 --against /dev/vg0/data
@@ -70,7 +74,8 @@ struct Args {
     #[arg(required_unless_present = "verify_only")]
     target: Option<PathBuf>,
 
-    /// Restore from the backup whose files start with NAME (NAME.ver, NAME.N, …)
+    /// Restore from the backup whose files start with NAME (NAME.ver, NAME.N, …),
+    /// or from s3://BUCKET/PREFIX/NAME on an object store
     #[arg(long, value_name = "NAME", required_if_eq("verify_only", "true"))]
     from: Option<PathBuf>,
 
@@ -117,6 +122,9 @@ struct Args {
     /// Print nothing on success
     #[arg(short, long)]
     quiet: bool,
+
+    #[command(flatten)]
+    storage: StorageArgs,
 }
 
 fn main() -> ExitCode {
@@ -185,11 +193,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             .from
             .as_ref()
             .expect("clap requires --from with --verify-only");
-        let store = GenerationStore::new(name);
+        let location = ChainLocation::open(name, &args.storage.to_options())?;
+        let store = location.source();
         if let Some(file) = &args.against {
             let source = DumpSource::open(file)?;
             let cmp = compare_with_generation(
-                &store,
+                store,
                 args.generation,
                 source,
                 args.threads,
@@ -222,7 +231,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             ))
             .into());
         }
-        let report = RestorePlan::new(&store, &options)?
+        let report = RestorePlan::new(store, &options)?
             .with_threads(args.threads)?
             .verify(&mut progress)?;
         if !args.quiet {
@@ -242,8 +251,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         .as_ref()
         .expect("clap requires TARGET without --verify-only");
     let report = if let Some(name) = &args.from {
-        let store = GenerationStore::new(name);
-        RestorePlan::new(&store, &options)?
+        let location = ChainLocation::open(name, &args.storage.to_options())?;
+        RestorePlan::new(location.source(), &options)?
             .with_threads(args.threads)?
             .execute(target, &mut progress)?
     } else {

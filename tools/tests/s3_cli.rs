@@ -1,0 +1,417 @@
+//! The tools against a real S3 server: Garage (scripts/garage-setup.sh
+//! builds it), one node and a three-node cluster on loopback, started by
+//! the tests themselves.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::{BACKUP, INFO, RESTORE, StoppedRun, noise, stderr, text};
+use garage_harness::GarageCluster;
+
+/// Runs a tool against `garage`: its endpoint as --endpoint, its keys in
+/// the environment (never on the command line), a private digest cache.
+fn s3_command(
+    garage: &GarageCluster,
+    bin: &str,
+    cache: &Path,
+    args: &[&dyn AsRef<OsStr>],
+) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(args.iter().map(AsRef::as_ref))
+        .arg("--endpoint")
+        .arg(garage.endpoint())
+        .arg("--cache-dir")
+        .arg(cache)
+        .env("AWS_ACCESS_KEY_ID", garage.access_key_id())
+        .env("AWS_SECRET_ACCESS_KEY", garage.secret_access_key())
+        .env("AWS_REGION", garage.region())
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn s3_run(garage: &GarageCluster, bin: &str, cache: &Path, args: &[&dyn AsRef<OsStr>]) -> Output {
+    s3_command(garage, bin, cache, args).output().unwrap()
+}
+
+fn url(garage: &GarageCluster, name: &str) -> String {
+    format!("s3://{}/hosts/{name}", garage.bucket())
+}
+
+fn backup_ok(
+    garage: &GarageCluster,
+    cache: &Path,
+    name: &str,
+    source: &Path,
+    extra: &[&str],
+) -> String {
+    let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"-q"];
+    for a in extra {
+        args.push(a);
+    }
+    let url = url(garage, name);
+    args.push(&url);
+    args.push(&source);
+    let o = s3_run(garage, BACKUP, cache, &args);
+    assert!(o.status.success(), "backup of {name}: {}", stderr(&o));
+    text(&o.stdout)
+}
+
+fn restore_ok(garage: &GarageCluster, cache: &Path, name: &str, k: u64, out: &Path) -> Vec<u8> {
+    let o = s3_run(
+        garage,
+        RESTORE,
+        cache,
+        &[
+            &"-q",
+            &out,
+            &"--from",
+            &url(garage, name),
+            &"-g",
+            &k.to_string(),
+        ],
+    );
+    assert!(o.status.success(), "restore {name} {k}: {}", stderr(&o));
+    fs::read(out).unwrap()
+}
+
+/// Changes about 1% of the 4 KiB blocks of `image`.
+fn touch_blocks(image: &mut [u8], seed: u64) {
+    let blocks = image.len() / 4096;
+    for i in 0..blocks / 100 + 1 {
+        let b = (seed as usize * 7919 + i * 104_729) % blocks;
+        image[b * 4096..b * 4096 + 64].copy_from_slice(&noise(64, seed * 1000 + i as u64));
+    }
+}
+
+#[test]
+fn a_single_node_holds_full_incremental_legacy_and_period_chains_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let garage = GarageCluster::start_single(&dir.path().join("garage")).unwrap();
+    let cache = dir.path().join("cache");
+    let source = dir.path().join("disk.img");
+    let mut image = noise(6 << 20, 11);
+    // Some zero blocks, as a real disk has.
+    image[1 << 20..2 << 20].fill(0);
+    let mut images = Vec::new();
+    for g in 1..=3u64 {
+        if g > 1 {
+            touch_blocks(&mut image, g);
+        }
+        fs::write(&source, &image).unwrap();
+        backup_ok(&garage, &cache, "web", &source, &["-b", "4k"]);
+        images.push(image.clone());
+        // The legacy format, gzipped, as the original tool writes it.
+        backup_ok(
+            &garage,
+            &cache,
+            "old",
+            &source,
+            &["--format", "legacy", "-z", "-b", "4k"],
+        );
+    }
+    for (i, want) in images.iter().enumerate() {
+        let k = i as u64 + 1;
+        for name in ["web", "old"] {
+            let out = dir.path().join(format!("{name}-{k}.img"));
+            assert!(
+                restore_ok(&garage, &cache, name, k, &out) == *want,
+                "{name} generation {k}"
+            );
+        }
+    }
+    // Verify, info.
+    let o = s3_run(
+        &garage,
+        RESTORE,
+        &cache,
+        &[&"--verify-only", &"--from", &url(&garage, "web")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("generation 3 of s3://"),
+        "{}",
+        stderr(&o)
+    );
+    let o = s3_run(&garage, INFO, &cache, &[&url(&garage, "web"), &"--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["current_generation"], 3);
+    let gens = info["generations"].as_array().unwrap();
+    assert_eq!(gens.len(), 3);
+    assert!(gens[1]["changed_blocks"].as_u64().unwrap() <= 20, "{info}");
+    // --against a file.
+    let o = s3_run(
+        &garage,
+        RESTORE,
+        &cache,
+        &[
+            &"--verify-only",
+            &"--from",
+            &url(&garage, "web"),
+            &"-g",
+            &"2",
+            &"--against",
+            &source,
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("differs from generation 2"),
+        "{}",
+        stderr(&o)
+    );
+    // A chain per period.
+    backup_ok(&garage, &cache, "monthly", &source, &["--chain", "monthly"]);
+    let o = s3_run(&garage, INFO, &cache, &[&url(&garage, "monthly")]);
+    assert!(!o.status.success(), "the base name itself holds no chain");
+}
+
+#[test]
+fn an_incremental_downloads_no_digest_and_a_cold_cache_fetches_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let garage = GarageCluster::start_single(&dir.path().join("garage")).unwrap();
+    let cache = dir.path().join("cache");
+    let source = dir.path().join("disk.img");
+    let mut image = noise(8 << 20, 5);
+    fs::write(&source, &image).unwrap();
+    backup_ok(&garage, &cache, "db", &source, &[]);
+    touch_blocks(&mut image, 2);
+    fs::write(&source, &image).unwrap();
+    let gets = garage.request_count("GetObject").unwrap();
+    backup_ok(&garage, &cache, "db", &source, &[]);
+    let warm = garage.request_count("GetObject").unwrap() - gets;
+    // A cold cache (another backup host) downloads the digest once.
+    fs::remove_dir_all(&cache).unwrap();
+    touch_blocks(&mut image, 3);
+    fs::write(&source, &image).unwrap();
+    let gets = garage.request_count("GetObject").unwrap();
+    backup_ok(&garage, &cache, "db", &source, &[]);
+    let cold = garage.request_count("GetObject").unwrap() - gets;
+    assert_eq!(cold, warm + 1, "warm {warm}, cold {cold}");
+    // Only small objects with a warm cache: the lock, NAME.ver, the
+    // metadata, the previous diff's header.
+    assert!(warm <= 6, "warm {warm}");
+    let out = dir.path().join("r.img");
+    assert!(restore_ok(&garage, &cache, "db", 3, &out) == image);
+}
+
+/// The steps of a commit to an object store, in order.
+const STEPS: [&str; 5] = [
+    "backup:begun",
+    "backup:upload-diff",
+    "backup:upload-digest",
+    "backup:write-meta",
+    "backup:write-ver",
+];
+
+#[test]
+fn kill_9_at_every_step_commits_nothing_and_the_next_run_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let garage = GarageCluster::start_single(&dir.path().join("garage")).unwrap();
+    let cache = dir.path().join("cache");
+    let source = dir.path().join("disk.img");
+    let mut image = noise(3 << 20, 9);
+    fs::write(&source, &image).unwrap();
+    backup_ok(&garage, &cache, "db", &source, &[]);
+    let first = image.clone();
+    for (i, step) in STEPS.iter().enumerate() {
+        touch_blocks(&mut image, 10 + i as u64);
+        fs::write(&source, &image).unwrap();
+        let cmd = s3_command(
+            &garage,
+            BACKUP,
+            &cache,
+            &[&"-q", &url(&garage, "db"), &source],
+        );
+        StoppedRun::start(cmd, step, dir.path()).kill();
+        // Readers see generation 1 + i, exactly as committed.
+        let out = dir.path().join(format!("r-{i}.img"));
+        let k = i as u64 + 1;
+        let restored = restore_ok(&garage, &cache, "db", k, &out);
+        if k == 1 {
+            assert!(restored == first, "{step}");
+        }
+        let o = s3_run(
+            &garage,
+            RESTORE,
+            &cache,
+            &[
+                &out,
+                &"--from",
+                &url(&garage, "db"),
+                &"-g",
+                &(k + 1).to_string(),
+            ],
+        );
+        assert!(!o.status.success(), "{step}: generation {} visible", k + 1);
+        // The next run (the lock object is this host's and its run is
+        // gone) removes the leftovers and commits.
+        backup_ok(&garage, &cache, "db", &source, &[]);
+        let out = dir.path().join(format!("r-{i}-next.img"));
+        assert!(
+            restore_ok(&garage, &cache, "db", k + 1, &out) == image,
+            "{step}"
+        );
+    }
+}
+
+#[test]
+fn refusals_are_one_line_naming_the_bucket_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let garage = GarageCluster::start_single(&dir.path().join("garage")).unwrap();
+    let cache = dir.path().join("cache");
+    let source = dir.path().join("disk.img");
+    fs::write(&source, noise(1 << 20, 3)).unwrap();
+    // A wrong secret: refused, and the secret is not in the message.
+    let mut cmd = s3_command(&garage, BACKUP, &cache, &[&url(&garage, "db"), &source]);
+    cmd.env("AWS_SECRET_ACCESS_KEY", "0".repeat(64));
+    let o = cmd.output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("s3://{}/hosts/db", garage.bucket())),
+        "{err}"
+    );
+    assert!(
+        !err.contains(&"0".repeat(64)) && !err.contains(garage.secret_access_key()),
+        "{err}"
+    );
+    assert_eq!(
+        err.trim_end()
+            .lines()
+            .filter(|l| l.contains("error"))
+            .count(),
+        1,
+        "{err}"
+    );
+    // A missing bucket.
+    let o = s3_run(
+        &garage,
+        BACKUP,
+        &cache,
+        &[&"s3://no-such-bucket/db", &source],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("s3://no-such-bucket/db"),
+        "{}",
+        stderr(&o)
+    );
+    // No credentials at all.
+    let o = Command::new(BACKUP)
+        .args([OsStr::new(&url(&garage, "db")), source.as_os_str()])
+        .args(["--endpoint", garage.endpoint().as_str(), "--cache-dir"])
+        .arg(&cache)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", dir.path())
+        .env_remove("AWS_SHARED_CREDENTIALS_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("AWS_ACCESS_KEY_ID"), "{}", stderr(&o));
+    // Nothing was committed by any of them.
+    let o = s3_run(&garage, INFO, &cache, &[&url(&garage, "db")]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn the_server_gone_in_the_middle_of_an_upload_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut garage = GarageCluster::start_single(&dir.path().join("garage")).unwrap();
+    let cache = dir.path().join("cache");
+    let source = dir.path().join("disk.img");
+    let mut image = noise(4 << 20, 21);
+    fs::write(&source, &image).unwrap();
+    backup_ok(&garage, &cache, "db", &source, &[]);
+    let first = image.clone();
+    touch_blocks(&mut image, 4);
+    image[..2 << 20].copy_from_slice(&noise(2 << 20, 77));
+    fs::write(&source, &image).unwrap();
+    let cmd = s3_command(&garage, BACKUP, &cache, &[&url(&garage, "db"), &source]);
+    let run = StoppedRun::start(cmd, "backup:begun", dir.path());
+    garage.kill(0).unwrap();
+    let o = run.resume();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("s3://") && err.contains("/hosts/db"), "{err}");
+    garage.restart(0).unwrap();
+    let out = dir.path().join("r1.img");
+    assert!(restore_ok(&garage, &cache, "db", 1, &out) == first);
+    let o = s3_run(
+        &garage,
+        RESTORE,
+        &cache,
+        &[&out, &"--from", &url(&garage, "db"), &"-g", &"2"],
+    );
+    assert!(!o.status.success());
+    backup_ok(&garage, &cache, "db", &source, &[]);
+    let out = dir.path().join("r2.img");
+    assert!(restore_ok(&garage, &cache, "db", 2, &out) == image);
+}
+
+#[test]
+fn three_nodes_one_killed_mid_upload_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut garage = GarageCluster::start(&dir.path().join("garage"), 3).unwrap();
+    let cache = dir.path().join("cache");
+    let source = dir.path().join("disk.img");
+    let mut image = noise(6 << 20, 31);
+    fs::write(&source, &image).unwrap();
+    backup_ok(&garage, &cache, "db", &source, &[]);
+    let mut committed: Vec<Vec<u8>> = vec![image.clone()];
+    touch_blocks(&mut image, 5);
+    image[..3 << 20].copy_from_slice(&noise(3 << 20, 55));
+    fs::write(&source, &image).unwrap();
+    // Node 2 dies (SIGKILL) while the diff is being uploaded.
+    let cmd = s3_command(&garage, BACKUP, &cache, &[&url(&garage, "db"), &source]);
+    let run = StoppedRun::start(cmd, "backup:begun", dir.path());
+    garage.kill(2).unwrap();
+    let o = run.resume();
+    let restore_all = |garage: &GarageCluster, committed: &[Vec<u8>], tag: &str| {
+        for (i, want) in committed.iter().enumerate() {
+            let out = dir.path().join(format!("{tag}-{i}.img"));
+            assert!(
+                restore_ok(garage, &cache, "db", i as u64 + 1, &out) == *want,
+                "{tag} {}",
+                i + 1
+            );
+        }
+        let o = s3_run(
+            garage,
+            RESTORE,
+            &cache,
+            &[
+                &dir.path().join("x.img"),
+                &"--from",
+                &url(garage, "db"),
+                &"-g",
+                &(committed.len() as u64 + 1).to_string(),
+            ],
+        );
+        assert!(
+            !o.status.success(),
+            "{tag}: an uncommitted generation is visible"
+        );
+    };
+    if o.status.success() {
+        committed.push(image.clone());
+    } else {
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    }
+    // With the node down, every committed generation restores.
+    restore_all(&garage, &committed, "down");
+    // With it back, the next backup succeeds and nothing is lost.
+    garage.restart(2).unwrap();
+    touch_blocks(&mut image, 6);
+    fs::write(&source, &image).unwrap();
+    backup_ok(&garage, &cache, "db", &source, &[]);
+    committed.push(image.clone());
+    restore_all(&garage, &committed, "back");
+}
