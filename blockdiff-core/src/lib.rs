@@ -88,8 +88,9 @@ pub use backup::{
 };
 pub use block::{BlockHasher, hash_block, hash_blocks, is_zero};
 pub use chains::{
-    ChainPeriod, ChainSet, CivilDate, DeleteReason, DeletedChain, KeepReason, PeriodChain,
-    PruneAction, PruneDecision, PrunePlan, PrunePolicy, PruneReport, civil_from_days,
+    ChainDeleter, ChainDeletion, ChainPeriod, ChainSet, CivilDate, DeleteReason, DeletedChain,
+    KeepReason, LocalChains, PeriodChain, PruneAction, PruneDecision, PrunePlan, PrunePolicy,
+    PruneReport, civil_from_days,
 };
 pub use dump::{
     ChangedRanges, ChunkEncoder, DiffSink, DumpOptions, DumpPlan, DumpReport, DumpSource,

@@ -40,6 +40,14 @@ pub enum Notice {
         /// The file removed.
         path: PathBuf,
     },
+    /// Uploads that an interrupted earlier run started and never completed
+    /// were aborted (their parts freed; no object was touched).
+    AbortedUploads {
+        /// Where: the chain's name.
+        chain: PathBuf,
+        /// How many.
+        count: usize,
+    },
 }
 
 impl fmt::Display for Notice {
@@ -71,6 +79,12 @@ impl fmt::Display for Notice {
             Notice::RemovedLeftover { path } => {
                 write!(f, "removed {} left by an interrupted run", path.display())
             }
+            Notice::AbortedUploads { chain, count } => write!(
+                f,
+                "aborted {count} incomplete upload{} of {} left by an interrupted run",
+                if *count == 1 { "" } else { "s" },
+                chain.display()
+            ),
         }
     }
 }

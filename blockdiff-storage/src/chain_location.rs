@@ -4,10 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use blockdiff_core::{Error, GenerationSource, GenerationStore, Result};
+use blockdiff_core::{
+    ChainDeleter, ChainSet, Error, GenerationSource, GenerationStore, LocalChains, Result,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::{ObjectChain, ObjectUrl, OpenDalStorage, S3Config};
+use crate::{ObjectChain, ObjectChains, ObjectStorage, ObjectUrl, OpenDalStorage, S3Config};
 
 /// How an object store is reached, beside what the environment says
 /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
@@ -45,6 +47,46 @@ impl StorageOptions {
     }
 }
 
+/// The bucket and prefix of an `s3://BUCKET/PREFIX/NAME` name, reached with
+/// `options` and the environment's credentials (nothing is read yet), and
+/// the parsed name.
+fn open_storage(
+    name: &Path,
+    options: &StorageOptions,
+) -> Result<(Arc<dyn ObjectStorage>, ObjectUrl)> {
+    let chain_error = |detail: String| Error::Chain {
+        path: name.to_owned(),
+        detail,
+    };
+    let text = name.to_str().unwrap_or_default();
+    let url = ObjectUrl::parse(text).map_err(|e| chain_error(e.detail))?;
+    let config = S3Config::from_env_and_options(
+        options.endpoint.as_deref(),
+        options.region.as_deref(),
+        options.profile.as_deref(),
+    )
+    .map_err(|e| chain_error(e.to_string()))?;
+    let storage = OpenDalStorage::s3(&config, &url.bucket, &url.prefix)
+        .map_err(|e| chain_error(e.to_string()))?;
+    Ok((Arc::new(storage), url))
+}
+
+/// The period chains of base name `base` (`/var/backup/db` or
+/// `s3://BUCKET/PREFIX/db`) as `blockdiff-prune` sees them: the
+/// [`ChainSet`] and where to delete its chains ([`LocalChains`] or
+/// [`ObjectChains`]).
+pub fn period_chains(
+    base: &Path,
+    options: &StorageOptions,
+) -> Result<(ChainSet, Box<dyn ChainDeleter>)> {
+    if !ChainLocation::is_object_name(base) {
+        return Ok((ChainSet::list(base)?, Box::new(LocalChains)));
+    }
+    let (storage, url) = open_storage(base, options)?;
+    let chains = ObjectChains::new(storage, options.cache_root());
+    Ok((chains.list(&url.name)?, Box::new(chains)))
+}
+
 /// Where a chain is: a local store or an object store.
 #[derive(Debug, Clone)]
 pub enum ChainLocation {
@@ -67,26 +109,8 @@ impl ChainLocation {
         if !Self::is_object_name(name) {
             return Ok(ChainLocation::Local(GenerationStore::new(name)));
         }
-        let text = name.to_str().unwrap_or_default();
-        let url = ObjectUrl::parse(text).map_err(|e| Error::Chain {
-            path: name.to_owned(),
-            detail: e.detail,
-        })?;
-        let config = S3Config::from_env_and_options(
-            options.endpoint.as_deref(),
-            options.region.as_deref(),
-            options.profile.as_deref(),
-        )
-        .map_err(|e| Error::Chain {
-            path: name.to_owned(),
-            detail: e.to_string(),
-        })?;
-        let storage =
-            OpenDalStorage::s3(&config, &url.bucket, &url.prefix).map_err(|e| Error::Chain {
-                path: name.to_owned(),
-                detail: e.to_string(),
-            })?;
-        let chain = ObjectChain::new(Arc::new(storage), &url.name, options.cache_root())?;
+        let (storage, url) = open_storage(name, options)?;
+        let chain = ObjectChain::new(storage, &url.name, options.cache_root())?;
         Ok(ChainLocation::Objects(chain))
     }
 

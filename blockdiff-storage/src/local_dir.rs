@@ -146,6 +146,7 @@ impl ObjectStorage for LocalDirStorage {
                 list.push(ObjectEntry {
                     key: name,
                     size: meta.len(),
+                    modified: meta.modified().ok(),
                 });
             }
         }

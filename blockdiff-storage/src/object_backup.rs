@@ -33,6 +33,13 @@ pub struct LockHolder {
     pub run: String,
 }
 
+impl LockHolder {
+    /// Whether it names a run on this host.
+    pub fn is_this_host(&self) -> bool {
+        self.host == host_name()
+    }
+}
+
 impl std::fmt::Display for LockHolder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -166,8 +173,25 @@ fn random_hex() -> String {
     blake3::hash(seed.as_bytes()).to_hex()[..32].to_owned()
 }
 
+/// Who `chain`'s lock object names, if there is one: `Some` of a holder
+/// whose text is not a lock's is a holder unknown (on another host).
+pub(crate) fn read_holder(chain: &ObjectChain) -> Result<Option<LockHolder>> {
+    let text = chain
+        .storage()
+        .read_small(&chain.lock_key(), 64 << 10)
+        .map_err(core_error)?;
+    Ok(text.map(|text| {
+        serde_json::from_slice(&text).unwrap_or_else(|_| LockHolder {
+            host: "(an unreadable lock object)".into(),
+            pid: 0,
+            started: 0,
+            run: String::new(),
+        })
+    }))
+}
+
 /// The local lock: `CACHE/<chain>.lock`, flocked.
-fn local_lock(chain: &ObjectChain) -> Result<File> {
+pub(crate) fn local_lock(chain: &ObjectChain) -> Result<File> {
     let dir = chain.cache().dir();
     let parent = dir.parent().unwrap_or(dir);
     fs::DirBuilder::new()
@@ -309,6 +333,18 @@ impl ObjectBackup {
                     path: PathBuf::from(chain.storage().describe(key)),
                 });
             }
+        }
+        // Multipart uploads of a killed run hold parts that no object
+        // shows: abort them, under the lock (no other writer is at work).
+        let aborted = chain
+            .storage()
+            .abort_incomplete_uploads(&chain.key("."))
+            .map_err(core_error)?;
+        if aborted > 0 {
+            progress.notice(Notice::AbortedUploads {
+                chain: chain.name().to_owned(),
+                count: aborted,
+            });
         }
         let diff_key = chain.diff_key(generation, format);
         let digest_key = chain.digest_key(generation, format.digest_format());

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io::{Read, Write};
+use std::time::SystemTime;
 
 use crate::StorageError;
 
@@ -12,6 +13,8 @@ pub struct ObjectEntry {
     pub key: String,
     /// Its size in bytes.
     pub size: u64,
+    /// When it was last written, if the store says.
+    pub modified: Option<SystemTime>,
 }
 
 /// A flat namespace of objects under one root: a local directory or a
@@ -59,6 +62,15 @@ pub trait ObjectStorage: Send + Sync + fmt::Debug {
     /// Removes the object; removing one that does not exist is not an
     /// error.
     fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// Aborts the multipart uploads under `prefix` that were started and
+    /// never completed (a killed run's), freeing their parts; returns how
+    /// many. Only under the chain's lock: an upload in progress there is
+    /// aborted too. A store without such uploads returns `Ok(0)`.
+    fn abort_incomplete_uploads(&self, prefix: &str) -> Result<usize, StorageError> {
+        let _ = prefix;
+        Ok(0)
+    }
 }
 
 /// An object being written. Its bytes become the object only at

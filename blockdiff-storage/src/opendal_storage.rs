@@ -25,12 +25,13 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use opendal::options::{ListOptions, ReadOptions, ReaderOptions, WriteOptions};
 use opendal::{Buffer, ErrorKind as DalErrorKind};
 
 use crate::object_storage::check_key;
+
 use crate::{ObjectEntry, ObjectStorage, ObjectWriter, S3Config, StorageError, StorageErrorKind};
 
 /// The part size of a multipart upload (S3's minimum is 5 MiB).
@@ -312,6 +313,11 @@ impl OpenDalStorage {
 }
 
 impl ObjectStorage for OpenDalStorage {
+    fn abort_incomplete_uploads(&self, prefix: &str) -> Result<usize, StorageError> {
+        // The inherent method, which takes precedence.
+        OpenDalStorage::abort_incomplete_uploads(self, prefix)
+    }
+
     fn describe(&self, key: &str) -> String {
         self.place.describe(key)
     }
@@ -337,16 +343,21 @@ impl ObjectStorage for OpenDalStorage {
             if !key.starts_with(prefix) || check_key(self, &key).is_err() || meta.is_dir() {
                 continue;
             }
-            let size = if meta.is_file() {
-                meta.content_length()
+            let meta = if meta.is_file() && meta.last_modified().is_some() {
+                meta
             } else {
                 // A service that lists names only (the in-memory one).
-                match self.stat(&key)? {
-                    Some(size) => size,
-                    None => continue,
+                match self.op.stat(&key) {
+                    Ok(meta) => meta,
+                    Err(e) if e.kind() == DalErrorKind::NotFound => continue,
+                    Err(e) => return Err(self.error(&key, "stat", &e)),
                 }
             };
-            list.push(ObjectEntry { key, size });
+            list.push(ObjectEntry {
+                size: meta.content_length(),
+                modified: meta.last_modified().map(SystemTime::from),
+                key,
+            });
         }
         list.sort();
         Ok(list)

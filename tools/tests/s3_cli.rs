@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{BACKUP, INFO, RESTORE, StoppedRun, noise, stderr, text};
+use common::{BACKUP, INFO, PRUNE, RESTORE, StoppedRun, noise, stderr, text};
 use garage_harness::GarageCluster;
 
 /// Runs a tool against `garage`: its endpoint as --endpoint, its keys in
@@ -170,6 +170,55 @@ fn a_single_node_holds_full_incremental_legacy_and_period_chains_exactly() {
     backup_ok(&garage, &cache, "monthly", &source, &["--chain", "monthly"]);
     let o = s3_run(&garage, INFO, &cache, &[&url(&garage, "monthly")]);
     assert!(!o.status.success(), "the base name itself holds no chain");
+
+    // Prune: two older monthly chains (made by name), the current one
+    // (--chain) and look-alikes; keep 2.
+    backup_ok(&garage, &cache, "monthly-202601", &source, &[]);
+    backup_ok(&garage, &cache, "monthly-202602", &source, &[]);
+    backup_ok(&garage, &cache, "monthly-backup", &source, &[]);
+    let o = s3_run(
+        &garage,
+        PRUNE,
+        &cache,
+        &[&url(&garage, "monthly"), &"--keep", &"2", &"--dry-run"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains(&format!("would delete {}", url(&garage, "monthly-202601"))),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let o = s3_run(
+        &garage,
+        PRUNE,
+        &cache,
+        &[&url(&garage, "monthly"), &"--keep", &"2"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains(&format!("deleted {}", url(&garage, "monthly-202601"))),
+        "{out}"
+    );
+    let o = s3_run(&garage, INFO, &cache, &[&url(&garage, "monthly-202601")]);
+    assert!(!o.status.success(), "a pruned chain is gone");
+    let listed = garage
+        .rclone()
+        .args(["lsf", &format!("garage:{}/hosts", garage.bucket())])
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let listed = text(&listed.stdout);
+    assert!(!listed.contains("monthly-202601"), "{listed}");
+    assert!(listed.contains("monthly-backup.1"), "{listed}");
+    for name in ["monthly-202602", "monthly-backup"] {
+        let out = dir.path().join(format!("{name}.img"));
+        assert!(
+            restore_ok(&garage, &cache, name, 1, &out) == image,
+            "{name}"
+        );
+    }
 }
 
 #[test]

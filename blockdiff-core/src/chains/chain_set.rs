@@ -98,46 +98,66 @@ impl ChainSet {
     /// Lists the chains of `base` (such as `/var/backup/db`) in its
     /// directory.
     pub fn list(base: &Path) -> Result<Self> {
-        let store = GenerationStore::new(base);
-        let dir = store.dir();
-        let prefix = match base.file_name() {
-            Some(f) if !base.as_os_str().to_string_lossy().ends_with('/') => {
-                let mut p = f.to_owned();
-                p.push("-");
-                p
-            }
-            _ => {
-                return Err(Error::BadChainBase {
-                    path: base.to_owned(),
-                    detail: "it names no file (a name like /var/backup/db is needed)".into(),
-                });
-            }
-        };
-        let prefix = prefix.as_encoded_bytes();
-        // key -> files
-        let mut found: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        let prefix = chain_prefix(base)?;
+        let dir = GenerationStore::new(base).dir();
+        let mut names = Vec::new();
         for entry in fs::read_dir(&dir).ctx(&dir, "read directory")? {
             let entry = entry.ctx(&dir, "read directory")?;
             let file_name = entry.file_name();
-            let bytes = file_name.as_encoded_bytes();
-            let Some(rest) = bytes.strip_prefix(prefix) else {
+            let Some(name) = file_name.to_str() else {
                 continue;
             };
-            let Ok(rest) = std::str::from_utf8(rest) else {
-                continue;
-            };
-            // The key runs to the first dot.
-            let Some(dot) = rest.find('.') else {
-                continue;
-            };
-            let (key, suffix) = rest.split_at(dot);
-            if ChainPeriod::parse_key(key).is_none() || !is_chain_suffix(OsStr::new(suffix)) {
+            if parse_file_name(&prefix, name).is_none() {
                 continue;
             }
-            let file_type = entry.file_type().ctx(entry.path(), "stat")?;
-            if file_type.is_dir() {
+            if entry.file_type().ctx(entry.path(), "stat")?.is_dir() {
                 continue;
             }
+            names.push(name.to_owned());
+        }
+        Self::build(base, &prefix, names, |ver| match fs::metadata(ver) {
+            Ok(m) => Ok(Some(m.modified().ctx(ver, "stat")?)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).ctx(ver, "stat"),
+        })
+    }
+
+    /// The chains of `base` among the `files` of a listing that is not a
+    /// local directory (an object store's): each a file name (`db-202611.ver`)
+    /// beside the directory of `base`, with its modification time. A `.ver`
+    /// listed without a time counts as written now, so that a chain of
+    /// unknown age is never deleted for its age.
+    pub fn from_files(
+        base: &Path,
+        files: impl IntoIterator<Item = (String, Option<SystemTime>)>,
+    ) -> Result<Self> {
+        let prefix = chain_prefix(base)?;
+        let times: BTreeMap<String, Option<SystemTime>> = files
+            .into_iter()
+            .filter(|(name, _)| parse_file_name(&prefix, name).is_some())
+            .collect();
+        let names = times.keys().cloned().collect();
+        Self::build(base, &prefix, names, |ver| {
+            let name = ver.file_name().and_then(OsStr::to_str).unwrap_or_default();
+            Ok(times.get(name).map(|t| t.unwrap_or_else(SystemTime::now)))
+        })
+    }
+
+    /// Groups the chain files `names` (checked by [`parse_file_name`]) by
+    /// chain; `ver_time` tells when a chain's `.ver` was written, if it
+    /// exists.
+    fn build(
+        base: &Path,
+        prefix: &str,
+        names: Vec<String>,
+        ver_time: impl Fn(&Path) -> Result<Option<SystemTime>>,
+    ) -> Result<Self> {
+        // key -> files
+        let mut found: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        for name in names {
+            let Some((key, suffix)) = parse_file_name(prefix, &name) else {
+                continue;
+            };
             found
                 .entry(key.to_owned())
                 .or_default()
@@ -145,15 +165,10 @@ impl ChainSet {
         }
         let mut chains = Vec::with_capacity(found.len());
         for (key, mut files) in found {
-            let (period, start) = ChainPeriod::parse_key(&key).expect("checked above");
+            let (period, start) = ChainPeriod::parse_key(&key).expect("checked by parse_file_name");
             files.sort();
             let name = with_suffix(base, &format!("-{key}"));
-            let ver = GenerationStore::new(&name).ver_path();
-            let last_backup = match fs::metadata(&ver) {
-                Ok(m) => Some(m.modified().ctx(&ver, "stat")?),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => return Err(e).ctx(&ver, "stat"),
-            };
+            let last_backup = ver_time(&GenerationStore::new(&name).ver_path())?;
             chains.push(PeriodChain {
                 name,
                 key,
@@ -184,6 +199,38 @@ impl ChainSet {
     pub fn newest(&self) -> Option<&PeriodChain> {
         self.chains.last()
     }
+}
+
+/// `BASE-`, the start of the file names of `base`'s chains.
+fn chain_prefix(base: &Path) -> Result<String> {
+    let bad = |detail: &str| Error::BadChainBase {
+        path: base.to_owned(),
+        detail: detail.into(),
+    };
+    let file = match base.file_name() {
+        Some(f) if !base.as_os_str().as_encoded_bytes().ends_with(b"/") => f,
+        _ => {
+            return Err(bad(
+                "it names no file (a name like /var/backup/db is needed)",
+            ));
+        }
+    };
+    let file = file
+        .to_str()
+        .ok_or_else(|| bad("its last component is not UTF-8"))?;
+    Ok(format!("{file}-"))
+}
+
+/// The key and suffix of a chain's file name: `db-202611.1.digest` with
+/// prefix `db-` is `("202611", ".1.digest")`. Only names of the exact form
+/// `BASE-KEY` with a [`ChainPeriod`] key and a suffix of a chain's file
+/// count.
+fn parse_file_name<'a>(prefix: &str, name: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = name.strip_prefix(prefix)?;
+    // The key runs to the first dot.
+    let (key, suffix) = rest.split_at(rest.find('.')?);
+    (ChainPeriod::parse_key(key).is_some() && is_chain_suffix(OsStr::new(suffix)))
+        .then_some((key, suffix))
 }
 
 #[cfg(test)]

@@ -27,5 +27,5 @@ mod test_support;
 pub use calendar::{CivilDate, civil_from_days};
 pub use chain_set::{ChainSet, PeriodChain};
 pub use period::ChainPeriod;
-pub use prune::{DeletedChain, PrunePlan, PruneReport};
+pub use prune::{ChainDeleter, ChainDeletion, DeletedChain, LocalChains, PrunePlan, PruneReport};
 pub use retention::{DeleteReason, KeepReason, PruneAction, PruneDecision, PrunePolicy};

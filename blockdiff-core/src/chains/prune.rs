@@ -16,6 +16,59 @@ use crate::progress::Progress;
 use crate::store::{GenerationStore, sync_dir};
 use crate::{Error, Result};
 
+/// Where period chains live, for [`PrunePlan`]: who holds a chain's lock,
+/// and how a chain is deleted. [`LocalChains`] is the local directory; an
+/// object store implements it in `blockdiff-storage`.
+pub trait ChainDeleter {
+    /// `Some(holder)` if another run holds `chain`'s lock now.
+    fn lock_holder(&self, chain: &PeriodChain) -> Result<Option<String>>;
+
+    /// Takes `chain`'s lock and removes its files: the `.ver` first, made
+    /// durable before anything else goes, so that a half-deleted chain is
+    /// never taken for a valid one; the lock last. Reports the steps
+    /// `prune:locked`, `prune:removed-ver` and `prune:removed-files` to
+    /// `progress`. A chain whose lock another run holds is left whole.
+    fn delete(&self, chain: &PeriodChain, progress: &mut dyn Progress) -> Result<ChainDeletion>;
+}
+
+/// What [`ChainDeleter::delete`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainDeletion {
+    /// Nothing: another run holds the chain's lock.
+    Locked {
+        /// Who, as its lock says.
+        holder: String,
+    },
+    /// The chain is gone; these files were removed, in order.
+    Deleted {
+        /// The `.ver` first, the lock last.
+        removed: Vec<PathBuf>,
+    },
+}
+
+/// Chains in a local directory, locked with the `flock` of `NAME.lock` that
+/// a backup takes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalChains;
+
+impl ChainDeleter for LocalChains {
+    fn lock_holder(&self, chain: &PeriodChain) -> Result<Option<String>> {
+        lock_holder(&chain.store())
+    }
+
+    fn delete(&self, chain: &PeriodChain, progress: &mut dyn Progress) -> Result<ChainDeletion> {
+        let store = chain.store();
+        let lock = match store.lock() {
+            Ok(lock) => lock,
+            Err(Error::Locked { holder, .. }) => return Ok(ChainDeletion::Locked { holder }),
+            Err(e) => return Err(e),
+        };
+        progress.at_step("prune:locked");
+        let removed = delete_chain(chain, &store, lock, progress)?;
+        Ok(ChainDeletion::Deleted { removed })
+    }
+}
+
 /// Whether another process holds the flock of an existing `NAME.lock`,
 /// without creating it; `Some(holder)` if so.
 fn lock_holder(store: &GenerationStore) -> Result<Option<String>> {
@@ -90,17 +143,29 @@ pub struct PruneReport {
 
 impl PrunePlan {
     /// Decides by `policy` ([`PrunePolicy::decide`]), then keeps every
-    /// chain planned for deletion whose lock another run holds.
+    /// chain planned for deletion whose lock another run holds: chains in
+    /// a local directory ([`LocalChains`]).
     pub fn new(
         set: &ChainSet,
         policy: PrunePolicy,
         today: CivilDate,
         now: SystemTime,
     ) -> Result<Self> {
+        Self::new_in(set, policy, today, now, &LocalChains)
+    }
+
+    /// As [`new`](Self::new), for chains where `deleter` says.
+    pub fn new_in(
+        set: &ChainSet,
+        policy: PrunePolicy,
+        today: CivilDate,
+        now: SystemTime,
+        deleter: &dyn ChainDeleter,
+    ) -> Result<Self> {
         let mut decisions = policy.decide(set, today, now)?;
         for d in &mut decisions {
             if matches!(d.action, PruneAction::Delete(_))
-                && let Some(holder) = lock_holder(&d.chain.store())?
+                && let Some(holder) = deleter.lock_holder(&d.chain)?
             {
                 d.action = PruneAction::Keep(KeepReason::Locked { holder });
             }
@@ -128,6 +193,15 @@ impl PrunePlan {
     /// chain it was deleting has no `.ver`, and the next prune deletes the
     /// rest of it.
     pub fn execute(self, progress: &mut dyn Progress) -> Result<PruneReport> {
+        self.execute_in(&LocalChains, progress)
+    }
+
+    /// As [`execute`](Self::execute), for chains where `deleter` says.
+    pub fn execute_in(
+        self,
+        deleter: &dyn ChainDeleter,
+        progress: &mut dyn Progress,
+    ) -> Result<PruneReport> {
         let mut report = PruneReport::default();
         for decision in self.decisions {
             let reason = match decision.action {
@@ -137,24 +211,16 @@ impl PrunePlan {
                 }
                 PruneAction::Delete(reason) => reason,
             };
-            let store = decision.chain.store();
-            let lock = match store.lock() {
-                Ok(lock) => lock,
-                Err(Error::Locked { holder, .. }) => {
-                    report
-                        .kept
-                        .push((decision.chain, KeepReason::Locked { holder }));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            progress.at_step("prune:locked");
-            let removed = delete_chain(&decision.chain, &store, lock, progress)?;
-            report.deleted.push(DeletedChain {
-                chain: decision.chain,
-                reason,
-                removed,
-            });
+            match deleter.delete(&decision.chain, progress)? {
+                ChainDeletion::Locked { holder } => report
+                    .kept
+                    .push((decision.chain, KeepReason::Locked { holder })),
+                ChainDeletion::Deleted { removed } => report.deleted.push(DeletedChain {
+                    chain: decision.chain,
+                    reason,
+                    removed,
+                }),
+            }
         }
         Ok(report)
     }

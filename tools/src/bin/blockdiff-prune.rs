@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use blockdiff_core::{
-    ChainSet, CivilDate, PeriodChain, PruneAction, PrunePlan, PrunePolicy, PruneReport,
-};
+use blockdiff_core::{CivilDate, PeriodChain, PruneAction, PrunePlan, PrunePolicy, PruneReport};
 use blockdiff_run::local_today;
-use blockdiff_tools::{StderrProgress, run_main};
+use blockdiff_storage::period_chains;
+use blockdiff_tools::{StderrProgress, StorageArgs, run_main};
 use clap::{ArgGroup, Parser};
 use serde::Serialize;
 use serde_json::Value;
@@ -21,6 +20,7 @@ Examples:
   blockdiff-prune /var/backup/db --keep 3          # keep the 3 newest chains
   blockdiff-prune /var/backup/db --keep-days 90    # keep chains backed up in the last 90 days
   blockdiff-prune /var/backup/db --keep 3 --dry-run --json
+  blockdiff-prune s3://backups/web1/db --keep 6 --endpoint http://127.0.0.1:3900
 
 The chains of NAME are NAME-YYYYMM, NAME-YYYYWww and NAME-YYYYMMDD; other
 files that merely start with NAME- are never touched. The age of a chain is
@@ -35,6 +35,11 @@ leftovers of interrupted runs, and its .lock last. A chain without a .ver
 (an interrupted first backup, a half-deleted chain) is not counted and is
 deleted unless it is in use.
 
+On an object store (s3://BUCKET/PREFIX/NAME) the same holds for its
+objects: the age of a chain is that of its NAME-KEY.ver object, its lock
+is the NAME-KEY.lock object a backup writes (a chain that a run on another
+host holds is kept), and a deleted chain's unfinished uploads are aborted.
+
 Output: one line per chain, kept or deleted, and why; --json prints one
 object instead.
 
@@ -48,7 +53,7 @@ Exit status: 0 success (also when a locked chain was kept), 1 failure,
 #[command(group(ArgGroup::new("policy").required(true).args(["keep", "keep_days"])))]
 struct Args {
     /// Base name of the chains, as given to `blockdiff-backup --chain`,
-    /// e.g. /var/backup/db
+    /// e.g. /var/backup/db or s3://BUCKET/PREFIX/db
     name: PathBuf,
 
     /// Keep the newest N chains (by period)
@@ -70,6 +75,9 @@ struct Args {
     /// Print nothing on success (errors still go to stderr)
     #[arg(short, long)]
     quiet: bool,
+
+    #[command(flatten)]
+    storage: StorageArgs,
 }
 
 fn main() -> ExitCode {
@@ -141,15 +149,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         _ => unreachable!("clap requires exactly one of --keep and --keep-days"),
     };
     let today = local_today()?;
-    let set = ChainSet::list(&args.name)?;
-    let plan = PrunePlan::new(&set, policy, today, SystemTime::now())?;
+    let (set, deleter) = period_chains(&args.name, &args.storage.to_options())?;
+    let plan = PrunePlan::new_in(&set, policy, today, SystemTime::now(), &*deleter)?;
     let report = if args.dry_run {
         None
     } else {
-        Some(
-            plan.clone()
-                .execute(&mut StderrProgress::new("blockdiff-prune", args.quiet))?,
-        )
+        Some(plan.clone().execute_in(
+            &*deleter,
+            &mut StderrProgress::new("blockdiff-prune", args.quiet),
+        )?)
     };
     // A dry run's only job is to print: a closed stdout fails it (exit 1,
     // silently for `| head`). Once chains were deleted the work is done: the
