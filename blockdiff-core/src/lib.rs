@@ -73,6 +73,7 @@ mod ordered;
 mod priority;
 mod progress;
 mod rate;
+mod repair;
 mod resolve;
 mod restore;
 mod store;
@@ -103,11 +104,12 @@ pub use info::{Comparison, GenerationInfo, chain_info, compare_with_generation, 
 pub use priority::{IoPriority, NICE_MAX, NICE_MIN, set_nice};
 pub use progress::{NoProgress, Notice, Progress};
 pub use rate::{Clock, RateLimiter, SystemClock, parse_rate};
+pub use repair::{RepairReport, RepairableChain, repair, repair_chain};
 pub use resolve::{PreviousFormat, resolve_format};
 pub use restore::{RestoreOptions, RestorePlan, RestoreReport, apply_stream};
 pub use store::{
     CORE_METADATA_KEYS, CommitStep, DiffFormat, DiffLocation, GenerationStore, PendingGeneration,
-    RepairReport, StoreLock, parse_version, repair,
+    StoreLock, parse_version,
 };
 
 /// The README's example, run as a doctest.

@@ -37,8 +37,6 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct GenerationStore {
     name: PathBuf,
-    // Set by `repair` only: the generation `NAME.ver` is taken to say.
-    assumed_current: Option<u64>,
 }
 
 /// How a generation's diff is written.
@@ -162,19 +160,7 @@ pub struct DiffLocation {
 impl GenerationStore {
     /// The store whose files start with `name`.
     pub fn new(name: impl Into<PathBuf>) -> Self {
-        GenerationStore {
-            name: name.into(),
-            assumed_current: None,
-        }
-    }
-
-    /// The store as if `NAME.ver` said `generation` (what
-    /// [`repair`] checks before it writes `NAME.ver`).
-    fn assuming_current(&self, generation: u64) -> Self {
-        GenerationStore {
-            name: self.name.clone(),
-            assumed_current: Some(generation),
-        }
+        GenerationStore { name: name.into() }
     }
 
     /// The `NAME` prefix.
@@ -362,9 +348,6 @@ impl GenerationStore {
     /// no `NAME.ver` yet. `NAME.ver` is not followed if it is a symbolic
     /// link (an error).
     pub fn current_generation(&self) -> Result<Option<u64>> {
-        if let Some(g) = self.assumed_current {
-            return Ok(Some(g));
-        }
         let path = self.ver_path();
         match read_small(&path)? {
             None => Ok(None),
@@ -664,71 +647,19 @@ impl GenerationStore {
 /// The keys the commit records in every generation's metadata.
 pub const CORE_METADATA_KEYS: [&str; 2] = ["source_size", "block_size"];
 
-/// What [`repair`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepairReport {
-    /// What `NAME.ver` said before (`None`: missing or unreadable).
-    pub previous: Option<u64>,
-    /// The last generation k such that 1..=k restores and verifies, 0 if
-    /// none does.
-    pub verified: u64,
-    /// Generations after `verified` that have files, with why the newest
-    /// of them does not verify; none is removed.
-    pub beyond: Vec<(u64, Vec<PathBuf>)>,
-    /// Why generation `verified + 1` (the first beyond) did not verify.
-    pub first_failure: Option<String>,
-    /// Whether `NAME.ver` was written (false with `dry_run`, or when it
-    /// already said `verified`).
-    pub written: bool,
-}
+impl crate::repair::RepairableChain for GenerationStore {
+    fn generation_files(&self) -> Result<BTreeMap<u64, Vec<PathBuf>>> {
+        GenerationStore::generation_files(self)
+    }
 
-/// Rebuilds `NAME.ver` from what verifies: finds the newest generation k
-/// such that generations 1..=k restore and check against k's digest (the
-/// same check as `blockdiff-restore --verify-only`), and, unless
-/// `dry_run`, writes `NAME.ver` = k crash-safely under the store's lock.
-/// It removes nothing: files of generations after k are reported.
-pub fn repair(
-    store: &GenerationStore,
-    dry_run: bool,
-    progress: &mut dyn Progress,
-) -> Result<RepairReport> {
-    let lock = store.lock()?;
-    let previous = store.current_generation().ok().flatten();
-    let files = store.generation_files()?;
-    let mut verified = 0;
-    let mut first_failure = None;
-    for &k in files.keys().rev() {
-        let plan = crate::RestorePlan::new(
-            &store.assuming_current(k),
-            &crate::RestoreOptions {
-                generation: Some(k),
-                verify: true,
-                // A digest listing fewer blocks than its parent's is not
-                // trusted without the operator's word (or metadata).
-                ..Default::default()
-            },
-        );
-        match plan.and_then(|p| p.verify(progress)) {
-            Ok(_) => {
-                verified = k;
-                break;
-            }
-            Err(e) => first_failure = Some(format!("generation {k}: {e}")),
-        }
-    }
-    let beyond: Vec<(u64, Vec<PathBuf>)> =
-        files.into_iter().filter(|&(g, _)| g > verified).collect();
-    if beyond.is_empty() {
-        first_failure = None;
-    }
-    let mut written = false;
-    if !dry_run && previous != Some(verified) {
-        let ver = store.ver_path();
-        let tmp = store.intent_path();
+    /// A temporary, fsync, rename, directory fsync.
+    fn replace_ver(&self, generation: u64, progress: &mut dyn Progress) -> Result<()> {
+        let ver = self.ver_path();
+        let tmp = self.intent_path();
         remove_if_present(&tmp)?;
         let result = (|| {
-            let mut f = store.create_new(&tmp)?;
-            writeln!(f, "{verified}").ctx(&tmp, "write")?;
+            let mut f = self.create_new(&tmp)?;
+            writeln!(f, "{generation}").ctx(&tmp, "write")?;
             f.sync_all().ctx(&tmp, "fsync")?;
             drop(f);
             progress.at_step("repair:rename-ver");
@@ -738,17 +669,8 @@ pub fn repair(
             let _ = fs::remove_file(&tmp);
         }
         result?;
-        sync_dir(&store.dir())?;
-        written = true;
+        sync_dir(&self.dir())
     }
-    drop(lock);
-    Ok(RepairReport {
-        previous,
-        verified,
-        beyond,
-        first_failure,
-        written,
-    })
 }
 
 fn file_name_of(path: &Path) -> String {

@@ -159,4 +159,24 @@ impl ChainLocation {
             ChainLocation::Objects(chain) => chain.add_metadata(generation, facts),
         }
     }
+
+    /// Rebuilds the chain's `NAME.ver` from the generations that verify,
+    /// under its lock ([`repair`](blockdiff_core::repair); on an object
+    /// store the lock a backup takes, with `lock`).
+    pub fn repair(
+        &self,
+        dry_run: bool,
+        lock: &crate::LockOptions,
+        progress: &mut dyn blockdiff_core::Progress,
+    ) -> Result<blockdiff_core::RepairReport> {
+        match self {
+            ChainLocation::Local(store) => blockdiff_core::repair(store, dry_run, progress),
+            ChainLocation::Objects(chain) => {
+                let lock = crate::ObjectLock::take(chain, lock)?;
+                let report = blockdiff_core::repair_chain(chain, dry_run, progress)?;
+                drop(lock);
+                Ok(report)
+            }
+        }
+    }
 }

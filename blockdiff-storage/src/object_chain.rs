@@ -12,7 +12,7 @@ use std::sync::Arc;
 use archive_format::ReadAt;
 use blockdiff_core::{
     Compression, DiffBytes, DiffFormat, DiffLocation, DigestFormat, Error, GenerationSource,
-    Result, parse_version,
+    Progress, RepairableChain, Result, parse_version,
 };
 
 use crate::digest_cache::DigestCache;
@@ -381,5 +381,23 @@ pub(crate) fn remove_file_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+impl RepairableChain for ObjectChain {
+    fn generation_files(&self) -> Result<BTreeMap<u64, Vec<PathBuf>>> {
+        Ok(self
+            .generation_keys()?
+            .into_iter()
+            .map(|(g, keys)| (g, keys.iter().map(|k| self.display_of(k)).collect()))
+            .collect())
+    }
+
+    /// One PUT: an object is replaced whole.
+    fn replace_ver(&self, generation: u64, progress: &mut dyn Progress) -> Result<()> {
+        progress.at_step("repair:rename-ver");
+        self.storage
+            .put(&self.ver_key(), format!("{generation}\n").as_bytes())
+            .map_err(core_error)
     }
 }

@@ -14,8 +14,9 @@ use blockdiff_core::{
     Progress, RestoreOptions, RestorePlan, chain_info,
 };
 use blockdiff_storage::{
-    LocalDirStorage, LockHolder, LockOptions, ObjectChain, ObjectEntry, ObjectStorage,
-    ObjectWriter, OpenDalStorage, StorageError, StorageErrorKind, back_up_to_objects,
+    ChainLocation, LocalDirStorage, LockHolder, LockOptions, ObjectChain, ObjectEntry,
+    ObjectStorage, ObjectWriter, OpenDalStorage, StorageError, StorageErrorKind,
+    back_up_to_objects,
 };
 
 /// Counts the reads of each kind, and can fail a writer after a number of
@@ -478,4 +479,45 @@ fn a_refusing_store_is_one_error_naming_the_object() {
         e,
         "s3://backups/db.lock: cannot read: AccessDenied: forbidden"
     );
+}
+
+#[test]
+fn repair_rebuilds_ver_from_what_verifies_and_removes_nothing() {
+    each_storage(|storage, dir| {
+        let chain = ObjectChain::new(Arc::clone(&storage), "db", dir.join("cache")).unwrap();
+        let first = image(1, 200_000);
+        let mut second = first.clone();
+        second[10_000..20_000].copy_from_slice(&image(2, 10_000));
+        back_up(&chain, &first, None).unwrap();
+        back_up(&chain, &second, None).unwrap();
+        // NAME.ver lost, and a damaged generation 3 beyond it.
+        storage.delete("db.ver").unwrap();
+        storage.put("db.3", b"not a diff").unwrap();
+        assert_eq!(chain.current_generation().unwrap(), None);
+        let location = ChainLocation::Objects(chain.clone());
+        let dry = location
+            .repair(true, &LockOptions::default(), &mut NoProgress)
+            .unwrap();
+        assert_eq!((dry.previous, dry.verified, dry.written), (None, 2, false));
+        assert_eq!(
+            chain.current_generation().unwrap(),
+            None,
+            "a dry run writes nothing"
+        );
+        let report = location
+            .repair(false, &LockOptions::default(), &mut NoProgress)
+            .unwrap();
+        assert_eq!((report.verified, report.written), (2, true));
+        assert_eq!(report.beyond.len(), 1);
+        assert!(report.beyond[0].1[0].ends_with("db.3"), "{report:?}");
+        assert!(report.first_failure.is_some());
+        assert_eq!(chain.current_generation().unwrap(), Some(2));
+        assert_eq!(
+            storage.read_small("db.3", 100).unwrap().unwrap(),
+            b"not a diff"
+        );
+        assert_eq!(restore(&chain, 2, dir), second);
+        // The lock object is gone with the run.
+        assert_eq!(storage.stat("db.lock").unwrap(), None);
+    });
 }

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use blockdiff_core::{GenerationStore, repair};
-use blockdiff_tools::{OutputMode, StderrProgress, Stdout, run_main};
+use blockdiff_storage::{ChainLocation, LockOptions};
+use blockdiff_tools::{OutputMode, StderrProgress, Stdout, StorageArgs, run_main};
 use clap::Parser;
 
 const EXAMPLES: &str = "\
@@ -28,6 +28,11 @@ the store's lock. Files of later generations are listed, with why the
 first of them does not verify, and left alone: move or remove them by hand
 once you no longer need them, and the next backup goes on from k.
 
+On an object store (NAME = s3://BUCKET/PREFIX/NAME) the same is done
+with its objects, under the lock a backup takes (the object NAME.lock;
+--break-lock takes over a dead run's from another host), and NAME.ver is
+replaced by one PUT.
+
 Exit status: 0 success (NAME.ver says the newest generation that
 verifies, or would with --dry-run), 1 failure, 2 usage error.";
 
@@ -36,12 +41,21 @@ verifies, or would with --dry-run), 1 failure, 2 usage error.";
 #[derive(Debug, Parser)]
 #[command(name = "blockdiff-repair", version, after_help = EXAMPLES)]
 struct Args {
-    /// Path prefix of the backup's files, e.g. /var/backup/db
+    /// Path prefix of the backup's files, e.g. /var/backup/db, or
+    /// s3://BUCKET/PREFIX/NAME
     name: PathBuf,
 
     /// Show what NAME.ver would say; write nothing
     #[arg(short = 'n', long)]
     dry_run: bool,
+
+    /// Take over the lock of an s3:// chain that names a run on another
+    /// host (which must be dead: two writers would damage the chain)
+    #[arg(long)]
+    break_lock: bool,
+
+    #[command(flatten)]
+    storage: StorageArgs,
 }
 
 fn main() -> ExitCode {
@@ -49,11 +63,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let store = GenerationStore::new(&args.name);
-    let ver = store.ver_path();
-    let report = repair(
-        &store,
+    let chain = ChainLocation::open(&args.name, &args.storage.to_options())?;
+    let ver = chain.source().ver_path();
+    let report = chain.repair(
         args.dry_run,
+        &LockOptions {
+            break_lock: args.break_lock,
+        },
         &mut StderrProgress::new("blockdiff-repair", false),
     )?;
     // The repair is done (or, with --dry-run, its finding is the output):
