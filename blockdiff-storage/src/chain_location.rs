@@ -28,6 +28,9 @@ pub struct StorageOptions {
     /// Where digests of object-store chains are cached (default
     /// `$XDG_CACHE_HOME/blockdiff`, else `~/.cache/blockdiff`).
     pub cache_dir: Option<PathBuf>,
+    /// Seconds a request may make no progress before it is abandoned and
+    /// retried (default [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT)).
+    pub timeout_secs: Option<u64>,
 }
 
 impl StorageOptions {
@@ -66,6 +69,10 @@ fn open_storage(
         options.profile.as_deref(),
     )
     .map_err(|e| chain_error(e.to_string()))?;
+    let config = S3Config {
+        timeout: options.timeout_secs.map(std::time::Duration::from_secs),
+        ..config
+    };
     let storage = OpenDalStorage::s3(&config, &url.bucket, &url.prefix)
         .map_err(|e| chain_error(e.to_string()))?;
     Ok((Arc::new(storage), url))

@@ -44,6 +44,7 @@
 #![deny(missing_docs)]
 
 mod chain_location;
+mod chunk_cache;
 mod digest_cache;
 mod error;
 mod local_dir;
@@ -65,7 +66,7 @@ pub use object_prune::ObjectChains;
 pub use object_storage::{ObjectEntry, ObjectStorage, ObjectWriter};
 pub use object_url::ObjectUrl;
 pub use opendal_storage::OpenDalStorage;
-pub use s3_config::{DEFAULT_REGION, S3Config};
+pub use s3_config::{DEFAULT_REGION, DEFAULT_TIMEOUT, S3Config};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -311,15 +311,19 @@ impl ObjectBackup {
         let previous_digest = match current {
             0 => None,
             n => {
-                let (path, _) = chain.find_digest(n).map_err(|e| match e {
-                    Error::MissingGeneration { path, .. } => Error::MissingGeneration {
-                        path,
-                        generation: n,
-                        reason: "its digest is needed for an incremental backup".into(),
-                    },
-                    other => other,
-                })?;
-                check_previous_digest(chain, n, &path)?;
+                let metadata = chain.read_metadata(n).ok().flatten();
+                let (path, _) = chain
+                    .digest_with_metadata(n, metadata.as_ref())
+                    .map_err(|e| match e {
+                        Error::MissingGeneration { path, .. } => Error::MissingGeneration {
+                            path,
+                            generation: n,
+                            reason: "its digest is needed for an incremental backup".into(),
+                        },
+                        other => other,
+                    })?;
+                let recorded = metadata.is_some_and(|m| m.contains_key(DIGEST_HASH_KEY));
+                check_previous_digest(chain, n, &path, recorded)?;
                 Some(path)
             }
         };
@@ -509,15 +513,10 @@ impl Drop for ObjectBackup {
 }
 
 /// Checks that the cached digest of generation `n` is the one its
-/// generation committed: with a recorded hash, [`ObjectChain::find_digest`]
-/// already did; without one (a chain copied into the bucket by another
+/// generation committed: with a hash `recorded` in its metadata, the fetch
+/// from the cache already did; without one (a chain copied into the bucket by another
 /// tool), against the diff's fingerprint and block size.
-fn check_previous_digest(chain: &ObjectChain, n: u64, path: &Path) -> Result<()> {
-    let recorded = chain
-        .read_metadata(n)
-        .ok()
-        .flatten()
-        .is_some_and(|m| m.contains_key(DIGEST_HASH_KEY));
+fn check_previous_digest(chain: &ObjectChain, n: u64, path: &Path, recorded: bool) -> Result<()> {
     let digest = DigestFile::open(path)?;
     if recorded {
         return Ok(());

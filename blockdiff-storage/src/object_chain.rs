@@ -9,12 +9,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use archive_format::ReadAt;
 use blockdiff_core::{
     Compression, DiffBytes, DiffFormat, DiffLocation, DigestFormat, Error, GenerationSource,
     Progress, RepairableChain, Result, parse_version,
 };
 
+use crate::chunk_cache::{ChunkCache, ChunkedObject};
 use crate::digest_cache::DigestCache;
 use crate::{ObjectStorage, StorageError};
 
@@ -44,6 +44,7 @@ pub struct ObjectChain {
     name: String,
     display: PathBuf,
     cache: DigestCache,
+    chunks: Arc<ChunkCache>,
 }
 
 /// A [`StorageError`] as the core's error, naming the object.
@@ -83,6 +84,7 @@ impl ObjectChain {
             name: name.to_owned(),
             display,
             cache,
+            chunks: Arc::default(),
         })
     }
 
@@ -289,16 +291,8 @@ impl GenerationSource for ObjectChain {
     }
 
     fn find_digest(&self, generation: u64) -> Result<(PathBuf, DigestFormat)> {
-        let (key, format) = self.digest_of(generation)?;
-        let expected = self
-            .read_metadata(generation)
-            .ok()
-            .flatten()
-            .and_then(|m| m.get(DIGEST_HASH_KEY).cloned());
-        let path = self
-            .cache
-            .fetch(self.storage.as_ref(), &key, expected.as_deref())?;
-        Ok((path, format))
+        let metadata = self.read_metadata(generation).ok().flatten();
+        self.digest_with_metadata(generation, metadata.as_ref())
     }
 
     fn read_metadata(&self, generation: u64) -> Result<Option<BTreeMap<String, String>>> {
@@ -332,11 +326,12 @@ impl GenerationSource for ObjectChain {
                 generation: diff_generation(&self.name, &diff.path).unwrap_or_default(),
                 reason: "it disappeared while being read".into(),
             })?;
-        Ok(Arc::new(ObjectBytes {
-            storage: self.storage.clone(),
-            key,
+        Ok(Arc::new(ChunkedObject::new(
+            Arc::clone(&self.storage),
+            &key,
             size,
-        }))
+            Arc::clone(&self.chunks),
+        )))
     }
 
     fn stream_read_size(&self) -> usize {
@@ -352,35 +347,30 @@ fn diff_generation(name: &str, path: &Path) -> Option<u64> {
     rest.parse().ok()
 }
 
-/// An object read by ranged requests: one request per read.
-struct ObjectBytes {
-    storage: Arc<dyn ObjectStorage>,
-    key: String,
-    size: u64,
-}
-
-impl ReadAt for ObjectBytes {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        if offset >= self.size || buf.is_empty() {
-            return Ok(0);
-        }
-        let n = (self.size - offset).min(buf.len() as u64) as usize;
-        self.storage
-            .read_range(&self.key, offset, &mut buf[..n])
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(n)
-    }
-
-    fn size(&self) -> io::Result<u64> {
-        Ok(self.size)
-    }
-}
-
 /// Removes a file if it exists.
 pub(crate) fn remove_file_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+impl ObjectChain {
+    /// [`find_digest`](GenerationSource::find_digest) with generation
+    /// `generation`'s metadata already read: the local copy, checked
+    /// against the BLAKE3 that `metadata` records (fetched if missing or
+    /// not that one).
+    pub(crate) fn digest_with_metadata(
+        &self,
+        generation: u64,
+        metadata: Option<&BTreeMap<String, String>>,
+    ) -> Result<(PathBuf, DigestFormat)> {
+        let (key, format) = self.digest_of(generation)?;
+        let expected = metadata.and_then(|m| m.get(DIGEST_HASH_KEY));
+        let path = self
+            .cache
+            .fetch(self.storage.as_ref(), &key, expected.map(String::as_str))?;
+        Ok((path, format))
     }
 }
 

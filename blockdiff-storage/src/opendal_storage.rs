@@ -166,6 +166,7 @@ impl OpenDalStorage {
             Place::Memory,
             Secrets::default(),
             None,
+            crate::s3_config::DEFAULT_TIMEOUT,
         )
     }
 
@@ -213,7 +214,8 @@ impl OpenDalStorage {
             builder = builder.enable_virtual_host_style();
         }
         let raw_s3 = RawS3::new(config, bucket, &prefix);
-        Self::build(builder, place, secrets, Some(raw_s3))
+        let timeout = config.timeout.unwrap_or(crate::s3_config::DEFAULT_TIMEOUT);
+        Self::build(builder, place, secrets, Some(raw_s3), timeout)
     }
 
     fn build(
@@ -221,6 +223,7 @@ impl OpenDalStorage {
         place: Place,
         secrets: Secrets,
         raw_s3: Option<RawS3>,
+        timeout: Duration,
     ) -> Result<OpenDalStorage, StorageError> {
         let root = place.describe("");
         let runtime = OwnedRuntime::new().map_err(|e| {
@@ -235,14 +238,24 @@ impl OpenDalStorage {
             let (kind, detail) = describe_dal_error(&e, &secrets);
             StorageError::new(root.clone(), "configure", kind, detail)
         };
-        let async_op = opendal::Operator::new(builder).map_err(setup_error)?.layer(
-            opendal::layers::RetryLayer::new()
-                .with_max_times(RETRIES)
-                .with_factor(2.0)
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(5))
-                .with_jitter(),
-        );
+        // A request that makes no progress for `timeout` fails as a
+        // temporary error (the retry layer, outside it, tries again): a
+        // server that stops answering fails the run instead of hanging it.
+        let async_op = opendal::Operator::new(builder)
+            .map_err(setup_error)?
+            .layer(
+                opendal::layers::TimeoutLayer::new()
+                    .with_timeout(timeout)
+                    .with_io_timeout(timeout),
+            )
+            .layer(
+                opendal::layers::RetryLayer::new()
+                    .with_max_times(RETRIES)
+                    .with_factor(2.0)
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_jitter(),
+            );
         let op = {
             // The blocking operator takes the runtime of the current context.
             let _context = runtime.handle.enter();
@@ -1097,6 +1110,7 @@ mod tests {
             access_key_id: "A".into(),
             secret_access_key: "S".into(),
             session_token: None,
+            timeout: None,
         };
         let raw = RawS3::new(&config, "bkt", "p/q");
         assert_eq!(raw.bucket_url, "http://127.0.0.1:3900/bkt");

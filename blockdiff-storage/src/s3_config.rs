@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::{StorageError, StorageErrorKind};
 
@@ -31,7 +32,16 @@ pub struct S3Config {
     pub secret_access_key: String,
     /// A session token, with temporary credentials.
     pub session_token: Option<String>,
+    /// How long a request, or one step of a transfer, may make no
+    /// progress before it is abandoned (and retried); `None`:
+    /// [`DEFAULT_TIMEOUT`].
+    pub timeout: Option<Duration>,
 }
+
+/// The default of [`S3Config::timeout`]: a server that answers nothing for
+/// a minute is taken for gone (the request is retried, then the run fails)
+/// rather than waited for forever.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl fmt::Debug for S3Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -45,6 +55,7 @@ impl fmt::Debug for S3Config {
                 "session_token",
                 &self.session_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -171,6 +182,7 @@ impl S3Config {
             access_key_id,
             secret_access_key,
             session_token,
+            timeout: None,
         })
     }
 
@@ -489,6 +501,7 @@ region = eu-west-1
             access_key_id: "AKID".into(),
             secret_access_key: SECRET.into(),
             session_token: Some("SESSIONTOKEN".into()),
+            timeout: None,
         };
         let text = format!("{c:?}");
         assert!(text.contains("secret_access_key: \"<redacted>\""), "{text}");

@@ -38,6 +38,17 @@ pub struct StorageArgs {
     /// $XDG_CACHE_HOME/blockdiff, else ~/.cache/blockdiff.
     #[arg(long, value_name = "DIR", help_heading = HEADING)]
     pub cache_dir: Option<PathBuf>,
+
+    /// Give up on a request that makes no progress for SECONDS (default 60)
+    ///
+    /// A request to the object store (or one step of an upload or a
+    /// download) that makes no progress for SECONDS is abandoned and
+    /// retried, four times, before the run fails: a server that stops
+    /// answering fails the run (exit 1, nothing committed) instead of
+    /// hanging it.
+    #[arg(long, value_name = "SECONDS", help_heading = HEADING,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
 }
 
 impl StorageArgs {
@@ -48,6 +59,7 @@ impl StorageArgs {
             region: self.region.clone(),
             profile: self.profile.clone(),
             cache_dir: self.cache_dir.clone(),
+            timeout_secs: self.timeout,
         }
     }
 }

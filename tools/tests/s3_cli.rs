@@ -370,6 +370,77 @@ fn refusals_are_one_line_naming_the_bucket_and_exit_1() {
     assert!(!o.status.success());
 }
 
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(path).unwrap();
+        let o = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "mounting a tmpfs (this test needs root): {}",
+            stderr(&o)
+        );
+        Tmpfs(path.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_on_the_server_is_one_line_and_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Garage's data directory on a 3 MiB tmpfs (dropped after the server).
+    let _full = Tmpfs::mount(&dir.path().join("garage/node0/data"), "3m");
+    let garage = GarageCluster::start_single(&dir.path().join("garage")).unwrap();
+    let cache = dir.path().join("cache");
+    let source = dir.path().join("disk.img");
+    let small = noise(256 << 10, 5);
+    fs::write(&source, &small).unwrap();
+    backup_ok(&garage, &cache, "db", &source, &[]);
+    // Incompressible, larger than the disk.
+    fs::write(&source, noise(12 << 20, 6)).unwrap();
+    // A server that stops answering (Garage may leave a part's request
+    // unanswered once its disk is full) is given up on after --timeout.
+    let o = s3_run(
+        &garage,
+        BACKUP,
+        &cache,
+        &[&url(&garage, "db"), &source, &"--timeout", &"3"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains(&format!("s3://{}/hosts/db.2", garage.bucket())),
+        "{err}"
+    );
+    assert!(!err.contains(garage.secret_access_key()), "{err}");
+    // Generation 1 is still the chain, whole.
+    let o = s3_run(&garage, INFO, &cache, &[&url(&garage, "db"), &"--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["current_generation"], 1, "{info}");
+    let out = dir.path().join("r1.img");
+    assert!(restore_ok(&garage, &cache, "db", 1, &out) == small);
+}
+
 #[test]
 fn the_server_gone_in_the_middle_of_an_upload_commits_nothing() {
     let dir = tempfile::tempdir().unwrap();
