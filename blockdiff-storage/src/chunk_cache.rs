@@ -56,7 +56,10 @@ pub(crate) struct ChunkCache {
 
 impl std::fmt::Debug for ChunkCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f.debug_struct("ChunkCache")
             .field("chunks", &state.slots.len())
             .field("bytes", &state.bytes)
@@ -68,7 +71,10 @@ impl ChunkCache {
     /// The slot of chunk `index` of `key`, and whether it was just made
     /// (the caller fetches it).
     fn slot(&self, key: &Arc<str>, index: u64, len: usize) -> (Arc<Slot>, bool) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = (Arc::clone(key), index);
         if let Some(slot) = state.slots.get(&id) {
             return (Arc::clone(slot), false);
@@ -89,14 +95,20 @@ impl ChunkCache {
     }
 
     fn contains(&self, key: &Arc<str>, index: u64) -> bool {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.slots.contains_key(&(Arc::clone(key), index))
     }
 
     /// Forgets a chunk whose fetch failed, so that the next read tries
     /// again.
     fn forget(&self, key: &Arc<str>, index: u64) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = (Arc::clone(key), index);
         if state.slots.remove(&id).is_some()
             && let Some(pos) = state.order.iter().position(|(k, _)| *k == id)
@@ -108,7 +120,10 @@ impl ChunkCache {
 
     /// Takes a background fetch's place, if one is free.
     fn start_prefetch(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if state.prefetching >= MAX_PREFETCH {
             return false;
         }
@@ -117,7 +132,10 @@ impl ChunkCache {
     }
 
     fn end_prefetch(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.prefetching = state.prefetching.saturating_sub(1);
     }
 }
