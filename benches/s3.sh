@@ -549,6 +549,7 @@ S_INCR="2. blockdiff-backup s3 (incremental)"
 S_RESTIC2="4. restic backup (mutated image)"
 S_RESTORE="3. blockdiff-restore gen 2 from s3"
 S_CAT="3. rclone cat img.1 + img.2"
+S_DOWN="3. rclone copy of the chain + local restore"
 
 log "warming the page cache"
 cat "$IMAGE" >/dev/null
@@ -647,6 +648,20 @@ if [[ $(stat -c %s "$CAT_OUT") -ne $CAT_BYTES ]]; then
     fail "rclone cat wrote $(stat -c %s "$CAT_OUT") bytes, not img.1 + img.2 = $CAT_BYTES"
 fi
 rm -f "$CAT_OUT"
+
+# The other way to restore from a bucket: copy the chain down with rclone,
+# then restore it from the local copy (the floor of ours: the same download,
+# the same decompression and writes, one after the other).
+DOWN_DIR=$WORK/down
+down_before() { rm -rf "$DOWN_DIR" "$RESTORED"; }
+BEFORE_EACH=(down_before)
+MANY[$S_DOWN]=1
+measure "$S_DOWN" "$CAT_MIB" "$REPEAT" bash -c 'rclone copy "garage:$1/bench" "$2" --include "/img.*" && "$3" -q "$4" --from "$2/img" --generation 2' _ "$BUCKET" "$DOWN_DIR" "$BIN/blockdiff-restore" "$RESTORED"
+BEFORE_EACH=()
+if [[ ! -f $RESTORED ]] || ! cmp "$IMAGE" "$RESTORED"; then
+    fail "the local restore of the chain copied down with rclone differs from the mutated image"
+fi
+rm -rf "$DOWN_DIR" "$RESTORED"
 
 RCLONE_BYTES=$(prefix_size rclone | awk '{ print $1 }')
 RESTIC_SUMMARY=$(grep -E '^(Added to the repo|processed)' "$RESTIC_LOG" || true)
@@ -774,6 +789,8 @@ printf '     ours: %s GetObject requests (%s per s), Garage read %s MiB of block
     "${GETS[$S_RESTORE]}" "$(awk -v g="${GETS[$S_RESTORE]}" -v t="${SECS[$S_RESTORE]}" 'BEGIN { printf "%.0f", g / t }')" \
     "$(mib_of "${BREAD[$S_RESTORE]}" | awk '{ printf "%.1f", $1 }')" "${GETS[$S_CAT]}" "$(mib_of "${BREAD[$S_CAT]}" | awk '{ printf "%.1f", $1 }')"
 printf '     it also decompresses and writes the %s MiB image (%s MiB/s of image)\n' "$IMAGE_MIB" "$(rate "$S_RESTORE" "$IMAGE_MIB")"
+printf '     beside rclone copy of the chain then a local restore of it (the same download, decompression and writes): %s x (%s s)\n' \
+    "$(ratio "$S_RESTORE" "$S_DOWN")" "${SECS[$S_DOWN]}"
 st=$(awk -v o="$BENCH_BYTES_2" -v r="$RESTIC_BYTES_2" 'BEGIN { printf "%.3f", o / r }')
 printf '  4. bytes stored after the incremental <= restic: ours %s bytes vs restic %s bytes = %s x  %s\n' \
     "$BENCH_BYTES_2" "$RESTIC_BYTES_2" "$st" "$(verdict "$((BENCH_BYTES_2 <= RESTIC_BYTES_2 ? 1 : 0))")"

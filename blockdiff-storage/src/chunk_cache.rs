@@ -6,10 +6,10 @@
 //! KiB each, advancing through each object. One GET per frame pays an
 //! object store's latency per frame (Garage's is about 40 ms per request on
 //! loopback, a delayed ACK); so a read fetches the aligned chunk around it
-//! (256 KiB to 4 MiB, by object size) and the next reads of that object
+//! (256 KiB to 8 MiB, by object size) and the next reads of that object
 //! are served from memory. Once an object is read in order (two chunks in
 //! a row), its next chunk is fetched in the background while the current
-//! one is used, as `rclone cat` streams. Memory is bounded: the cache
+//! one is used (up to two ahead), as `rclone cat` streams. Memory is bounded: the cache
 //! holds at most [`CACHE_BYTES`] of chunks, the oldest dropped first.
 
 use std::collections::{HashMap, VecDeque};
@@ -23,13 +23,15 @@ use crate::ObjectStorage;
 /// The most bytes of chunks kept, for all the objects of a chain.
 pub(crate) const CACHE_BYTES: usize = 64 << 20;
 /// The largest chunk.
-const MAX_CHUNK: u64 = 4 << 20;
+const MAX_CHUNK: u64 = 8 << 20;
 /// The smallest chunk.
 const MIN_CHUNK: u64 = 256 << 10;
 /// Chunks fetched ahead in the background at once, for a whole chain.
-const MAX_PREFETCH: usize = 2;
+const MAX_PREFETCH: usize = 3;
+/// How far ahead of a read in order chunks are fetched.
+const PREFETCH_AHEAD: u64 = 2;
 /// A read at least this large bypasses the cache (one GET of its own).
-const DIRECT_READ: usize = 8 << 20;
+const DIRECT_READ: usize = 16 << 20;
 
 /// A chunk: fetched once (by a reader or in the background), then shared.
 #[derive(Default)]
@@ -191,12 +193,12 @@ impl ChunkedObject {
     fn chunk(&self, index: u64) -> io::Result<Arc<[u8]>> {
         let len = self.chunk_len(index);
         let (slot, _) = self.cache.slot(&self.key, index, len);
-        if index > 0
-            && index + 1 < self.size.div_ceil(self.chunk)
-            && self.cache.contains(&self.key, index - 1)
-        {
-            // Read in order: fetch the next chunk meanwhile.
-            self.prefetch(index + 1);
+        if index > 0 && self.cache.contains(&self.key, index - 1) {
+            // Read in order: fetch the next chunks meanwhile.
+            let chunks = self.size.div_ceil(self.chunk);
+            for next in index + 1..(index + 1 + PREFETCH_AHEAD).min(chunks) {
+                self.prefetch(next);
+            }
         }
         let start = index * self.chunk;
         let result = slot

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ObjectWriter;
 use crate::digest_cache::CacheWriter;
-use crate::object_chain::{DIGEST_HASH_KEY, ObjectChain, core_error};
+use crate::object_chain::{DIFF_FORMAT_KEY, DIGEST_HASH_KEY, ObjectChain, core_error, format_name};
 
 /// Who writes a chain: the content of its `NAME.lock` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,9 +300,15 @@ impl ObjectBackup {
         let lock = ObjectLock::take(chain, lock)?;
         let current = chain.current_generation()?.unwrap_or(0);
         let generation = current + 1;
+        // The previous generation's metadata, read once: its digest's
+        // BLAKE3 and its diff's format (no GET of the diff itself).
+        let metadata = match current {
+            0 => None,
+            n => chain.read_metadata(n).ok().flatten(),
+        };
         let previous_diff = match current {
             0 => None,
-            n => Some(chain.find_diff(n)?),
+            n => Some(chain.diff_with_metadata(n, metadata.as_ref())?),
         };
         let format = resolve_format(
             options.format,
@@ -311,7 +317,6 @@ impl ObjectBackup {
         let previous_digest = match current {
             0 => None,
             n => {
-                let metadata = chain.read_metadata(n).ok().flatten();
                 let (path, _) = chain
                     .digest_with_metadata(n, metadata.as_ref())
                     .map_err(|e| match e {
@@ -322,7 +327,9 @@ impl ObjectBackup {
                         },
                         other => other,
                     })?;
-                let recorded = metadata.is_some_and(|m| m.contains_key(DIGEST_HASH_KEY));
+                let recorded = metadata
+                    .as_ref()
+                    .is_some_and(|m| m.contains_key(DIGEST_HASH_KEY));
                 check_previous_digest(chain, n, &path, recorded)?;
                 Some(path)
             }
@@ -465,6 +472,7 @@ impl ObjectBackup {
         metadata.insert("source_size".into(), dump.source_bytes.to_string());
         metadata.insert("block_size".into(), dump.block_size.to_string());
         metadata.insert(DIGEST_HASH_KEY.into(), digest_hash);
+        metadata.insert(DIFF_FORMAT_KEY.into(), format_name(self.format));
         self.finished.push(chain.metadata_key(g));
         chain.write_metadata(g, &metadata)?;
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use blockdiff_core::{
-    Compression, DiffBytes, DiffFormat, DiffLocation, DigestFormat, Error, GenerationSource,
-    Progress, RepairableChain, Result, parse_version,
+    Compression, DiffBytes, DiffFormat, DiffLocation, DigestFormat, Error, FrameCompression,
+    GenerationSource, Progress, RepairableChain, Result, parse_version,
 };
 
 use crate::chunk_cache::{ChunkCache, ChunkedObject};
@@ -374,6 +374,69 @@ impl ObjectChain {
     }
 }
 
+/// The metadata key of a generation's diff format on an object store
+/// ([`format_name`]), so that the next backup need not read the diff.
+pub const DIFF_FORMAT_KEY: &str = "diff_format";
+
+/// A diff format as [`DIFF_FORMAT_KEY`] records it: `legacy`,
+/// `legacy-gzip`, `v2-zstd-LEVEL` or `v2-none-LEVEL`.
+pub(crate) fn format_name(format: DiffFormat) -> String {
+    match format {
+        DiffFormat::Legacy(Compression::None) => "legacy".into(),
+        DiffFormat::Legacy(Compression::Gzip) => "legacy-gzip".into(),
+        DiffFormat::V2 { compression, level } => {
+            let c = match compression {
+                FrameCompression::None => "none",
+                FrameCompression::Zstd => "zstd",
+            };
+            format!("v2-{c}-{level}")
+        }
+    }
+}
+
+/// The format [`format_name`] named.
+fn parse_format_name(name: &str) -> Option<DiffFormat> {
+    match name {
+        "legacy" => Some(DiffFormat::Legacy(Compression::None)),
+        "legacy-gzip" => Some(DiffFormat::Legacy(Compression::Gzip)),
+        _ => {
+            let rest = name.strip_prefix("v2-")?;
+            let (c, level) = rest.split_once('-')?;
+            let compression = match c {
+                "none" => FrameCompression::None,
+                "zstd" => FrameCompression::Zstd,
+                _ => return None,
+            };
+            Some(DiffFormat::V2 {
+                compression,
+                level: level.parse().ok()?,
+            })
+        }
+    }
+}
+
+impl ObjectChain {
+    /// [`find_diff`](GenerationSource::find_diff), from the format that
+    /// generation `generation`'s `metadata` records when it does (no
+    /// request); else by reading the diff's first bytes.
+    pub(crate) fn diff_with_metadata(
+        &self,
+        generation: u64,
+        metadata: Option<&BTreeMap<String, String>>,
+    ) -> Result<DiffLocation> {
+        match metadata
+            .and_then(|m| m.get(DIFF_FORMAT_KEY))
+            .and_then(|name| parse_format_name(name))
+        {
+            Some(format) => Ok(DiffLocation {
+                path: self.display_of(&self.diff_key(generation, format)),
+                format,
+            }),
+            None => self.find_diff(generation),
+        }
+    }
+}
+
 impl RepairableChain for ObjectChain {
     fn generation_files(&self) -> Result<BTreeMap<u64, Vec<PathBuf>>> {
         Ok(self
@@ -389,5 +452,35 @@ impl RepairableChain for ObjectChain {
         self.storage
             .put(&self.ver_key(), format!("{generation}\n").as_bytes())
             .map_err(core_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_names_round_trip() {
+        for format in [
+            DiffFormat::Legacy(Compression::None),
+            DiffFormat::Legacy(Compression::Gzip),
+            DiffFormat::V2 {
+                compression: FrameCompression::Zstd,
+                level: 3,
+            },
+            DiffFormat::V2 {
+                compression: FrameCompression::Zstd,
+                level: -5,
+            },
+            DiffFormat::V2 {
+                compression: FrameCompression::None,
+                level: 0,
+            },
+        ] {
+            assert_eq!(parse_format_name(&format_name(format)), Some(format));
+        }
+        for bad in ["", "v2", "v2-zstd", "v2-lz4-1", "v2-zstd-x", "legacy-bz2"] {
+            assert_eq!(parse_format_name(bad), None, "{bad}");
+        }
     }
 }
