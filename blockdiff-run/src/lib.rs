@@ -27,6 +27,7 @@
 //!     BackupRun, BackupRunOptions, BackupSource, ConsistencyOptions, FormatChoice, NoDisplay,
 //!     PoliteOptions, RemoteOptions, RunLog, SourceSpec,
 //! };
+//! use blockdiff_storage::{LockOptions, StorageOptions};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
@@ -39,6 +40,9 @@
 //!     consistency: ConsistencyOptions::default(),
 //!     polite: PoliteOptions::default(),
 //!     remote: RemoteOptions::default(),
+//!     // A local NAME; `s3://BUCKET/PREFIX/NAME` would use these.
+//!     storage: StorageOptions::default(),
+//!     lock: LockOptions::default(),
 //! };
 //! let log = RunLog::discard();
 //! let run = BackupRun { options: &options, log: &log, display: &NoDisplay, step_hook: |_| {} };
