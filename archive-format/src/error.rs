@@ -163,6 +163,48 @@ pub enum ArchiveError {
         /// What is wrong, naming the value.
         detail: String,
     },
+    /// The key given does not open a sealed file: its key check differs.
+    /// Reported before anything is decrypted, and never as damage.
+    #[error(
+        "{path}: wrong key for this chain (the key check in its header does not match the key given)"
+    )]
+    WrongKey {
+        /// The sealed file.
+        path: PathBuf,
+    },
+    /// A sealed segment failed authentication: its bytes, or the header
+    /// they are bound to, were altered, or the segment was moved.
+    #[error(
+        "{path}: sealed segment {segment} at offset {offset} failed authentication: the file was altered, damaged or moved"
+    )]
+    Tampered {
+        /// The sealed file.
+        path: PathBuf,
+        /// The segment's number.
+        segment: u64,
+        /// File offset of the segment.
+        offset: u64,
+    },
+    /// A sealed file is malformed, cut short, or not the one expected
+    /// (another chain, generation or kind of content, or not sealed at all
+    /// in a chain that is).
+    #[error("{path}: {detail}")]
+    Sealed {
+        /// The file.
+        path: PathBuf,
+        /// File offset of the problem.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A key file or a passphrase file cannot be used.
+    #[error("{path}: {detail}")]
+    KeyFile {
+        /// The key or passphrase file.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        detail: String,
+    },
 }
 
 impl ArchiveError {
@@ -179,7 +221,10 @@ impl ArchiveError {
             | ArchiveError::Corrupt { offset, .. }
             | ArchiveError::Checksum { offset, .. } => Some(*offset),
             ArchiveError::MissingTrailer { len } => Some(*len),
-            ArchiveError::CorruptDigest { offset, .. } => Some(*offset),
+            ArchiveError::CorruptDigest { offset, .. }
+            | ArchiveError::Tampered { offset, .. }
+            | ArchiveError::Sealed { offset, .. } => Some(*offset),
+            ArchiveError::WrongKey { .. } | ArchiveError::KeyFile { .. } => None,
             ArchiveError::InvalidWrite { .. }
             | ArchiveError::FileIo { .. }
             | ArchiveError::InvalidDigestWrite { .. }
@@ -193,7 +238,11 @@ impl ArchiveError {
         match self {
             ArchiveError::CorruptDigest { path, .. }
             | ArchiveError::FileIo { path, .. }
-            | ArchiveError::InvalidDigestWrite { path, .. } => Some(path),
+            | ArchiveError::InvalidDigestWrite { path, .. }
+            | ArchiveError::WrongKey { path }
+            | ArchiveError::Tampered { path, .. }
+            | ArchiveError::Sealed { path, .. }
+            | ArchiveError::KeyFile { path, .. } => Some(path),
             ArchiveError::Io { .. }
             | ArchiveError::Truncated { .. }
             | ArchiveError::BlockSize { .. }

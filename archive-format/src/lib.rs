@@ -52,6 +52,7 @@ mod digest;
 mod error;
 mod legacy;
 mod limits;
+mod sealed;
 mod skip;
 mod units;
 mod v2;
@@ -62,6 +63,11 @@ pub use digest::{DIGEST_MAGIC, DigestFile, DigestFormat, DigestReader, DigestSpe
 pub use error::{ArchiveError, Result};
 pub use legacy::{HEADER_LEN, LegacyReader, LegacyWriter, RECORD_HEADER_LEN, RecordHeader};
 pub use limits::{Limits, MAX_BLOCK_SIZE, MAX_SOURCE_SIZE};
+pub use sealed::{
+    ARGON2_DEFAULT, ChainKey, ChainKeys, KeyDerivation, KeySecret, SEALED_HEADER_LEN, SEALED_MAGIC,
+    SEGMENT_SIZE, SealedContent, SealedFile, SealedHeader, SealedReader, SealedWriter, TAG_LEN,
+    is_sealed, read_key_file, read_passphrase_file, write_key_file,
+};
 pub use skip::{SkipRead, read_full};
 pub use units::parse_binary_size;
 pub use v2::HEADER_LEN as V2_HEADER_LEN;

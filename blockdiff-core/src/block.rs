@@ -5,14 +5,89 @@
 use archive_format::{BlockHash, BlockSize, HASH_LEN, HashAlgorithm};
 use md5::{Digest, Md5};
 
-/// Hashes one block.
-pub fn hash_block(algorithm: HashAlgorithm, data: &[u8]) -> BlockHash {
-    let mut h = [0u8; HASH_LEN];
-    match algorithm {
-        HashAlgorithm::Md5 => h[..16].copy_from_slice(&Md5::digest(data)),
-        HashAlgorithm::Blake3 => h = *blake3::hash(data).as_bytes(),
+/// A block hash function ready to use: an algorithm, with its key when it
+/// is keyed (an encrypted chain's [`HashAlgorithm::Blake3Keyed`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum HashFn {
+    /// MD5.
+    Md5,
+    /// BLAKE3.
+    Blake3,
+    /// BLAKE3 in keyed mode with this key.
+    Blake3Keyed([u8; 32]),
+}
+
+impl std::fmt::Debug for HashFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.algorithm().name())
     }
-    h
+}
+
+/// The key of an encrypted chain's keyed BLAKE3 block hashes (derived
+/// from the chain key: `ChainKeys::block_hash_key` in archive-format). Its
+/// `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BlockHashKey(pub [u8; 32]);
+
+impl std::fmt::Debug for BlockHashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlockHashKey(..)")
+    }
+}
+
+impl HashFn {
+    /// The function of `algorithm` with `key`: a keyed algorithm needs the
+    /// key, and a key is used only by a keyed algorithm. `None` when they
+    /// do not go together.
+    pub fn with_key(algorithm: HashAlgorithm, key: Option<&BlockHashKey>) -> Option<Self> {
+        match (algorithm.is_keyed(), key) {
+            (true, Some(k)) => Some(HashFn::keyed(&k.0)),
+            (false, None) => HashFn::unkeyed(algorithm),
+            _ => None,
+        }
+    }
+
+    /// The function of an unkeyed algorithm; `None` for a keyed one, which
+    /// needs [`keyed`](Self::keyed).
+    pub fn unkeyed(algorithm: HashAlgorithm) -> Option<Self> {
+        match algorithm {
+            HashAlgorithm::Md5 => Some(HashFn::Md5),
+            HashAlgorithm::Blake3 => Some(HashFn::Blake3),
+            HashAlgorithm::Blake3Keyed => None,
+        }
+    }
+
+    /// Keyed BLAKE3 with `key`.
+    pub fn keyed(key: &[u8; 32]) -> Self {
+        HashFn::Blake3Keyed(*key)
+    }
+
+    /// The algorithm, as digests record it.
+    pub fn algorithm(&self) -> HashAlgorithm {
+        match self {
+            HashFn::Md5 => HashAlgorithm::Md5,
+            HashFn::Blake3 => HashAlgorithm::Blake3,
+            HashFn::Blake3Keyed(_) => HashAlgorithm::Blake3Keyed,
+        }
+    }
+
+    /// Hashes one block.
+    pub fn hash(&self, data: &[u8]) -> BlockHash {
+        let mut h = [0u8; HASH_LEN];
+        match self {
+            HashFn::Md5 => h[..16].copy_from_slice(&Md5::digest(data)),
+            HashFn::Blake3 => h = *blake3::hash(data).as_bytes(),
+            HashFn::Blake3Keyed(key) => h = *blake3::keyed_hash(key, data).as_bytes(),
+        }
+        h
+    }
+}
+
+/// Hashes one block with an unkeyed algorithm; a keyed algorithm (which
+/// needs its key, see [`HashFn`]) gives the all-zero hash, which matches no
+/// block's.
+pub fn hash_block(algorithm: HashAlgorithm, data: &[u8]) -> BlockHash {
+    HashFn::unkeyed(algorithm).map_or([0u8; HASH_LEN], |f| f.hash(data))
 }
 
 /// True when every byte of `data` is zero. Reads 64 bytes at a time, so it
@@ -35,17 +110,17 @@ pub fn is_zero(data: &[u8]) -> bool {
 /// block costs a scan, not a hash.
 #[derive(Debug, Clone)]
 pub struct BlockHasher {
-    algorithm: HashAlgorithm,
+    function: HashFn,
     block_size: BlockSize,
     zero_hash: BlockHash,
 }
 
 impl BlockHasher {
     /// A hasher for blocks of `block_size` bytes.
-    pub fn new(algorithm: HashAlgorithm, block_size: BlockSize) -> Self {
-        let zero_hash = hash_block(algorithm, &vec![0u8; block_size.bytes()]);
+    pub fn new(function: HashFn, block_size: BlockSize) -> Self {
+        let zero_hash = function.hash(&vec![0u8; block_size.bytes()]);
         BlockHasher {
-            algorithm,
+            function,
             block_size,
             zero_hash,
         }
@@ -53,7 +128,7 @@ impl BlockHasher {
 
     /// The algorithm.
     pub fn algorithm(&self) -> HashAlgorithm {
-        self.algorithm
+        self.function.algorithm()
     }
 
     /// The hash of one block, and whether it is all zero.
@@ -62,9 +137,9 @@ impl BlockHasher {
             if data.len() == self.block_size.bytes() {
                 return (self.zero_hash, true);
             }
-            return (hash_block(self.algorithm, data), true);
+            return (self.function.hash(data), true);
         }
-        (hash_block(self.algorithm, data), false)
+        (self.function.hash(data), false)
     }
 }
 
@@ -122,7 +197,10 @@ mod tests {
             assert!(!is_zero(&b), "{at}");
         }
         for algo in [HashAlgorithm::Md5, HashAlgorithm::Blake3] {
-            let h = BlockHasher::new(algo, BlockSize::new(1000).unwrap());
+            let h = BlockHasher::new(
+                HashFn::unkeyed(algo).unwrap(),
+                BlockSize::new(1000).unwrap(),
+            );
             assert_eq!(h.hash(&[0; 1000]), (hash_block(algo, &[0; 1000]), true));
             assert_eq!(h.hash(&[0; 10]), (hash_block(algo, &[0; 10]), true));
             assert_eq!(h.hash(&[1; 10]), (hash_block(algo, &[1; 10]), false));

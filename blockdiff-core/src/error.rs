@@ -210,6 +210,11 @@ pub enum Error {
         /// The day of the month.
         day: u32,
     },
+    /// An encrypted chain's file cannot be opened: a wrong or missing key,
+    /// a key file others can read, or a sealed file that was altered, cut
+    /// or put in another's place. The error names the file.
+    #[error(transparent)]
+    Sealed(ArchiveError),
     /// A backup name cannot be the base of period chains.
     #[error("{path}: not a base name for period chains: {detail}")]
     BadChainBase {
@@ -249,6 +254,10 @@ impl From<ArchiveError> for Error {
                 Error::InvalidOption(format!("{}: {reason}", path.display()))
             }
             ArchiveError::InvalidValue { detail } => Error::InvalidOption(detail),
+            source @ (ArchiveError::WrongKey { .. }
+            | ArchiveError::Tampered { .. }
+            | ArchiveError::Sealed { .. }
+            | ArchiveError::KeyFile { .. }) => Error::Sealed(source),
             source @ (ArchiveError::Io { .. }
             | ArchiveError::Truncated { .. }
             | ArchiveError::BlockSize { .. }

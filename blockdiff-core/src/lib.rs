@@ -87,7 +87,7 @@ pub use backup::{
     BackupOptions, BackupReport, PendingBackup, PreparedBackup, back_up_prepared, backup,
     backup_with_metadata,
 };
-pub use block::{BlockHasher, hash_block, hash_blocks, is_zero};
+pub use block::{BlockHashKey, BlockHasher, HashFn, hash_block, hash_blocks, is_zero};
 pub use chains::{
     ChainDeleter, ChainDeletion, ChainPeriod, ChainSet, CivilDate, DeleteReason, DeletedChain,
     KeepReason, LocalChains, PeriodChain, PruneAction, PruneDecision, PrunePlan, PrunePolicy,

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use archive_format::{BlockSize, DigestFormat, DigestReader, Fingerprint, HashAlgorithm};
 
+use crate::block::{BlockHashKey, HashFn};
 use crate::dump::DumpOptions;
 use crate::progress::{Notice, Progress};
 use crate::store::{DiffFormat, DiffLocation};
@@ -74,6 +75,24 @@ pub fn resolve_format(
     }
 }
 
+/// The hash function of a chain hashed with `algorithm`, given the
+/// options' key: a keyed (encrypted) chain needs the key, an unkeyed one
+/// refuses it. `path` names the digest that fixed the algorithm.
+fn hash_function(
+    algorithm: HashAlgorithm,
+    key: Option<&BlockHashKey>,
+    path: &Path,
+) -> Result<HashFn> {
+    HashFn::with_key(algorithm, key).ok_or_else(|| Error::Chain {
+        path: path.to_owned(),
+        detail: if key.is_none() {
+            "this chain is encrypted (its block hashes are keyed): give its key".into()
+        } else {
+            format!("this chain is not encrypted (its block hashes are {algorithm}), and a key was given: an encrypted backup needs a new chain")
+        },
+    })
+}
+
 /// Picks the block size and hash of a dump that writes `sink_format`: the
 /// previous digest's when there is one (with a notice when the options
 /// asked for others), else the options' (MD5 for a legacy digest).
@@ -85,11 +104,26 @@ pub(crate) fn resolve_dump<P: Read>(
     previous: Option<&DigestReader<P>>,
     sink_format: DigestFormat,
     progress: &mut dyn Progress,
-) -> Result<(BlockSize, HashAlgorithm, Option<Fingerprint>)> {
+) -> Result<(BlockSize, HashFn, Option<Fingerprint>)> {
     let Some(prev) = previous else {
-        let hash = match sink_format {
-            DigestFormat::Legacy => HashAlgorithm::Md5,
-            DigestFormat::V2 => options.hash,
+        let hash = match (sink_format, &options.hash_key) {
+            (DigestFormat::Legacy, None) => HashFn::Md5,
+            (DigestFormat::Legacy, Some(_)) => {
+                return Err(Error::InvalidOption(
+                    "the legacy format cannot be encrypted: an encrypted chain is v2".into(),
+                ));
+            }
+            (DigestFormat::V2, key) => {
+                HashFn::with_key(options.hash, key.as_ref()).ok_or_else(|| {
+                    Error::InvalidOption(match key {
+                        Some(_) => format!(
+                            "an encrypted chain hashes its blocks with blake3-keyed, not {}",
+                            options.hash
+                        ),
+                        None => "blake3-keyed block hashes need the chain's key".into(),
+                    })
+                })?
+            }
         };
         return Ok((options.block_size, hash, None));
     };
@@ -124,7 +158,13 @@ pub(crate) fn resolve_dump<P: Read>(
         })?),
         DigestFormat::Legacy => None,
     };
-    Ok((prev.block_size(), prev.algorithm(), parent))
+    let hash = match sink_format {
+        DigestFormat::V2 => {
+            hash_function(prev.algorithm(), options.hash_key.as_ref(), prev.path())?
+        }
+        DigestFormat::Legacy => HashFn::Md5,
+    };
+    Ok((prev.block_size(), hash, parent))
 }
 
 #[cfg(test)]

@@ -70,6 +70,11 @@ pub enum HashAlgorithm {
     /// BLAKE3, 32 bytes: several times faster per core.
     #[default]
     Blake3,
+    /// BLAKE3 in keyed mode, 32 bytes: the hash of an encrypted chain, keyed
+    /// with a key derived from the chain key
+    /// ([`ChainKeys::block_hash_key`](crate::ChainKeys::block_hash_key)), so
+    /// that a digest reveals nothing about the blocks.
+    Blake3Keyed,
 }
 
 impl HashAlgorithm {
@@ -78,6 +83,7 @@ impl HashAlgorithm {
         match self {
             HashAlgorithm::Md5 => 1,
             HashAlgorithm::Blake3 => 2,
+            HashAlgorithm::Blake3Keyed => 3,
         }
     }
 
@@ -86,6 +92,7 @@ impl HashAlgorithm {
         match id {
             1 => Some(HashAlgorithm::Md5),
             2 => Some(HashAlgorithm::Blake3),
+            3 => Some(HashAlgorithm::Blake3Keyed),
             _ => None,
         }
     }
@@ -94,7 +101,7 @@ impl HashAlgorithm {
     pub fn len(self) -> usize {
         match self {
             HashAlgorithm::Md5 => 16,
-            HashAlgorithm::Blake3 => 32,
+            HashAlgorithm::Blake3 | HashAlgorithm::Blake3Keyed => 32,
         }
     }
 
@@ -104,11 +111,17 @@ impl HashAlgorithm {
         false
     }
 
+    /// True for a hash that needs a key (an encrypted chain's).
+    pub fn is_keyed(self) -> bool {
+        self == HashAlgorithm::Blake3Keyed
+    }
+
     /// Its name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             HashAlgorithm::Md5 => "md5",
             HashAlgorithm::Blake3 => "blake3",
+            HashAlgorithm::Blake3Keyed => "blake3-keyed",
         }
     }
 }
@@ -125,6 +138,7 @@ impl std::str::FromStr for HashAlgorithm {
         match s {
             "md5" => Ok(HashAlgorithm::Md5),
             "blake3" => Ok(HashAlgorithm::Blake3),
+            "blake3-keyed" => Ok(HashAlgorithm::Blake3Keyed),
             _ => Err(format!("unknown hash '{s}' (expected md5 or blake3)")),
         }
     }

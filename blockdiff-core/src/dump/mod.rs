@@ -35,7 +35,7 @@ use crossbeam_channel as channel;
 pub use format_sink::{FormatEncoded, FormatEncoder, FormatEncoderState, FormatSink};
 pub use sink::{ChangedRanges, LegacySink, NoEncoding, V2Encoder, V2EncoderState, V2Frame, V2Sink};
 
-use crate::block::BlockHasher;
+use crate::block::{BlockHashKey, BlockHasher};
 use crate::error::IoContext;
 use crate::progress::Progress;
 use crate::rate::RateLimiter;
@@ -196,6 +196,11 @@ pub struct DumpOptions {
     /// which `pread` reports at once, while page faults on it were seen to
     /// hang the VM test of a snapshot overflow (tests/vm/12).
     pub map_source: bool,
+    /// The key of keyed block hashes: an encrypted chain's
+    /// ([`HashAlgorithm::Blake3Keyed`], which `hash` must then name for a
+    /// new chain). A chain whose digest is keyed needs it; one whose digest
+    /// is not refuses it.
+    pub hash_key: Option<BlockHashKey>,
 }
 
 impl Default for DumpOptions {
@@ -209,6 +214,7 @@ impl Default for DumpOptions {
             max_rate: None,
             drop_cache: false,
             map_source: true,
+            hash_key: None,
         }
     }
 }
@@ -452,7 +458,7 @@ where
         resolve_dump(options, previous.as_deref(), sink.digest_format(), progress)?;
     let plan = DumpPlan {
         block_size,
-        hash,
+        hash: hash.algorithm(),
         generation: options.generation,
         source_size: source.size,
         parent,

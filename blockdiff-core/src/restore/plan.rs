@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use archive_format::{BlockSize, Compression, DiffFile, DigestFile, DigestFormat, HashAlgorithm};
 
+use crate::block::BlockHashKey;
 use crate::error::ArchiveContext;
 use crate::generation_source::{DiffBytes, GenerationSource};
 use crate::progress::{Notice, Progress};
@@ -81,6 +82,9 @@ pub struct RestorePlan {
     pub(super) chain: Chain,
     pub(super) block_size: BlockSize,
     pub(super) hash: HashAlgorithm,
+    /// The key of keyed block hashes (an encrypted chain's), from the
+    /// store.
+    pub(super) hash_key: Option<BlockHashKey>,
     /// Exact source size, when the chain says (v2), or generation K's
     /// metadata does (`source_size`, both formats).
     pub(super) source_size: Option<u64>,
@@ -318,6 +322,7 @@ impl RestorePlan {
             hash: HashAlgorithm::Md5,
             source_size: None,
             digest,
+            hash_key: None,
             store: None,
             metadata_path: PathBuf::new(),
             stream_read_size: 256 << 10,
@@ -411,6 +416,7 @@ impl RestorePlan {
             hash,
             source_size: Some(source_size),
             digest,
+            hash_key: None,
             store: None,
             metadata_path: PathBuf::new(),
             stream_read_size: 256 << 10,

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use archive_format::{BlockHash, BlockSize, DigestFile};
 
-use crate::block::BlockHasher;
+use crate::block::{BlockHasher, HashFn};
 use crate::ordered;
 use crate::progress::Progress;
 use crate::{Error, Result};
@@ -152,7 +152,20 @@ impl RestorePlan {
     ) -> Result<RestoreReport> {
         let block_count = self.block_count();
         let authority = self.size_authority();
-        let hasher = BlockHasher::new(self.hash, self.block_size);
+        let function =
+            HashFn::with_key(self.hash, self.hash_key.as_ref()).ok_or_else(|| Error::Chain {
+                path: self.metadata_path.clone(),
+                detail: format!(
+                    "the chain's block hashes are {}, and {}",
+                    self.hash,
+                    if self.hash_key.is_some() {
+                        "a key was given for a chain that is not encrypted"
+                    } else {
+                        "no key was given (the chain is encrypted)"
+                    }
+                ),
+            })?;
+        let hasher = BlockHasher::new(function, self.block_size);
         let verified = self.digest.is_some();
         let threads = self.worker_threads();
         let params = ReplayParams {
@@ -459,7 +472,7 @@ mod tests {
         out: &mut Target,
     ) -> (Result<()>, BlockSet, RestoreReport, u64) {
         let hasher = BlockHasher::new(
-            archive_format::HashAlgorithm::Blake3,
+            crate::block::HashFn::Blake3,
             BlockSize::new(BS as u32).unwrap(),
         );
         let mut written = BlockSet::new();
