@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use archive_format::{DiffFile, DigestFile, DigestReader, DigestWriter, LegacyReader};
+use archive_format::{DiffFile, DigestFile, DigestWriter, LegacyReader};
 
 use crate::dump::{DumpOptions, DumpReport, DumpSource, FormatSink, dump};
 use crate::error::{ArchiveContext, IoContext};
@@ -68,6 +68,14 @@ pub trait PendingBackup {
     /// The previous generation's digest (a local file), which an
     /// incremental dump reads; `None` for a chain's first generation.
     fn previous_digest(&self) -> Option<&Path>;
+    /// The previous generation's digest, opened (its plaintext, for an
+    /// encrypted chain); `None` for a chain's first generation.
+    fn open_previous_digest(&self) -> Result<Option<DigestFile>> {
+        match self.previous_digest() {
+            Some(path) => Ok(Some(DigestFile::open(path)?)),
+            None => Ok(None),
+        }
+    }
     /// Where the diff and the digest go once committed (for messages).
     fn paths(&self) -> (PathBuf, PathBuf);
     /// The diff's writer (compressing a gzipped legacy diff) and the
@@ -92,8 +100,8 @@ pub fn back_up_prepared<R: Read + Send>(
     facts: &BTreeMap<String, String>,
     progress: &mut dyn Progress,
 ) -> Result<BackupReport> {
-    let mut previous = match prepared.previous_digest() {
-        Some(path) => Some(DigestReader::open(path)?),
+    let mut previous = match prepared.open_previous_digest()? {
+        Some(digest) => Some(digest.into_reader()?),
         None => None,
     };
     let format = prepared.format();
@@ -132,6 +140,9 @@ impl PendingBackup for PreparedBackup {
     fn previous_digest(&self) -> Option<&Path> {
         PreparedBackup::previous_digest(self)
     }
+    fn open_previous_digest(&self) -> Result<Option<DigestFile>> {
+        PreparedBackup::open_previous_digest(self)
+    }
     fn paths(&self) -> (PathBuf, PathBuf) {
         let (a, b) = PreparedBackup::paths(self);
         (a.to_owned(), b.to_owned())
@@ -162,6 +173,9 @@ pub struct PreparedBackup {
     pending: PendingGeneration,
     format: DiffFormat,
     previous_digest: Option<PathBuf>,
+    /// The previous generation, whose digest that is.
+    previous: Option<u64>,
+    store: GenerationStore,
     dump: DumpOptions,
 }
 
@@ -196,15 +210,24 @@ impl PreparedBackup {
             None => None,
         };
         let pending = store.begin(&lock, format, progress)?;
-        let dump = DumpOptions {
+        let mut dump = DumpOptions {
             generation: pending.generation(),
             ..options.dump.clone()
         };
+        // An encrypted chain's blocks are hashed with keyed BLAKE3, its key
+        // derived from the chain key (known once `begin` made or checked
+        // it).
+        if let Some(enc) = store.encryption() {
+            dump.hash = archive_format::HashAlgorithm::Blake3Keyed;
+            dump.hash_key = enc.block_hash_key();
+        }
         Ok(PreparedBackup {
             _lock: lock,
             pending,
             format,
             previous_digest,
+            previous: current.filter(|&n| n > 0),
+            store: store.clone(),
             dump,
         })
     }
@@ -228,6 +251,15 @@ impl PreparedBackup {
     /// `None` for the first generation of a chain.
     pub fn previous_digest(&self) -> Option<&Path> {
         self.previous_digest.as_deref()
+    }
+
+    /// The previous generation's digest, opened (its plaintext, for an
+    /// encrypted chain).
+    pub fn open_previous_digest(&self) -> Result<Option<DigestFile>> {
+        match self.previous {
+            Some(n) => Ok(Some(self.store.open_digest(n)?)),
+            None => Ok(None),
+        }
     }
 
     /// Where the diff and the digest go once committed (for messages).
@@ -326,7 +358,11 @@ fn check_previous_digest(store: &GenerationStore, n: u64, path: &Path) -> Result
             name = store.name().display()
         ),
     };
-    let digest = DigestFile::open(path).map_err(|e| bad(e.to_string()))?;
+    let digest = store.open_digest(n).map_err(|e| match e {
+        // A wrong or missing key is not damage.
+        e @ (Error::WrongKey { .. } | Error::Chain { .. }) => e,
+        e => bad(e.to_string()),
+    })?;
     let diff = store.find_diff(n)?;
     match diff.format {
         DiffFormat::Legacy(compression) => {
@@ -357,8 +393,8 @@ fn check_previous_digest(store: &GenerationStore, n: u64, path: &Path) -> Result
             }
         }
         DiffFormat::V2 { .. } => {
-            let file = File::open(&diff.path).ctx(&diff.path, "open")?;
-            let v2 = DiffFile::open(file).in_file(&diff.path)?;
+            let bytes = crate::GenerationSource::open_diff(store, &diff)?;
+            let v2 = DiffFile::open(bytes).in_file(&diff.path)?;
             if v2.header().block_size != digest.block_size().get() {
                 return Err(bad(format!(
                     "its block size {} is not that of {} ({})",

@@ -215,6 +215,15 @@ pub enum Error {
     /// or put in another's place. The error names the file.
     #[error(transparent)]
     Sealed(ArchiveError),
+    /// The key or passphrase given is not the encrypted chain's: found by
+    /// the key check in a file's header, before anything is decrypted.
+    #[error("wrong key for chain {chain} (the key check in {path} does not match the key given)")]
+    WrongKey {
+        /// The chain's name.
+        chain: PathBuf,
+        /// The file whose header was checked.
+        path: PathBuf,
+    },
     /// A backup name cannot be the base of period chains.
     #[error("{path}: not a base name for period chains: {detail}")]
     BadChainBase {

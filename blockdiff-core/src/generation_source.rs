@@ -3,15 +3,16 @@
 //! implements and an object store (the `blockdiff-storage` crate) does too.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use archive_format::{DigestFormat, ReadAt, SkipRead};
+use archive_format::{DigestFile, DigestFormat, ReadAt, SkipRead};
 
 use crate::Result;
+use crate::block::BlockHashKey;
+use crate::encryption::ChainEncryption;
 use crate::error::IoContext;
 use crate::store::{DiffFormat, DiffLocation, GenerationStore};
 
@@ -78,6 +79,19 @@ pub trait GenerationSource: Send + Sync {
     fn local_store(&self) -> Option<&GenerationStore> {
         None
     }
+
+    /// Opens generation `generation`'s digest (its plaintext, for an
+    /// encrypted chain).
+    fn open_digest(&self, generation: u64) -> Result<DigestFile> {
+        let (path, _) = self.find_digest(generation)?;
+        Ok(DigestFile::open(&path)?)
+    }
+
+    /// The key of the chain's block hashes when it is encrypted, once a
+    /// file of it was opened.
+    fn block_hash_key(&self) -> Option<BlockHashKey> {
+        None
+    }
 }
 
 impl GenerationSource for GenerationStore {
@@ -106,8 +120,11 @@ impl GenerationSource for GenerationStore {
         GenerationStore::read_metadata(self, generation)
     }
     fn open_diff(&self, diff: &DiffLocation) -> Result<DiffBytes> {
-        let file = File::open(&diff.path).ctx(&diff.path, "open")?;
-        Ok(Arc::new(file))
+        Ok(Arc::from(self.open_read_at(
+            &diff.path,
+            archive_format::SealedContent::Diff,
+            diff.generation,
+        )?))
     }
     fn diff_modified(&self, diff: &DiffLocation) -> Option<SystemTime> {
         std::fs::metadata(&diff.path)
@@ -116,6 +133,12 @@ impl GenerationSource for GenerationStore {
     }
     fn local_store(&self) -> Option<&GenerationStore> {
         Some(self)
+    }
+    fn open_digest(&self, generation: u64) -> Result<DigestFile> {
+        GenerationStore::open_digest(self, generation)
+    }
+    fn block_hash_key(&self) -> Option<BlockHashKey> {
+        self.encryption().and_then(ChainEncryption::block_hash_key)
     }
 }
 

@@ -209,11 +209,13 @@ pub fn compare_with_generation<R: Read + Send>(
             ),
         });
     }
-    let (path, format) = store.find_digest(generation)?;
-    let mut digest = DigestReader::open(&path)?;
+    let (_, format) = store.find_digest(generation)?;
+    // Opened by offset for its length and trailer, read in order by the
+    // dump (an encrypted chain's decrypted as read).
+    let whole = store.open_digest(generation)?;
+    let (expected_size, digest_blocks) = (whole.source_size(), whole.entries());
+    let mut digest = whole.into_reader()?;
     let spec = *digest.spec();
-    let expected_size = digest.source_size();
-    let digest_blocks = digest.entries().unwrap_or(0);
     let bs = u64::from(spec.block_size.get());
     let expected_end = match (expected_size, format) {
         (Some(size), _) if size != UNKNOWN_SIZE => size,
@@ -228,6 +230,7 @@ pub fn compare_with_generation<R: Read + Send>(
     let options = DumpOptions {
         block_size: spec.block_size,
         hash: spec.algorithm,
+        hash_key: store.block_hash_key(),
         generation: spec.generation.max(1),
         threads,
         ..DumpOptions::default()

@@ -65,6 +65,7 @@ mod backup;
 mod block;
 mod chains;
 mod dump;
+mod encryption;
 mod error;
 mod generation_source;
 mod hash_name;
@@ -79,6 +80,9 @@ mod restore;
 mod store;
 mod units;
 
+pub use archive_format::{
+    ARGON2_DEFAULT, ChainKey, KeySecret, read_key_file, read_passphrase_file, write_key_file,
+};
 pub use archive_format::{
     BlockHash, BlockSize, Compression, DIGEST_MAGIC, DigestFile, DigestFormat, DigestReader,
     DigestSpec, DigestWriter, Fingerprint, FrameCompression, HASH_LEN, HashAlgorithm,
@@ -98,6 +102,7 @@ pub use dump::{
     DumpedChunk, FormatEncoded, FormatEncoder, FormatEncoderState, FormatSink, LegacySink,
     MAPPED_CHUNK, NoEncoding, READ_CHUNK, V2Encoder, V2EncoderState, V2Frame, V2Sink, dump,
 };
+pub use encryption::ChainEncryption;
 pub use error::{Error, Result};
 pub use generation_source::{DiffBytes, GenerationSource};
 pub use info::{Comparison, GenerationInfo, chain_info, compare_with_generation, generation_info};

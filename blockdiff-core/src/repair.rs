@@ -167,4 +167,12 @@ impl GenerationSource for AssumingCurrent<'_> {
     fn local_store(&self) -> Option<&GenerationStore> {
         self.chain.local_store()
     }
+
+    fn open_digest(&self, generation: u64) -> Result<archive_format::DigestFile> {
+        self.chain.open_digest(generation)
+    }
+
+    fn block_hash_key(&self) -> Option<crate::BlockHashKey> {
+        self.chain.block_hash_key()
+    }
 }

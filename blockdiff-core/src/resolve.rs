@@ -176,6 +176,8 @@ mod tests {
         DiffLocation {
             path: "db.3".into(),
             format,
+            generation: 3,
+            sealed: false,
         }
     }
 

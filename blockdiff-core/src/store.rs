@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::fmt;
 
 use archive_format::{
-    CompressedWriter, Compression, DIFF_MAGIC, DiffHeader, DigestFormat, FrameCompression, Limits,
-    read_full,
+    CompressedWriter, Compression, DIFF_MAGIC, DiffHeader, DigestFile, DigestFormat,
+    FrameCompression, Limits, ReadAt, SealedContent, read_full,
 };
 
+use crate::encryption::{ChainEncryption, StoreWriter, needs_key, not_sealed};
 use crate::error::ArchiveContext;
 
 use crate::error::IoContext;
@@ -37,6 +38,8 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct GenerationStore {
     name: PathBuf,
+    /// An encrypted chain's secret and keys: every file is then sealed.
+    encryption: Option<ChainEncryption>,
 }
 
 /// How a generation's diff is written.
@@ -110,6 +113,12 @@ impl DiffFormat {
             return Ok(DiffFormat::Legacy(Compression::Gzip));
         }
         let got = head.len().min(archive_format::V2_HEADER_LEN);
+        if archive_format::is_sealed(head) {
+            return Err(Error::Chain {
+                path: path.to_owned(),
+                detail: "is an encrypted chain's file: give the chain's key (--key-file, --passphrase-file or BLOCKDIFF_PASSPHRASE)".into(),
+            });
+        }
         if got >= 8 && head[..8] == DIFF_MAGIC {
             if got < archive_format::V2_HEADER_LEN {
                 return Err(Error::Archive {
@@ -153,14 +162,67 @@ impl fmt::Display for DiffFormat {
 pub struct DiffLocation {
     /// Its path.
     pub path: PathBuf,
-    /// Its format, from its name and first bytes.
+    /// Its format, from its name and first bytes (an encrypted chain's:
+    /// from its plaintext's).
     pub format: DiffFormat,
+    /// The generation it holds.
+    pub generation: u64,
+    /// Whether it is sealed (an encrypted chain's).
+    pub sealed: bool,
 }
 
 impl GenerationStore {
     /// The store whose files start with `name`.
     pub fn new(name: impl Into<PathBuf>) -> Self {
-        GenerationStore { name: name.into() }
+        GenerationStore {
+            name: name.into(),
+            encryption: None,
+        }
+    }
+
+    /// The store of an encrypted chain: its files are sealed with the
+    /// keys of `encryption` (a new chain is started encrypted), and a
+    /// plain file in it is refused.
+    pub fn with_encryption(mut self, encryption: ChainEncryption) -> Self {
+        self.encryption = Some(encryption);
+        self
+    }
+
+    /// The chain's encryption, when it was given.
+    pub fn encryption(&self) -> Option<&ChainEncryption> {
+        self.encryption.as_ref()
+    }
+
+    /// Opens a committed file of the chain to read by offset: sealed
+    /// (checked, then decrypted as read) when the store is encrypted; a
+    /// sealed file without a key, or a plain one with a key, is refused.
+    pub(crate) fn open_read_at(
+        &self,
+        path: &Path,
+        content: SealedContent,
+        generation: u64,
+    ) -> Result<Box<dyn ReadAt + Send + Sync>> {
+        let file = open_nofollow(path).ctx(path, "open")?;
+        match &self.encryption {
+            Some(enc) => Ok(Box::new(
+                enc.open_at(file, content, generation, path, &self.name)?,
+            )),
+            None => {
+                let mut head = [0u8; 8];
+                let got = read_full(&mut &file, &mut head).ctx(path, "read")?;
+                if archive_format::is_sealed(&head[..got]) {
+                    return Err(needs_key(path, &self.name));
+                }
+                Ok(Box::new(file))
+            }
+        }
+    }
+
+    /// Opens generation `generation`'s digest.
+    pub fn open_digest(&self, generation: u64) -> Result<DigestFile> {
+        let (path, _) = self.find_digest(generation)?;
+        let file = self.open_read_at(&path, SealedContent::Digest, generation)?;
+        Ok(DigestFile::from_read_at(file, &path)?)
     }
 
     /// The `NAME` prefix.
@@ -256,9 +318,11 @@ impl GenerationStore {
         let tmp = tmp_path(&path);
         remove_if_present(&tmp)?;
         let written = (|| {
-            let mut file = self.create_new(&tmp)?;
-            file.write_all(metadata_text(metadata).as_bytes())
+            let file = self.create_new(&tmp)?;
+            let mut out = self.output(file, SealedContent::Metadata, generation, &tmp)?;
+            out.write_all(metadata_text(metadata).as_bytes())
                 .ctx(&tmp, "write")?;
+            let file = out.finish().ctx(&tmp, "write")?;
             file.sync_all().ctx(&tmp, "fsync")?;
             drop(file);
             fs::rename(&tmp, &path).ctx(&path, "rename into place")
@@ -276,8 +340,26 @@ impl GenerationStore {
         let path = self.metadata_path(generation);
         let mut text = Vec::new();
         match open_nofollow(&path) {
-            // Metadata is small: a bigger file is not one.
-            Ok(f) => f.take(1 << 20).read_to_end(&mut text).ctx(&path, "read")?,
+            Ok(f) => {
+                // Metadata is small: a bigger file is not one.
+                let mut head = [0u8; 8];
+                let got = read_full(&mut &f, &mut head).ctx(&path, "read")?;
+                let sealed = archive_format::is_sealed(&head[..got]);
+                let rest = io::Cursor::new(head[..got].to_vec()).chain(f);
+                match (&self.encryption, sealed) {
+                    (Some(enc), true) => enc
+                        .open_stream(rest, SealedContent::Metadata, generation, &path, &self.name)?
+                        .take(1 << 20)
+                        .read_to_end(&mut text)
+                        .map_err(|e| sealed_io(&path, e))?,
+                    (Some(_), false) => return Err(not_sealed(&path, &self.name)),
+                    (None, true) => return Err(needs_key(&path, &self.name)),
+                    (None, false) => rest
+                        .take(1 << 20)
+                        .read_to_end(&mut text)
+                        .ctx(&path, "read")?,
+                };
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).ctx(&path, "open"),
         };
@@ -375,8 +457,34 @@ impl GenerationStore {
         match found.len() {
             1 => {
                 let path = found.remove(0);
-                let format = DiffFormat::detect(&path)?;
-                Ok(DiffLocation { path, format })
+                let format =
+                    if self.encryption.is_some() || path.extension().is_none_or(|e| e != "gz") {
+                        let file = self.open_read_at(&path, SealedContent::Diff, generation)?;
+                        let len = file.size().ctx(&path, "stat")?;
+                        let mut head = vec![
+                            0u8;
+                            usize::try_from(len)
+                                .unwrap_or(usize::MAX)
+                                .min(archive_format::V2_HEADER_LEN)
+                        ];
+                        let mut at = 0;
+                        while at < head.len() {
+                            match file.read_at(&mut head[at..], at as u64) {
+                                Ok(0) => break,
+                                Ok(n) => at += n,
+                                Err(e) => return Err(sealed_io(&path, e)),
+                            }
+                        }
+                        DiffFormat::from_head(&path, &head[..at])?
+                    } else {
+                        DiffFormat::Legacy(Compression::Gzip)
+                    };
+                Ok(DiffLocation {
+                    path,
+                    format,
+                    generation,
+                    sealed: self.encryption.is_some(),
+                })
             }
             0 => Err(Error::MissingGeneration {
                 path: self.diff_path(generation, DiffFormat::Legacy(Compression::None)),
@@ -497,6 +605,44 @@ impl GenerationStore {
         }
     }
 
+    /// A writer of a new file of the chain: sealed when it is encrypted.
+    fn output<W: Write>(
+        &self,
+        inner: W,
+        content: SealedContent,
+        generation: u64,
+        path: &Path,
+    ) -> Result<StoreWriter<W>> {
+        Ok(match &self.encryption {
+            Some(enc) => {
+                StoreWriter::Sealed(Box::new(enc.create(inner, content, generation, path)?))
+            }
+            None => StoreWriter::Plain(inner),
+        })
+    }
+
+    /// Makes the chain's keys known before its files are written: a new
+    /// chain's are made, an existing chain's are read from its last
+    /// generation's digest.
+    fn prepare_keys(&self, current: u64, format: DiffFormat) -> Result<()> {
+        let Some(enc) = &self.encryption else {
+            return Ok(());
+        };
+        if let DiffFormat::Legacy(_) = format {
+            return Err(Error::InvalidOption(format!(
+                "{}: the original blockdiff's format cannot be encrypted; an encrypted chain is v2",
+                self.name.display()
+            )));
+        }
+        if current == 0 {
+            enc.start_chain()?;
+        } else {
+            // Opening checks the key against the chain's.
+            self.open_digest(current)?;
+        }
+        Ok(())
+    }
+
     fn create_new(&self, path: &Path) -> Result<File> {
         OpenOptions::new()
             .write(true)
@@ -592,10 +738,19 @@ impl GenerationStore {
         for path in self.temporaries(current) {
             remove_leftover(path, progress)?;
         }
+        self.prepare_keys(current, format)?;
         let diff_tmp = tmp_path(&diff_path);
         let digest_tmp = tmp_path(&digest_path);
         let meta_tmp = tmp_path(&meta_path);
         let diff = self.create_new(&diff_tmp)?;
+        // Writes at least as large as the buffer (most v2 frames) go to the
+        // file without a copy through it.
+        let diff = self.output(
+            BufWriter::with_capacity(128 << 10, diff),
+            SealedContent::Diff,
+            generation,
+            &diff_tmp,
+        )?;
         let compression = match format {
             DiffFormat::Legacy(c) => c,
             DiffFormat::V2 { .. } => Compression::None,
@@ -610,16 +765,17 @@ impl GenerationStore {
             diff_tmp,
             digest_tmp,
             meta_tmp,
-            // Writes at least as large as the buffer (most v2 frames) go
-            // to the file without a copy through it.
-            diff: Some(compression.writer(BufWriter::with_capacity(128 << 10, diff))),
+            diff: Some(compression.writer(diff)),
             digest: None,
             stage: Stage::Writing,
         };
-        pending.digest = Some(BufWriter::with_capacity(
-            256 << 10,
-            self.create_new(&pending.digest_tmp)?,
-        ));
+        let digest = BufWriter::with_capacity(256 << 10, self.create_new(&pending.digest_tmp)?);
+        pending.digest = Some(self.output(
+            digest,
+            SealedContent::Digest,
+            generation,
+            &pending.digest_tmp,
+        )?);
         progress.at_step("backup:begun");
         Ok(pending)
     }
@@ -847,8 +1003,8 @@ pub struct PendingGeneration {
     diff_tmp: PathBuf,
     digest_tmp: PathBuf,
     meta_tmp: PathBuf,
-    diff: Option<CompressedWriter<BufWriter<File>>>,
-    digest: Option<BufWriter<File>>,
+    diff: Option<CompressedWriter<StoreWriter<BufWriter<File>>>>,
+    digest: Option<StoreWriter<BufWriter<File>>>,
     stage: Stage,
 }
 
@@ -874,7 +1030,7 @@ impl PendingGeneration {
     }
 
     /// The diff's writer (compressing as asked) and the digest's writer.
-    pub fn writers(&mut self) -> (&mut CompressedWriter<BufWriter<File>>, &mut BufWriter<File>) {
+    pub fn writers(&mut self) -> (&mut dyn Write, &mut dyn Write) {
         (
             self.diff.as_mut().expect("writers live until commit"),
             self.digest.as_mut().expect("writers live until commit"),
@@ -917,6 +1073,7 @@ impl PendingGeneration {
         let diff = self.diff.take().expect("writers live until commit");
         let file = diff
             .finish()
+            .and_then(StoreWriter::finish)
             .and_then(|w| w.into_inner().map_err(std::io::IntoInnerError::into_error))
             .ctx(&self.diff_tmp, "write")?;
         file.sync_all().ctx(&self.diff_tmp, "fsync")?;
@@ -925,16 +1082,23 @@ impl PendingGeneration {
         step(CommitStep::SyncDigest, &self.digest_tmp)?;
         let digest = self.digest.take().expect("writers live until commit");
         let file = digest
-            .into_inner()
-            .map_err(std::io::IntoInnerError::into_error)
+            .finish()
+            .and_then(|w| w.into_inner().map_err(std::io::IntoInnerError::into_error))
             .ctx(&self.digest_tmp, "write")?;
         file.sync_all().ctx(&self.digest_tmp, "fsync")?;
         drop(file);
 
         step(CommitStep::WriteMetadata, &self.meta_tmp)?;
-        let mut file = self.store.create_new(&self.meta_tmp)?;
-        file.write_all(metadata_text(metadata).as_bytes())
+        let file = self.store.create_new(&self.meta_tmp)?;
+        let mut out = self.store.output(
+            file,
+            SealedContent::Metadata,
+            self.generation,
+            &self.meta_tmp,
+        )?;
+        out.write_all(metadata_text(metadata).as_bytes())
             .ctx(&self.meta_tmp, "write")?;
+        let file = out.finish().ctx(&self.meta_tmp, "write")?;
         file.sync_all().ctx(&self.meta_tmp, "fsync")?;
         drop(file);
 
@@ -994,6 +1158,32 @@ impl Drop for PendingGeneration {
         if self.stage == Stage::Intent && all_removed {
             let _ = fs::remove_file(self.store.intent_path());
         }
+    }
+}
+
+/// An I/O error reading a sealed file: its own error (damage, a cut) when
+/// it carries one, else the I/O error with the path.
+pub(crate) fn sealed_io(path: &Path, e: io::Error) -> Error {
+    if !e
+        .get_ref()
+        .is_some_and(<dyn std::error::Error + Send + Sync>::is::<archive_format::ArchiveError>)
+    {
+        return Error::Io {
+            path: path.to_owned(),
+            op: "read",
+            source: e,
+        };
+    }
+    match e
+        .into_inner()
+        .map(<dyn std::error::Error + Send + Sync>::downcast::<archive_format::ArchiveError>)
+    {
+        Some(Ok(archive)) => Error::from(*archive),
+        _ => Error::Io {
+            path: path.to_owned(),
+            op: "read",
+            source: io::Error::other("unreadable sealed file"),
+        },
     }
 }
 

@@ -287,7 +287,12 @@ impl GenerationSource for ObjectChain {
                 .map_err(core_error)?;
         }
         let format = DiffFormat::from_head(&path, &head)?;
-        Ok(DiffLocation { path, format })
+        Ok(DiffLocation {
+            path,
+            format,
+            generation,
+            sealed: false,
+        })
     }
 
     fn find_digest(&self, generation: u64) -> Result<(PathBuf, DigestFormat)> {
@@ -431,6 +436,8 @@ impl ObjectChain {
             Some(format) => Ok(DiffLocation {
                 path: self.display_of(&self.diff_key(generation, format)),
                 format,
+                generation,
+                sealed: false,
             }),
             None => self.find_diff(generation),
         }

@@ -17,6 +17,7 @@ use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::v2::ReadAt;
 use crate::{
     ArchiveError, BlockHash, BlockSize, Fingerprint, HashAlgorithm, Limits, Result, UNKNOWN_SIZE,
     read_full,
@@ -278,7 +279,7 @@ fn parse_trailer(path: &Path, t: &[u8], offset: u64, spec: &DigestSpec) -> Resul
 /// returns the number of entries and the trailer of a v2 digest.
 fn check_file(
     path: &Path,
-    file: &File,
+    file: &(dyn ReadAt + Send + Sync),
     spec: &DigestSpec,
     len: u64,
 ) -> Result<(u64, Option<Trailer>)> {
@@ -310,7 +311,7 @@ fn check_file(
             }
             let mut t = [0u8; V2_TRAILER_LEN];
             let at = len - V2_TRAILER_LEN as u64;
-            file.read_exact_at(&mut t, at).ctx(path, "read digest")?;
+            read_exact_at(file, &mut t, at).ctx(path, "read digest")?;
             let trailer = parse_trailer(path, &t, at, spec)?;
             if trailer
                 .entries
@@ -385,7 +386,7 @@ impl DigestReader<BufReader<File>> {
         let file = File::open(path).ctx(path, "open digest")?;
         let meta = file.metadata().ctx(path, "stat digest")?;
         let mut head = [0u8; V2_HEADER_LEN];
-        let got = file.read_at(&mut head, 0).ctx(path, "read digest")?;
+        let got = FileExt::read_at(&file, &mut head, 0).ctx(path, "read digest")?;
         let got = if got < head.len() && meta.is_file() {
             let n = (meta.len() as usize).min(head.len());
             file.read_exact_at(&mut head[..n], 0)
@@ -680,9 +681,8 @@ impl<W: Write> DigestWriter<W> {
 ///
 /// It reads the file in windows of 4096 entries with positional reads, so
 /// memory stays small at any source size.
-#[derive(Debug)]
 pub struct DigestFile {
-    file: File,
+    file: Box<dyn ReadAt + Send + Sync>,
     path: PathBuf,
     spec: DigestSpec,
     entries: u64,
@@ -698,14 +698,30 @@ impl DigestFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let file = File::open(path).ctx(path, "open digest")?;
-        let len = file.metadata().ctx(path, "stat digest")?.len();
-        let mut head = vec![0u8; (len as usize).min(V2_HEADER_LEN)];
-        file.read_exact_at(&mut head, 0).ctx(path, "read digest")?;
-        let spec = parse_header(path, &head)?;
-        let (entries, trailer) = check_file(path, &file, &spec, len)?;
+        Self::from_read_at(Box::new(file), path)
+    }
+
+    /// Opens and checks a digest read by offset from `file`: a sealed
+    /// digest's plaintext ([`SealedFile`](crate::SealedFile)), or bytes in
+    /// memory. `path` names it in errors.
+    pub fn from_read_at(
+        file: Box<dyn ReadAt + Send + Sync>,
+        path: impl Into<PathBuf>,
+    ) -> Result<Self> {
+        let path = path.into();
+        let len = file.size().ctx(&path, "stat digest")?;
+        let mut head = vec![
+            0u8;
+            usize::try_from(len)
+                .unwrap_or(usize::MAX)
+                .min(V2_HEADER_LEN)
+        ];
+        read_exact_at(&*file, &mut head, 0).ctx(&path, "read digest")?;
+        let spec = parse_header(&path, &head)?;
+        let (entries, trailer) = check_file(&path, &*file, &spec, len)?;
         Ok(DigestFile {
             file,
-            path: path.to_owned(),
+            path,
             spec,
             entries,
             trailer,
@@ -757,9 +773,7 @@ impl DigestFile {
             let count = WINDOW_ENTRIES.min(self.entries - first);
             self.window.resize(count as usize * h, 0);
             let offset = self.spec.header_len() as u64 + first * h as u64;
-            self.file
-                .read_exact_at(&mut self.window, offset)
-                .ctx(&self.path, "read digest")?;
+            read_exact_at(&*self.file, &mut self.window, offset).ctx(&self.path, "read digest")?;
             self.window_first = first;
         }
         let at = (index - self.window_first) as usize * h;
@@ -771,10 +785,88 @@ impl DigestFile {
     /// Reads the whole digest and checks its fingerprint (v2; a legacy
     /// digest has none, and this only reads it).
     pub fn verify(&self) -> Result<()> {
-        let file = File::open(&self.path).ctx(&self.path, "open digest")?;
-        let mut r = DigestReader::new(BufReader::with_capacity(256 << 10, file), &self.path)?;
+        let whole = ReadAtStream {
+            file: &*self.file,
+            pos: 0,
+        };
+        let mut r = DigestReader::new(BufReader::with_capacity(256 << 10, whole), &self.path)?;
         r.finish()
     }
+}
+
+impl DigestFile {
+    /// The digest read front to back, as an incremental dump reads the
+    /// previous one, with the length and trailer this file checked (so
+    /// that its fingerprint is known before the end is reached).
+    pub fn into_reader(self) -> Result<DigestReader<Box<dyn Read + Send>>> {
+        let (entries, trailer, path) = (self.entries, self.trailer, self.path.clone());
+        let mut r = DigestReader::new(self.into_raw(), path)?;
+        r.entries = Some(entries);
+        r.trailer = trailer;
+        Ok(r)
+    }
+
+    /// The digest's bytes front to back (a sealed digest's plaintext), to
+    /// copy it.
+    pub fn into_raw(self) -> Box<dyn Read + Send> {
+        Box::new(BufReader::with_capacity(
+            256 << 10,
+            ReadAtStream {
+                file: self.file,
+                pos: 0,
+            },
+        ))
+    }
+}
+
+impl std::fmt::Debug for DigestFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DigestFile")
+            .field("path", &self.path)
+            .field("spec", &self.spec)
+            .field("entries", &self.entries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A file read by offset, read front to back.
+struct ReadAtStream<F> {
+    file: F,
+    pos: u64,
+}
+
+impl<F: ReadAt> Read for ReadAtStream<F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`; a file that ends first is
+/// an `UnexpectedEof` error.
+fn read_exact_at(
+    file: &(dyn ReadAt + Send + Sync),
+    mut buf: &mut [u8],
+    mut offset: u64,
+) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match file.read_at(buf, offset) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "failed to fill whole buffer",
+                ));
+            }
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

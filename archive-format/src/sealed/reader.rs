@@ -82,12 +82,18 @@ fn read_exact_at<R: ReadAt + ?Sized>(r: &R, mut buf: &mut [u8], mut offset: u64)
     Ok(())
 }
 
+impl SealedHeader {
+    /// Reads and checks the header of a file read by offset: `Ok(None)`
+    /// for a file that does not start with the sealed magic (a plain
+    /// file). Tells a reader which chain, and so which keys, a file needs.
+    pub fn read_at<R: ReadAt + ?Sized>(inner: &R, path: &Path) -> Result<Option<Self>> {
+        read_header_at(inner, path)
+    }
+}
+
 /// Reads the header of a file read by offset, if it is a sealed file:
 /// `Ok(None)` for a file that does not start with the sealed magic.
-pub(crate) fn read_header_at<R: ReadAt + ?Sized>(
-    inner: &R,
-    path: &Path,
-) -> Result<Option<SealedHeader>> {
+fn read_header_at<R: ReadAt + ?Sized>(inner: &R, path: &Path) -> Result<Option<SealedHeader>> {
     let io_err = |source| ArchiveError::FileIo {
         path: path.to_owned(),
         op: "read",

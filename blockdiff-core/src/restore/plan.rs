@@ -165,7 +165,7 @@ impl RestorePlan {
             ));
         }
         let digest = if options.verify {
-            let (path, _) = store.find_digest(generation).map_err(|e| match e {
+            let digest = store.open_digest(generation).map_err(|e| match e {
                 Error::MissingGeneration { path, .. } => Error::MissingGeneration {
                     path,
                     generation,
@@ -175,7 +175,7 @@ impl RestorePlan {
                 },
                 other => other,
             })?;
-            Some(DigestFile::open(&path)?)
+            Some(digest)
         } else {
             None
         };
@@ -202,6 +202,7 @@ impl RestorePlan {
             .as_ref()
             .map_or(plan.hash, |d| d.spec().algorithm);
         plan.store = store.local_store().cloned();
+        plan.hash_key = store.block_hash_key();
         plan.metadata_path = store.metadata_path(generation);
         plan.stream_read_size = store.stream_read_size();
         plan.check_size(store, options)?;
