@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use blockdiff_core::{BackupOptions, BackupReport, BlockSize, DumpOptions, back_up_prepared};
+use blockdiff_core::{
+    BackupOptions, BackupReport, BlockSize, ChainEncryption, DiffFormat, DumpOptions,
+    HashAlgorithm, back_up_prepared,
+};
 use blockdiff_storage::{ChainLocation, LockOptions, StorageOptions};
 use command_runner::{SshOptions, SshRunner};
 
@@ -60,6 +63,10 @@ pub struct BackupRunOptions {
     pub storage: StorageOptions,
     /// How the chain's lock is taken.
     pub lock: LockOptions,
+    /// The key of an encrypted chain: a new chain is started encrypted,
+    /// an existing one must be encrypted with this key (`None`: a plain
+    /// chain).
+    pub encryption: Option<ChainEncryption>,
 }
 
 impl BackupRunOptions {
@@ -67,6 +74,19 @@ impl BackupRunOptions {
     /// the dump's settings.
     pub fn backup_options(&self) -> Result<BackupOptions, RunError> {
         let format = self.format.requested()?;
+        if self.encryption.is_some() {
+            if let Some(DiffFormat::Legacy(_)) = format {
+                return Err(RunError::InvalidOption(
+                    "the legacy format cannot be encrypted: an encrypted chain is v2".into(),
+                ));
+            }
+            if self.format.hash == Some(HashAlgorithm::Md5) {
+                return Err(RunError::InvalidOption(
+                    "an encrypted chain hashes its blocks with keyed BLAKE3: drop --hash md5"
+                        .into(),
+                ));
+            }
+        }
         let mut dump = DumpOptions {
             block_size: self.block_size,
             hash: self.format.hash_for(format),
@@ -111,7 +131,9 @@ impl BackupRun<'_> {
             source: Box::new(e),
         };
         let options = self.options;
-        let store = ChainLocation::open(name, &options.storage).map_err(RunError::from)?;
+        let store = ChainLocation::open(name, &options.storage)
+            .and_then(|c| c.with_encryption(options.encryption.clone()))
+            .map_err(RunError::from)?;
         let log = self.log;
         let mut facts = RunFacts::started_at(started);
         // Mistakes in the options, and an agent that cannot be used, are

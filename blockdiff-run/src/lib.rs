@@ -43,6 +43,8 @@
 //!     // A local NAME; `s3://BUCKET/PREFIX/NAME` would use these.
 //!     storage: StorageOptions::default(),
 //!     lock: LockOptions::default(),
+//!     // Some(ChainEncryption) would encrypt the chain.
+//!     encryption: None,
 //! };
 //! let log = RunLog::discard();
 //! let run = BackupRun { options: &options, log: &log, display: &NoDisplay, step_hook: |_| {} };

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use blockdiff_core::{
-    ChainDeleter, ChainSet, Error, GenerationSource, GenerationStore, LocalChains, Result,
+    ChainDeleter, ChainEncryption, ChainSet, Error, GenerationSource, GenerationStore, LocalChains,
+    Result,
 };
 use serde::{Deserialize, Serialize};
 
@@ -119,6 +120,24 @@ impl ChainLocation {
         let (storage, url) = open_storage(name, options)?;
         let chain = ObjectChain::new(storage, &url.name, options.cache_root())?;
         Ok(ChainLocation::Objects(chain))
+    }
+
+    /// The chain with its key, when it is encrypted (`None`: a plain
+    /// chain, and an encrypted one is refused with an error that asks for
+    /// its key).
+    pub fn with_encryption(self, encryption: Option<ChainEncryption>) -> Result<Self> {
+        let Some(encryption) = encryption else {
+            return Ok(self);
+        };
+        match self {
+            ChainLocation::Local(store) => {
+                Ok(ChainLocation::Local(store.with_encryption(encryption)))
+            }
+            ChainLocation::Objects(chain) => Err(Error::InvalidOption(format!(
+                "{}: encrypted chains are kept in local directories in this version; an object store's chain cannot be encrypted yet",
+                chain.name().display()
+            ))),
+        }
     }
 
     /// The chain, as a restore reads it.

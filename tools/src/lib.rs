@@ -10,6 +10,7 @@ mod cli;
 mod consistency_args;
 mod console;
 mod format_args;
+mod key_args;
 mod polite_args;
 mod progress_bar;
 mod stderr_log;
@@ -23,6 +24,7 @@ pub use cli::{
 pub use consistency_args::ConsistencyArgs;
 pub use console::{OutputLost, OutputMode, Stdout, output_lost, print_stderr, print_stdout};
 pub use format_args::{FormatArgs, FormatName};
+pub use key_args::{KeyArgs, PASSPHRASE_ENV};
 pub use polite_args::{PoliteArgs, parse_io_priority, parse_max_rate};
 pub use progress_bar::{BarProgress, TerminalProgress};
 pub use stderr_log::stderr_log;

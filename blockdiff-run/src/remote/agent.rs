@@ -74,6 +74,7 @@ fn dump_request<I: Read, W: Write>(
         hash: request.format.hash_for(Some(format)),
         generation: request.generation,
         threads: request.threads,
+        hash_key: request.block_hash_key()?,
         ..DumpOptions::default()
     };
     request.polite.fill_dump_options(&mut options);

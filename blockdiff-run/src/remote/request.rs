@@ -7,7 +7,7 @@
 use std::io::{self, Read};
 use std::path::PathBuf;
 
-use blockdiff_core::{BlockSize, DumpReport};
+use blockdiff_core::{BlockHashKey, BlockSize, DumpReport, HashAlgorithm};
 use serde::{Deserialize, Serialize};
 
 use super::protocol::{GREETING, MAX_PAYLOAD, PacketKind, PacketReader, write_packet};
@@ -96,9 +96,33 @@ pub struct AgentRequest {
     pub consistency: ConsistencyOptions,
     /// Rate limit, priorities, page cache.
     pub polite: PoliteOptions,
+    /// The key of the block hashes of an encrypted chain (64 hex digits),
+    /// when the format's hash is keyed BLAKE3: derived from the chain key,
+    /// it lets the agent hash blocks as the chain does and nothing else;
+    /// the chain key stays on the backup host, which encrypts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_key: Option<String>,
 }
 
 impl AgentRequest {
+    /// The key of keyed block hashes, checked: present exactly when the
+    /// hash is keyed.
+    pub fn block_hash_key(&self) -> Result<Option<BlockHashKey>, ProtocolError> {
+        let keyed = self.format.hash.is_some_and(HashAlgorithm::is_keyed);
+        match (&self.hash_key, keyed) {
+            (None, false) => Ok(None),
+            (Some(text), true) => parse_key(text)
+                .map(|k| Some(BlockHashKey(k)))
+                .ok_or_else(|| ProtocolError::request("the block hash key is not 64 hex digits")),
+            (None, true) => Err(ProtocolError::request(
+                "keyed block hashes without their key",
+            )),
+            (Some(_), false) => Err(ProtocolError::request(
+                "a block hash key for a hash that is not keyed",
+            )),
+        }
+    }
+
     /// The request as its packet's payload.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a request serialises")
@@ -122,6 +146,7 @@ impl AgentRequest {
         let request: AgentRequest =
             serde_json::from_slice(payload).map_err(|e| ProtocolError::request(e.to_string()))?;
         request.block_size()?;
+        request.block_hash_key()?;
         request.source.to_spec()?;
         request
             .format
@@ -312,7 +337,7 @@ impl AgentReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use blockdiff_core::{DiffFormat, HashAlgorithm};
+    use blockdiff_core::DiffFormat;
 
     pub(crate) fn sample_request() -> AgentRequest {
         AgentRequest {
@@ -333,6 +358,7 @@ mod tests {
                 ionice: Some("idle".parse().unwrap()),
                 drop_cache: true,
             },
+            hash_key: None,
         }
     }
 
@@ -384,9 +410,23 @@ mod tests {
         let mut bad = r.clone();
         bad.polite.nice = Some(99);
         refuse(bad, "--nice");
-        let mut bad = r;
+        let mut bad = r.clone();
         bad.format.zstd_level = Some(99);
         refuse(bad, "--zstd-level");
+        // Keyed hashes come with their key, and only they.
+        let mut keyed = r.clone();
+        keyed.format.hash = Some(HashAlgorithm::Blake3Keyed);
+        refuse(keyed.clone(), "without their key");
+        keyed.hash_key = Some("ab".repeat(31));
+        refuse(keyed.clone(), "64 hex digits");
+        keyed.hash_key = Some("zz".repeat(32));
+        refuse(keyed.clone(), "64 hex digits");
+        keyed.hash_key = Some(key_hex(&BlockHashKey([0xab; 32])));
+        let ok = AgentRequest::decode(&keyed.encode()).unwrap();
+        assert_eq!(ok.block_hash_key().unwrap(), Some(BlockHashKey([0xab; 32])));
+        let mut bad = r;
+        bad.hash_key = keyed.hash_key;
+        refuse(bad, "not keyed");
         for junk in [&b""[..], b"{}", b"[1]", b"{\"version\":2}", b"\xff"] {
             assert!(AgentRequest::decode(junk).is_err());
         }
@@ -473,4 +513,23 @@ mod tests {
             .replace(&format!("\"version\":{PROTOCOL_VERSION}"), "\"version\":1");
         assert!(AgentReport::decode(old.as_bytes()).is_err());
     }
+}
+
+/// 64 hex digits as 32 bytes.
+fn parse_key(text: &str) -> Option<[u8; 32]> {
+    let b = text.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks_exact(2).enumerate() {
+        let digit = |c: u8| (c as char).to_digit(16);
+        out[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(out)
+}
+
+/// 32 bytes as 64 hex digits.
+pub(crate) fn key_hex(key: &BlockHashKey) -> String {
+    key.0.iter().map(|b| format!("{b:02x}")).collect()
 }

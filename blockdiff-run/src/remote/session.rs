@@ -2,7 +2,6 @@
 //! request and the previous digest, writes the agent's packets into the
 //! new generation, and commits it only after the agent's end packet.
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 
 use blockdiff_core::{BackupOptions, BackupReport, NoProgress, PendingBackup, Progress};
@@ -76,6 +75,7 @@ impl RemoteBackup<'_> {
             previous: prepared.previous_digest().is_some(),
             consistency: self.consistency.clone(),
             polite: self.polite.clone(),
+            hash_key: dump.hash_key.as_ref().map(super::request::key_hex),
         })
     }
 
@@ -100,14 +100,12 @@ impl RemoteBackup<'_> {
         let command = CommandLine::new(&self.agent.path, ["serve"]);
         // The previous digest goes up once, after the request, while the
         // dump reads it.
-        let previous = match prepared.previous_digest() {
-            Some(path) => Some(File::open(path).map_err(|e| RunError::Io {
-                op: "cannot open",
-                path: path.to_owned(),
-                source: e,
-            })?),
-            None => None,
-        };
+        // An encrypted chain's digest goes as its plaintext: the agent
+        // compares block hashes, the backup host alone decrypts and
+        // encrypts.
+        let previous = prepared
+            .open_previous_digest()?
+            .map(blockdiff_core::DigestFile::into_raw);
         let mut input = AgentInput::new(&request, previous);
         let (diff_path, digest_path) = prepared.paths();
         let mut quiet_inner = NoProgress;
@@ -426,6 +424,55 @@ mod tests {
                 .to_string_lossy()
                 .starts_with("run."))
         );
+    }
+
+    /// An encrypted chain backed up from a remote host: the agent hashes
+    /// with the chain's keyed hash (sent as a derived key, never the chain
+    /// key) and compares with the previous digest's plaintext; the backup
+    /// host seals what it commits. The chain restores exactly, and a
+    /// local backup of the same image changes the same blocks.
+    #[test]
+    fn a_remote_backup_of_an_encrypted_chain() {
+        use blockdiff_core::{ChainEncryption, ChainKey, KeySecret, RestoreOptions, RestorePlan};
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.img");
+        let mut data: Vec<u8> = (0..1u32 << 20)
+            .map(|i| (i / 4096 * 7 + i % 13) as u8)
+            .collect();
+        let enc = || ChainEncryption::new(KeySecret::Key(ChainKey::from_bytes([5; 32])));
+        let remote = GenerationStore::new(dir.path().join("remote")).with_encryption(enc());
+        let local = GenerationStore::new(dir.path().join("local")).with_encryption(enc());
+        let host = LoopbackHost::new(dir.path(), None);
+        for round in 0..2u64 {
+            if round == 1 {
+                data[5000] ^= 1;
+                data[900_000] ^= 1;
+            }
+            std::fs::write(&image, &data).unwrap();
+            let mut facts = RunFacts::started_at("then");
+            let r = remote_backup(&host, &remote, &image, &mut facts).unwrap();
+            let l = backup(
+                &local,
+                DumpSource::open(&image).unwrap(),
+                &options(),
+                &mut NoProgress,
+            )
+            .unwrap();
+            assert_eq!(r.generation, round + 1);
+            assert_eq!(
+                r.dump.changed_blocks, l.dump.changed_blocks,
+                "round {round}"
+            );
+            assert_eq!(r.dump.hash, blockdiff_core::HashAlgorithm::Blake3Keyed);
+            let sealed = std::fs::read(remote.digest_path(r.generation, DigestFormat::V2)).unwrap();
+            assert!(blockdiff_core::is_sealed(&sealed));
+            let out = dir.path().join(format!("out{round}"));
+            RestorePlan::new(&remote, &RestoreOptions::default())
+                .unwrap()
+                .execute(&out, &mut NoProgress)
+                .unwrap();
+            assert!(std::fs::read(&out).unwrap() == data, "round {round}");
+        }
     }
 
     /// `blockdiff-backup s3://… root@web1:/dev/vg0/www`: the agent's stream

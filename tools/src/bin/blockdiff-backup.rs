@@ -17,7 +17,7 @@ use blockdiff_run::{
 };
 use blockdiff_storage::{ChainLocation, LockOptions};
 use blockdiff_tools::{
-    ConsistencyArgs, FormatArgs, PoliteArgs, StorageArgs, TerminalProgress, UsageError,
+    ConsistencyArgs, FormatArgs, KeyArgs, PoliteArgs, StorageArgs, TerminalProgress, UsageError,
     parse_block_size, parse_lv, reached_step, run_main, stderr_log,
 };
 use clap::{ArgGroup, Parser};
@@ -212,6 +212,22 @@ struct Args {
     #[command(flatten)]
     storage: StorageArgs,
 
+    /// Encrypt the chain: start it encrypted, or continue an encrypted one
+    ///
+    /// Every file of the chain (diffs, digests, metadata) is sealed with
+    /// AES-256-GCM under a key derived from the chain's key; the block
+    /// hashes are keyed BLAKE3, so that the digests reveal nothing. The key
+    /// comes from --key-file, --passphrase-file or $BLOCKDIFF_PASSPHRASE,
+    /// and is needed by every later backup, restore and info of the chain.
+    /// A chain keeps what it started as: a plain chain cannot be continued
+    /// encrypted, nor an encrypted one plain. Encrypted chains are v2 and
+    /// kept in local directories in this version.
+    #[arg(long, help_heading = "Encryption (of a chain made with --encrypt)")]
+    encrypt: bool,
+
+    #[command(flatten)]
+    key: KeyArgs,
+
     /// Take over the lock of an s3:// chain that names a run on another
     /// host (which must be dead: two writers would damage the chain)
     #[arg(
@@ -270,7 +286,7 @@ fn run(mut args: Args) -> anyhow::Result<()> {
             base.display()
         ));
     }
-    let options = run_options(&args);
+    let options = run_options(&args)?;
     let run = BackupRun {
         options: &options,
         log: &log,
@@ -289,8 +305,8 @@ fn run(mut args: Args) -> anyhow::Result<()> {
 }
 
 /// The run's options, from the command line.
-fn run_options(args: &Args) -> BackupRunOptions {
-    BackupRunOptions {
+fn run_options(args: &Args) -> anyhow::Result<BackupRunOptions> {
+    Ok(BackupRunOptions {
         block_size: args.block_size,
         threads: args.threads,
         format: args.format.to_choice(),
@@ -308,7 +324,8 @@ fn run_options(args: &Args) -> BackupRunOptions {
         lock: LockOptions {
             break_lock: args.break_lock,
         },
-    }
+        encryption: args.key.for_backup(args.encrypt)?,
+    })
 }
 
 /// The source of the command line.
