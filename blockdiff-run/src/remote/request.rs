@@ -334,6 +334,25 @@ impl AgentReport {
     }
 }
 
+/// 64 hex digits as 32 bytes.
+fn parse_key(text: &str) -> Option<[u8; 32]> {
+    let b = text.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks_exact(2).enumerate() {
+        let digit = |c: u8| (c as char).to_digit(16);
+        out[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(out)
+}
+
+/// 32 bytes as 64 hex digits.
+pub(crate) fn key_hex(key: &BlockHashKey) -> String {
+    key.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,23 +532,4 @@ mod tests {
             .replace(&format!("\"version\":{PROTOCOL_VERSION}"), "\"version\":1");
         assert!(AgentReport::decode(old.as_bytes()).is_err());
     }
-}
-
-/// 64 hex digits as 32 bytes.
-fn parse_key(text: &str) -> Option<[u8; 32]> {
-    let b = text.as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        let digit = |c: u8| (c as char).to_digit(16);
-        out[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
-    }
-    Some(out)
-}
-
-/// 32 bytes as 64 hex digits.
-pub(crate) fn key_hex(key: &BlockHashKey) -> String {
-    key.0.iter().map(|b| format!("{b:02x}")).collect()
 }
