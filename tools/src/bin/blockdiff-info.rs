@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use blockdiff_core::{GenerationInfo, chain_info, civil_from_days};
 use blockdiff_storage::ChainLocation;
-use blockdiff_tools::{StorageArgs, outln, run_main};
+use blockdiff_tools::{KeyArgs, StorageArgs, outln, run_main};
 use clap::Parser;
 use serde::Serialize;
 
@@ -38,6 +38,9 @@ struct Args {
 
     #[command(flatten)]
     storage: StorageArgs,
+
+    #[command(flatten)]
+    key: KeyArgs,
 }
 
 fn main() -> ExitCode {
@@ -131,7 +134,8 @@ impl<'a> GenerationJson<'a> {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let location = ChainLocation::open(&args.name, &args.storage.to_options())?;
+    let location = ChainLocation::open(&args.name, &args.storage.to_options())?
+        .with_encryption(args.key.encryption()?)?;
     let generations = chain_info(location.source())?;
     if args.json {
         let total: u64 = generations

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use blockdiff_storage::{ChainLocation, LockOptions};
-use blockdiff_tools::{OutputMode, StderrProgress, Stdout, StorageArgs, run_main};
+use blockdiff_tools::{KeyArgs, OutputMode, StderrProgress, Stdout, StorageArgs, run_main};
 use clap::Parser;
 
 const EXAMPLES: &str = "\
@@ -56,6 +56,9 @@ struct Args {
 
     #[command(flatten)]
     storage: StorageArgs,
+
+    #[command(flatten)]
+    key: KeyArgs,
 }
 
 fn main() -> ExitCode {
@@ -63,7 +66,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let chain = ChainLocation::open(&args.name, &args.storage.to_options())?;
+    let chain = ChainLocation::open(&args.name, &args.storage.to_options())?
+        .with_encryption(args.key.encryption()?)?;
     let ver = chain.source().ver_path();
     let report = chain.repair(
         args.dry_run,

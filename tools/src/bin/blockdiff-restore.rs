@@ -12,7 +12,7 @@ use blockdiff_core::{
     compare_with_generation,
 };
 use blockdiff_storage::ChainLocation;
-use blockdiff_tools::{StderrProgress, StorageArgs, UsageError, run_main};
+use blockdiff_tools::{KeyArgs, StderrProgress, StorageArgs, UsageError, run_main};
 use clap::Parser;
 
 const EXAMPLES: &str = "\
@@ -125,6 +125,9 @@ struct Args {
 
     #[command(flatten)]
     storage: StorageArgs,
+
+    #[command(flatten)]
+    key: KeyArgs,
 }
 
 fn main() -> ExitCode {
@@ -193,7 +196,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             .from
             .as_ref()
             .expect("clap requires --from with --verify-only");
-        let location = ChainLocation::open(name, &args.storage.to_options())?;
+        let location = ChainLocation::open(name, &args.storage.to_options())?
+            .with_encryption(args.key.encryption()?)?;
         let store = location.source();
         if let Some(file) = &args.against {
             let source = DumpSource::open(file)?;
@@ -251,7 +255,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         .as_ref()
         .expect("clap requires TARGET without --verify-only");
     let report = if let Some(name) = &args.from {
-        let location = ChainLocation::open(name, &args.storage.to_options())?;
+        let location = ChainLocation::open(name, &args.storage.to_options())?
+            .with_encryption(args.key.encryption()?)?;
         RestorePlan::new(location.source(), &options)?
             .with_threads(args.threads)?
             .execute(target, &mut progress)?
