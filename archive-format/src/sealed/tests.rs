@@ -570,3 +570,62 @@ proptest! {
         prop_assert!(read_stream(&bad, &keys, Some(2)).is_err());
     }
 }
+
+/// The worked example of FORMAT.md §10.7: the chain in
+/// `testdata/v2-encrypted`, sealed with the published test key (bytes
+/// 0x00..0x1f): its header fields, derived keys and first plaintext bytes
+/// are those the specification states.
+#[test]
+fn the_worked_example_opens_with_the_published_key() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/v2-encrypted");
+    let mut test_key = [0u8; 32];
+    for (i, b) in test_key.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let secret = KeySecret::Key(ChainKey::from_bytes(test_key));
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let path = dir.join("chain.1.digest");
+    let bytes = std::fs::read(&path).unwrap();
+    let header = SealedHeader::parse(&bytes, &path).unwrap();
+    assert_eq!(header.content, SealedContent::Digest);
+    assert_eq!(header.generation, 1);
+    assert_eq!(header.segment_size, SEGMENT_SIZE);
+    assert_eq!(header.derivation, KeyDerivation::KeyFile);
+    // The key check: BLAKE3 derive_key("blockdiff sealed v1 key check",
+    // key ‖ chain id), first 16 bytes.
+    let mut h = blake3::Hasher::new_derive_key("blockdiff sealed v1 key check");
+    h.update(&test_key);
+    h.update(&header.chain_id);
+    assert_eq!(h.finalize().as_bytes()[..16], header.key_check);
+    // The file key: derive_key("blockdiff sealed v1 file key", key ‖ salt).
+    let mut h = blake3::Hasher::new_derive_key("blockdiff sealed v1 file key");
+    h.update(&test_key);
+    h.update(&header.file_salt);
+    let file_key = *h.finalize().as_bytes();
+    // Segment 0 (the only one) opened by hand: nonce 0 with the final
+    // flag, the 128 header bytes as associated data.
+    let unbound = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &file_key).unwrap();
+    let key = ring::aead::LessSafeKey::new(unbound);
+    let mut segment = bytes[SEALED_HEADER_LEN..].to_vec();
+    let plain = key
+        .open_in_place(
+            super::nonce(0, true),
+            ring::aead::Aad::from(&bytes[..SEALED_HEADER_LEN]),
+            &mut segment,
+        )
+        .unwrap();
+    assert_eq!(&plain[..8], crate::DIGEST_MAGIC);
+    assert_eq!(plain.len(), 1752);
+    assert_eq!(plain[32], 3, "keyed BLAKE3");
+    assert_eq!(hex(&header.chain_id), "15771efc8b0f558a77152300dad52fd5");
+    assert_eq!(hex(&header.key_check), "02e4efab1224caad78dccd4d36ab135e");
+    assert_eq!(
+        hex(&file_key),
+        "1fa80f6261c91c9033561a5554c393af9374e135f04335267c9dc460339842c0"
+    );
+    assert_eq!(hex(&plain[..16]), "894244470d0a1a0a0200400000100000");
+    // Through the library, with the keys read from the header.
+    let keys = ChainKeys::for_header(&secret, &header, &path).unwrap();
+    let f = SealedFile::open(bytes, &keys, SealedContent::Digest, Some(1), &path).unwrap();
+    assert_eq!(f.plain_len(), (segment.len() - TAG_LEN) as u64);
+}
