@@ -52,6 +52,7 @@ seed v2_reader $(diffs "$v2")
 # Digests: NAME.N.md5 (legacy), NAME.N.digest (v2).
 seed digest_reader "$fixtures"/*.md5 "$v2"/*.digest
 seed ver_parser "$fixtures"/*.ver "$v2"/*.ver
+seed sealed_reader "$here/../testdata/v2-encrypted"/chain.*
 
 # Partition tables: small disk images made by sfdisk (MBR with an extended
 # partition and logical ones; GPT), when sfdisk is installed.

@@ -18,6 +18,36 @@
 //! MD5 or v2, [`DigestSpec`]), [`DigestReader`] reads one front to back and
 //! [`DigestFile`] by block index. Hashing the blocks is the caller's.
 //!
+//! An encrypted chain's files are sealed (FORMAT.md §10): [`SealedWriter`]
+//! encrypts and authenticates any of them in AES-256-GCM segments behind a
+//! [`SealedHeader`] that binds them to their chain, generation and kind;
+//! [`SealedFile`] reads one by offset (it is a [`ReadAt`], so
+//! [`DiffFile`] and [`DigestFile`] read through it) and [`SealedReader`]
+//! front to back. [`ChainKeys`] derives every key from a key file's key
+//! ([`read_key_file`]) or a passphrase ([`KeySecret`]).
+//!
+//! ```
+//! use archive_format::{ChainKey, ChainKeys, KeySecret, ReadAt, SealedContent, SealedFile, SealedWriter};
+//! use std::io::Write;
+//!
+//! let keys = ChainKeys::new_chain(&KeySecret::Key(ChainKey::generate()?))?;
+//! let mut w = SealedWriter::new(Vec::new(), &keys, SealedContent::Digest, 3)?;
+//! w.write_all(b"secret digest bytes")?;
+//! let sealed = w.finish()?;
+//!
+//! let f = SealedFile::open(sealed.clone(), &keys, SealedContent::Digest, Some(3), "db.3.digest")?;
+//! let mut buf = [0u8; 6];
+//! f.read_at(&mut buf, 0)?;
+//! assert_eq!(&buf, b"secret");
+//! // Another generation's name, or one changed byte: refused.
+//! assert!(SealedFile::open(sealed.clone(), &keys, SealedContent::Digest, Some(4), "db.4.digest").is_err());
+//! let mut bad = sealed;
+//! let last = bad.len() - 1;
+//! bad[last] ^= 1;
+//! assert!(SealedFile::open(bad, &keys, SealedContent::Digest, Some(3), "db.3.digest").is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Errors are [`ArchiveError`]s. A diff stream's name the stream offset and
 //! the caller adds the file name; a digest's name the file and offset.
 //!

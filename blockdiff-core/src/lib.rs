@@ -14,6 +14,10 @@
 //!   `NAME.N.digest` or the original's `NAME.N.md5` and `NAME.N.gz`) and
 //!   commits a new one crash-safely under a lock; [`backup`] runs one backup
 //!   end to end.
+//! - [`GenerationStore::with_encryption`] keeps an encrypted chain: with a
+//!   [`ChainEncryption`] (a key file's [`ChainKey`] or a passphrase,
+//!   [`KeySecret`]) every diff, digest and metadata file is sealed, block
+//!   hashes are keyed BLAKE3, and a wrong key is [`Error::WrongKey`].
 //! - [`ChainPeriod`] names a chain per month, ISO week or day
 //!   (`NAME-YYYYMM`, `NAME-YYYYWww`, `NAME-YYYYMMDD`); [`ChainSet`] lists
 //!   them and [`PrunePlan`] deletes the old ones by a [`PrunePolicy`].
