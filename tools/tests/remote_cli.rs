@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BACKUP, backup_on_a_pty, listing, noise, restore_generation, stderr, text};
+use common::{
+    BACKUP, RESTORE, backup_on_a_pty, listing, noise, restore_generation, run, stderr, text,
+};
 
 fn agent() -> PathBuf {
     match std::env::var_os("BLOCKDIFF_AGENT") {
@@ -346,6 +348,94 @@ fn a_legacy_gzip_chain_works_remotely_too() {
     assert!(local.path().join("old.2.md5").exists());
     let out = local.path().join("restored");
     assert!(restore_generation(&name, 2, &out) == data);
+}
+
+/// An encrypted chain from a remote host, over real ssh: the agent hashes
+/// with the derived block-hash key, the backup host seals; the key file
+/// stays here, and nothing on the remote side holds it.
+#[test]
+fn an_encrypted_chain_from_a_remote_host() {
+    let Some(sshd) = Sshd::start() else { return };
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let key = local.path().join("chain.key");
+    let o = Command::new(env!("CARGO_BIN_EXE_blockdiff-key"))
+        .arg("new")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let key_text = fs::read_to_string(&key).unwrap();
+    let key_hex = key_text
+        .lines()
+        .last()
+        .unwrap()
+        .trim_start_matches("blockdiff-key-v1:")
+        .to_owned();
+    let src = remote.path().join("disk.img");
+    let name = local.path().join("db");
+    let mut data = noise(2 << 20, 9);
+    fs::write(&src, &data).unwrap();
+    let v1 = data.clone();
+    let k = key.to_str().unwrap();
+    sshd.backup_ok(&name, &sshd.source(&src), &["--encrypt", "--key-file", k]);
+    data[1_000_000] ^= 0x5a;
+    fs::write(&src, &data).unwrap();
+    let err = sshd.backup_ok(&name, &sshd.source(&src), &["--encrypt", "--key-file", k]);
+    assert!(err.contains("1 of 128 blocks changed"), "{err}");
+    for f in ["db.1", "db.2", "db.2.digest", "db.2.meta.json"] {
+        let bytes = fs::read(local.path().join(f)).unwrap();
+        assert!(blockdiff_core::is_sealed(&bytes), "{f} is not sealed");
+    }
+    for (g, want) in [(1u64, &v1), (2, &data)] {
+        let out = local.path().join(format!("out{g}"));
+        let o = run(
+            RESTORE,
+            &[
+                &"--key-file",
+                &k,
+                &"-g",
+                &g.to_string(),
+                &"--from",
+                &name,
+                &out,
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(fs::read(&out).unwrap() == *want, "generation {g}");
+    }
+    // The key is nowhere on the remote side.
+    for entry in walk(remote.path())
+        .into_iter()
+        .chain(walk(&sshd.remote_cache()))
+    {
+        let bytes = fs::read(&entry).unwrap_or_default();
+        assert!(
+            !bytes
+                .windows(key_hex.len())
+                .any(|w| w == key_hex.as_bytes()),
+            "{} holds the key",
+            entry.display()
+        );
+    }
+    assert!(sshd.running_agents().is_empty());
+}
+
+/// Every regular file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => out.extend(walk(&p)),
+            Ok(t) if t.is_file() => out.push(p),
+            _ => {}
+        }
+    }
+    out
 }
 
 #[test]
