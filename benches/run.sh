@@ -15,8 +15,8 @@
 #   BENCH_CHAIN_MIB    size of the volume of the restore chain (default 1024)
 #   BENCH_CHAIN_GENERATIONS  generations in that chain (default 30)
 #   BENCH_DIR          work directory (default bench-work/ at the repository root)
-#   BENCH_PARTS        the parts to run, among 1 A B C below (default all:
-#                      "1 A B C"; e.g. BENCH_PARTS=B for part 2 B alone)
+#   BENCH_PARTS        the parts to run, among 1 A B C E below (default all:
+#                      "1 A B C E"; e.g. BENCH_PARTS=B for part 2 B alone)
 #   BENCH_REPEAT       runs of each measured command (default 3); with more than one,
 #                      the run with the median time is reported, and the
 #                      fastest and slowest times are shown beside it
@@ -76,6 +76,12 @@
 #      same bytes (CPU seconds per GiB shown), and the last generation in
 #      <= 1.1 x the time of generation 1 (page cache dropped before each,
 #      when root).
+#   E. encryption (issue 15): the ext4 image of part B backed up into a new
+#      chain plain and with --encrypt --key-file (warm page cache), then an
+#      incremental of the unchanged image into each, then a restore of each
+#      chain's last generation: every encrypted figure >= 0.9 x the plain
+#      one of the same run. Beside them the limit: one core sealing and
+#      opening AES-256-GCM segments in memory (target/release/aead-limit).
 # And over every part: the peak RSS of every blockdiff command < 256 MiB.
 #
 # Before each measurement the script waits for the machine to be quiet (see
@@ -94,7 +100,7 @@ STAGE_MIB=${BENCH_STAGE_MIB:-$((IMAGE_MIB * 9 / 16))}
 CHAIN_MIB=${BENCH_CHAIN_MIB:-1024}
 CHAIN_GENS=${BENCH_CHAIN_GENERATIONS:-30}
 REPEAT=${BENCH_REPEAT:-3}
-PARTS=${BENCH_PARTS:-1 A B C}
+PARTS=${BENCH_PARTS:-1 A B C E}
 RT_ON=${BENCH_RT:-0}
 if [[ " $PARTS " == *" 1 "* && " $PARTS " == *" A "* ]]; then HOG_DEFAULT=1; else HOG_DEFAULT=0; fi
 HOG=${BENCH_HOG:-$HOG_DEFAULT}
@@ -113,8 +119,8 @@ for var in SIZE_MIB IMAGE_MIB STAGE_MIB CHAIN_MIB CHAIN_GENS LOAD_QUIET REPEAT; 
 done
 PARTS=${PARTS//,/ }
 for part in $PARTS; do
-    if ! [[ $part =~ ^(1|A|B|C)$ ]]; then
-        echo "run.sh: BENCH_PARTS lists parts among 1, A, B and C, not '$part'" >&2
+    if ! [[ $part =~ ^(1|A|B|C|E)$ ]]; then
+        echo "run.sh: BENCH_PARTS lists parts among 1, A, B, C and E, not '$part'" >&2
         exit 2
     fi
 done
@@ -208,7 +214,7 @@ fi
 
 log "building release binaries (cargo build --release -p blockdiff-tools -p blockdiff-benches --bins)"
 cargo build --release -p blockdiff-tools -p blockdiff-benches --bins
-for b in blockdiff-dump blockdiff-restore blockdiff-backup blockdiff-info read-limit; do
+for b in blockdiff-dump blockdiff-restore blockdiff-backup blockdiff-info blockdiff-key read-limit aead-limit; do
     if [[ ! -x $BIN/$b ]]; then
         echo "run.sh: $BIN/$b was not built" >&2
         exit 2
@@ -241,6 +247,10 @@ IMAGE_ZST=$WORK/ext4.img.zst
 IMAGE_DIFF=$WORK/ext4.diff
 IMAGE_DIGEST=$WORK/ext4.digest
 IMAGE_RESTORED=$WORK/ext4-restored.img
+# part E
+ENC_DIR=$WORK/encryption
+ENC_KEY=$WORK/encryption.key
+ENC_RESTORED=$WORK/encryption-restored.img
 # part C
 CHAIN_DIR=$WORK/chain
 CHAIN=$CHAIN_DIR/volume
@@ -569,7 +579,7 @@ fi
 # Part 2 B: an ext4 image of part of /usr, v2 --zstd-level 1 against zstd -1 -T0
 # =============================================================================
 
-if has_part B || has_part C; then
+if has_part B || has_part C || has_part E; then
     # Stage about STAGE_MIB of /usr: whole subdirectories of /usr/lib and
     # /usr/share, taken alternately from each (largest first) if they still fit,
     # for a mix of libraries and executables with text, docs and translations.
@@ -623,6 +633,51 @@ if has_part B || has_part C; then
     # The chain of part C starts from the first CHAIN_MIB MiB of the image.
     cp --sparse=always "$IMAGE" "$CHAIN_SRC"
     truncate -s "$CHAIN_BYTES" "$CHAIN_SRC"
+fi
+
+# =============================================================================
+# Part 2 E: encryption, on the ext4 image (before part B removes it)
+# =============================================================================
+
+if has_part E; then
+    E_FULL_P="E: backup full, plain"
+    E_FULL_E="E: backup full, encrypted"
+    E_INCR_P="E: backup incremental, plain"
+    E_INCR_E="E: backup incremental, encrypted"
+    E_REST_P="E: restore, plain"
+    E_REST_E="E: restore, encrypted"
+    rm -rf "$ENC_DIR" "$ENC_KEY"
+    "$BIN/blockdiff-key" new "$ENC_KEY" 2>/dev/null
+    # e_reset: empty chains, for each run of a full backup.
+    e_reset() {
+        rm -rf "$ENC_DIR"
+        mkdir -p "$ENC_DIR"
+    }
+    log "warming the page cache"
+    cat "$IMAGE" >/dev/null
+    BEFORE_EACH=(e_reset)
+    measure "$E_FULL_P" "$IMAGE_MIB" "$BIN/blockdiff-backup" -q "$ENC_DIR/plain" "$IMAGE"
+    measure "$E_FULL_E" "$IMAGE_MIB" "$BIN/blockdiff-backup" -q --encrypt --key-file "$ENC_KEY" "$ENC_DIR/enc" "$IMAGE"
+    BEFORE_EACH=()
+    # One chain of each kind for the incrementals and restores.
+    "$BIN/blockdiff-backup" -q "$ENC_DIR/plain" "$IMAGE"
+    E_DIFF_P=$(stat -c %s "$ENC_DIR/plain.1")
+    E_DIFF_E=$(stat -c %s "$ENC_DIR/enc.1")
+    measure "$E_INCR_P" "$IMAGE_MIB" "$BIN/blockdiff-backup" -q "$ENC_DIR/plain" "$IMAGE"
+    measure "$E_INCR_E" "$IMAGE_MIB" "$BIN/blockdiff-backup" -q --encrypt --key-file "$ENC_KEY" "$ENC_DIR/enc" "$IMAGE"
+    BEFORE_EACH=(rm -f "$ENC_RESTORED")
+    measure "$E_REST_P" "$IMAGE_MIB" "$BIN/blockdiff-restore" -q "$ENC_RESTORED" --from "$ENC_DIR/plain"
+    if ! cmp "$IMAGE" "$ENC_RESTORED"; then
+        fail "the plain chain of part E does not restore the image"
+    fi
+    measure "$E_REST_E" "$IMAGE_MIB" "$BIN/blockdiff-restore" -q --key-file "$ENC_KEY" "$ENC_RESTORED" --from "$ENC_DIR/enc"
+    if ! cmp "$IMAGE" "$ENC_RESTORED"; then
+        fail "the encrypted chain of part E does not restore the image"
+    fi
+    BEFORE_EACH=()
+    read -r _ E_SEAL_S E_SEAL_GIBS < <("$BIN/aead-limit" 1024 | grep '^seal')
+    read -r _ E_OPEN_S E_OPEN_GIBS < <("$BIN/aead-limit" 1024 | grep '^open')
+    rm -rf "$ENC_DIR" "$ENC_RESTORED" "$ENC_KEY"
 fi
 
 if has_part B; then
@@ -696,6 +751,7 @@ PART2=()
 if has_part A; then PART2+=("$A_FULL" "$A_READ" "$A_INCR" "$A_INCR2" "$A_INCRP" "$A_B3" "$A_PIECE" "$A_POOL" "$A_MMAP"); fi
 if has_part B; then PART2+=("$B_ZSTD" "$B_DUMP"); fi
 if has_part C; then PART2+=("$C_FIRST" "$C_LAST" "$C_DD"); fi
+if has_part E; then PART2+=("$E_FULL_P" "$E_FULL_E" "$E_INCR_P" "$E_INCR_E" "$E_REST_P" "$E_REST_E"); fi
 
 # =============================================================================
 # Report
@@ -857,6 +913,18 @@ if has_part C; then
         "$(awk -v c="${CPU[$C_LAST]}" -v m="$CHAIN_MIB" 'BEGIN { printf "%.2f", c / (m / 1024) }')" \
         "$(verdict "$(awk -v a="${SECS[$C_FIRST]}" -v b="${SECS[$C_LAST]}" 'BEGIN { print (b <= 1.1 * a) ? 1 : 0 }')")"
 fi
+if has_part E; then
+    for pair in "$E_FULL_P|$E_FULL_E" "$E_INCR_P|$E_INCR_E" "$E_REST_P|$E_REST_E"; do
+        plain=${pair%%|*}
+        enc=${pair#*|}
+        r=$(ratio "$enc" "$plain")
+        printf '  E. %s >= 0.9 x plain: %s x (%s s vs %s s)  %s\n' "${enc#E: }" "$r" "${SECS[$enc]}" "${SECS[$plain]}" \
+            "$(verdict "$(awk -v r="$r" 'BEGIN { print (r >= 0.9) ? 1 : 0 }')")"
+    done
+    printf '     the limit, one core: AES-256-GCM seal %s GiB/s, open %s GiB/s (aead-limit, 1 GiB in 64 KiB segments); the image %s GiB/s full, diff %s bytes plain, %s sealed\n' \
+        "$E_SEAL_GIBS" "$E_OPEN_GIBS" \
+        "$(awk -v s="$IMAGE_MIB" -v t="${SECS[$E_FULL_E]}" 'BEGIN { printf "%.2f", s / 1024 / t }')" "$E_DIFF_P" "$E_DIFF_E"
+fi
 if ((${#OURS[@]} > 0)); then
     worst=$(for name in "${OURS[@]}"; do printf '%s\t%s\n' "${RSS[$name]}" "$name"; done | sort -n | tail -n 1)
     printf '  peak RSS of every blockdiff command < 256 MiB: largest %s MiB (%s)  %s\n' \
@@ -894,3 +962,4 @@ if has_part A; then
 fi
 if has_part B; then echo "  - the ext4 image's v2 diff restores exactly"; fi
 if has_part C; then echo "  - the chain's generations 1 and $CHAIN_GENS restore exactly"; fi
+if has_part E; then echo "  - the plain and the encrypted chain of part E restore the image exactly"; fi

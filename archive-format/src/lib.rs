@@ -96,7 +96,7 @@ pub use limits::{Limits, MAX_BLOCK_SIZE, MAX_SOURCE_SIZE};
 pub use sealed::{
     ARGON2_DEFAULT, ChainKey, ChainKeys, KeyDerivation, KeySecret, SEALED_HEADER_LEN, SEALED_MAGIC,
     SEGMENT_SIZE, SealedContent, SealedFile, SealedHeader, SealedReader, SealedWriter, TAG_LEN,
-    is_sealed, read_key_file, read_passphrase_file, write_key_file,
+    is_sealed, parse_key_hex, read_key_file, read_passphrase_file, write_key_file,
 };
 pub use skip::{SkipRead, read_full};
 pub use units::parse_binary_size;

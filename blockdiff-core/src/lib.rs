@@ -85,8 +85,8 @@ mod store;
 mod units;
 
 pub use archive_format::{
-    ARGON2_DEFAULT, ChainKey, KeySecret, is_sealed, read_key_file, read_passphrase_file,
-    write_key_file,
+    ARGON2_DEFAULT, ChainKey, KeySecret, is_sealed, parse_key_hex, read_key_file,
+    read_passphrase_file, write_key_file,
 };
 pub use archive_format::{
     BlockHash, BlockSize, Compression, DIGEST_MAGIC, DigestFile, DigestFormat, DigestReader,

@@ -81,7 +81,7 @@ pub fn read_key_file(path: &Path) -> Result<ChainKey> {
         if found.is_some() {
             return Err(key_err(path, "holds more than one key"));
         }
-        found = Some(parse_hex_key(hex_key).ok_or_else(|| {
+        found = Some(parse_key_hex(hex_key).ok_or_else(|| {
             key_err(
                 path,
                 "the key is not 64 hexadecimal digits (the file is damaged)",
@@ -93,7 +93,9 @@ pub fn read_key_file(path: &Path) -> Result<ChainKey> {
         .ok_or_else(|| key_err(path, "holds no key"))
 }
 
-fn parse_hex_key(text: &str) -> Option<[u8; 32]> {
+/// A 256-bit key written as 64 hexadecimal digits (as key files hold
+/// it); `None` for anything else.
+pub fn parse_key_hex(text: &str) -> Option<[u8; 32]> {
     let b = text.as_bytes();
     if b.len() != 64 {
         return None;

@@ -11,7 +11,7 @@ pub use header::{
     KeyDerivation, SEALED_HEADER_LEN, SEALED_MAGIC, SEGMENT_SIZE, SealedContent, SealedHeader,
     TAG_LEN, is_sealed,
 };
-pub use key_file::{read_key_file, read_passphrase_file, write_key_file};
+pub use key_file::{parse_key_hex, read_key_file, read_passphrase_file, write_key_file};
 pub use keys::{ARGON2_DEFAULT, ChainKey, ChainKeys, KeySecret};
 pub use reader::{SealedFile, SealedReader};
 pub use writer::SealedWriter;

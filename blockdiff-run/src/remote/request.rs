@@ -111,7 +111,7 @@ impl AgentRequest {
         let keyed = self.format.hash.is_some_and(HashAlgorithm::is_keyed);
         match (&self.hash_key, keyed) {
             (None, false) => Ok(None),
-            (Some(text), true) => parse_key(text)
+            (Some(text), true) => blockdiff_core::parse_key_hex(text)
                 .map(|k| Some(BlockHashKey(k)))
                 .ok_or_else(|| ProtocolError::request("the block hash key is not 64 hex digits")),
             (None, true) => Err(ProtocolError::request(
@@ -332,20 +332,6 @@ impl AgentReport {
         }
         Ok(report)
     }
-}
-
-/// 64 hex digits as 32 bytes.
-fn parse_key(text: &str) -> Option<[u8; 32]> {
-    let b = text.as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        let digit = |c: u8| (c as char).to_digit(16);
-        out[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
-    }
-    Some(out)
 }
 
 /// 32 bytes as 64 hex digits.
