@@ -31,7 +31,10 @@ pub struct KeyArgs {
     /// The passphrase is stretched with Argon2id (64 MiB, 3 passes; the
     /// cost and salt are recorded in the chain). Instead of a file, the
     /// passphrase may be in $BLOCKDIFF_PASSPHRASE; --key-file and
-    /// --passphrase-file take precedence over it.
+    /// --passphrase-file take precedence over it. Given a key, a reader
+    /// refuses a plain chain (a plain file in an encrypted chain's place
+    /// looks just like one): unset $BLOCKDIFF_PASSPHRASE to read plain
+    /// chains.
     #[arg(long, value_name = "FILE", help_heading = HEADING)]
     pub passphrase_file: Option<PathBuf>,
 }
