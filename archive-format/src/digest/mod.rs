@@ -17,7 +17,7 @@ use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::v2::ReadAt;
+use crate::v2::{ReadAt, fill_at};
 use crate::{
     ArchiveError, BlockHash, BlockSize, Fingerprint, HashAlgorithm, Limits, Result, UNKNOWN_SIZE,
     read_full,
@@ -311,7 +311,7 @@ fn check_file(
             }
             let mut t = [0u8; V2_TRAILER_LEN];
             let at = len - V2_TRAILER_LEN as u64;
-            read_exact_at(file, &mut t, at).ctx(path, "read digest")?;
+            fill_at(file, &mut t, at).ctx(path, "read digest")?;
             let trailer = parse_trailer(path, &t, at, spec)?;
             if trailer
                 .entries
@@ -716,7 +716,7 @@ impl DigestFile {
                 .unwrap_or(usize::MAX)
                 .min(V2_HEADER_LEN)
         ];
-        read_exact_at(&*file, &mut head, 0).ctx(&path, "read digest")?;
+        fill_at(&*file, &mut head, 0).ctx(&path, "read digest")?;
         let spec = parse_header(&path, &head)?;
         let (entries, trailer) = check_file(&path, &*file, &spec, len)?;
         Ok(DigestFile {
@@ -773,7 +773,7 @@ impl DigestFile {
             let count = WINDOW_ENTRIES.min(self.entries - first);
             self.window.resize(count as usize * h, 0);
             let offset = self.spec.header_len() as u64 + first * h as u64;
-            read_exact_at(&*self.file, &mut self.window, offset).ctx(&self.path, "read digest")?;
+            fill_at(&*self.file, &mut self.window, offset).ctx(&self.path, "read digest")?;
             self.window_first = first;
         }
         let at = (index - self.window_first) as usize * h;
@@ -841,32 +841,6 @@ impl<F: ReadAt> Read for ReadAtStream<F> {
         self.pos += n as u64;
         Ok(n)
     }
-}
-
-/// Reads exactly `buf.len()` bytes at `offset`; a file that ends first is
-/// an `UnexpectedEof` error.
-fn read_exact_at(
-    file: &(dyn ReadAt + Send + Sync),
-    mut buf: &mut [u8],
-    mut offset: u64,
-) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        match file.read_at(buf, offset) {
-            Ok(0) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "failed to fill whole buffer",
-                ));
-            }
-            Ok(n) => {
-                buf = &mut buf[n..];
-                offset += n as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

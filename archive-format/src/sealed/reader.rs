@@ -12,7 +12,7 @@ use super::header::{SEALED_HEADER_LEN, SealedContent, SealedHeader, TAG_LEN};
 use super::keys::ChainKeys;
 use super::nonce;
 use crate::error::{ArchiveError, Result};
-use crate::v2::ReadAt;
+use crate::v2::{ReadAt, fill_at};
 
 thread_local! {
     /// The ciphertext buffer of [`SealedFile`] reads on this thread.
@@ -67,26 +67,6 @@ fn check_expected(
     Ok(())
 }
 
-fn read_exact_at<R: ReadAt + ?Sized>(r: &R, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
-    while !buf.is_empty() {
-        match r.read_at(buf, offset) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the sealed file ended early (it shrank while read?)",
-                ));
-            }
-            Ok(n) => {
-                buf = &mut buf[n..];
-                offset += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 impl SealedHeader {
     /// Reads and checks the header of a file read by offset: `Ok(None)`
     /// for a file that does not start with the sealed magic (a plain
@@ -106,7 +86,7 @@ fn read_header_at<R: ReadAt + ?Sized>(inner: &R, path: &Path) -> Result<Option<S
     };
     let len = inner.size().map_err(io_err)?;
     let mut head = vec![0u8; SEALED_HEADER_LEN.min(usize::try_from(len).unwrap_or(usize::MAX))];
-    read_exact_at(inner, &mut head, 0).map_err(io_err)?;
+    fill_at(inner, &mut head, 0).map_err(io_err)?;
     if !super::is_sealed(&head) {
         return Ok(None);
     }
@@ -337,7 +317,7 @@ impl<R: ReadAt> SealedFile<R> {
     }
 
     fn read_cipher(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_exact_at(&self.inner, buf, offset).map_err(|source| ArchiveError::FileIo {
+        fill_at(&self.inner, buf, offset).map_err(|source| ArchiveError::FileIo {
             path: self.path.clone(),
             op: "read",
             source,

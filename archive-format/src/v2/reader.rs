@@ -80,6 +80,33 @@ impl<T: ReadAt + ?Sized> ReadAt for std::sync::Arc<T> {
     }
 }
 
+/// Reads exactly `buf.len()` bytes at `offset`, retrying short and
+/// interrupted reads; a source that ends first is an `UnexpectedEof`
+/// error saying so.
+pub(crate) fn fill_at<F: ReadAt + ?Sized>(
+    src: &F,
+    mut buf: &mut [u8],
+    mut offset: u64,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        match src.read_at(buf, offset) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file ended early (it shrank while read?)",
+                ));
+            }
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn read_exact_at<F: ReadAt + ?Sized>(
     src: &F,
     buf: &mut [u8],
