@@ -105,7 +105,7 @@ pub use v2::{
     DIFF_MAGIC, DiffFile, DiffHeader, DiffSummary, DiffWriter, Extent, ExtentKind, Fingerprint,
     Frame, FrameBuilder, FrameCompression, FrameCompressor, FrameDecompressor, FrameEntry,
     FrameMeta, HashAlgorithm, MAX_FRAME_EXTENTS, MAX_FRAME_LEN, MAX_FRAME_RAW, MAX_FRAME_STORED,
-    MAX_INDEX_LEN, ReadAt, StreamReader, UNKNOWN_SIZE, data_len,
+    MAX_INDEX_LEN, ReadAt, StreamReader, UNKNOWN_SIZE, data_len, fill_at,
 };
 
 #[cfg(test)]

@@ -183,8 +183,75 @@ pub(crate) fn needs_key(path: &Path, chain: &Path) -> Error {
     }
 }
 
+/// Opens a committed file of chain `chain` read by offset, as any store
+/// does: with `encryption`, a sealed file is checked (its chain, the key,
+/// what it holds, its generation and its end) and read as its plaintext,
+/// and a plain one is refused; without, a sealed file is refused with an
+/// error that asks for the key.
+pub fn open_chain_file<R: ReadAt + Send + Sync + 'static>(
+    encryption: Option<&ChainEncryption>,
+    inner: R,
+    content: SealedContent,
+    generation: u64,
+    path: &Path,
+    chain: &Path,
+) -> Result<Box<dyn ReadAt + Send + Sync>> {
+    match encryption {
+        Some(enc) => Ok(Box::new(
+            enc.open_at(inner, content, generation, path, chain)?,
+        )),
+        None => {
+            if SealedHeader::read_at(&inner, path)?.is_some() {
+                return Err(needs_key(path, chain));
+            }
+            Ok(Box::new(inner))
+        }
+    }
+}
+
+/// The plaintext of a small file of chain `chain` read whole (metadata):
+/// with `encryption`, `bytes` must be a sealed file of that chain and
+/// generation; without, a sealed one is refused. At most `limit` bytes of
+/// plaintext are kept.
+pub fn unseal_chain_file(
+    encryption: Option<&ChainEncryption>,
+    bytes: Vec<u8>,
+    content: SealedContent,
+    generation: u64,
+    path: &Path,
+    chain: &Path,
+    limit: u64,
+) -> Result<Vec<u8>> {
+    let sealed = archive_format::is_sealed(&bytes);
+    match (encryption, sealed) {
+        (Some(enc), true) => {
+            let mut plain = Vec::new();
+            enc.open_stream(
+                std::io::Cursor::new(bytes),
+                content,
+                generation,
+                path,
+                chain,
+            )?
+            .take(limit)
+            .read_to_end(&mut plain)
+            .map_err(|e| crate::store::sealed_read_error(path, e))?;
+            Ok(plain)
+        }
+        (Some(_), false) => Err(not_sealed(path, chain)),
+        (None, true) => Err(needs_key(path, chain)),
+        (None, false) => {
+            let mut bytes = bytes;
+            bytes.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            Ok(bytes)
+        }
+    }
+}
+
 /// A file a store writes: plain, or sealed when its chain is encrypted.
-pub(crate) enum StoreWriter<W: Write> {
+/// [`finish`](Self::finish) seals the last segment; a sealed file dropped
+/// unfinished is refused by every reader as cut short.
+pub enum StoreWriter<W: Write> {
     /// A plain chain's file.
     Plain(W),
     /// An encrypted chain's file.
@@ -192,8 +259,27 @@ pub(crate) enum StoreWriter<W: Write> {
 }
 
 impl<W: Write> StoreWriter<W> {
+    /// A writer of generation `generation`'s file `path` (for messages)
+    /// holding `content`: sealed with the keys of `encryption` (which must
+    /// be known: a file of the chain opened, or the chain started), else
+    /// plain.
+    pub fn new(
+        encryption: Option<&ChainEncryption>,
+        inner: W,
+        content: SealedContent,
+        generation: u64,
+        path: &Path,
+    ) -> Result<Self> {
+        Ok(match encryption {
+            Some(enc) => {
+                StoreWriter::Sealed(Box::new(enc.create(inner, content, generation, path)?))
+            }
+            None => StoreWriter::Plain(inner),
+        })
+    }
+
     /// Seals the last segment of a sealed file; returns the inner writer.
-    pub(crate) fn finish(self) -> std::io::Result<W> {
+    pub fn finish(self) -> std::io::Result<W> {
         match self {
             StoreWriter::Plain(w) => Ok(w),
             StoreWriter::Sealed(s) => (*s).finish(),

@@ -85,7 +85,7 @@ mod store;
 mod units;
 
 pub use archive_format::{
-    ARGON2_DEFAULT, ChainKey, KeySecret, is_sealed, parse_key_hex, read_key_file,
+    ARGON2_DEFAULT, ChainKey, KeySecret, SealedContent, is_sealed, parse_key_hex, read_key_file,
     read_passphrase_file, write_key_file,
 };
 pub use archive_format::{
@@ -107,7 +107,7 @@ pub use dump::{
     DumpedChunk, FormatEncoded, FormatEncoder, FormatEncoderState, FormatSink, LegacySink,
     MAPPED_CHUNK, NoEncoding, READ_CHUNK, V2Encoder, V2EncoderState, V2Frame, V2Sink, dump,
 };
-pub use encryption::ChainEncryption;
+pub use encryption::{ChainEncryption, StoreWriter, open_chain_file, unseal_chain_file};
 pub use error::{Error, Result};
 pub use generation_source::{DiffBytes, GenerationSource};
 pub use info::{Comparison, GenerationInfo, chain_info, compare_with_generation, generation_info};
@@ -119,7 +119,7 @@ pub use resolve::{PreviousFormat, resolve_format};
 pub use restore::{RestoreOptions, RestorePlan, RestoreReport, apply_stream};
 pub use store::{
     CORE_METADATA_KEYS, CommitStep, DiffFormat, DiffLocation, GenerationStore, PendingGeneration,
-    StoreLock, parse_version,
+    StoreLock, parse_version, sealed_read_error,
 };
 
 /// The README's example, run as a doctest.

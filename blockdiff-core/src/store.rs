@@ -14,7 +14,7 @@ use archive_format::{
     FrameCompression, Limits, ReadAt, SealedContent, read_full,
 };
 
-use crate::encryption::{ChainEncryption, StoreWriter, needs_key, not_sealed};
+use crate::encryption::{ChainEncryption, StoreWriter, open_chain_file, unseal_chain_file};
 use crate::error::ArchiveContext;
 
 use crate::error::IoContext;
@@ -203,19 +203,14 @@ impl GenerationStore {
         generation: u64,
     ) -> Result<Box<dyn ReadAt + Send + Sync>> {
         let file = open_nofollow(path).ctx(path, "open")?;
-        match &self.encryption {
-            Some(enc) => Ok(Box::new(
-                enc.open_at(file, content, generation, path, &self.name)?,
-            )),
-            None => {
-                let mut head = [0u8; 8];
-                let got = read_full(&mut &file, &mut head).ctx(path, "read")?;
-                if archive_format::is_sealed(&head[..got]) {
-                    return Err(needs_key(path, &self.name));
-                }
-                Ok(Box::new(file))
-            }
-        }
+        open_chain_file(
+            self.encryption.as_ref(),
+            file,
+            content,
+            generation,
+            path,
+            &self.name,
+        )
     }
 
     /// Opens generation `generation`'s digest.
@@ -338,27 +333,21 @@ impl GenerationStore {
     /// by the original tool or by an earlier version of this one).
     pub fn read_metadata(&self, generation: u64) -> Result<Option<BTreeMap<String, String>>> {
         let path = self.metadata_path(generation);
-        let mut text = Vec::new();
-        match open_nofollow(&path) {
+        let text = match open_nofollow(&path) {
             Ok(f) => {
-                // Metadata is small: a bigger file is not one.
-                let mut head = [0u8; 8];
-                let got = read_full(&mut &f, &mut head).ctx(&path, "read")?;
-                let sealed = archive_format::is_sealed(&head[..got]);
-                let rest = io::Cursor::new(head[..got].to_vec()).chain(f);
-                match (&self.encryption, sealed) {
-                    (Some(enc), true) => enc
-                        .open_stream(rest, SealedContent::Metadata, generation, &path, &self.name)?
-                        .take(1 << 20)
-                        .read_to_end(&mut text)
-                        .map_err(|e| sealed_io(&path, e))?,
-                    (Some(_), false) => return Err(not_sealed(&path, &self.name)),
-                    (None, true) => return Err(needs_key(&path, &self.name)),
-                    (None, false) => rest
-                        .take(1 << 20)
-                        .read_to_end(&mut text)
-                        .ctx(&path, "read")?,
-                };
+                // Metadata is small: a bigger file is not one (and a sealed
+                // one cut here fails as cut).
+                let mut raw = Vec::new();
+                f.take(2 << 20).read_to_end(&mut raw).ctx(&path, "read")?;
+                unseal_chain_file(
+                    self.encryption.as_ref(),
+                    raw,
+                    SealedContent::Metadata,
+                    generation,
+                    &path,
+                    &self.name,
+                    1 << 20,
+                )?
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).ctx(&path, "open"),
@@ -467,15 +456,9 @@ impl GenerationStore {
                                 .unwrap_or(usize::MAX)
                                 .min(archive_format::V2_HEADER_LEN)
                         ];
-                        let mut at = 0;
-                        while at < head.len() {
-                            match file.read_at(&mut head[at..], at as u64) {
-                                Ok(0) => break,
-                                Ok(n) => at += n,
-                                Err(e) => return Err(sealed_io(&path, e)),
-                            }
-                        }
-                        DiffFormat::from_head(&path, &head[..at])?
+                        archive_format::fill_at(file.as_ref(), &mut head, 0)
+                            .map_err(|e| sealed_read_error(&path, e))?;
+                        DiffFormat::from_head(&path, &head)?
                     } else {
                         DiffFormat::Legacy(Compression::Gzip)
                     };
@@ -613,12 +596,7 @@ impl GenerationStore {
         generation: u64,
         path: &Path,
     ) -> Result<StoreWriter<W>> {
-        Ok(match &self.encryption {
-            Some(enc) => {
-                StoreWriter::Sealed(Box::new(enc.create(inner, content, generation, path)?))
-            }
-            None => StoreWriter::Plain(inner),
-        })
+        StoreWriter::new(self.encryption.as_ref(), inner, content, generation, path)
     }
 
     /// Makes the chain's keys known before its files are written: a new
@@ -1163,7 +1141,7 @@ impl Drop for PendingGeneration {
 
 /// An I/O error reading a sealed file: its own error (damage, a cut) when
 /// it carries one, else the I/O error with the path.
-pub(crate) fn sealed_io(path: &Path, e: io::Error) -> Error {
+pub fn sealed_read_error(path: &Path, e: io::Error) -> Error {
     if !e
         .get_ref()
         .is_some_and(<dyn std::error::Error + Send + Sync>::is::<archive_format::ArchiveError>)

@@ -132,7 +132,7 @@ impl BackupRun<'_> {
         };
         let options = self.options;
         let store = ChainLocation::open(name, &options.storage)
-            .and_then(|c| c.with_encryption(options.encryption.clone()))
+            .map(|c| c.with_encryption(options.encryption.clone()))
             .map_err(RunError::from)?;
         let log = self.log;
         let mut facts = RunFacts::started_at(started);

@@ -125,18 +125,15 @@ impl ChainLocation {
     /// The chain with its key, when it is encrypted (`None`: a plain
     /// chain, and an encrypted one is refused with an error that asks for
     /// its key).
-    pub fn with_encryption(self, encryption: Option<ChainEncryption>) -> Result<Self> {
-        let Some(encryption) = encryption else {
-            return Ok(self);
-        };
-        match self {
-            ChainLocation::Local(store) => {
-                Ok(ChainLocation::Local(store.with_encryption(encryption)))
+    pub fn with_encryption(self, encryption: Option<ChainEncryption>) -> Self {
+        match (self, encryption) {
+            (ChainLocation::Local(store), Some(enc)) => {
+                ChainLocation::Local(store.with_encryption(enc))
             }
-            ChainLocation::Objects(chain) => Err(Error::InvalidOption(format!(
-                "{}: encrypted chains are kept in local directories in this version; an object store's chain cannot be encrypted yet",
-                chain.name().display()
-            ))),
+            (ChainLocation::Objects(chain), Some(enc)) => {
+                ChainLocation::Objects(chain.with_encryption(enc))
+            }
+            (location, None) => location,
         }
     }
 

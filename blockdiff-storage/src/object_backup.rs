@@ -11,8 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use archive_format::{CompressedWriter, DiffFile, DigestFile};
 use blockdiff_core::{
     BackupOptions, BackupReport, DiffFormat, DumpOptions, DumpReport, DumpSource, Error,
-    GenerationSource, Notice, PendingBackup, PreviousFormat, Progress, Result, back_up_prepared,
-    resolve_format,
+    GenerationSource, HashAlgorithm, Notice, PendingBackup, PreviousFormat, Progress, Result,
+    SealedContent, StoreWriter, back_up_prepared, resolve_format,
 };
 use serde::{Deserialize, Serialize};
 
@@ -267,8 +267,10 @@ pub struct ObjectBackup {
     format: DiffFormat,
     previous_digest: Option<PathBuf>,
     dump: DumpOptions,
-    diff: Option<CompressedWriter<Box<dyn ObjectWriter>>>,
-    digest: Option<DigestTee>,
+    /// Sealed first when the chain is encrypted, so that the object and
+    /// the cached digest hold only sealed bytes.
+    diff: Option<CompressedWriter<StoreWriter<Box<dyn ObjectWriter>>>>,
+    digest: Option<StoreWriter<DigestTee>>,
     /// Objects finished but not yet committed: removed if the commit does
     /// not happen.
     finished: Vec<String>,
@@ -330,10 +332,30 @@ impl ObjectBackup {
                 let recorded = metadata
                     .as_ref()
                     .is_some_and(|m| m.contains_key(DIGEST_HASH_KEY));
+                // Opening it also checks an encrypted chain's key.
                 check_previous_digest(chain, n, &path, recorded)?;
                 Some(path)
             }
         };
+        let mut dump = DumpOptions {
+            generation,
+            ..options.dump.clone()
+        };
+        if let Some(enc) = chain.encryption() {
+            if let DiffFormat::Legacy(_) = format {
+                return Err(Error::InvalidOption(format!(
+                    "{}: the original blockdiff's format cannot be encrypted; an encrypted chain is v2",
+                    chain.name().display()
+                )));
+            }
+            if current == 0 {
+                enc.start_chain()?;
+            }
+            // Its blocks are hashed with keyed BLAKE3, the key derived from
+            // the chain key.
+            dump.hash = HashAlgorithm::Blake3Keyed;
+            dump.hash_key = enc.block_hash_key();
+        }
         let mut leftovers = chain.generation_keys()?;
         leftovers.retain(|&g, _| g > current);
         for keys in leftovers.values() {
@@ -359,11 +381,23 @@ impl ObjectBackup {
         }
         let diff_key = chain.diff_key(generation, format);
         let digest_key = chain.digest_key(generation, format.digest_format());
-        let diff = chain.storage().writer(&diff_key).map_err(core_error)?;
-        let digest = DigestTee {
-            object: Some(chain.storage().writer(&digest_key).map_err(core_error)?),
-            cache: chain.cache().writer(&digest_key)?,
-        };
+        let diff = StoreWriter::new(
+            chain.encryption(),
+            chain.storage().writer(&diff_key).map_err(core_error)?,
+            SealedContent::Diff,
+            generation,
+            &chain.diff_path(generation, format),
+        )?;
+        let digest = StoreWriter::new(
+            chain.encryption(),
+            DigestTee {
+                object: Some(chain.storage().writer(&digest_key).map_err(core_error)?),
+                cache: chain.cache().writer(&digest_key)?,
+            },
+            SealedContent::Digest,
+            generation,
+            &PathBuf::from(chain.storage().describe(&digest_key)),
+        )?;
         progress.at_step("backup:begun");
         Ok(ObjectBackup {
             _lock: lock,
@@ -371,10 +405,7 @@ impl ObjectBackup {
             generation,
             format,
             previous_digest,
-            dump: DumpOptions {
-                generation,
-                ..options.dump.clone()
-            },
+            dump,
             diff: Some(format.stream_compression().writer(diff)),
             digest: Some(digest),
             finished: Vec::new(),
@@ -446,11 +477,14 @@ impl ObjectBackup {
             .diff
             .take()
             .ok_or_else(|| finished_twice(&chain, &diff_key))?;
-        let object = diff.finish().map_err(|source| Error::Io {
-            path: PathBuf::from(chain.storage().describe(&diff_key)),
-            op: "upload",
-            source,
-        })?;
+        let object = diff
+            .finish()
+            .and_then(StoreWriter::finish)
+            .map_err(|source| Error::Io {
+                path: PathBuf::from(chain.storage().describe(&diff_key)),
+                op: "upload",
+                source,
+            })?;
         let diff_bytes = object.finish().map_err(core_error)?;
         self.finished.push(diff_key);
 
@@ -458,7 +492,13 @@ impl ObjectBackup {
         let mut digest = self
             .digest
             .take()
-            .ok_or_else(|| finished_twice(&chain, &digest_key))?;
+            .ok_or_else(|| finished_twice(&chain, &digest_key))?
+            .finish()
+            .map_err(|source| Error::Io {
+                path: PathBuf::from(chain.storage().describe(&digest_key)),
+                op: "upload",
+                source,
+            })?;
         let object = digest
             .object
             .take()
@@ -525,7 +565,7 @@ impl Drop for ObjectBackup {
 /// from the cache already did; without one (a chain copied into the bucket by another
 /// tool), against the diff's fingerprint and block size.
 fn check_previous_digest(chain: &ObjectChain, n: u64, path: &Path, recorded: bool) -> Result<()> {
-    let digest = DigestFile::open(path)?;
+    let digest = chain.open_cached_digest(n, path)?;
     if recorded {
         return Ok(());
     }
@@ -578,6 +618,14 @@ impl PendingBackup for ObjectBackup {
     }
     fn previous_digest(&self) -> Option<&Path> {
         self.previous_digest.as_deref()
+    }
+    fn open_previous_digest(&self) -> Result<Option<DigestFile>> {
+        match &self.previous_digest {
+            Some(path) => Ok(Some(
+                self.chain.open_cached_digest(self.generation - 1, path)?,
+            )),
+            None => Ok(None),
+        }
     }
     fn paths(&self) -> (PathBuf, PathBuf) {
         ObjectBackup::paths(self)

@@ -5,21 +5,28 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use archive_format::{DigestFile, ReadAt};
 use blockdiff_core::{
-    Compression, DiffBytes, DiffFormat, DiffLocation, DigestFormat, Error, FrameCompression,
-    GenerationSource, Progress, RepairableChain, Result, parse_version,
+    BlockHashKey, ChainEncryption, Compression, DiffBytes, DiffFormat, DiffLocation, DigestFormat,
+    Error, FrameCompression, GenerationSource, Progress, RepairableChain, Result, SealedContent,
+    StoreWriter, open_chain_file, parse_version, unseal_chain_file,
 };
 
 use crate::chunk_cache::{ChunkCache, ChunkedObject};
 use crate::digest_cache::DigestCache;
 use crate::{ObjectStorage, StorageError};
 
-/// Largest `NAME.ver` or `NAME.N.meta.json` read.
+/// Largest `NAME.ver` or `NAME.N.meta.json` read (its plaintext, when
+/// sealed).
 const SMALL_OBJECT_LIMIT: u64 = 1 << 20;
+/// Largest sealed `NAME.N.meta.json` read: its plaintext limit and the
+/// sealing's overhead.
+const SEALED_SMALL_OBJECT_LIMIT: u64 = 2 << 20;
 
 /// The metadata key under which a commit records the BLAKE3 hash (hex) of
 /// the generation's digest object, so that a cached copy is checked
@@ -45,6 +52,9 @@ pub struct ObjectChain {
     display: PathBuf,
     cache: DigestCache,
     chunks: Arc<ChunkCache>,
+    /// An encrypted chain's secret and keys: every object of a generation
+    /// is then sealed (FORMAT.md §10), and its digests are cached sealed.
+    encryption: Option<ChainEncryption>,
 }
 
 /// A [`StorageError`] as the core's error, naming the object.
@@ -85,7 +95,79 @@ impl ObjectChain {
             display,
             cache,
             chunks: Arc::default(),
+            encryption: None,
         })
+    }
+
+    /// The chain, encrypted with `encryption`: its objects are sealed with
+    /// its keys (a new chain is started encrypted), and a plain object is
+    /// refused as a damaged one is.
+    pub fn with_encryption(mut self, encryption: ChainEncryption) -> Self {
+        self.encryption = Some(encryption);
+        self
+    }
+
+    /// The chain's encryption, when it was given.
+    pub fn encryption(&self) -> Option<&ChainEncryption> {
+        self.encryption.as_ref()
+    }
+
+    /// Object `key` of generation `generation`, read by offset through the
+    /// chain's chunk cache: its plaintext when the chain is encrypted
+    /// (checked as [`open_chain_file`] does), refused when sealed and the
+    /// chain has no key.
+    fn open_object(
+        &self,
+        key: &str,
+        content: SealedContent,
+        generation: u64,
+    ) -> Result<Box<dyn ReadAt + Send + Sync>> {
+        let path = self.display_of(key);
+        let size = self.storage.stat(key).map_err(core_error)?.ok_or_else(|| {
+            Error::MissingGeneration {
+                path: path.clone(),
+                generation,
+                reason: "it disappeared while being read".into(),
+            }
+        })?;
+        let object = ChunkedObject::new(
+            Arc::clone(&self.storage),
+            key,
+            size,
+            Arc::clone(&self.chunks),
+        );
+        open_chain_file(
+            self.encryption.as_ref(),
+            object,
+            content,
+            generation,
+            &path,
+            &self.display,
+        )
+    }
+
+    /// The cached digest `path` of generation `generation` (from
+    /// [`find_digest`](GenerationSource::find_digest)), opened: its
+    /// plaintext when the chain is encrypted, which also checks the key.
+    pub fn open_cached_digest(&self, generation: u64, path: &Path) -> Result<DigestFile> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|source| Error::Io {
+                path: path.to_owned(),
+                op: "open",
+                source,
+            })?;
+        let file = open_chain_file(
+            self.encryption.as_ref(),
+            file,
+            SealedContent::Digest,
+            generation,
+            path,
+            &self.display,
+        )?;
+        Ok(DigestFile::from_read_at(file, path)?)
     }
 
     /// The storage the chain is on.
@@ -170,9 +252,24 @@ impl ObjectChain {
     ) -> Result<()> {
         let mut text = serde_json::to_string_pretty(metadata).unwrap_or_default();
         text.push('\n');
-        self.storage
-            .put(&self.metadata_key(generation), text.as_bytes())
-            .map_err(core_error)
+        let key = self.metadata_key(generation);
+        let path = self.display_of(&key);
+        let mut out = StoreWriter::new(
+            self.encryption.as_ref(),
+            Vec::new(),
+            SealedContent::Metadata,
+            generation,
+            &path,
+        )?;
+        let bytes = out
+            .write_all(text.as_bytes())
+            .and_then(|()| out.finish())
+            .map_err(|source| Error::Io {
+                path,
+                op: "seal",
+                source,
+            })?;
+        self.storage.put(&key, &bytes).map_err(core_error)
     }
 
     /// Adds `facts` to committed generation `generation`'s metadata; the
@@ -275,23 +372,35 @@ impl GenerationSource for ObjectChain {
         };
         let key = &keys[i];
         let path = self.display_of(key);
-        let size = self
-            .storage
-            .stat(key)
-            .map_err(core_error)?
-            .unwrap_or_default();
-        let mut head = vec![0u8; (archive_format::V2_HEADER_LEN as u64).min(size) as usize];
-        if !head.is_empty() {
-            self.storage
-                .read_range(key, 0, &mut head)
-                .map_err(core_error)?;
-        }
+        let head = if self.encryption.is_some() {
+            let file = self.open_object(key, SealedContent::Diff, generation)?;
+            let len = file
+                .size()
+                .map_err(|e| blockdiff_core::sealed_read_error(&path, e))?;
+            let mut head = vec![0u8; (archive_format::V2_HEADER_LEN as u64).min(len) as usize];
+            archive_format::fill_at(file.as_ref(), &mut head, 0)
+                .map_err(|e| blockdiff_core::sealed_read_error(&path, e))?;
+            head
+        } else {
+            let size = self
+                .storage
+                .stat(key)
+                .map_err(core_error)?
+                .unwrap_or_default();
+            let mut head = vec![0u8; (archive_format::V2_HEADER_LEN as u64).min(size) as usize];
+            if !head.is_empty() {
+                self.storage
+                    .read_range(key, 0, &mut head)
+                    .map_err(core_error)?;
+            }
+            head
+        };
         let format = DiffFormat::from_head(&path, &head)?;
         Ok(DiffLocation {
             path,
             format,
             generation,
-            sealed: false,
+            sealed: self.encryption.is_some(),
         })
     }
 
@@ -302,13 +411,22 @@ impl GenerationSource for ObjectChain {
 
     fn read_metadata(&self, generation: u64) -> Result<Option<BTreeMap<String, String>>> {
         let key = self.metadata_key(generation);
-        let Some(text) = self
+        let Some(raw) = self
             .storage
-            .read_small(&key, SMALL_OBJECT_LIMIT)
+            .read_small(&key, SEALED_SMALL_OBJECT_LIMIT)
             .map_err(core_error)?
         else {
             return Ok(None);
         };
+        let text = unseal_chain_file(
+            self.encryption.as_ref(),
+            raw,
+            SealedContent::Metadata,
+            generation,
+            &self.display_of(&key),
+            &self.display,
+            SMALL_OBJECT_LIMIT,
+        )?;
         serde_json::from_slice(&text)
             .map(Some)
             .map_err(|e| Error::BadMetadata {
@@ -318,38 +436,28 @@ impl GenerationSource for ObjectChain {
     }
 
     fn open_diff(&self, diff: &DiffLocation) -> Result<DiffBytes> {
-        let key = self.diff_key(
-            diff_generation(&self.name, &diff.path).unwrap_or_default(),
-            diff.format,
-        );
-        let size = self
-            .storage
-            .stat(&key)
-            .map_err(core_error)?
-            .ok_or_else(|| Error::MissingGeneration {
-                path: diff.path.clone(),
-                generation: diff_generation(&self.name, &diff.path).unwrap_or_default(),
-                reason: "it disappeared while being read".into(),
-            })?;
-        Ok(Arc::new(ChunkedObject::new(
-            Arc::clone(&self.storage),
+        let key = self.diff_key(diff.generation, diff.format);
+        Ok(Arc::from(self.open_object(
             &key,
-            size,
-            Arc::clone(&self.chunks),
-        )))
+            SealedContent::Diff,
+            diff.generation,
+        )?))
+    }
+
+    fn open_digest(&self, generation: u64) -> Result<DigestFile> {
+        let (path, _) = self.find_digest(generation)?;
+        self.open_cached_digest(generation, &path)
+    }
+
+    fn block_hash_key(&self) -> Option<BlockHashKey> {
+        self.encryption
+            .as_ref()
+            .and_then(ChainEncryption::block_hash_key)
     }
 
     fn stream_read_size(&self) -> usize {
         8 << 20
     }
-}
-
-/// The generation number in a diff's name (`…/NAME.N` or `…/NAME.N.gz`).
-fn diff_generation(name: &str, path: &Path) -> Option<u64> {
-    let file = path.file_name()?.to_str()?;
-    let rest = file.strip_prefix(name)?.strip_prefix('.')?;
-    let rest = rest.strip_suffix(".gz").unwrap_or(rest);
-    rest.parse().ok()
 }
 
 /// Removes a file if it exists.
@@ -437,7 +545,7 @@ impl ObjectChain {
                 path: self.display_of(&self.diff_key(generation, format)),
                 format,
                 generation,
-                sealed: false,
+                sealed: self.encryption.is_some(),
             }),
             None => self.find_diff(generation),
         }

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use blockdiff_core::{
-    BackupOptions, Compression, DiffFormat, DumpOptions, DumpSource, GenerationSource, NoProgress,
-    Progress, RestoreOptions, RestorePlan, chain_info,
+    BackupOptions, ChainEncryption, ChainKey, Compression, DiffFormat, DumpOptions, DumpSource,
+    GenerationSource, KeySecret, NoProgress, Progress, RestoreOptions, RestorePlan, chain_info,
 };
 use blockdiff_storage::{
     ChainLocation, LocalDirStorage, LockHolder, LockOptions, ObjectChain, ObjectEntry,
@@ -238,6 +238,35 @@ fn generations_restore_exactly_and_an_incremental_downloads_nothing() {
                 .unwrap();
         });
     }
+}
+
+#[test]
+fn an_encrypted_incremental_downloads_only_small_objects_too() {
+    each_storage(|storage, dir| {
+        let recording = Recording::new(storage);
+        let chain = ObjectChain::new(recording.clone(), "db", dir.join("cache"))
+            .unwrap()
+            .with_encryption(ChainEncryption::new(KeySecret::Key(ChainKey::from_bytes(
+                [5; 32],
+            ))));
+        let mut data = image(4, 200_000);
+        back_up(&chain, &data, None).unwrap();
+        for g in 2..=3u64 {
+            data[g as usize * 1000] ^= 1;
+            recording.take_reads();
+            assert_eq!(back_up(&chain, &data, None).unwrap(), g);
+            // The sealed metadata tells the diff's format and the cached
+            // digest's hash; the digest is read from the cache.
+            let reads = recording.take_reads();
+            assert!(
+                reads.iter().all(|k| k.ends_with(".ver")
+                    || k.ends_with(".lock")
+                    || k.ends_with(".meta.json")),
+                "{reads:?}"
+            );
+        }
+        assert_eq!(restore(&chain, 3, dir), data);
+    });
 }
 
 #[test]

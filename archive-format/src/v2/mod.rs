@@ -7,7 +7,7 @@ mod reader;
 mod writer;
 
 pub use frame::{FrameBuilder, FrameCompressor, FrameDecompressor, FrameMeta, decode_frame};
-pub(crate) use reader::fill_at;
+pub use reader::fill_at;
 pub use reader::{DiffFile, Frame, ReadAt, StreamReader};
 pub use writer::DiffWriter;
 

@@ -83,11 +83,7 @@ impl<T: ReadAt + ?Sized> ReadAt for std::sync::Arc<T> {
 /// Reads exactly `buf.len()` bytes at `offset`, retrying short and
 /// interrupted reads; a source that ends first is an `UnexpectedEof`
 /// error saying so.
-pub(crate) fn fill_at<F: ReadAt + ?Sized>(
-    src: &F,
-    mut buf: &mut [u8],
-    mut offset: u64,
-) -> io::Result<()> {
+pub fn fill_at<F: ReadAt + ?Sized>(src: &F, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
         match src.read_at(buf, offset) {
             Ok(0) => {

@@ -135,7 +135,7 @@ impl<'a> GenerationJson<'a> {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let location = ChainLocation::open(&args.name, &args.storage.to_options())?
-        .with_encryption(args.key.encryption()?)?;
+        .with_encryption(args.key.encryption()?);
     let generations = chain_info(location.source())?;
     if args.json {
         let total: u64 = generations

@@ -67,7 +67,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let chain = ChainLocation::open(&args.name, &args.storage.to_options())?
-        .with_encryption(args.key.encryption()?)?;
+        .with_encryption(args.key.encryption()?);
     let ver = chain.source().ver_path();
     let report = chain.repair(
         args.dry_run,

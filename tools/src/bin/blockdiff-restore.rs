@@ -197,7 +197,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             .as_ref()
             .expect("clap requires --from with --verify-only");
         let location = ChainLocation::open(name, &args.storage.to_options())?
-            .with_encryption(args.key.encryption()?)?;
+            .with_encryption(args.key.encryption()?);
         let store = location.source();
         if let Some(file) = &args.against {
             let source = DumpSource::open(file)?;
@@ -256,7 +256,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .expect("clap requires TARGET without --verify-only");
     let report = if let Some(name) = &args.from {
         let location = ChainLocation::open(name, &args.storage.to_options())?
-            .with_encryption(args.key.encryption()?)?;
+            .with_encryption(args.key.encryption()?);
         RestorePlan::new(location.source(), &options)?
             .with_threads(args.threads)?
             .execute(target, &mut progress)?
