@@ -535,3 +535,222 @@ fn three_nodes_one_killed_mid_upload_lose_nothing() {
     committed.push(image.clone());
     restore_all(&garage, &committed, "back");
 }
+
+const KEYGEN: &str = env!("CARGO_BIN_EXE_blockdiff-key");
+
+/// The bytes of object `hosts/NAME` in the bucket, through rclone (not
+/// through blockdiff).
+fn object_bytes(garage: &GarageCluster, name: &str) -> Vec<u8> {
+    let o = garage
+        .rclone()
+        .args(["cat", &format!("garage:{}/hosts/{name}", garage.bucket())])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "rclone cat {name}: {}", stderr(&o));
+    o.stdout
+}
+
+#[test]
+fn an_encrypted_chain_on_garage_round_trips_and_the_bucket_sees_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let garage = GarageCluster::start_single(&dir.path().join("garage")).unwrap();
+    let cache = dir.path().join("cache");
+    let source = dir.path().join("disk.img");
+    let key = dir.path().join("chain.key");
+    let o = Command::new(KEYGEN).arg("new").arg(&key).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let key_args = ["--key-file", key.to_str().unwrap()];
+    // Incompressible blocks, each starting with a marker, so that a block
+    // stored in clear is found in an object.
+    let mut image = noise(6 << 20, 21);
+    for (i, block) in image.chunks_mut(4096).enumerate() {
+        let marker = format!("CLEARTEXT {i:06}");
+        block[..marker.len()].copy_from_slice(marker.as_bytes());
+    }
+    let mut images = Vec::new();
+    let mut gets = Vec::new();
+    for g in 1..=3u64 {
+        if g > 1 {
+            touch_blocks(&mut image, g);
+        }
+        fs::write(&source, &image).unwrap();
+        let before = garage.request_count("GetObject").unwrap();
+        backup_ok(
+            &garage,
+            &cache,
+            "vault",
+            &source,
+            &["--encrypt", key_args[0], key_args[1], "-b", "4k"],
+        );
+        gets.push(garage.request_count("GetObject").unwrap() - before);
+        images.push(image.clone());
+    }
+    // An encrypted incremental downloads no more than a plain one: the
+    // small objects, never the digest (the cache holds it, sealed).
+    assert!(gets[1] <= 6 && gets[2] <= 6, "GETs per backup: {gets:?}");
+
+    for (i, want) in images.iter().enumerate() {
+        let k = (i + 1).to_string();
+        let out = dir.path().join(format!("vault-{k}.img"));
+        let o = s3_run(
+            &garage,
+            RESTORE,
+            &cache,
+            &[
+                &"-q",
+                &key_args[0],
+                &key_args[1],
+                &out,
+                &"--from",
+                &url(&garage, "vault"),
+                &"-g",
+                &k,
+            ],
+        );
+        assert!(o.status.success(), "restore {k}: {}", stderr(&o));
+        assert!(fs::read(&out).unwrap() == *want, "generation {k}");
+    }
+    let o = s3_run(
+        &garage,
+        RESTORE,
+        &cache,
+        &[
+            &key_args[0],
+            &key_args[1],
+            &"--verify-only",
+            &"--from",
+            &url(&garage, "vault"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = s3_run(
+        &garage,
+        INFO,
+        &cache,
+        &[
+            &key_args[0],
+            &key_args[1],
+            &url(&garage, "vault"),
+            &"--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["current_generation"], 3);
+
+    // What the bucket holds: sealed objects only, no block in clear.
+    let listed = garage
+        .rclone()
+        .args(["lsf", &format!("garage:{}/hosts", garage.bucket())])
+        .output()
+        .unwrap();
+    let listed = text(&listed.stdout);
+    let mut sealed = 0;
+    for name in listed.lines().filter(|n| !n.ends_with(".ver")) {
+        let bytes = object_bytes(&garage, name);
+        assert!(
+            bytes.starts_with(b"\x89BDE\r\n\x1a\n"),
+            "{name} is not sealed"
+        );
+        assert!(
+            !bytes.windows(10).any(|w| w == b"CLEARTEXT "),
+            "{name} holds a block in clear"
+        );
+        sealed += 1;
+    }
+    assert_eq!(sealed, 9, "{listed}");
+
+    // Without the key, with another key, from another host (cold cache):
+    // one line, exit 1, nothing written.
+    let other = dir.path().join("other.key");
+    let o = Command::new(KEYGEN)
+        .arg("new")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cold = dir.path().join("cold-cache");
+    let out = dir.path().join("refused.img");
+    for (args, expect) in [
+        (vec![], "key (--key-file"),
+        (
+            vec!["--key-file", other.to_str().unwrap()],
+            "wrong key for chain",
+        ),
+    ] {
+        let mut restore: Vec<&dyn AsRef<OsStr>> = vec![];
+        for a in &args {
+            restore.push(a);
+        }
+        let from = url(&garage, "vault");
+        restore.extend([&"--from" as &dyn AsRef<OsStr>, &from, &out]);
+        let o = s3_run(&garage, RESTORE, &cold, &restore);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains(expect), "{}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        assert!(!out.exists());
+        if !args.is_empty() {
+            let mut backup: Vec<&dyn AsRef<OsStr>> = vec![&"-q", &"--encrypt"];
+            for a in &args {
+                backup.push(a);
+            }
+            backup.extend([&from as &dyn AsRef<OsStr>, &source]);
+            let o = s3_run(&garage, BACKUP, &cold, &backup);
+            assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+            assert!(stderr(&o).contains(expect), "{}", stderr(&o));
+        }
+    }
+    let o = s3_run(&garage, INFO, &cache, &[&url(&garage, "vault"), &"--json"]);
+    assert!(!o.status.success());
+    let o = s3_run(
+        &garage,
+        INFO,
+        &cache,
+        &[
+            &key_args[0],
+            &key_args[1],
+            &url(&garage, "vault"),
+            &"--json",
+        ],
+    );
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["current_generation"], 3, "a refused run committed");
+
+    // --chain monthly: the period's chain is encrypted too.
+    backup_ok(
+        &garage,
+        &cache,
+        "monthly",
+        &source,
+        &["--encrypt", key_args[0], key_args[1], "--chain", "monthly"],
+    );
+    let listed = garage
+        .rclone()
+        .args(["lsf", &format!("garage:{}/hosts", garage.bucket())])
+        .output()
+        .unwrap();
+    let listed = text(&listed.stdout);
+    let period = listed
+        .lines()
+        .find(|n| n.starts_with("monthly-") && n.ends_with(".1"))
+        .unwrap_or_else(|| panic!("{listed}"))
+        .trim_end_matches(".1")
+        .to_owned();
+    assert!(object_bytes(&garage, &format!("{period}.1")).starts_with(b"\x89BDE\r\n\x1a\n"));
+    let out = dir.path().join("monthly.img");
+    let o = s3_run(
+        &garage,
+        RESTORE,
+        &cache,
+        &[
+            &"-q",
+            &key_args[0],
+            &key_args[1],
+            &out,
+            &"--from",
+            &url(&garage, &period),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(fs::read(&out).unwrap() == image);
+}

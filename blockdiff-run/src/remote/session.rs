@@ -479,52 +479,69 @@ mod tests {
     /// goes through this host into the object store (OpenDAL's in-memory
     /// service here; the real S3 path is the same code, tested against
     /// Garage in `tools/tests/s3_cli.rs`), nothing staged locally but the
-    /// digest cache, and every generation restores exactly.
+    /// digest cache, and every generation restores exactly; plain, and
+    /// encrypted (every object sealed on this host).
     #[test]
     fn a_remote_backup_streams_into_an_object_store() {
-        use blockdiff_core::{GenerationSource, RestoreOptions, RestorePlan};
-        use blockdiff_storage::{ObjectChain, OpenDalStorage};
+        use blockdiff_core::{
+            ChainEncryption, ChainKey, GenerationSource, KeySecret, RestoreOptions, RestorePlan,
+        };
+        use blockdiff_storage::{ObjectChain, ObjectStorage, OpenDalStorage};
 
-        let dir = tempfile::tempdir().unwrap();
-        let image = dir.path().join("disk.img");
-        let mut data: Vec<u8> = (0..1u32 << 20)
-            .map(|i| (i / 4096 * 11 + i % 17) as u8)
-            .collect();
-        let storage = std::sync::Arc::new(OpenDalStorage::memory().unwrap());
-        let chain = ObjectChain::new(storage, "www", dir.path().join("cache")).unwrap();
-        let location = ChainLocation::Objects(chain.clone());
-        let host = LoopbackHost::new(dir.path(), None);
-        let mut images = Vec::new();
-        for round in 0..2u64 {
-            if round == 1 {
-                data[70_000] ^= 1;
+        for encrypted in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let image = dir.path().join("disk.img");
+            let mut data: Vec<u8> = (0..1u32 << 20)
+                .map(|i| (i / 4096 * 11 + i % 17) as u8)
+                .collect();
+            let storage = std::sync::Arc::new(OpenDalStorage::memory().unwrap());
+            let mut chain =
+                ObjectChain::new(storage.clone(), "www", dir.path().join("cache")).unwrap();
+            if encrypted {
+                chain = chain.with_encryption(ChainEncryption::new(KeySecret::Key(
+                    ChainKey::from_bytes([9; 32]),
+                )));
             }
-            std::fs::write(&image, &data).unwrap();
-            let mut facts = RunFacts::started_at("then");
-            let r = remote_backup_to(&host, &location, &image, &mut facts).unwrap();
-            assert_eq!(r.generation, round + 1);
-            images.push(data.clone());
-        }
-        assert_eq!(chain.current_generation().unwrap(), Some(2));
-        let meta = chain.read_metadata(2).unwrap().unwrap();
-        assert_eq!(meta["source_size"], (1u32 << 20).to_string());
-        for (i, want) in images.iter().enumerate() {
-            let out = dir.path().join(format!("out{i}"));
-            RestorePlan::new(
-                &chain,
-                &RestoreOptions {
-                    generation: Some(i as u64 + 1),
-                    ..RestoreOptions::default()
-                },
-            )
-            .unwrap()
-            .execute(&out, &mut NoProgress)
-            .unwrap();
-            assert!(
-                std::fs::read(&out).unwrap() == *want,
-                "generation {}",
-                i + 1
-            );
+            let location = ChainLocation::Objects(chain.clone());
+            let host = LoopbackHost::new(dir.path(), None);
+            let mut images = Vec::new();
+            for round in 0..2u64 {
+                if round == 1 {
+                    data[70_000] ^= 1;
+                }
+                std::fs::write(&image, &data).unwrap();
+                let mut facts = RunFacts::started_at("then");
+                let r = remote_backup_to(&host, &location, &image, &mut facts).unwrap();
+                assert_eq!(r.generation, round + 1);
+                assert_eq!(r.dump.changed_blocks, [256, 1][round as usize]);
+                images.push(data.clone());
+            }
+            assert_eq!(chain.current_generation().unwrap(), Some(2));
+            let meta = chain.read_metadata(2).unwrap().unwrap();
+            assert_eq!(meta["source_size"], (1u32 << 20).to_string());
+            for key in ["www.2", "www.2.digest", "www.2.meta.json"] {
+                let mut head = [0u8; 8];
+                storage.read_range(key, 0, &mut head).unwrap();
+                assert_eq!(blockdiff_core::is_sealed(&head), encrypted, "{key}");
+            }
+            for (i, want) in images.iter().enumerate() {
+                let out = dir.path().join(format!("out{i}"));
+                RestorePlan::new(
+                    &chain,
+                    &RestoreOptions {
+                        generation: Some(i as u64 + 1),
+                        ..RestoreOptions::default()
+                    },
+                )
+                .unwrap()
+                .execute(&out, &mut NoProgress)
+                .unwrap();
+                assert!(
+                    std::fs::read(&out).unwrap() == *want,
+                    "generation {}",
+                    i + 1
+                );
+            }
         }
     }
 

@@ -220,8 +220,9 @@ struct Args {
     /// comes from --key-file, --passphrase-file or $BLOCKDIFF_PASSPHRASE,
     /// and is needed by every later backup, restore and info of the chain.
     /// A chain keeps what it started as: a plain chain cannot be continued
-    /// encrypted, nor an encrypted one plain. Encrypted chains are v2 and
-    /// kept in local directories in this version.
+    /// encrypted, nor an encrypted one plain. Encrypted chains are v2, in
+    /// a local directory or on an object store (s3://, sealed before
+    /// upload).
     #[arg(long, help_heading = "Encryption (of a chain made with --encrypt)")]
     encrypt: bool,
 
