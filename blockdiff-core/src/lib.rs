@@ -25,6 +25,9 @@
 //!   checking it against the digest, or verifies a chain without writing;
 //!   [`apply_stream`] applies a single diff stream as the original
 //!   `blockdiff_merge` did.
+//! - [`GenerationReader`] reads any generation at any offset without
+//!   restoring it (what `blockdiff-mount` and `blockdiff-nbd` serve), each
+//!   block checked against the generation's digest before it is returned.
 //! - Polite I/O, on the host that reads the source: [`DumpOptions`] can cap
 //!   the read rate ([`RateLimiter`]) and drop what was read from the page
 //!   cache; [`set_nice`] and [`IoPriority`] lower the priority of the
@@ -71,6 +74,7 @@ mod chains;
 mod dump;
 mod encryption;
 mod error;
+mod generation_reader;
 mod generation_source;
 mod hash_name;
 mod info;
@@ -109,6 +113,7 @@ pub use dump::{
 };
 pub use encryption::{ChainEncryption, StoreWriter, open_chain_file, unseal_chain_file};
 pub use error::{Error, Result};
+pub use generation_reader::{GenerationReader, MAX_RUNS, ReaderOptions};
 pub use generation_source::{DiffBytes, GenerationSource};
 pub use info::{Comparison, GenerationInfo, chain_info, compare_with_generation, generation_info};
 pub use priority::{IoPriority, NICE_MAX, NICE_MIN, set_nice};

@@ -23,7 +23,9 @@ mod target;
 mod vectored;
 mod window;
 
+pub(crate) use legacy_batches::open_legacy;
 pub use plan::RestorePlan;
+pub(crate) use plan::{Chain, PlanParts};
 pub use stream::apply_stream;
 
 /// How a chain is restored.

@@ -26,7 +26,7 @@ const LEGACY_BATCH_RECORDS: usize = 4096;
 
 /// Opens a legacy diff (plain or gzip, as its name says) and reads its
 /// header.
-pub(super) fn open_legacy(
+pub(crate) fn open_legacy(
     diff: &DiffLocation,
     bytes: &DiffBytes,
     read_size: usize,

@@ -22,7 +22,7 @@ use super::target::{self, Target};
 use super::{RestoreOptions, RestoreReport};
 
 /// The generations of a chain, newest first.
-pub(super) enum Chain {
+pub(crate) enum Chain {
     /// Legacy diffs, read record by record.
     Legacy(Vec<(DiffLocation, DiffBytes)>),
     /// v2 diffs, opened (their index and summary read).
@@ -104,6 +104,20 @@ pub struct RestorePlan {
     notices: Vec<Notice>,
     /// Threads that read, decompress and hash the chain; 0 is one per core.
     threads: usize,
+}
+
+/// What a checked plan knows, for a reader of the generation at random
+/// ([`GenerationReader`](crate::GenerationReader)).
+pub(crate) struct PlanParts {
+    pub(crate) generation: u64,
+    pub(crate) chain: Chain,
+    pub(crate) block_size: BlockSize,
+    pub(crate) hash: HashAlgorithm,
+    pub(crate) hash_key: Option<BlockHashKey>,
+    /// Exact source size when the chain (v2) or the metadata says.
+    pub(crate) source_size: Option<u64>,
+    pub(crate) digest: Option<DigestFile>,
+    pub(crate) stream_read_size: usize,
 }
 
 /// An [`Error::Chain`]: `path` does not belong in the chain, for `detail`.
@@ -452,6 +466,20 @@ impl RestorePlan {
         match self.threads {
             0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             n => n,
+        }
+    }
+
+    /// The plan's parts, for a reader of the generation at random.
+    pub(crate) fn into_parts(self) -> PlanParts {
+        PlanParts {
+            generation: self.generation,
+            chain: self.chain,
+            block_size: self.block_size,
+            hash: self.hash,
+            hash_key: self.hash_key,
+            source_size: self.source_size,
+            digest: self.digest,
+            stream_read_size: self.stream_read_size,
         }
     }
 
