@@ -83,7 +83,17 @@ fn is_usage(err: &anyhow::Error) -> bool {
 /// otherwise. Commands whose work is done when they print (a committed
 /// backup, an executed prune, a restore) ignore it and exit 0.
 pub fn run_main<A: Parser>(name: &str, run: impl FnOnce(A) -> anyhow::Result<()>) -> ExitCode {
-    let args = match A::try_parse() {
+    run_main_with(name, std::env::args_os(), run)
+}
+
+/// [`run_main`] with the command line given (rewritten by the tool
+/// first, as `blockdiff-mount` does for its optional `--fs` value).
+pub fn run_main_with<A: Parser>(
+    name: &str,
+    argv: impl IntoIterator<Item = std::ffi::OsString>,
+    run: impl FnOnce(A) -> anyhow::Result<()>,
+) -> ExitCode {
+    let args = match A::try_parse_from(argv) {
         Ok(args) => args,
         Err(e) => {
             let printed = e.print();

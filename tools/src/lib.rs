@@ -20,6 +20,7 @@ mod storage_args;
 
 pub use cli::{
     ExitStatus, UsageError, error_line, parse_block_size, parse_lv, parse_snapshot_size, run_main,
+    run_main_with,
 };
 pub use consistency_args::ConsistencyArgs;
 pub use console::{OutputLost, OutputMode, Stdout, output_lost, print_stderr, print_stdout};

@@ -1,6 +1,7 @@
 //! `blockdiff-mount`: any generation of a backup, mounted read-only
 //! without restoring it (FUSE); with `--fs`, the file system inside it.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -15,7 +16,7 @@ use blockdiff_export::{
     DEFAULT_STATE_DIR, FsChoice, GenerationMount, ImageFiles, ImageFs, MountOptions, StateDir,
 };
 use blockdiff_storage::ChainLocation;
-use blockdiff_tools::{KeyArgs, StorageArgs, UsageError, run_main};
+use blockdiff_tools::{KeyArgs, StorageArgs, UsageError, run_main_with};
 use clap::Parser;
 use command_runner::LocalRunner;
 
@@ -67,8 +68,9 @@ struct Args {
     generation: Option<u64>,
 
     /// Mount the file system inside the image on DIR instead of showing
-    /// the image files: of partition N, of the whole image (`image`), or
-    /// without a value of the one Linux file system there is
+    /// the image files: of partition N (`--fs 1`), of the whole image
+    /// (`--fs image`), or without a value of the one Linux file system
+    /// there is
     #[arg(long, value_name = "PARTITION", num_args = 0..=1, default_missing_value = "auto")]
     fs: Option<String>,
 
@@ -97,7 +99,37 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    run_main("blockdiff-mount", run)
+    run_main_with(
+        "blockdiff-mount",
+        fs_value_explicit(std::env::args_os()),
+        run,
+    )
+}
+
+/// Whether `arg` is a value of `--fs`: `auto`, `image` or a number.
+fn is_fs_value(arg: &OsStr) -> bool {
+    arg.to_str().is_some_and(|a| {
+        a == "auto" || a == "image" || (!a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// `--fs` takes an optional value: `--fs NAME DIR` must not take NAME for
+/// it. A `--fs` not followed by one of its values becomes `--fs=auto`.
+fn fs_value_explicit(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    let args: Vec<OsString> = args.collect();
+    let mut out = Vec::with_capacity(args.len());
+    let mut options_end = false;
+    for (i, arg) in args.iter().enumerate() {
+        if arg == "--" {
+            options_end = true;
+        }
+        if !options_end && arg == "--fs" && !args.get(i + 1).is_some_and(|next| is_fs_value(next)) {
+            out.push(OsString::from("--fs=auto"));
+        } else {
+            out.push(arg.clone());
+        }
+    }
+    out
 }
 
 fn fs_choice(text: &str) -> anyhow::Result<FsChoice> {
