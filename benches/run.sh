@@ -15,8 +15,9 @@
 #   BENCH_CHAIN_MIB    size of the volume of the restore chain (default 1024)
 #   BENCH_CHAIN_GENERATIONS  generations in that chain (default 30)
 #   BENCH_DIR          work directory (default bench-work/ at the repository root)
-#   BENCH_PARTS        the parts to run, among 1 A B C E below (default all:
-#                      "1 A B C E"; e.g. BENCH_PARTS=B for part 2 B alone)
+#   BENCH_PARTS        the parts to run, among 1 A B C E F below (default all:
+#                      "1 A B C E F"; e.g. BENCH_PARTS=B for part 2 B alone;
+#                      F reads C's chain, so F needs C)
 #   BENCH_REPEAT       runs of each measured command (default 3); with more than one,
 #                      the run with the median time is reported, and the
 #                      fastest and slowest times are shown beside it
@@ -82,6 +83,12 @@
 #      chain's last generation: every encrypted figure >= 0.9 x the plain
 #      one of the same run. Beside them the limit: one core sealing and
 #      opening AES-256-GCM segments in memory (target/release/aead-limit).
+#   F. the last generation of C's chain mounted with blockdiff-mount (FUSE,
+#      issue 16): a sequential read of its image (cat, page cache dropped)
+#      at >= 0.5 x the throughput of C's restore of the same generation,
+#      and the median and p99 latency of 2000 random 4 KiB reads with
+#      O_DIRECT, the store's page cache warm (target/release/random-read;
+#      target p99 <= 5 ms).
 # And over every part: the peak RSS of every blockdiff command < 256 MiB.
 #
 # Before each measurement the script waits for the machine to be quiet (see
@@ -100,7 +107,7 @@ STAGE_MIB=${BENCH_STAGE_MIB:-$((IMAGE_MIB * 9 / 16))}
 CHAIN_MIB=${BENCH_CHAIN_MIB:-1024}
 CHAIN_GENS=${BENCH_CHAIN_GENERATIONS:-30}
 REPEAT=${BENCH_REPEAT:-3}
-PARTS=${BENCH_PARTS:-1 A B C E}
+PARTS=${BENCH_PARTS:-1 A B C E F}
 RT_ON=${BENCH_RT:-0}
 if [[ " $PARTS " == *" 1 "* && " $PARTS " == *" A "* ]]; then HOG_DEFAULT=1; else HOG_DEFAULT=0; fi
 HOG=${BENCH_HOG:-$HOG_DEFAULT}
@@ -119,11 +126,15 @@ for var in SIZE_MIB IMAGE_MIB STAGE_MIB CHAIN_MIB CHAIN_GENS LOAD_QUIET REPEAT; 
 done
 PARTS=${PARTS//,/ }
 for part in $PARTS; do
-    if ! [[ $part =~ ^(1|A|B|C|E)$ ]]; then
-        echo "run.sh: BENCH_PARTS lists parts among 1, A, B, C and E, not '$part'" >&2
+    if ! [[ $part =~ ^(1|A|B|C|E|F)$ ]]; then
+        echo "run.sh: BENCH_PARTS lists parts among 1, A, B, C, E and F, not '$part'" >&2
         exit 2
     fi
 done
+if [[ " $PARTS " == *" F "* && " $PARTS " != *" C "* ]]; then
+    echo "run.sh: part F reads part C's chain: list C too (BENCH_PARTS='C F')" >&2
+    exit 2
+fi
 if [[ -z ${PARTS// /} ]]; then
     echo "run.sh: BENCH_PARTS names no part" >&2
     exit 2
@@ -257,8 +268,14 @@ CHAIN=$CHAIN_DIR/volume
 CHAIN_SRC=$WORK/chain-source.img
 CHAIN_GEN1=$WORK/chain-generation-1.img
 CHAIN_RESTORED=$WORK/chain-restored.img
+MOUNT_DIR=$WORK/mount
+MOUNT_STATE=$WORK/mount-state
 
 cleanup() {
+    if [[ -d $MOUNT_STATE ]]; then
+        "$BIN/blockdiff-umount" -q --state-dir "$MOUNT_STATE" "$MOUNT_DIR" 2>/dev/null || true
+        rm -rf "$MOUNT_STATE"
+    fi
     # The legacy digests (16 bytes per 16 KiB block) and the empty diffs
     # are small and kept for inspection; everything else goes.
     rm -f "$DATA" "$COPY" "$DIFF" "$RESTORED" "$RESTORED".* "$TIMES" \
@@ -747,11 +764,33 @@ if has_part C; then
     rm -f "$CHAIN_RESTORED"
 fi
 
+# =============================================================================
+# Part 2 F: the last generation of the chain, mounted (FUSE)
+# =============================================================================
+
+if has_part F; then
+    F_SEQ="F: cat of the mounted generation $CHAIN_GENS"
+    mkdir -p "$MOUNT_DIR"
+    "$BIN/blockdiff-mount" --state-dir "$MOUNT_STATE" "$CHAIN" "$MOUNT_DIR" 2>/dev/null
+    DROP_CACHES=$CAN_DROP
+    measure "$F_SEQ" "$CHAIN_MIB" bash -c 'cat "$1" >/dev/null' _ "$MOUNT_DIR/image"
+    DROP_CACHES=0
+    if ! cmp "$MOUNT_DIR/image" "$CHAIN_SRC"; then
+        fail "the mounted generation $CHAIN_GENS differs from the final source"
+    fi
+    log "random 4 KiB reads of the mounted image (O_DIRECT)"
+    cat "$CHAIN_DIR"/* >/dev/null
+    read -r _ F_READS _ F_MEDIAN _ F_P99 _ F_MAX < <("$BIN/random-read" "$MOUNT_DIR/image" 2000)
+    "$BIN/blockdiff-umount" -q --state-dir "$MOUNT_STATE" "$MOUNT_DIR"
+    rm -rf "$MOUNT_STATE"
+fi
+
 PART2=()
 if has_part A; then PART2+=("$A_FULL" "$A_READ" "$A_INCR" "$A_INCR2" "$A_INCRP" "$A_B3" "$A_PIECE" "$A_POOL" "$A_MMAP"); fi
 if has_part B; then PART2+=("$B_ZSTD" "$B_DUMP"); fi
 if has_part C; then PART2+=("$C_FIRST" "$C_LAST" "$C_DD"); fi
 if has_part E; then PART2+=("$E_FULL_P" "$E_FULL_E" "$E_INCR_P" "$E_INCR_E" "$E_REST_P" "$E_REST_E"); fi
+if has_part F; then PART2+=("$F_SEQ"); fi
 
 # =============================================================================
 # Report
@@ -820,6 +859,10 @@ if ((${#PART2[@]} > 0)); then
         fi
         echo "     blockdiff-info $CHAIN (last 3 lines):"
         printf '%s\n' "$CHAIN_INFO" | tail -n 3 | sed 's/^/       /'
+    fi
+    if has_part F; then
+        echo "  F: generation $CHAIN_GENS of C's chain mounted with blockdiff-mount (FUSE); cat of its image,"
+        echo "     page cache dropped before each run (the store's and the mount's)"
     fi
     echo
     print_table "" "${PART2[@]}"
@@ -925,6 +968,15 @@ if has_part E; then
         "$E_SEAL_GIBS" "$E_OPEN_GIBS" \
         "$(awk -v s="$IMAGE_MIB" -v t="${SECS[$E_FULL_E]}" 'BEGIN { printf "%.2f", s / 1024 / t }')" "$E_DIFF_P" "$E_DIFF_E"
 fi
+if has_part F; then
+    r=$(ratio "$F_SEQ" "$C_LAST")
+    printf '  F. sequential read of the mounted generation %d >= 0.5 x the throughput of its restore: %s x (%s s vs %s s)  %s\n' \
+        "$CHAIN_GENS" "$r" "${SECS[$F_SEQ]}" "${SECS[$C_LAST]}" \
+        "$(verdict "$(awk -v r="$r" 'BEGIN { print (r >= 0.5) ? 1 : 0 }')")"
+    printf '  F. %s random 4 KiB reads of it (O_DIRECT, store cache warm): median %s us, p99 %s us (<= 5000), max %s us  %s\n' \
+        "$F_READS" "$F_MEDIAN" "$F_P99" "$F_MAX" \
+        "$(verdict "$(awk -v p="$F_P99" 'BEGIN { print (p <= 5000) ? 1 : 0 }')")"
+fi
 if ((${#OURS[@]} > 0)); then
     worst=$(for name in "${OURS[@]}"; do printf '%s\t%s\n' "${RSS[$name]}" "$name"; done | sort -n | tail -n 1)
     printf '  peak RSS of every blockdiff command < 256 MiB: largest %s MiB (%s)  %s\n' \
@@ -963,3 +1015,4 @@ fi
 if has_part B; then echo "  - the ext4 image's v2 diff restores exactly"; fi
 if has_part C; then echo "  - the chain's generations 1 and $CHAIN_GENS restore exactly"; fi
 if has_part E; then echo "  - the plain and the encrypted chain of part E restore the image exactly"; fi
+if has_part F; then echo "  - the mounted image of generation $CHAIN_GENS equals its source"; fi
