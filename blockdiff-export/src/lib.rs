@@ -12,6 +12,20 @@
 //!   exactly that from any process, after any crash. Commands (`losetup`,
 //!   `blkid`, `mount`, `umount`, `fusermount3`) go through a
 //!   [`CommandRunner`](command_runner::CommandRunner).
+//!
+//! ```
+//! use blockdiff_core::{BackupOptions, DumpSource, GenerationReader, GenerationStore, NoProgress, ReaderOptions, backup};
+//! use blockdiff_export::ImageFiles;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = GenerationStore::new(dir.path().join("disk"));
+//! backup(&store, DumpSource::from_bytes(&[1u8; 8192], "disk"), &BackupOptions::default(), &mut NoProgress)?;
+//! let reader = GenerationReader::open(&store, &ReaderOptions::default())?;
+//! let files = ImageFiles::read(&reader, dir.path())?;
+//! assert_eq!(files.by_name("image").map(|f| f.size), Some(8192));
+//! assert!(files.partition(1).is_none());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 
 mod error;
@@ -26,3 +40,8 @@ pub use generation_mount::{FsChoice, GenerationMount, MountOptions, UnmountRepor
 pub use image_files::{ImageFile, ImageFiles};
 pub use image_fs::{ImageFs, ReadErrorLog};
 pub use mount_state::{DEFAULT_STATE_DIR, MountState, StateDir, process_start};
+
+/// The README's example, run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
