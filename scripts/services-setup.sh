@@ -3,8 +3,8 @@
 # (mariadbd, mariadb-install-db, mariadb-admin, mariadb) and Debian's cron
 # daemon for the quiesce crate, and OpenSSH's server and client for the
 # remote-backup tests (which start a private sshd on loopback), and for
-# blockdiff-mount and blockdiff-nbd Debian's fuse3 (fusermount3) and
-# qemu-utils (qemu-img, qemu-io, qemu-nbd). Idempotent and quiet: packages already present are not touched,
+# blockdiff-mount and blockdiff-nbd Debian's fuse3 (fusermount3), nbdkit
+# (which serves blockdiff's plugin) and qemu-utils (qemu-img, qemu-io). Idempotent and quiet: packages already present are not touched,
 # apt-get runs only when something is missing. Run as root (CI does, before
 # the tests).
 set -euo pipefail
@@ -20,10 +20,11 @@ have ssh || missing+=(openssh-client)
 have sha256sum || missing+=(coreutils)
 have fusermount3 || missing+=(fuse3)
 have qemu-img || missing+=(qemu-utils)
+have nbdkit || missing+=(nbdkit)
 have mkfs.ext4 || missing+=(e2fsprogs)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "services-setup: mariadb-server, mariadb-client, cron, openssh, fuse3 and qemu-utils are already installed"
+    echo "services-setup: mariadb-server, mariadb-client, cron, openssh, fuse3, nbdkit and qemu-utils are already installed"
     exit 0
 fi
 
