@@ -2,7 +2,8 @@
 # Installs what the LVM test VM needs, skipping what is already there:
 #   Debian: qemu-system-x86 (the emulator), linux-image-amd64 (a kernel with
 #           device-mapper), lvm2, thin-provisioning-tools, busybox-static
-#           (virtme-ng's init), e2fsprogs, fdisk (sfdisk), kmod
+#           (virtme-ng's init), e2fsprogs, fdisk (sfdisk), kmod, and for
+#           the mount and NBD case fuse3, nbdkit and nbd-client
 #   PyPI:   virtme-ng (the `vng` command that boots the kernel over the host's
 #           own root filesystem, read-only)
 # Needs root (apt-get) and the package registries. Safe to run again.
@@ -11,12 +12,19 @@ set -euo pipefail
 need_pkgs=()
 for spec in qemu-system-x86:qemu-system-x86_64 lvm2:lvcreate \
             thin-provisioning-tools:thin_check busybox-static:busybox \
-            e2fsprogs:mkfs.ext4 fdisk:sfdisk kmod:modprobe; do
+            e2fsprogs:mkfs.ext4 fdisk:sfdisk kmod:modprobe \
+            fuse3:fusermount3 nbdkit:nbdkit nbd-client:nbd-client; do
     pkg=${spec%%:*} cmd=${spec#*:}
     if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/sbin/$cmd" ] && ! [ -x "/usr/sbin/$cmd" ]; then
         need_pkgs+=("$pkg")
     fi
 done
+# qemu-system-x86 may replace a qemu-utils of another release (a
+# backport): install the matching one with it, so that qemu-img and
+# qemu-io (the NBD tests) stay.
+if [[ " ${need_pkgs[*]} " == *" qemu-system-x86 "* ]]; then
+    need_pkgs+=(qemu-utils)
+fi
 if ! compgen -G '/boot/vmlinuz-*' >/dev/null; then
     need_pkgs+=(linux-image-amd64)
 fi

@@ -121,10 +121,17 @@ impl Connection {
         }
     }
 
-    /// Opens the chain and builds the generation's map, once, before the
-    /// first client is accepted: a missing chain, a wrong key or a damaged
-    /// index stops nbdkit with the error.
-    fn get_ready() -> Result<()> {
+    /// Whether the chain is on an object store (`s3://…`).
+    fn on_object_store() -> bool {
+        let guard = CONFIG.lock().unwrap_or_else(PoisonError::into_inner);
+        guard
+            .as_ref()
+            .and_then(|c| c.chain.as_deref())
+            .is_some_and(ChainLocation::is_object_name)
+    }
+
+    /// Opens the chain and builds the generation's map.
+    fn open_chain() -> Result<GenerationReader> {
         let guard = CONFIG.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(config) = guard.as_ref() else {
             return Err(invalid("not configured"));
@@ -154,9 +161,7 @@ impl Connection {
         if let Some(bytes) = config.cache_bytes {
             options.cache_bytes = bytes;
         }
-        let reader = GenerationReader::open(location.source(), &options).map_err(|e| fail(&e))?;
-        let _ = READER.set(Arc::new(reader));
-        Ok(())
+        GenerationReader::open(location.source(), &options).map_err(|e| fail(&e))
     }
 }
 
@@ -188,8 +193,28 @@ impl Server for Connection {
         Connection::config_complete()
     }
 
+    /// Before nbdkit forks (with `--run` the server is a child): a local
+    /// chain is opened here, so that a missing chain, a wrong key or a
+    /// damaged index stops nbdkit with the error and status 1 before
+    /// anything is served.
     fn get_ready() -> Result<()> {
-        Connection::get_ready()
+        if Connection::on_object_store() {
+            return Ok(());
+        }
+        let reader = Connection::open_chain()?;
+        let _ = READER.set(Arc::new(reader));
+        Ok(())
+    }
+
+    /// After the fork: a chain on an object store is opened here, since
+    /// its client runs threads and pools connections that a fork does not
+    /// carry over (a connection opened before it would hang the server).
+    fn after_fork() -> Result<()> {
+        if READER.get().is_none() {
+            let reader = Connection::open_chain()?;
+            let _ = READER.set(Arc::new(reader));
+        }
+        Ok(())
     }
 
     fn thread_model() -> Result<ThreadModel> {
@@ -247,6 +272,7 @@ mod entry {
         config,
         config_complete,
         get_ready,
+        after_fork,
         thread_model,
         can_write,
         can_multi_conn

@@ -754,3 +754,66 @@ fn an_encrypted_chain_on_garage_round_trips_and_the_bucket_sees_nothing() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(fs::read(&out).unwrap() == image);
 }
+
+const NBD: &str = env!("CARGO_BIN_EXE_blockdiff-nbd");
+const MOUNT: &str = env!("CARGO_BIN_EXE_blockdiff-mount");
+const UMOUNT: &str = env!("CARGO_BIN_EXE_blockdiff-umount");
+
+#[test]
+fn a_generation_in_the_bucket_is_served_over_nbd_and_mounted_with_ranged_gets() {
+    let dir = tempfile::tempdir().unwrap();
+    let garage = GarageCluster::start_single(&dir.path().join("garage")).unwrap();
+    let cache = dir.path().join("cache");
+    let source = dir.path().join("disk.img");
+    let mut image = noise(4 << 20, 31);
+    let mut images = Vec::new();
+    for g in 1..=2u64 {
+        if g > 1 {
+            touch_blocks(&mut image, g);
+        }
+        fs::write(&source, &image).unwrap();
+        backup_ok(&garage, &cache, "vm", &source, &["-b", "4k"]);
+        images.push(image.clone());
+    }
+    // NBD: qemu-img reads generation 1 through nbdkit and the plugin.
+    let out = dir.path().join("nbd.img");
+    let socket = dir.path().join("nbd.sock");
+    let script = format!("qemu-img convert -f raw \"$uri\" {}", out.display());
+    let o = s3_run(
+        &garage,
+        NBD,
+        &cache,
+        &[
+            &"-g",
+            &"1",
+            &"--socket",
+            &socket,
+            &"--run",
+            &script,
+            &url(&garage, "vm"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(fs::read(&out).unwrap() == images[0]);
+
+    // FUSE: the image of generation 2.
+    let mnt = dir.path().join("mnt");
+    let state = dir.path().join("state");
+    fs::create_dir_all(&mnt).unwrap();
+    let o = s3_run(
+        &garage,
+        MOUNT,
+        &cache,
+        &[&"--state-dir", &state, &url(&garage, "vm"), &mnt],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = fs::read(mnt.join("image"));
+    let o = Command::new(UMOUNT)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(got.unwrap() == images[1]);
+}
