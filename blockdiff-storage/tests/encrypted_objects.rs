@@ -4,34 +4,24 @@
 //! downloading nothing, and a wrong key, a missing key, a changed or
 //! misplaced object each refused, never restored wrongly.
 
+mod common;
+
+use common::{each_storage, options};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
 use blockdiff_core::{
-    BackupOptions, ChainEncryption, ChainKey, Compression, DiffFormat, DumpOptions, DumpSource,
-    GenerationSource, KeySecret, NoProgress, RestoreOptions, RestorePlan, chain_info,
+    ChainEncryption, ChainKey, Compression, DiffFormat, DumpSource, GenerationSource, KeySecret,
+    NoProgress, RestoreOptions, RestorePlan, chain_info,
 };
-use blockdiff_storage::{
-    LocalDirStorage, LockOptions, ObjectChain, ObjectStorage, OpenDalStorage, back_up_to_objects,
-};
+use blockdiff_storage::{LockOptions, ObjectChain, ObjectStorage, back_up_to_objects};
 
 const SEALED_MAGIC: &[u8] = b"\x89BDE\r\n\x1a\n";
 
 fn key(byte: u8) -> ChainEncryption {
     ChainEncryption::new(KeySecret::Key(ChainKey::from_bytes([byte; 32])))
-}
-
-fn options(format: Option<DiffFormat>) -> BackupOptions {
-    BackupOptions {
-        dump: DumpOptions {
-            block_size: "4k".parse().unwrap(),
-            threads: 2,
-            ..DumpOptions::default()
-        },
-        format,
-    }
 }
 
 /// Incompressible bytes, each 64-byte piece starting with a text naming
@@ -137,16 +127,6 @@ fn encrypted_chain(storage: Arc<dyn ObjectStorage>, dir: &Path) -> (ObjectChain,
         images.push(next);
     }
     (chain, images)
-}
-
-/// Every test runs against both implementations.
-fn each_storage(test: impl Fn(Arc<dyn ObjectStorage>, &Path)) {
-    let memory = tempfile::tempdir().unwrap();
-    test(Arc::new(OpenDalStorage::memory().unwrap()), memory.path());
-    let local = tempfile::tempdir().unwrap();
-    let bucket = local.path().join("bucket");
-    std::fs::create_dir(&bucket).unwrap();
-    test(Arc::new(LocalDirStorage::new(bucket)), local.path());
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -3,6 +3,9 @@
 //! incremental backups, restores of every generation, what an incremental
 //! downloads, interrupted and failed runs, the lock object.
 
+mod common;
+
+use common::{each_storage, options};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -10,13 +13,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use blockdiff_core::{
-    BackupOptions, ChainEncryption, ChainKey, Compression, DiffFormat, DumpOptions, DumpSource,
-    GenerationSource, KeySecret, NoProgress, Progress, RestoreOptions, RestorePlan, chain_info,
+    ChainEncryption, ChainKey, Compression, DiffFormat, DumpSource, GenerationSource, KeySecret,
+    NoProgress, Progress, RestoreOptions, RestorePlan, chain_info,
 };
 use blockdiff_storage::{
-    ChainLocation, LocalDirStorage, LockHolder, LockOptions, ObjectChain, ObjectEntry,
-    ObjectStorage, ObjectWriter, OpenDalStorage, StorageError, StorageErrorKind,
-    back_up_to_objects,
+    ChainLocation, LockHolder, LockOptions, ObjectChain, ObjectEntry, ObjectStorage, ObjectWriter,
+    StorageError, StorageErrorKind, back_up_to_objects,
 };
 
 /// Counts the reads of each kind, and can fail a writer after a number of
@@ -120,17 +122,6 @@ impl ObjectStorage for Recording {
     }
 }
 
-fn options(format: Option<DiffFormat>) -> BackupOptions {
-    BackupOptions {
-        dump: DumpOptions {
-            block_size: "4k".parse().unwrap(),
-            threads: 2,
-            ..DumpOptions::default()
-        },
-        format,
-    }
-}
-
 fn image(seed: u8, len: usize) -> Vec<u8> {
     let mut x = u64::from(seed) * 0x9E37_79B9 + 1;
     (0..len)
@@ -172,16 +163,6 @@ fn restore(chain: &ObjectChain, generation: u64, dir: &Path) -> Vec<u8> {
     .execute(&target, &mut NoProgress)
     .unwrap();
     std::fs::read(&target).unwrap()
-}
-
-/// Every test runs against both implementations.
-fn each_storage(test: impl Fn(Arc<dyn ObjectStorage>, &Path)) {
-    let memory = tempfile::tempdir().unwrap();
-    test(Arc::new(OpenDalStorage::memory().unwrap()), memory.path());
-    let local = tempfile::tempdir().unwrap();
-    let bucket = local.path().join("bucket");
-    std::fs::create_dir(&bucket).unwrap();
-    test(Arc::new(LocalDirStorage::new(bucket)), local.path());
 }
 
 #[test]

@@ -63,19 +63,26 @@ fn backup_ok(
 }
 
 fn restore_ok(garage: &GarageCluster, cache: &Path, name: &str, k: u64, out: &Path) -> Vec<u8> {
-    let o = s3_run(
-        garage,
-        RESTORE,
-        cache,
-        &[
-            &"-q",
-            &out,
-            &"--from",
-            &url(garage, name),
-            &"-g",
-            &k.to_string(),
-        ],
-    );
+    restore_with(garage, cache, name, k, out, &[])
+}
+
+/// A restore of generation `k` of `name` to `out`, with `extra` options
+/// (the key's); its bytes.
+fn restore_with(
+    garage: &GarageCluster,
+    cache: &Path,
+    name: &str,
+    k: u64,
+    out: &Path,
+    extra: &[&str],
+) -> Vec<u8> {
+    let (url, k) = (url(garage, name), k.to_string());
+    let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"-q"];
+    for e in extra {
+        args.push(e);
+    }
+    args.extend([&out as &dyn AsRef<OsStr>, &"--from", &url, &"-g", &k]);
+    let o = s3_run(garage, RESTORE, cache, &args);
     assert!(o.status.success(), "restore {name} {k}: {}", stderr(&o));
     fs::read(out).unwrap()
 }
@@ -590,25 +597,10 @@ fn an_encrypted_chain_on_garage_round_trips_and_the_bucket_sees_nothing() {
     assert!(gets[1] <= 6 && gets[2] <= 6, "GETs per backup: {gets:?}");
 
     for (i, want) in images.iter().enumerate() {
-        let k = (i + 1).to_string();
+        let k = i as u64 + 1;
         let out = dir.path().join(format!("vault-{k}.img"));
-        let o = s3_run(
-            &garage,
-            RESTORE,
-            &cache,
-            &[
-                &"-q",
-                &key_args[0],
-                &key_args[1],
-                &out,
-                &"--from",
-                &url(&garage, "vault"),
-                &"-g",
-                &k,
-            ],
-        );
-        assert!(o.status.success(), "restore {k}: {}", stderr(&o));
-        assert!(fs::read(&out).unwrap() == *want, "generation {k}");
+        let got = restore_with(&garage, &cache, "vault", k, &out, &key_args);
+        assert!(got == *want, "generation {k}");
     }
     let o = s3_run(
         &garage,
@@ -738,21 +730,8 @@ fn an_encrypted_chain_on_garage_round_trips_and_the_bucket_sees_nothing() {
         .to_owned();
     assert!(object_bytes(&garage, &format!("{period}.1")).starts_with(b"\x89BDE\r\n\x1a\n"));
     let out = dir.path().join("monthly.img");
-    let o = s3_run(
-        &garage,
-        RESTORE,
-        &cache,
-        &[
-            &"-q",
-            &key_args[0],
-            &key_args[1],
-            &out,
-            &"--from",
-            &url(&garage, &period),
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(fs::read(&out).unwrap() == image);
+    let generation = 1;
+    assert!(restore_with(&garage, &cache, &period, generation, &out, &key_args) == image);
 }
 
 const NBD: &str = env!("CARGO_BIN_EXE_blockdiff-nbd");
