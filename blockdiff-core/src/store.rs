@@ -104,6 +104,15 @@ impl DiffFormat {
         Self::from_head(path, &head[..got])
     }
 
+    /// The format of the diff `file` (named `path`), read by offset: its
+    /// first bytes, plaintext when it is a sealed file opened with its key.
+    pub fn from_read_at(path: &Path, file: &dyn ReadAt) -> Result<Self> {
+        let len = file.size().map_err(|e| sealed_read_error(path, e))?;
+        let mut head = vec![0u8; (archive_format::V2_HEADER_LEN as u64).min(len) as usize];
+        archive_format::fill_at(file, &mut head, 0).map_err(|e| sealed_read_error(path, e))?;
+        Self::from_head(path, &head)
+    }
+
     /// The format of the diff named `path` whose first bytes are `head`
     /// (at least [`V2_HEADER_LEN`](archive_format::V2_HEADER_LEN) of them
     /// when the diff is that long): what [`detect`](Self::detect) decides
@@ -449,16 +458,7 @@ impl GenerationStore {
                 let format =
                     if self.encryption.is_some() || path.extension().is_none_or(|e| e != "gz") {
                         let file = self.open_read_at(&path, SealedContent::Diff, generation)?;
-                        let len = file.size().ctx(&path, "stat")?;
-                        let mut head = vec![
-                            0u8;
-                            usize::try_from(len)
-                                .unwrap_or(usize::MAX)
-                                .min(archive_format::V2_HEADER_LEN)
-                        ];
-                        archive_format::fill_at(file.as_ref(), &mut head, 0)
-                            .map_err(|e| sealed_read_error(&path, e))?;
-                        DiffFormat::from_head(&path, &head)?
+                        DiffFormat::from_read_at(&path, file.as_ref())?
                     } else {
                         DiffFormat::Legacy(Compression::Gzip)
                     };

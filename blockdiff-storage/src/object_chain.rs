@@ -372,15 +372,11 @@ impl GenerationSource for ObjectChain {
         };
         let key = &keys[i];
         let path = self.display_of(key);
-        let head = if self.encryption.is_some() {
+        // An encrypted chain's diff is read through its key; a plain one's
+        // first bytes are one ranged GET.
+        let format = if self.encryption.is_some() {
             let file = self.open_object(key, SealedContent::Diff, generation)?;
-            let len = file
-                .size()
-                .map_err(|e| blockdiff_core::sealed_read_error(&path, e))?;
-            let mut head = vec![0u8; (archive_format::V2_HEADER_LEN as u64).min(len) as usize];
-            archive_format::fill_at(file.as_ref(), &mut head, 0)
-                .map_err(|e| blockdiff_core::sealed_read_error(&path, e))?;
-            head
+            DiffFormat::from_read_at(&path, file.as_ref())?
         } else {
             let size = self
                 .storage
@@ -393,9 +389,8 @@ impl GenerationSource for ObjectChain {
                     .read_range(key, 0, &mut head)
                     .map_err(core_error)?;
             }
-            head
+            DiffFormat::from_head(&path, &head)?
         };
-        let format = DiffFormat::from_head(&path, &head)?;
         Ok(DiffLocation {
             path,
             format,

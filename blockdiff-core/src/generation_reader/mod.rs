@@ -302,6 +302,10 @@ impl GenerationReader {
         }
         let len = (self.size - offset).min(buf.len() as u64) as usize;
         let bs = u64::from(self.block_size);
+        // Generation K's hashes of every block the read touches, taken
+        // under one lock of the digest.
+        let first = offset / bs;
+        let expected = self.expected(first, (offset + len as u64 - 1) / bs + 1)?;
         let mut done = 0usize;
         let mut block_buf = Vec::new();
         while done < len {
@@ -311,7 +315,7 @@ impl GenerationReader {
             let block_len = (self.size - block * bs).min(bs) as usize;
             let n = (block_len - within).min(len - done);
             let out = &mut buf[done..done + n];
-            let expected = self.expected(block)?;
+            let expected = expected[(block - first) as usize];
             match self.map.find(block).map(|r| r.place_of(block)) {
                 None | Some(Place::Zero) => {
                     let zero = if block_len as u64 == bs {
@@ -370,16 +374,20 @@ impl GenerationReader {
         Ok(len)
     }
 
-    /// Generation K's hash of block `block`.
-    fn expected(&self, block: u64) -> Result<BlockHash> {
+    /// Generation K's hashes of blocks `first..end`.
+    fn expected(&self, first: u64, end: u64) -> Result<Vec<BlockHash>> {
         let mut digest = self.digest.lock().unwrap_or_else(PoisonError::into_inner);
-        digest.entry(block)?.ok_or_else(|| Error::Chain {
-            path: self.digest_path.clone(),
-            detail: format!(
-                "lists fewer blocks than the image of generation {} has ({} bytes)",
-                self.generation, self.size
-            ),
-        })
+        (first..end)
+            .map(|block| {
+                digest.entry(block)?.ok_or_else(|| Error::Chain {
+                    path: self.digest_path.clone(),
+                    detail: format!(
+                        "lists fewer blocks than the image of generation {} has ({} bytes)",
+                        self.generation, self.size
+                    ),
+                })
+            })
+            .collect()
     }
 
     /// A block that does not hash to the digest: from a v2 frame (named
