@@ -15,9 +15,10 @@
 #   BENCH_CHAIN_MIB    size of the volume of the restore chain (default 1024)
 #   BENCH_CHAIN_GENERATIONS  generations in that chain (default 30)
 #   BENCH_DIR          work directory (default bench-work/ at the repository root)
-#   BENCH_PARTS        the parts to run, among 1 A B C E F below (default all:
-#                      "1 A B C E F"; e.g. BENCH_PARTS=B for part 2 B alone;
+#   BENCH_PARTS        the parts to run, among 1 A B C E F G below (default all:
+#                      "1 A B C E F G"; e.g. BENCH_PARTS=B for part 2 B alone;
 #                      F reads C's chain, so F needs C)
+#   BENCH_FOLD_DAYS    days of nightly backups in part G (default 90)
 #   BENCH_REPEAT       runs of each measured command (default 3); with more than one,
 #                      the run with the median time is reported, and the
 #                      fastest and slowest times are shown beside it
@@ -91,6 +92,17 @@
 #      target p99 <= 5 ms); and blockdiff-nbd (nbdkit and the plugin): the
 #      time from its start to the first 4 KiB a client (qemu-io) read,
 #      target <= 1 s.
+#   G. retention by folding (issue 17): BENCH_FOLD_DAYS nights (dates set
+#      with faketime, from 2026-01-01 at 02:30 UTC) of the 1 GiB volume of
+#      C with ~1% of its blocks rewritten each day (chain_mutate.py), backed
+#      up each night into one chain pruned with --keep-daily 7
+#      --keep-weekly 4 --keep-monthly 3, and into monthly chains pruned with
+#      --keep 3, as the two contrib schedules do: bytes stored by the one
+#      chain <= 0.5 x the monthly chains'; the restore of its newest
+#      generation <= 1.2 x the restore of a single full (generation 1 of the
+#      last monthly chain), page cache dropped; and the throughput of a
+#      prune folding the whole chain into its newest generation (bytes of
+#      the diffs folded per second) beside cat of the same files.
 # And over every part: the peak RSS of every blockdiff command < 256 MiB.
 #
 # Before each measurement the script waits for the machine to be quiet (see
@@ -109,7 +121,8 @@ STAGE_MIB=${BENCH_STAGE_MIB:-$((IMAGE_MIB * 9 / 16))}
 CHAIN_MIB=${BENCH_CHAIN_MIB:-1024}
 CHAIN_GENS=${BENCH_CHAIN_GENERATIONS:-30}
 REPEAT=${BENCH_REPEAT:-3}
-PARTS=${BENCH_PARTS:-1 A B C E F}
+PARTS=${BENCH_PARTS:-1 A B C E F G}
+FOLD_DAYS=${BENCH_FOLD_DAYS:-90}
 RT_ON=${BENCH_RT:-0}
 if [[ " $PARTS " == *" 1 "* && " $PARTS " == *" A "* ]]; then HOG_DEFAULT=1; else HOG_DEFAULT=0; fi
 HOG=${BENCH_HOG:-$HOG_DEFAULT}
@@ -128,8 +141,8 @@ for var in SIZE_MIB IMAGE_MIB STAGE_MIB CHAIN_MIB CHAIN_GENS LOAD_QUIET REPEAT; 
 done
 PARTS=${PARTS//,/ }
 for part in $PARTS; do
-    if ! [[ $part =~ ^(1|A|B|C|E|F)$ ]]; then
-        echo "run.sh: BENCH_PARTS lists parts among 1, A, B, C, E and F, not '$part'" >&2
+    if ! [[ $part =~ ^(1|A|B|C|E|F|G)$ ]]; then
+        echo "run.sh: BENCH_PARTS lists parts among 1, A, B, C, E, F and G, not '$part'" >&2
         exit 2
     fi
 done
@@ -173,6 +186,10 @@ if ! [[ $LOAD_MAX =~ ^[0-9]+(\.[0-9]+)?$ ]]; then
     echo "run.sh: BENCH_LOAD_MAX must be a number, not '$LOAD_MAX'" >&2
     exit 2
 fi
+if ! [[ $FOLD_DAYS =~ ^[0-9]+$ ]] || ((FOLD_DAYS < 35)); then
+    echo "run.sh: BENCH_FOLD_DAYS must be a number of days, at least 35 (two monthly chains)" >&2
+    exit 2
+fi
 if ((CHAIN_GENS < 2)); then
     echo "run.sh: BENCH_CHAIN_GENERATIONS must be at least 2" >&2
     exit 2
@@ -214,6 +231,7 @@ done
 command -v zstd >/dev/null || apt_install zstd
 command -v b3sum >/dev/null || apt_install b3sum
 if ((HOG)); then command -v stress-ng >/dev/null || apt_install stress-ng; fi
+if has_part G; then command -v faketime >/dev/null || apt_install faketime; fi
 # mkfs.ext4 -d (populate from a directory) needs e2fsprogs >= 1.43.
 if ! PATH=$PATH:/sbin:/usr/sbin command -v mkfs.ext4 >/dev/null; then
     apt_install e2fsprogs
@@ -272,6 +290,9 @@ CHAIN_GEN1=$WORK/chain-generation-1.img
 CHAIN_RESTORED=$WORK/chain-restored.img
 MOUNT_DIR=$WORK/mount
 MOUNT_STATE=$WORK/mount-state
+# part G
+FOLD_DIR=$WORK/fold
+FOLD_SRC=$WORK/fold-source.img
 
 cleanup() {
     if [[ -d $MOUNT_STATE ]]; then
@@ -284,7 +305,8 @@ cleanup() {
         "$V2FULL" "$V2D1" "$V2D2" \
         "$IMAGE" "$IMAGE_ZST" "$IMAGE_DIFF" "$IMAGE_DIGEST" "$IMAGE_RESTORED" "$IMAGE_RESTORED".* \
         "$CHAIN_SRC" "$CHAIN_GEN1" "$CHAIN_RESTORED" "$CHAIN_RESTORED".*
-    rm -rf "$STAGE" "$CHAIN_DIR"
+    rm -rf "$STAGE" "$CHAIN_DIR" "$FOLD_DIR"
+    rm -f "$FOLD_SRC"
 }
 trap cleanup EXIT
 cleanup
@@ -598,7 +620,7 @@ fi
 # Part 2 B: an ext4 image of part of /usr, v2 --zstd-level 1 against zstd -1 -T0
 # =============================================================================
 
-if has_part B || has_part C || has_part E; then
+if has_part B || has_part C || has_part E || has_part G; then
     # Stage about STAGE_MIB of /usr: whole subdirectories of /usr/lib and
     # /usr/share, taken alternately from each (largest first) if they still fit,
     # for a mix of libraries and executables with text, docs and translations.
@@ -652,6 +674,7 @@ if has_part B || has_part C || has_part E; then
     # The chain of part C starts from the first CHAIN_MIB MiB of the image.
     cp --sparse=always "$IMAGE" "$CHAIN_SRC"
     truncate -s "$CHAIN_BYTES" "$CHAIN_SRC"
+    if has_part G; then cp --sparse=always "$CHAIN_SRC" "$FOLD_SRC"; fi
 fi
 
 # =============================================================================
@@ -798,12 +821,74 @@ if has_part F; then
     rm -f "$WORK/nbd.sock"
 fi
 
+# =============================================================================
+# Part 2 G: retention by folding against monthly chains
+# =============================================================================
+
+if has_part G; then
+    mkdir -p "$FOLD_DIR/one" "$FOLD_DIR/monthly"
+    FOLD_ONE=$FOLD_DIR/one/volume
+    FOLD_MONTHLY=$FOLD_DIR/monthly/volume
+    FOLD_POLICY=(--keep-daily 7 --keep-weekly 4 --keep-monthly 3)
+    log "G: $FOLD_DAYS nights of backups into one chain (pruned with ${FOLD_POLICY[*]}) and into monthly chains (--keep 3)"
+    G_PRUNE_SECS=0
+    t0=$(now)
+    for ((d = 1; d <= FOLD_DAYS; d++)); do
+        day=$(date -u -d "2026-01-01 +$((d - 1)) days" +%F)
+        if ((d > 1)); then python3 "$ROOT/benches/chain_mutate.py" "$FOLD_SRC" "$d" >/dev/null; fi
+        TZ=UTC faketime "$day 02:30:00" "$BIN/blockdiff-backup" -q "$FOLD_ONE" "$FOLD_SRC"
+        p0=$(now)
+        TZ=UTC faketime "$day 02:40:00" "$BIN/blockdiff-prune" -q "$FOLD_ONE" "${FOLD_POLICY[@]}"
+        p1=$(now)
+        G_PRUNE_SECS=$(awk -v s="$G_PRUNE_SECS" -v a="$p0" -v b="$p1" 'BEGIN { printf "%.2f", s + b - a }')
+        TZ=UTC faketime "$day 02:30:00" "$BIN/blockdiff-backup" -q --chain monthly "$FOLD_MONTHLY" "$FOLD_SRC"
+        TZ=UTC faketime "$day 02:40:00" "$BIN/blockdiff-prune" -q "$FOLD_MONTHLY" --keep 3
+    done
+    t1=$(now)
+    G_NIGHTS_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    G_ONE_BYTES=$(du -sb "$FOLD_DIR/one" | awk '{ print $1 }')
+    G_MONTHLY_BYTES=$(du -sb "$FOLD_DIR/monthly" | awk '{ print $1 }')
+    G_KEPT=$("$BIN/blockdiff-info" --json "$FOLD_ONE" | python3 -c 'import json, sys; print(" ".join(str(g["generation"]) for g in json.load(sys.stdin)["generations"]))')
+    G_CHAINS=$(cd "$FOLD_DIR/monthly" && ls ./*.ver | sed 's|^\./||; s|\.ver$||' | tr '\n' ' ')
+    G_LAST_MONTH=$(cd "$FOLD_DIR/monthly" && ls ./*.ver | sort | tail -n 1 | sed 's|^\./||; s|\.ver$||')
+
+    G_REST_ONE="G: restore newest, folded chain"
+    G_REST_FULL="G: restore a single full"
+    G_RESTORED=$WORK/fold-restored.img
+    DROP_CACHES=$CAN_DROP
+    BEFORE_EACH=(rm -f "$G_RESTORED")
+    measure "$G_REST_ONE" "$CHAIN_MIB" "$BIN/blockdiff-restore" -q "$G_RESTORED" --from "$FOLD_ONE"
+    if ! cmp "$FOLD_SRC" "$G_RESTORED"; then
+        fail "the folded chain's newest generation differs from the last night's source"
+    fi
+    measure "$G_REST_FULL" "$CHAIN_MIB" "$BIN/blockdiff-restore" -q "$G_RESTORED" --from "$FOLD_DIR/monthly/$G_LAST_MONTH" --generation 1
+    rm -f "$G_RESTORED"
+
+    # A prune that folds the whole chain into its newest generation, on a
+    # copy; beside it cat of the same diffs (page cache warm for both).
+    G_COPY=$WORK/fold-copy
+    G_DIFFS=()
+    for g in $G_KEPT; do G_DIFFS+=("$FOLD_ONE.$g"); done
+    G_DIFF_BYTES=$(cat "${G_DIFFS[@]}" | wc -c)
+    G_DIFF_MIB=$((G_DIFF_BYTES / 1048576))
+    G_FOLD="G: prune --keep-last 1 (fold all)"
+    G_CAT="G: cat of the diffs folded"
+    DROP_CACHES=0
+    BEFORE_EACH=(bash -c 'rm -rf "$1" && cp -a "$2" "$1" && cat "$1"/* >/dev/null' _ "$G_COPY" "$FOLD_DIR/one")
+    measure "$G_FOLD" "$G_DIFF_MIB" "$BIN/blockdiff-prune" -q "$G_COPY/volume" --keep-last 1
+    BEFORE_EACH=()
+    measure "$G_CAT" "$G_DIFF_MIB" bash -c 'cat "$@" >/dev/null' _ "${G_DIFFS[@]}"
+    rm -rf "$G_COPY"
+    DROP_CACHES=0
+fi
+
 PART2=()
 if has_part A; then PART2+=("$A_FULL" "$A_READ" "$A_INCR" "$A_INCR2" "$A_INCRP" "$A_B3" "$A_PIECE" "$A_POOL" "$A_MMAP"); fi
 if has_part B; then PART2+=("$B_ZSTD" "$B_DUMP"); fi
 if has_part C; then PART2+=("$C_FIRST" "$C_LAST" "$C_DD"); fi
 if has_part E; then PART2+=("$E_FULL_P" "$E_FULL_E" "$E_INCR_P" "$E_INCR_E" "$E_REST_P" "$E_REST_E"); fi
 if has_part F; then PART2+=("$F_SEQ"); fi
+if has_part G; then PART2+=("$G_REST_ONE" "$G_REST_FULL" "$G_FOLD" "$G_CAT"); fi
 
 # =============================================================================
 # Report
@@ -876,6 +961,13 @@ if ((${#PART2[@]} > 0)); then
     if has_part F; then
         echo "  F: generation $CHAIN_GENS of C's chain mounted with blockdiff-mount (FUSE); cat of its image,"
         echo "     page cache dropped before each run (the store's and the mount's)"
+    fi
+    if has_part G; then
+        echo "  G: $FOLD_DAYS nights of the $CHAIN_MIB MiB volume (~1% of blocks + 64 hot blocks rewritten a day), 2026-01-01 on:"
+        echo "     one chain pruned nightly with ${FOLD_POLICY[*]}: generations kept: $G_KEPT"
+        echo "     monthly chains pruned nightly with --keep 3: $G_CHAINS"
+        echo "     $FOLD_DAYS nights (mutate, 2 backups, 2 prunes) ${G_NIGHTS_SECS} s, of which the nightly folds ${G_PRUNE_SECS} s"
+        echo "     restores: page cache dropped before each; the fold and cat: page cache warm, the chain copied afresh before each fold"
     fi
     echo
     print_table "" "${PART2[@]}"
@@ -992,6 +1084,19 @@ if has_part F; then
     printf '  F. blockdiff-nbd start to the first 4 KiB read by qemu-io (best of 3) <= 1 s: %s s  %s\n' \
         "$F_NBD_FIRST" "$(verdict "$(awk -v t="$F_NBD_FIRST" 'BEGIN { print (t <= 1) ? 1 : 0 }')")"
 fi
+if has_part G; then
+    r=$(awk -v a="$G_ONE_BYTES" -v b="$G_MONTHLY_BYTES" 'BEGIN { printf "%.3f", a / b }')
+    printf '  G. bytes stored, one folded chain <= 0.5 x monthly chains (--keep 3): %s x (%s vs %s MiB)  %s\n' \
+        "$r" "$((G_ONE_BYTES / 1048576))" "$((G_MONTHLY_BYTES / 1048576))" \
+        "$(verdict "$(awk -v r="$r" 'BEGIN { print (r <= 0.5) ? 1 : 0 }')")"
+    r=$(awk -v a="${SECS[$G_REST_ONE]}" -v b="${SECS[$G_REST_FULL]}" 'BEGIN { printf "%.3f", a / b }')
+    printf '  G. restore of the newest generation after the prunes <= 1.2 x the time of a single full: %s x (%s s vs %s s)  %s\n' \
+        "$r" "${SECS[$G_REST_ONE]}" "${SECS[$G_REST_FULL]}" \
+        "$(verdict "$(awk -v r="$r" 'BEGIN { print (r <= 1.2) ? 1 : 0 }')")"
+    printf '  G. fold throughput (diffs folded per second): %s MiB/s, %s x cat of the same %s MiB of diffs (no target)\n' \
+        "$(awk -v m="$G_DIFF_MIB" -v t="${SECS[$G_FOLD]}" 'BEGIN { printf "%.0f", m / t }')" \
+        "$(awk -v a="${SECS[$G_FOLD]}" -v b="${SECS[$G_CAT]}" 'BEGIN { printf "%.3f", b / a }')" "$G_DIFF_MIB"
+fi
 if ((${#OURS[@]} > 0)); then
     worst=$(for name in "${OURS[@]}"; do printf '%s\t%s\n' "${RSS[$name]}" "$name"; done | sort -n | tail -n 1)
     printf '  peak RSS of every blockdiff command < 256 MiB: largest %s MiB (%s)  %s\n' \
@@ -1031,3 +1136,4 @@ if has_part B; then echo "  - the ext4 image's v2 diff restores exactly"; fi
 if has_part C; then echo "  - the chain's generations 1 and $CHAIN_GENS restore exactly"; fi
 if has_part E; then echo "  - the plain and the encrypted chain of part E restore the image exactly"; fi
 if has_part F; then echo "  - the mounted image of generation $CHAIN_GENS equals its source"; fi
+if has_part G; then echo "  - the folded chain's newest generation equals the last night's source"; fi

@@ -4,7 +4,9 @@
 # daemon for the quiesce crate, and OpenSSH's server and client for the
 # remote-backup tests (which start a private sshd on loopback), and for
 # blockdiff-mount and blockdiff-nbd Debian's fuse3 (fusermount3), nbdkit
-# (which serves blockdiff's plugin) and qemu-utils (qemu-img, qemu-io). Idempotent and quiet: packages already present are not touched,
+# (which serves blockdiff's plugin) and qemu-utils (qemu-img, qemu-io), and
+# libfaketime's faketime, with which the retention tests make backups on
+# the days of a calendar. Idempotent and quiet: packages already present are not touched,
 # apt-get runs only when something is missing. Run as root (CI does, before
 # the tests).
 set -euo pipefail
@@ -22,9 +24,10 @@ have fusermount3 || missing+=(fuse3)
 have qemu-img || missing+=(qemu-utils)
 have nbdkit || missing+=(nbdkit)
 have mkfs.ext4 || missing+=(e2fsprogs)
+have faketime || missing+=(faketime)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "services-setup: mariadb-server, mariadb-client, cron, openssh, fuse3, nbdkit and qemu-utils are already installed"
+    echo "services-setup: mariadb-server, mariadb-client, cron, openssh, fuse3, nbdkit, qemu-utils and faketime are already installed"
     exit 0
 fi
 

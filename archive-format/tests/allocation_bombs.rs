@@ -124,6 +124,7 @@ fn header(block_size: u32, source_size: u64) -> DiffHeader {
         created_secs: 0,
         created_nanos: 0,
         parent: [0; 32],
+        folded_parent: 0,
     }
 }
 

@@ -35,7 +35,12 @@ pub struct GenerationInfo {
     pub block_size: u32,
     /// The hash algorithm of its digest.
     pub hash: HashAlgorithm,
-    /// Blocks this generation holds (changed since the previous one).
+    /// The generation this one's blocks are laid over: `generation − 1`
+    /// for a backup, an older one when a prune folded those between, and
+    /// `None` for a base (generation 1, or the oldest one kept after a
+    /// prune folded the generations before it into it).
+    pub parent: Option<u64>,
+    /// Blocks this generation holds (changed since its parent).
     pub changed_blocks: u64,
     /// Of those, all-zero blocks recorded without data (v2).
     pub zero_blocks: u64,
@@ -68,7 +73,7 @@ impl GenerationInfo {
 }
 
 impl GenerationStore {
-    /// Describes every committed generation, oldest first.
+    /// Describes every generation of the chain, oldest first.
     pub fn info(&self) -> Result<Vec<GenerationInfo>> {
         chain_info(self)
     }
@@ -79,7 +84,9 @@ impl GenerationStore {
     }
 }
 
-/// Describes every committed generation of `source`, oldest first.
+/// Describes every generation in the chain of `source`, oldest first:
+/// those a restore can read ([`chain_generations`](crate::chain_generations)),
+/// which after a prune are not all the numbers up to the last.
 pub fn chain_info(source: &dyn GenerationSource) -> Result<Vec<GenerationInfo>> {
     let current = source
         .current_generation()?
@@ -88,7 +95,11 @@ pub fn chain_info(source: &dyn GenerationSource) -> Result<Vec<GenerationInfo>> 
             generation: 1,
             reason: "there is no backup under this name (no .ver file)".into(),
         })?;
-    (1..=current).map(|g| generation_info(source, g)).collect()
+    let mut held = crate::chain_generations(source, Some(current))?;
+    held.reverse();
+    held.into_iter()
+        .map(|g| generation_info(source, g))
+        .collect()
 }
 
 /// Describes generation `generation` of `source`. A v2 generation is
@@ -110,6 +121,7 @@ pub fn generation_info(source: &dyn GenerationSource, generation: u64) -> Result
         blocks: 0,
         block_size: 0,
         hash: HashAlgorithm::Md5,
+        parent: generation.checked_sub(1).filter(|&p| p > 0),
         changed_blocks: 0,
         zero_blocks: 0,
         raw_bytes: 0,
@@ -131,6 +143,7 @@ pub fn generation_info(source: &dyn GenerationSource, generation: u64) -> Result
             info.block_size = h.block_size;
             info.blocks = s.source_size.div_ceil(u64::from(h.block_size.max(1)));
             info.hash = h.hash;
+            info.parent = h.parent_generation();
             info.changed_blocks = s.data_blocks + s.zero_blocks;
             info.zero_blocks = s.zero_blocks;
             info.raw_bytes = s.raw_bytes;

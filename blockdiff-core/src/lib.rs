@@ -74,6 +74,7 @@ mod chains;
 mod dump;
 mod encryption;
 mod error;
+mod fold;
 mod generation_reader;
 mod generation_source;
 mod hash_name;
@@ -113,6 +114,11 @@ pub use dump::{
 };
 pub use encryption::{ChainEncryption, StoreWriter, open_chain_file, unseal_chain_file};
 pub use error::{Error, Result};
+pub use fold::{
+    FoldGroup, FoldOptions, FoldReport, GenerationTime, PruneGenerationsOptions,
+    PruneGenerationsReport, RetainReason, Retention, RetentionPolicy, fold_generations, plan_folds,
+    prune_generations, utc_date,
+};
 pub use generation_reader::{GenerationReader, MAX_RUNS, ReaderOptions};
 pub use generation_source::{DiffBytes, GenerationSource};
 pub use info::{Comparison, GenerationInfo, chain_info, compare_with_generation, generation_info};
@@ -121,7 +127,7 @@ pub use progress::{NoProgress, Notice, Progress};
 pub use rate::{Clock, RateLimiter, SystemClock, parse_rate};
 pub use repair::{RepairReport, RepairableChain, repair, repair_chain};
 pub use resolve::{PreviousFormat, resolve_format};
-pub use restore::{RestoreOptions, RestorePlan, RestoreReport, apply_stream};
+pub use restore::{RestoreOptions, RestorePlan, RestoreReport, apply_stream, chain_generations};
 pub use store::{
     CORE_METADATA_KEYS, CommitStep, DiffFormat, DiffLocation, GenerationStore, PendingGeneration,
     StoreLock, parse_version, sealed_read_error,

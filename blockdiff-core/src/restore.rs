@@ -14,6 +14,7 @@
 //! [`ChainReader`]: replay::ChainReader
 
 mod block_set;
+mod chain_walk;
 mod frames;
 mod legacy_batches;
 mod plan;
@@ -23,6 +24,8 @@ mod target;
 mod vectored;
 mod window;
 
+pub use chain_walk::chain_generations;
+pub(crate) use chain_walk::chain_headers;
 pub(crate) use legacy_batches::open_legacy;
 pub use plan::RestorePlan;
 pub(crate) use plan::{Chain, PlanParts};

@@ -286,6 +286,18 @@ impl GenerationStore {
         tmp_path(&self.ver_path())
     }
 
+    /// `NAME.fold`: while a prune folds generations into a kept one, the
+    /// intent that names them (see [`prune_generations`](crate::prune_generations)).
+    pub fn fold_intent_path(&self) -> PathBuf {
+        self.with_suffix(".fold")
+    }
+
+    /// `NAME.N.fold.tmp`: the new diff of generation N that a fold writes
+    /// before it replaces `NAME.N`.
+    pub fn fold_tmp_path(&self, generation: u64) -> PathBuf {
+        self.with_suffix(&format!(".{generation}.fold.tmp"))
+    }
+
     /// `NAME.N.meta.json`: facts about generation N, a flat JSON object of
     /// strings: always `source_size` (bytes) and `block_size`, written with
     /// the generation's commit, then how it was made (its source, snapshot,
@@ -531,6 +543,17 @@ impl GenerationStore {
     /// link or anything but a regular file there is refused, never
     /// written through.
     pub fn lock(&self) -> Result<StoreLock> {
+        self.take_lock(false)
+    }
+
+    /// Takes the store's lock, waiting while another run holds it (as
+    /// `prune --wait` does for a backup to finish); otherwise as
+    /// [`lock`](Self::lock).
+    pub fn lock_waiting(&self) -> Result<StoreLock> {
+        self.take_lock(true)
+    }
+
+    fn take_lock(&self, wait: bool) -> Result<StoreLock> {
         self.check_name()?;
         let path = self.lock_path();
         let refuse = || {
@@ -555,6 +578,9 @@ impl GenerationStore {
         let meta = file.metadata().ctx(&path, "stat lock file")?;
         if !meta.is_file() || meta.nlink() != 1 {
             return Err(refuse());
+        }
+        if wait {
+            file.lock().ctx(&path, "lock")?;
         }
         match file.try_lock() {
             Ok(()) => {}
@@ -589,7 +615,7 @@ impl GenerationStore {
     }
 
     /// A writer of a new file of the chain: sealed when it is encrypted.
-    fn output<W: Write>(
+    pub(crate) fn output<W: Write>(
         &self,
         inner: W,
         content: SealedContent,
@@ -621,7 +647,7 @@ impl GenerationStore {
         Ok(())
     }
 
-    fn create_new(&self, path: &Path) -> Result<File> {
+    pub(crate) fn create_new(&self, path: &Path) -> Result<File> {
         OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -660,6 +686,8 @@ impl GenerationStore {
                 self.name.display()
             )));
         }
+        // A prune killed in a fold: finished or undone first.
+        crate::fold::recover_interrupted_fold(self, progress)?;
         let current = self.current_generation()?.unwrap_or(0);
         let generation = current + 1;
         let intent_path = self.intent_path();
@@ -821,7 +849,7 @@ fn metadata_text(metadata: &BTreeMap<String, String>) -> String {
 }
 
 /// Opens `path` for reading without following a symbolic link there.
-fn open_nofollow(path: &Path) -> io::Result<File> {
+pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -848,7 +876,7 @@ fn read_small(path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
-fn remove_if_present(path: &Path) -> Result<bool> {
+pub(crate) fn remove_if_present(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -856,7 +884,7 @@ fn remove_if_present(path: &Path) -> Result<bool> {
     }
 }
 
-fn remove_leftover(path: PathBuf, progress: &mut dyn Progress) -> Result<()> {
+pub(crate) fn remove_leftover(path: PathBuf, progress: &mut dyn Progress) -> Result<()> {
     if remove_if_present(&path)? {
         progress.notice(Notice::RemovedLeftover { path });
     }

@@ -54,6 +54,19 @@ pub fn local_today() -> Result<blockdiff_core::CivilDate, blockdiff_core::Error>
     blockdiff_core::CivilDate::new(tm.tm_year + 1900, (tm.tm_mon + 1) as u32, tm.tm_mday as u32)
 }
 
+/// The local date of `secs` (seconds since 1970 UTC), in the system's
+/// time zone (`TZ`, `/etc/localtime`); the UTC date if it has none. The
+/// calendar of `blockdiff-prune --keep-daily` and its kin.
+pub fn local_date(secs: i64) -> blockdiff_core::CivilDate {
+    match local_tm(secs.max(0) as u64).and_then(|tm| {
+        blockdiff_core::CivilDate::new(tm.tm_year + 1900, (tm.tm_mon + 1) as u32, tm.tm_mday as u32)
+            .ok()
+    }) {
+        Some(date) => date,
+        None => blockdiff_core::utc_date(secs),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

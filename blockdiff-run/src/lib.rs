@@ -75,7 +75,7 @@ mod run_summary;
 mod source_reader;
 
 pub use backup_run::{BackupRun, BackupRunOptions, BackupSource, RemoteOptions};
-pub use clock::{local_today, timestamp};
+pub use clock::{local_date, local_today, timestamp};
 pub use each::{back_up_each, each_chain_name};
 pub use error::{Result, RunError};
 pub use error_line::error_line;

@@ -202,4 +202,23 @@ impl ChainLocation {
             }
         }
     }
+
+    /// Folds the generations that `options.policy` does not keep into the
+    /// next ones kept, under the chain's lock
+    /// ([`prune_generations`](blockdiff_core::prune_generations)).
+    pub fn prune_generations(
+        &self,
+        options: &blockdiff_core::PruneGenerationsOptions,
+        progress: &mut dyn blockdiff_core::Progress,
+    ) -> Result<blockdiff_core::PruneGenerationsReport> {
+        match self {
+            ChainLocation::Local(store) => {
+                blockdiff_core::prune_generations(store, options, progress)
+            }
+            ChainLocation::Objects(chain) => Err(blockdiff_core::Error::InvalidOption(format!(
+                "{}: folding generations on an object store is not built yet; fold a local copy of the chain, or prune whole chains with --keep",
+                chain.name().display()
+            ))),
+        }
+    }
 }

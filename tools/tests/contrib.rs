@@ -208,6 +208,77 @@ fn systemd_unit_commands_work_as_written() {
     assert!(unit_section(&timer, "Install").contains(&("WantedBy".into(), "timers.target".into())));
 }
 
+/// The one chain `db` after nightly runs on one day: the generations the
+/// retention of contrib/default/blockdiff keeps (the last of the day), the
+/// last one restoring to the disk.
+fn check_forever(setting: &Setting, runs: u64) {
+    let store = GenerationStore::new(setting.dir.path().join("db"));
+    assert_eq!(store.current_generation().unwrap(), Some(runs));
+    assert_eq!(
+        blockdiff_core::chain_generations(&store, None).unwrap(),
+        [runs]
+    );
+    let target = setting.dir.path().join("restored");
+    blockdiff_core::RestorePlan::new(&store, &blockdiff_core::RestoreOptions::default())
+        .unwrap()
+        .execute(&target, &mut blockdiff_core::NoProgress)
+        .unwrap();
+    assert!(fs::read(&target).unwrap() == fs::read(setting.dir.path().join("disk.img")).unwrap());
+}
+
+/// Changes the disk of `setting` before night `night`.
+fn change_disk(setting: &Setting, night: u64) {
+    let path = setting.dir.path().join("disk.img");
+    let mut disk = fs::read(&path).unwrap();
+    let at = (night as usize * 9_000) % disk.len();
+    disk[at] = night as u8;
+    fs::write(&path, disk).unwrap();
+}
+
+#[test]
+fn systemd_forever_unit_commands_work_as_written() {
+    let unit = read("systemd/blockdiff-backup-forever.service");
+    let service = unit_section(&unit, "Service");
+    let get = |key: &str| -> Vec<&str> {
+        service
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(get("Type"), ["oneshot"]);
+    assert_eq!(get("EnvironmentFile"), ["/etc/default/blockdiff"]);
+    let start = get("ExecStart");
+    let post = get("ExecStartPost");
+    assert_eq!((start.len(), post.len()), (1, 1));
+    assert!(!start[0].contains("--chain") && start[0].contains("--nice 10 --ionice idle"));
+    assert!(post[0].contains("blockdiff-prune") && post[0].contains("$BLOCKDIFF_RETENTION"));
+
+    let setting = Setting::new();
+    let env = parse_env(&fs::read_to_string(&setting.env_file).unwrap());
+    assert!(env["BLOCKDIFF_RETENTION"].contains("--keep-daily"));
+    for night in 1..=3 {
+        change_disk(&setting, night);
+        for line in [start[0], post[0]] {
+            let o = run_words(&expand_exec(line, &env));
+            assert!(o.status.success(), "{line}: {}", text(&o.stderr));
+            assert!(
+                o.stdout.is_empty() && o.stderr.is_empty(),
+                "{line}: {}{}",
+                text(&o.stdout),
+                text(&o.stderr)
+            );
+        }
+    }
+    check_forever(&setting, 3);
+    let timer = read("systemd/blockdiff-backup-forever.timer");
+    assert!(
+        unit_section(&timer, "Timer")
+            .iter()
+            .any(|(k, _)| k == "OnCalendar")
+    );
+}
+
 #[test]
 fn systemd_units_pass_systemd_analyze_verify() {
     if Command::new("systemd-analyze")
@@ -225,7 +296,12 @@ fn systemd_units_pass_systemd_analyze_verify() {
     fs::copy(contrib("default/blockdiff"), &env_file).unwrap();
     let bin = format!("{}/", bin_dir().display());
     let mut units = Vec::new();
-    for name in ["blockdiff-backup.service", "blockdiff-backup.timer"] {
+    for name in [
+        "blockdiff-backup.service",
+        "blockdiff-backup.timer",
+        "blockdiff-backup-forever.service",
+        "blockdiff-backup-forever.timer",
+    ] {
         let text = read(&format!("systemd/{name}"))
             .replace("/usr/local/bin/", &bin)
             .replace("/etc/default/blockdiff", env_file.to_str().unwrap());
@@ -264,30 +340,38 @@ fn check_cron_field(field: &str, min: u32, max: u32) {
     }
 }
 
-#[test]
-fn cron_line_works_as_written() {
+/// The variables and the job lines of contrib/cron/blockdiff; with
+/// `commented`, the alternative job that the file shows commented out.
+fn cron_jobs(commented: bool) -> (BTreeMap<String, String>, Vec<String>) {
     let cron = read("cron/blockdiff");
     let mut vars = BTreeMap::new();
     let mut jobs = Vec::new();
     for line in cron.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(job) = line.strip_prefix('#') {
+            if commented && job.starts_with(|c: char| c.is_ascii_digit()) {
+                jobs.push(job.to_owned());
+            }
             continue;
         }
         match line.split_once('=') {
             Some((k, v)) if !k.contains(char::is_whitespace) => {
                 vars.insert(k.to_owned(), v.to_owned());
             }
-            _ => jobs.push(line),
+            _ if !commented => jobs.push(line.to_owned()),
+            _ => {}
         }
     }
-    assert_eq!(jobs.len(), 1, "{cron}");
-    let fields: Vec<&str> = jobs[0].splitn(7, char::is_whitespace).collect();
-    assert_eq!(
-        fields.len(),
-        7,
-        "5 time fields, a user, a command: {}",
-        jobs[0]
-    );
+    (vars, jobs)
+}
+
+/// Checks a job line's fields and runs its command as cron would, with
+/// paths moved into `setting`.
+fn run_cron_job(vars: &BTreeMap<String, String>, job: &str, setting: &Setting) -> String {
+    let fields: Vec<&str> = job.splitn(7, char::is_whitespace).collect();
+    assert_eq!(fields.len(), 7, "5 time fields, a user, a command: {job}");
     for (field, (min, max)) in fields[..5]
         .iter()
         .zip([(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)])
@@ -298,25 +382,23 @@ fn cron_line_works_as_written() {
     let command = fields[6];
     // cron turns % into a newline.
     assert!(!command.contains('%'), "{command}");
-    assert!(command.contains("--chain monthly") && command.contains("--quiet"));
+    assert!(command.contains("--quiet"));
     assert_eq!(vars.get("SHELL").map(String::as_str), Some("/bin/sh"));
-
-    let setting = Setting::new();
     let bin = format!("{}/", bin_dir().display());
-    let command = command
+    let moved = command
         .replace("/etc/default/blockdiff", setting.env_file.to_str().unwrap())
         .replace("/usr/local/bin/", &bin);
     // As cron runs it: the file's SHELL and PATH, little else.
     let o = Command::new(&vars["SHELL"])
         .arg("-c")
-        .arg(&command)
+        .arg(&moved)
         .env_clear()
         .env("PATH", &vars["PATH"])
         .env("HOME", setting.dir.path())
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(o.status.success(), "{command}: {}", text(&o.stderr));
+    assert!(o.status.success(), "{moved}: {}", text(&o.stderr));
     // Cron mails any output: a successful night has none.
     assert!(
         o.stdout.is_empty() && o.stderr.is_empty(),
@@ -324,5 +406,28 @@ fn cron_line_works_as_written() {
         text(&o.stdout),
         text(&o.stderr)
     );
+    command.to_owned()
+}
+
+#[test]
+fn cron_line_works_as_written() {
+    let (vars, jobs) = cron_jobs(false);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let setting = Setting::new();
+    let command = run_cron_job(&vars, &jobs[0], &setting);
+    assert!(command.contains("--chain monthly"));
     setting.check_one_run();
+}
+
+#[test]
+fn cron_forever_line_works_as_written() {
+    let (vars, jobs) = cron_jobs(true);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let setting = Setting::new();
+    for night in 1..=3 {
+        change_disk(&setting, night);
+        let command = run_cron_job(&vars, &jobs[0], &setting);
+        assert!(!command.contains("--chain") && command.contains("$BLOCKDIFF_RETENTION"));
+    }
+    check_forever(&setting, 3);
 }

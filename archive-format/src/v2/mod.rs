@@ -196,9 +196,15 @@ pub struct DiffHeader {
     pub created_secs: i64,
     /// Creation time: nanoseconds.
     pub created_nanos: u32,
-    /// Fingerprint of the parent generation's digest; all zero for a full
-    /// dump with no parent.
+    /// Fingerprint of the parent generation's digest; all zero for a base
+    /// (a full dump, or a generation into which a prune folded the
+    /// generations before it): a diff with no parent.
     pub parent: Fingerprint,
+    /// The parent's generation number when a prune folded the
+    /// generations between it and this one (header bytes 88..96); 0 when
+    /// the parent is `generation − 1`, as every backup writes. Read it
+    /// through [`parent_generation`](Self::parent_generation).
+    pub folded_parent: u64,
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -256,6 +262,7 @@ impl DiffHeader {
         b[40..48].copy_from_slice(&self.created_secs.to_le_bytes());
         b[48..52].copy_from_slice(&self.created_nanos.to_le_bytes());
         b[56..88].copy_from_slice(&self.parent);
+        b[88..96].copy_from_slice(&self.folded_parent.to_le_bytes());
         let crc = crc32fast::hash(&b[..HEADER_LEN - 4]);
         b[HEADER_LEN - 4..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -301,7 +308,7 @@ impl DiffHeader {
             .ok_or_else(|| corrupt("header", 32, format!("unknown hash algorithm {}", b[32])))?;
         let compression = FrameCompression::from_id(b[33])
             .ok_or_else(|| corrupt("header", 33, format!("unknown compression {}", b[33])))?;
-        for (from, to) in [(35, 40), (52, 56), (88, HEADER_LEN - 4)] {
+        for (from, to) in [(35, 40), (52, 56), (96, HEADER_LEN - 4)] {
             if b[from..to].iter().any(|&x| x != 0) {
                 return Err(corrupt(
                     "header",
@@ -320,17 +327,44 @@ impl DiffHeader {
         }
         let mut parent = [0u8; 32];
         parent.copy_from_slice(&b[56..88]);
+        let generation = u64_at(b, 24);
+        let folded_parent = u64_at(b, 88);
+        if folded_parent != 0 && (folded_parent >= generation || parent == [0; 32]) {
+            return Err(corrupt(
+                "header",
+                88,
+                format!(
+                    "parent generation {folded_parent} of generation {generation} is not an older generation with a parent fingerprint"
+                ),
+            ));
+        }
         Ok(DiffHeader {
             block_size,
             source_size,
-            generation: u64_at(b, 24),
+            generation,
             hash,
             compression,
             level: b[34] as i8,
             created_secs: u64_at(b, 40) as i64,
             created_nanos,
             parent,
+            folded_parent,
         })
+    }
+
+    /// The generation whose image this diff's blocks are laid over: `None`
+    /// for a base (no parent fingerprint), else the folded parent when a
+    /// prune recorded one, else `generation − 1` (which is 0, no
+    /// generation, for a generation 1 that names a parent: a reader
+    /// refuses that).
+    pub fn parent_generation(&self) -> Option<u64> {
+        if self.parent == [0; 32] {
+            None
+        } else if self.folded_parent != 0 {
+            Some(self.folded_parent)
+        } else {
+            Some(self.generation.saturating_sub(1))
+        }
     }
 }
 

@@ -347,6 +347,7 @@ fn parse_footer(f: &[u8; FOOTER_LEN], offset: u64, file_len: u64) -> Result<(u64
 /// let header = DiffHeader {
 ///     block_size: 4, source_size: 10, generation: 1, hash: HashAlgorithm::Blake3,
 ///     compression: FrameCompression::Zstd, level: 1, created_secs: 0, created_nanos: 0, parent: [0; 32],
+///     folded_parent: 0,
 /// };
 /// let mut w = DiffWriter::new(Vec::new(), header)?;
 /// let mut frame = FrameBuilder::new();

@@ -22,6 +22,7 @@ fn header(block_size: u32, source_size: u64, compression: FrameCompression) -> D
         created_secs: 1_700_000_000,
         created_nanos: 5,
         parent: [9; 32],
+        folded_parent: 0,
     }
 }
 

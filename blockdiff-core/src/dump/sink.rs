@@ -301,6 +301,7 @@ impl<W: Write> DiffSink for V2Sink<W> {
             created_secs: now.as_secs() as i64,
             created_nanos: now.subsec_nanos(),
             parent: plan.parent.unwrap_or([0; 32]),
+            folded_parent: 0,
         };
         self.state = State::Writing(DiffWriter::new(w, header).in_file(&self.path)?);
         Ok(V2Encoder {

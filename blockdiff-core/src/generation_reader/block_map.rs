@@ -146,6 +146,11 @@ impl BlockMap {
     pub(crate) fn len(&self) -> usize {
         self.runs.len()
     }
+
+    /// The runs, in block order.
+    pub(crate) fn runs(&self) -> &[Run] {
+        &self.runs
+    }
 }
 
 #[cfg(test)]

@@ -130,7 +130,14 @@ impl GenerationReader {
                 ..RestoreOptions::default()
             },
         )?;
-        let parts = plan.into_parts();
+        Self::from_parts(plan.into_parts(), options.cache_bytes)
+    }
+
+    /// Generation `parts.generation` read from the chain in `parts`: the
+    /// whole chain for [`open`](Self::open); for a fold, only the diffs
+    /// being folded together, whose blocks (the [`runs`](Self::runs)) are
+    /// then all this reader is asked for.
+    pub(crate) fn from_parts(parts: PlanParts, cache_bytes: usize) -> Result<Self> {
         let PlanParts {
             generation,
             chain,
@@ -234,7 +241,7 @@ impl GenerationReader {
             zero_hash: hasher.hash(&vec![0u8; bs as usize]),
             zero_hash_last: [0; 32],
             hasher,
-            frames: FrameCache::new(options.cache_bytes),
+            frames: FrameCache::new(cache_bytes),
         };
         if let Diffs::Legacy(_) = reader.diffs {
             reader.size = match source_size {
@@ -274,6 +281,16 @@ impl GenerationReader {
             _ => bs,
         };
         Ok(last * bs + tail)
+    }
+
+    /// The runs of blocks the chain's diffs hold, in block order: `(first,
+    /// end, zero)`, `zero` when the newest diff that holds them recorded
+    /// them as zero blocks.
+    pub(crate) fn runs(&self) -> impl Iterator<Item = (u64, u64, bool)> + '_ {
+        self.map
+            .runs()
+            .iter()
+            .map(|r| (r.first, r.end, r.place == Place::Zero))
     }
 
     /// The generation read.

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use archive_format::{BlockSize, Compression, DiffFile, DigestFile, DigestFormat, HashAlgorithm};
 
 use crate::block::BlockHashKey;
-use crate::error::ArchiveContext;
 use crate::generation_source::{DiffBytes, GenerationSource};
 use crate::progress::{Notice, Progress};
 use crate::store::{DiffFormat, DiffLocation, GenerationStore};
 use crate::{Error, Result};
 
+use super::chain_walk::{chain_generations, walk_chain};
 use super::legacy_batches::open_legacy;
 use super::target::{self, Target};
 use super::{RestoreOptions, RestoreReport};
@@ -120,6 +120,22 @@ pub(crate) struct PlanParts {
     pub(crate) stream_read_size: usize,
 }
 
+/// Generations for a message, newest first: `9, 7, 3` (the first and
+/// last few of a long list).
+pub(crate) fn list_generations(held: &[u64]) -> String {
+    let show = |g: &[u64]| g.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    if held.len() <= 12 {
+        show(held)
+    } else {
+        format!(
+            "{}, \u{2026}, {} ({} in all)",
+            show(&held[..6]),
+            show(&held[held.len() - 3..]),
+            held.len()
+        )
+    }
+}
+
 /// An [`Error::Chain`]: `path` does not belong in the chain, for `detail`.
 pub(super) fn chain_error(path: &Path, detail: String) -> Error {
     Error::Chain {
@@ -150,34 +166,30 @@ impl RestorePlan {
                 reason: format!("it is not committed: {} says {current}", ver.display()),
             });
         }
-        let mut diffs = Vec::new();
-        for g in (1..=generation).rev() {
-            let diff = store.find_diff(g).map_err(|e| match e {
-                Error::MissingGeneration { path, generation: missing, .. } => Error::MissingGeneration {
+        let chain = walk_chain(store, generation).map_err(|e| match e {
+            Error::MissingGeneration {
+                path,
+                generation: missing,
+                reason,
+            } if missing == generation => {
+                Error::MissingGeneration {
                     path,
-                    generation: missing,
-                    reason: format!("restoring generation {generation} needs every generation from 1 to {generation}"),
-                },
-                other => other,
-            })?;
-            let bytes = store.open_diff(&diff)?;
-            diffs.push((diff, bytes));
-        }
-        let newest_format = diffs[0].0.format.digest_format();
-        if let Some((other, _)) = diffs
-            .iter()
-            .find(|(d, _)| d.format.digest_format() != newest_format)
-        {
-            return Err(chain_error(
-                &other.path,
-                format!(
-                    "is {} but generation {generation} ({}) is {}: a chain keeps one format (is one of them damaged or cut short?)",
-                    other.format,
-                    diffs[0].0.path.display(),
-                    diffs[0].0.format
-                ),
-            ));
-        }
+                    generation,
+                    reason: match chain_generations(store, Some(current)) {
+                        Ok(held) if !held.contains(&generation) => format!(
+                            "it is not in the chain (a prune folded it into a newer one); the chain holds generations {}",
+                            list_generations(&held)
+                        ),
+                        _ => reason,
+                    },
+                }
+            }
+            other => other,
+        })?;
+        let newest_format = match &chain {
+            Chain::Legacy(_) => DigestFormat::Legacy,
+            Chain::V2(_) => DigestFormat::V2,
+        };
         let digest = if options.verify {
             let digest = store.open_digest(generation).map_err(|e| match e {
                 Error::MissingGeneration { path, .. } => Error::MissingGeneration {
@@ -193,11 +205,11 @@ impl RestorePlan {
         } else {
             None
         };
-        let mut plan = match newest_format {
-            DigestFormat::Legacy => {
+        let mut plan = match chain {
+            Chain::Legacy(diffs) => {
                 Self::legacy_chain(generation, diffs, digest, store.stream_read_size())?
             }
-            DigestFormat::V2 => Self::v2_chain(generation, diffs, digest)?,
+            Chain::V2(diffs) => Self::v2_chain(generation, diffs, digest)?,
         };
         if let Some(d) = &plan.digest
             && d.spec().format != newest_format
@@ -347,25 +359,12 @@ impl RestorePlan {
         })
     }
 
+    /// Checks a v2 chain that [`walk_chain`] found.
     fn v2_chain(
         generation: u64,
-        diffs: Vec<(DiffLocation, DiffBytes)>,
+        chain: Vec<(DiffLocation, DiffFile<DiffBytes>)>,
         digest: Option<DigestFile>,
     ) -> Result<Self> {
-        let mut chain = Vec::with_capacity(diffs.len());
-        for ((loc, bytes), g) in diffs.into_iter().zip((1..=generation).rev()) {
-            let diff = DiffFile::open(bytes).in_file(&loc.path)?;
-            if diff.header().generation != g {
-                return Err(chain_error(
-                    &loc.path,
-                    format!(
-                        "says it is generation {}, not {g}",
-                        diff.header().generation
-                    ),
-                ));
-            }
-            chain.push((loc, diff));
-        }
         let (newest_loc, newest) = &chain[0];
         let (bs, hash) = (newest.header().block_size, newest.header().hash);
         for (i, (loc, diff)) in chain.iter().enumerate() {
@@ -379,7 +378,8 @@ impl RestorePlan {
                     ),
                 ));
             }
-            // The parent of generation g is generation g-1, next in the list.
+            // The parent, next in the list (the walk followed the header's
+            // parent generation), links by its digest's fingerprint.
             let parent = chain
                 .get(i + 1)
                 .map_or([0; 32], |(_, p)| p.summary().fingerprint);
@@ -388,7 +388,7 @@ impl RestorePlan {
                     &loc.path,
                     format!(
                         "its parent fingerprint does not match generation {}'s digest: it belongs to another chain",
-                        h.generation.saturating_sub(1)
+                        h.parent_generation().unwrap_or(0)
                     ),
                 ));
             }
@@ -668,14 +668,14 @@ fn is_store_file_suffix(s: &[u8]) -> bool {
 
 /// Whether `s` is what follows `NAME.` in a store's file names.
 fn is_store_suffix(s: &[u8]) -> bool {
-    if s == b"ver" || s == b"lock" {
+    if s == b"ver" || s == b"lock" || s == b"fold" {
         return true;
     }
     let digits = s.iter().take_while(|c| c.is_ascii_digit()).count();
     digits > 0
         && matches!(
             &s[digits..],
-            b"" | b".gz" | b".md5" | b".digest" | b".meta.json"
+            b"" | b".gz" | b".md5" | b".digest" | b".meta.json" | b".fold"
         )
 }
 
@@ -698,6 +698,7 @@ mod tests {
             created_secs: 0,
             created_nanos: 0,
             parent: [0; 32],
+            folded_parent: 0,
         };
         let mut w = DiffWriter::new(Vec::new(), header).unwrap();
         let mut c = FrameCompressor::new(FrameCompression::None, 0).unwrap();
@@ -809,6 +810,8 @@ mod tests {
             "3.md5",
             "4.digest",
             "5.meta.json",
+            "fold",
+            "6.fold",
         ] {
             assert!(is_store_suffix(s.as_bytes()), "{s}");
         }

@@ -95,6 +95,8 @@ struct ChainJson<'a> {
 #[derive(Serialize)]
 struct GenerationJson<'a> {
     generation: u64,
+    /// The generation it is laid over (null for a base).
+    parent: Option<u64>,
     diff: &'a Path,
     format: String,
     hash: &'static str,
@@ -115,6 +117,7 @@ impl<'a> GenerationJson<'a> {
     fn new(g: &'a GenerationInfo) -> Self {
         GenerationJson {
             generation: g.generation,
+            parent: g.parent,
             diff: &g.diff_path,
             format: g.format.to_string(),
             hash: g.hash.name(),
@@ -167,8 +170,14 @@ fn run(args: Args) -> anyhow::Result<()> {
             Some(s) => human(s),
             None => format!("~{}", human(g.blocks * u64::from(g.block_size))),
         };
+        // After a prune folded generations: what each one is laid over.
+        let link = match g.parent {
+            None if g.generation > 1 => ", base (older generations folded into it)".to_owned(),
+            Some(p) if p + 1 != g.generation => format!(", over {p} (those between folded)"),
+            _ => String::new(),
+        };
         outln!(
-            "{:>4}  {:<19}  {:>10}  {:>9} {:>5.1}%  {:>10}  {:>5.2}x  {}, {}",
+            "{:>4}  {:<19}  {:>10}  {:>9} {:>5.1}%  {:>10}  {:>5.2}x  {}, {}{link}",
             g.generation,
             utc(g.created),
             size,
