@@ -215,10 +215,9 @@ impl ChainLocation {
             ChainLocation::Local(store) => {
                 blockdiff_core::prune_generations(store, options, progress)
             }
-            ChainLocation::Objects(chain) => Err(blockdiff_core::Error::InvalidOption(format!(
-                "{}: folding generations on an object store is not built yet; fold a local copy of the chain, or prune whole chains with --keep",
-                chain.name().display()
-            ))),
+            ChainLocation::Objects(chain) => {
+                blockdiff_core::prune_generations(chain, options, progress)
+            }
         }
     }
 }

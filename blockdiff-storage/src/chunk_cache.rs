@@ -120,6 +120,24 @@ impl ChunkCache {
         }
     }
 
+    /// Forgets every chunk of object `key`, which was just replaced.
+    pub(crate) fn forget_object(&self, key: &str) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.slots.retain(|(k, _), _| &**k != key);
+        let mut freed = 0;
+        state.order.retain(|((k, _), len)| {
+            let gone = &**k == key;
+            if gone {
+                freed += len;
+            }
+            !gone
+        });
+        state.bytes -= freed;
+    }
+
     /// Takes a background fetch's place, if one is free.
     fn start_prefetch(&self) -> bool {
         let mut state = self

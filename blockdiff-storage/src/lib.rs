@@ -50,6 +50,7 @@ mod error;
 mod local_dir;
 mod object_backup;
 mod object_chain;
+mod object_fold;
 mod object_prune;
 mod object_storage;
 mod object_url;

@@ -56,6 +56,10 @@ pub struct LockOptions {
     /// Take the lock over even when `NAME.lock` names a run on another host
     /// (which must be dead: two writers would damage the chain).
     pub break_lock: bool,
+    /// Wait for another run on this host that holds the lock, rather than
+    /// fail at once (a run on another host, named by `NAME.lock`, is
+    /// still reported at once: its end cannot be waited for here).
+    pub wait: bool,
 }
 
 /// The local host's name.
@@ -84,7 +88,7 @@ pub struct ObjectLock {
 impl ObjectLock {
     /// Takes the lock of `chain`.
     pub fn take(chain: &ObjectChain, options: &LockOptions) -> Result<ObjectLock> {
-        let local = local_lock(chain)?;
+        let local = local_lock(chain, options.wait)?;
         let key = chain.lock_key();
         let display = PathBuf::from(chain.storage().describe(&key));
         let host = host_name();
@@ -190,8 +194,9 @@ pub(crate) fn read_holder(chain: &ObjectChain) -> Result<Option<LockHolder>> {
     }))
 }
 
-/// The local lock: `CACHE/<chain>.lock`, flocked.
-pub(crate) fn local_lock(chain: &ObjectChain) -> Result<File> {
+/// The local lock: `CACHE/<chain>.lock`, flocked (waiting for it when
+/// `wait`).
+pub(crate) fn local_lock(chain: &ObjectChain, wait: bool) -> Result<File> {
     let dir = chain.cache().dir();
     let parent = dir.parent().unwrap_or(dir);
     fs::DirBuilder::new()
@@ -219,6 +224,16 @@ pub(crate) fn local_lock(chain: &ObjectChain) -> Result<File> {
             op: "open lock file",
             source,
         })?;
+    if wait {
+        return match file.lock() {
+            Ok(()) => Ok(file),
+            Err(source) => Err(Error::Io {
+                path,
+                op: "lock",
+                source,
+            }),
+        };
+    }
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => Err(Error::Locked {
@@ -288,8 +303,9 @@ impl std::fmt::Debug for ObjectBackup {
 }
 
 impl ObjectBackup {
-    /// Takes the chain's lock, removes what an interrupted run left
-    /// (objects of generations after the committed one), brings the
+    /// Takes the chain's lock, finishes or undoes a fold a killed prune
+    /// left, removes what an interrupted run left (objects of generations
+    /// after the committed one), brings the
     /// previous digest into the cache (downloading it only when the cached
     /// copy is missing or not the committed one), and starts the uploads of
     /// the next generation.
@@ -300,6 +316,8 @@ impl ObjectBackup {
         progress: &mut dyn Progress,
     ) -> Result<Self> {
         let lock = ObjectLock::take(chain, lock)?;
+        // A prune killed mid-fold: finished or undone before anything else.
+        crate::object_fold::recover_interrupted_fold(chain, progress)?;
         let current = chain.current_generation()?.unwrap_or(0);
         let generation = current + 1;
         // The previous generation's metadata, read once: its digest's

@@ -116,7 +116,7 @@ impl ObjectChain {
     /// chain's chunk cache: its plaintext when the chain is encrypted
     /// (checked as [`open_chain_file`] does), refused when sealed and the
     /// chain has no key.
-    fn open_object(
+    pub(crate) fn open_object(
         &self,
         key: &str,
         content: SealedContent,
@@ -175,6 +175,11 @@ impl ObjectChain {
         &self.storage
     }
 
+    /// Forgets what was read of object `key`, which was just replaced.
+    pub(crate) fn forget_object(&self, key: &str) {
+        self.chunks.forget_object(key);
+    }
+
     /// The chain's local digest cache.
     pub fn cache(&self) -> &DigestCache {
         &self.cache
@@ -217,7 +222,7 @@ impl ObjectChain {
         self.key(".lock")
     }
 
-    fn display_of(&self, key: &str) -> PathBuf {
+    pub(crate) fn display_of(&self, key: &str) -> PathBuf {
         PathBuf::from(self.storage.describe(key))
     }
 

@@ -91,7 +91,7 @@ impl ChainDeleter for ObjectChains {
         let chain = self.chain(chain)?;
         // A run on this host holds the local lock; one elsewhere is named
         // by the lock object.
-        if let Err(Error::Locked { holder, .. }) = local_lock(&chain) {
+        if let Err(Error::Locked { holder, .. }) = local_lock(&chain, false) {
             return Ok(Some(holder));
         }
         Ok(other_host(&chain)?.map(|h| h.to_string()))

@@ -183,12 +183,14 @@ fn generations_restore_exactly_and_an_incremental_downloads_nothing() {
                 next[at..at + 5000].copy_from_slice(&image(g, 5000));
                 recording.take_reads();
                 assert_eq!(back_up(&chain, &next, format).unwrap(), u64::from(g));
-                // Only NAME.ver, NAME.lock and the metadata (which tells
-                // the previous diff's format): no diff, no digest.
+                // Only NAME.ver, NAME.lock, NAME.fold (the intent of a
+                // fold a killed prune left; absent) and the metadata (which
+                // tells the previous diff's format): no diff, no digest.
                 let reads = recording.take_reads();
                 assert!(
                     reads.iter().all(|k| k.ends_with(".ver")
                         || k.ends_with(".lock")
+                        || k.ends_with(".fold")
                         || k.ends_with(".meta.json")),
                     "{format:?}: {reads:?}"
                 );
@@ -242,6 +244,7 @@ fn an_encrypted_incremental_downloads_only_small_objects_too() {
             assert!(
                 reads.iter().all(|k| k.ends_with(".ver")
                     || k.ends_with(".lock")
+                    || k.ends_with(".fold")
                     || k.ends_with(".meta.json")),
                 "{reads:?}"
             );
@@ -409,7 +412,10 @@ fn a_lock_of_another_host_is_reported_and_taken_over_only_when_asked() {
             &chain,
             DumpSource::from_bytes(&data, "image"),
             &options(None),
-            &LockOptions { break_lock: true },
+            &LockOptions {
+                break_lock: true,
+                ..LockOptions::default()
+            },
             &BTreeMap::new(),
             &mut NoProgress,
         )

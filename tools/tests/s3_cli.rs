@@ -250,8 +250,8 @@ fn an_incremental_downloads_no_digest_and_a_cold_cache_fetches_it_once() {
     backup_ok(&garage, &cache, "db", &source, &[]);
     let cold = garage.request_count("GetObject").unwrap() - gets;
     assert_eq!(cold, warm + 1, "warm {warm}, cold {cold}");
-    // Only small objects with a warm cache: the lock, NAME.ver, the
-    // metadata, the previous diff's header.
+    // Only small objects with a warm cache: the lock, NAME.ver, NAME.fold
+    // (absent), the metadata.
     assert!(warm <= 6, "warm {warm}");
     let out = dir.path().join("r.img");
     assert!(restore_ok(&garage, &cache, "db", 3, &out) == image);
@@ -312,6 +312,90 @@ fn kill_9_at_every_step_commits_nothing_and_the_next_run_succeeds() {
         let out = dir.path().join(format!("r-{i}-next.img"));
         assert!(
             restore_ok(&garage, &cache, "db", k + 1, &out) == image,
+            "{step}"
+        );
+    }
+}
+
+/// The steps of a fold on an object store, in order.
+const FOLD_STEPS: [&str; 6] = [
+    "fold:synced-diff",
+    "fold:wrote-intent",
+    "fold:switched",
+    "fold:synced-switch",
+    "fold:removed-folded",
+    "fold:done",
+];
+
+#[test]
+fn folding_in_the_bucket_survives_kill_9_at_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let garage = GarageCluster::start_single(&dir.path().join("garage")).unwrap();
+    let cache = dir.path().join("cache");
+    let source = dir.path().join("disk.img");
+    for (i, step) in FOLD_STEPS.iter().enumerate() {
+        let name = format!("fold{i}");
+        let mut image = noise(1 << 20, 40 + i as u64);
+        let mut images = Vec::new();
+        for g in 0..4u64 {
+            touch_blocks(&mut image, 50 + g);
+            fs::write(&source, &image).unwrap();
+            backup_ok(&garage, &cache, &name, &source, &[]);
+            images.push(image.clone());
+        }
+        // --keep-last 2 folds 1 and 2 into 3, the new base.
+        let prune = |garage: &GarageCluster| {
+            s3_command(
+                garage,
+                PRUNE,
+                &cache,
+                &[&url(garage, &name), &"--keep-last", &"2"],
+            )
+        };
+        StoppedRun::start(prune(&garage), step, dir.path()).kill();
+        for k in [3u64, 4] {
+            let out = dir.path().join(format!("r-{i}-{k}.img"));
+            assert!(
+                restore_ok(&garage, &cache, &name, k, &out) == images[k as usize - 1],
+                "{step}: generation {k} after the kill"
+            );
+        }
+        // The next prune finishes or undoes the fold, then makes it.
+        let o = prune(&garage).output().unwrap();
+        assert!(o.status.success(), "{step}: {}", stderr(&o));
+        for k in [3u64, 4] {
+            let out = dir.path().join(format!("r-{i}-{k}-after.img"));
+            assert!(
+                restore_ok(&garage, &cache, &name, k, &out) == images[k as usize - 1],
+                "{step}: generation {k} after the next prune"
+            );
+        }
+        for gone in ["1", "2"] {
+            let o = s3_run(
+                &garage,
+                RESTORE,
+                &cache,
+                &[
+                    &dir.path().join("gone.img"),
+                    &"--from",
+                    &url(&garage, &name),
+                    &"-g",
+                    &gone,
+                ],
+            );
+            assert!(!o.status.success(), "{step}: generation {gone} left");
+        }
+        let o = s3_run(&garage, INFO, &cache, &[&url(&garage, &name)]);
+        assert!(o.status.success(), "{step}: {}", stderr(&o));
+        let info = text(&o.stdout);
+        assert!(info.contains("base"), "{step}: {info}");
+        // The chain goes on.
+        touch_blocks(&mut image, 99);
+        fs::write(&source, &image).unwrap();
+        backup_ok(&garage, &cache, &name, &source, &[]);
+        let out = dir.path().join(format!("r-{i}-5.img"));
+        assert!(
+            restore_ok(&garage, &cache, &name, 5, &out) == image,
             "{step}"
         );
     }

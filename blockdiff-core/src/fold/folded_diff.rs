@@ -18,18 +18,11 @@ use crate::generation_reader::GenerationReader;
 use crate::progress::Progress;
 use crate::{DigestFile, Error, Result};
 
+use super::FoldedStats;
+
 /// Bytes of the source that one frame covers at most, as the dump's
 /// frames do (a restore runs ahead further on such frames).
 const FRAME_SPAN: u64 = 1 << 20;
-
-/// What was written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct FoldedStats {
-    /// Blocks the new diff holds (data and zero).
-    pub(crate) blocks: u64,
-    /// Bytes of block data before compression.
-    pub(crate) raw_bytes: u64,
-}
 
 /// The runs of blocks the new diff must hold: the reader's runs, cut at
 /// the kept generation's block count (blocks past it are of older,

@@ -9,21 +9,18 @@ use std::fs;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use archive_format::{Compression, DiffHeader, DigestFormat, SealedContent};
+use archive_format::{Compression, DigestFormat, SealedContent};
 use serde::{Deserialize, Serialize};
 
-use crate::block::HashFn;
 use crate::error::IoContext;
-use crate::generation_reader::GenerationReader;
 use crate::progress::{Notice, Progress};
-use crate::restore::{Chain, chain_generations};
+use crate::restore::chain_generations;
 use crate::store::{
     DiffFormat, GenerationStore, open_nofollow, remove_if_present, remove_leftover, sync_dir,
 };
-use crate::{Error, RestoreOptions, RestorePlan, Result};
+use crate::{Error, Result};
 
-use super::folded_diff::{check_folded, write_folded};
-use super::{FoldGroup, FoldReport};
+use super::{FoldGroup, FoldReport, PreparedFold};
 
 /// The intent `NAME.fold`: which generation is being rewritten and which
 /// are folded into it.
@@ -185,9 +182,8 @@ fn file_size(path: &Path) -> u64 {
     fs::symlink_metadata(path).map_or(0, |m| m.len())
 }
 
-/// Folds `group` on `store`, whose lock the caller holds. Generation
-/// `group.into` is checked as a restore checks it first, and the diffs
-/// folded must be the ones it links down to.
+/// Folds `group` on `store`, whose lock the caller holds (see
+/// [`PreparedFold::new`] for what is checked first).
 pub(crate) fn fold_local(
     store: &GenerationStore,
     group: &FoldGroup,
@@ -195,57 +191,9 @@ pub(crate) fn fold_local(
     progress: &mut dyn Progress,
 ) -> Result<FoldReport> {
     let k = group.into;
-    let plan = RestorePlan::new(
-        store,
-        &RestoreOptions {
-            generation: Some(k),
-            ..RestoreOptions::default()
-        },
-    )?;
-    let mut parts = plan.into_parts();
-    let Chain::V2(diffs) = &mut parts.chain else {
-        return Err(legacy_refusal(store));
-    };
-    let linked: Vec<u64> = diffs.iter().skip(1).map(|(l, _)| l.generation).collect();
-    if !linked.starts_with(&group.folded) {
-        return Err(Error::Chain {
-            path: diffs[0].0.path.clone(),
-            detail: format!(
-                "links down to generations {linked:?}, not to {:?} as the prune planned; nothing was changed",
-                group.folded
-            ),
-        });
-    }
-    diffs.truncate(1 + group.folded.len());
-    let (old_loc, old) = &diffs[0];
-    let oldest = diffs
-        .last()
-        .map(|(_, d)| *d.header())
-        .unwrap_or(*old.header());
-    let header = DiffHeader {
-        parent: oldest.parent,
-        folded_parent: if oldest.parent == [0; 32] {
-            0
-        } else {
-            oldest.parent_generation().unwrap_or(0)
-        },
-        ..*old.header()
-    };
-    if header.parent_generation() != group.parent {
-        return Err(Error::Chain {
-            path: diffs
-                .last()
-                .map_or(old_loc.path.clone(), |(l, _)| l.path.clone()),
-            detail: format!(
-                "links to generation {:?}, not {:?} as the prune planned; nothing was changed",
-                header.parent_generation(),
-                group.parent
-            ),
-        });
-    }
-    let fingerprint = old.summary().fingerprint;
-    let old_path = old_loc.path.clone();
-    let read_bytes: u64 = diffs.iter().map(|(l, _)| file_size(&l.path)).sum();
+    let fold = PreparedFold::new(store, group, cache_bytes)?;
+    let old_path = fold.diffs()[0].path.clone();
+    let read_bytes: u64 = fold.diffs().iter().map(|l| file_size(&l.path)).sum();
     let old_diff_bytes = file_size(&old_path);
     let folded_bytes: u64 = group
         .folded
@@ -253,9 +201,6 @@ pub(crate) fn fold_local(
         .flat_map(|&g| generation_file_names(store, g))
         .map(|p| file_size(&p))
         .sum();
-    let hash = parts.hash;
-    let hash_key = parts.hash_key.clone();
-    let reader = GenerationReader::from_parts(parts, cache_bytes)?;
 
     let tmp = store.fold_tmp_path(k);
     remove_leftover(tmp.clone(), progress)?;
@@ -272,7 +217,7 @@ pub(crate) fn fold_local(
         k,
         &tmp,
     )?;
-    let (out, stats) = write_folded(&reader, header, fingerprint, &tmp, out, progress)?;
+    let (out, stats) = fold.write(out, &tmp, progress)?;
     let file = out
         .finish()
         .and_then(|w| w.into_inner().map_err(std::io::IntoInnerError::into_error))
@@ -281,21 +226,13 @@ pub(crate) fn fold_local(
     drop(file);
     progress.at_step("fold:synced-diff");
 
-    let hasher = HashFn::with_key(hash, hash_key.as_ref()).ok_or_else(|| Error::Chain {
-        path: old_path.clone(),
-        detail: format!("holds {hash} hashes, which need the chain's key"),
-    })?;
     let mut digest = store.open_digest(k)?;
-    check_folded(
+    fold.check(
         store.open_read_at(&tmp, SealedContent::Diff, k)?,
         &tmp,
-        &reader,
-        &header,
-        fingerprint,
         &mut digest,
-        &hasher,
     )?;
-    drop(reader);
+    drop(fold);
 
     let intent = FoldIntent {
         generation: k,
@@ -336,12 +273,4 @@ fn write_intent(store: &GenerationStore, intent: &FoldIntent) -> Result<()> {
     file.write_all(&text).ctx(&path, "write")?;
     file.sync_all().ctx(&path, "fsync")?;
     sync_dir(&store.dir())
-}
-
-/// The refusal of a legacy chain.
-pub(crate) fn legacy_refusal(store: &GenerationStore) -> Error {
-    Error::InvalidOption(format!(
-        "{}: a chain in the original blockdiff's format cannot be folded (its generations have no parent links, so none can be removed without rewriting every later one); keep it whole, or start a v2 chain (blockdiff-backup --format v2 NAME2 …) and prune whole chains with --keep",
-        store.name().display()
-    ))
 }

@@ -8,22 +8,27 @@
 //!
 //! - `retention_policy`: [`RetentionPolicy`], the pure decision;
 //! - `folded_diff`: the new diff, written and checked;
+//! - `prepared_fold`: [`PreparedFold`], one fold made ready on any store;
 //! - `local_fold`: the crash-safe switch on a local store and the recovery
-//!   of an interrupted one.
+//!   of an interrupted one. Other stores implement [`FoldableChain`].
 
 mod folded_diff;
 mod local_fold;
+mod prepared_fold;
 mod retention_policy;
 
 use std::collections::BTreeSet;
 
 use crate::chains::CivilDate;
+use crate::generation_source::GenerationSource;
 use crate::progress::Progress;
 use crate::restore::chain_headers;
 use crate::store::GenerationStore;
 use crate::{Error, Result};
 
 pub(crate) use local_fold::recover_interrupted_fold;
+use prepared_fold::legacy_refusal;
+pub use prepared_fold::{FoldedStats, PreparedFold};
 pub use retention_policy::{GenerationTime, RetainReason, Retention, RetentionPolicy};
 
 /// One fold: the generations `folded` (newest first) go into generation
@@ -106,6 +111,55 @@ impl Default for FoldOptions {
     }
 }
 
+/// A chain whose generations can be folded: the steps that depend on the
+/// store. [`prune_generations`] and [`fold_generations`] decide and plan,
+/// then call these; [`GenerationStore`] implements them on a local
+/// directory, and the `blockdiff-storage` crate on an object store.
+pub trait FoldableChain: GenerationSource {
+    /// Takes the lock a backup takes, waiting for a run that holds it when
+    /// `wait` (as far as the store can wait), else failing at once with
+    /// [`Error::Locked`]. The fold holds it until the guard is dropped.
+    fn lock_for_fold(&self, wait: bool) -> Result<Box<dyn Send + '_>>;
+
+    /// Finishes or undoes a fold that was killed, under the lock; returns
+    /// whether one was found.
+    fn recover_interrupted_fold(&self, progress: &mut dyn Progress) -> Result<bool>;
+
+    /// Runs one fold, under the lock: writes the new diff of `group.into`
+    /// beside the old one ([`PreparedFold`]), checks it, switches to it in
+    /// one step that a kill cannot leave half done, and then removes the
+    /// folded generations.
+    fn fold(
+        &self,
+        group: &FoldGroup,
+        cache_bytes: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<FoldReport>;
+}
+
+impl FoldableChain for GenerationStore {
+    fn lock_for_fold(&self, wait: bool) -> Result<Box<dyn Send + '_>> {
+        Ok(Box::new(if wait {
+            self.lock_waiting()?
+        } else {
+            self.lock()?
+        }))
+    }
+
+    fn recover_interrupted_fold(&self, progress: &mut dyn Progress) -> Result<bool> {
+        recover_interrupted_fold(self, progress)
+    }
+
+    fn fold(
+        &self,
+        group: &FoldGroup,
+        cache_bytes: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<FoldReport> {
+        local_fold::fold_local(self, group, cache_bytes, progress)
+    }
+}
+
 /// How [`prune_generations`] runs.
 #[derive(Debug, Clone, Copy)]
 pub struct PruneGenerationsOptions {
@@ -160,7 +214,8 @@ pub struct PruneGenerationsReport {
     pub recovered: bool,
 }
 
-/// Prunes the generations of the chain in `store` that `options.policy`
+/// Prunes the generations of the chain `store` (a local
+/// [`GenerationStore`] or another [`FoldableChain`]) that `options.policy`
 /// does not keep, by folding each run of them into the next generation
 /// kept, under the chain's lock. Kept generations keep their numbers and
 /// restore exactly as before; a kill at any point leaves every one of them
@@ -188,18 +243,20 @@ pub struct PruneGenerationsReport {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn prune_generations(
-    store: &GenerationStore,
+    store: &dyn FoldableChain,
     options: &PruneGenerationsOptions,
     progress: &mut dyn Progress,
 ) -> Result<PruneGenerationsReport> {
     let lock = if options.dry_run {
-        store.check_name()?;
+        if let Some(local) = store.local_store() {
+            local.check_name()?;
+        }
         None
     } else {
-        Some(lock(store, &options.fold)?)
+        Some(store.lock_for_fold(options.fold.wait)?)
     };
     let recovered = if lock.is_some() {
-        recover_interrupted_fold(store, progress)?
+        store.recover_interrupted_fold(progress)?
     } else {
         false
     };
@@ -207,7 +264,7 @@ pub fn prune_generations(
     let mut times = Vec::with_capacity(headers.len());
     for (generation, header) in &headers {
         let Some(h) = header else {
-            return Err(local_fold::legacy_refusal(store));
+            return Err(legacy_refusal(store));
         };
         times.push(GenerationTime {
             generation: *generation,
@@ -243,16 +300,16 @@ pub fn prune_generations(
 /// the generations its policy keeps: a library user's own policy. `keep`
 /// must hold the newest generation, and only generations of the chain.
 pub fn fold_generations(
-    store: &GenerationStore,
+    store: &dyn FoldableChain,
     keep: &BTreeSet<u64>,
     options: &FoldOptions,
     progress: &mut dyn Progress,
 ) -> Result<Vec<FoldReport>> {
-    let lock = lock(store, options)?;
-    recover_interrupted_fold(store, progress)?;
+    let lock = store.lock_for_fold(options.wait)?;
+    store.recover_interrupted_fold(progress)?;
     let headers = headers(store)?;
     if headers.iter().any(|(_, h)| h.is_none()) {
-        return Err(local_fold::legacy_refusal(store));
+        return Err(legacy_refusal(store));
     }
     let chain: Vec<u64> = headers.iter().map(|(g, _)| *g).collect();
     if let Some(g) = keep.iter().find(|g| !chain.contains(g)) {
@@ -273,17 +330,8 @@ pub fn fold_generations(
     Ok(folds)
 }
 
-/// The chain's lock, waiting or not.
-fn lock(store: &GenerationStore, options: &FoldOptions) -> Result<crate::StoreLock> {
-    if options.wait {
-        store.lock_waiting()
-    } else {
-        store.lock()
-    }
-}
-
 /// The chain's generations and headers, newest first.
-fn headers(store: &GenerationStore) -> Result<Vec<(u64, Option<archive_format::DiffHeader>)>> {
+fn headers(store: &dyn GenerationSource) -> Result<Vec<(u64, Option<archive_format::DiffHeader>)>> {
     let current = store
         .current_generation()?
         .ok_or_else(|| Error::MissingGeneration {
@@ -296,14 +344,14 @@ fn headers(store: &GenerationStore) -> Result<Vec<(u64, Option<archive_format::D
 
 /// Runs the folds, oldest first; the caller holds the lock.
 fn fold_planned(
-    store: &GenerationStore,
+    store: &dyn FoldableChain,
     groups: &[FoldGroup],
     options: &FoldOptions,
     progress: &mut dyn Progress,
 ) -> Result<Vec<FoldReport>> {
     groups
         .iter()
-        .map(|group| local_fold::fold_local(store, group, options.cache_bytes, progress))
+        .map(|group| store.fold(group, options.cache_bytes, progress))
         .collect()
 }
 

@@ -324,6 +324,7 @@ fn run_options(args: &Args) -> anyhow::Result<BackupRunOptions> {
         storage: args.storage.to_options(),
         lock: LockOptions {
             break_lock: args.break_lock,
+            ..LockOptions::default()
         },
         encryption: args.key.for_backup(args.encrypt)?,
     })

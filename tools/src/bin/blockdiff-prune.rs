@@ -47,6 +47,15 @@ with a backup running it fails at once, or waits with --wait. A chain in
 the original tool's format cannot be folded (its generations have no
 parent links): it is refused.
 
+On an object store (s3://BUCKET/PREFIX/NAME) a fold uploads the new diff
+as NAME.K.fold.tmp, checks it by ranged reads, records its intent in the
+object NAME.fold, then copies it over NAME.K (one upload, replaced whole)
+and removes the folded generations' objects and cached digests; the next
+prune or backup recognises by the intent whether the copy was made. It
+downloads the diffs folded and uploads the new diff, then copies it once
+more through this host (no server-side copy). --wait waits for a run on
+this host; a lock object of another host fails the prune at once.
+
 Examples, period chains (a new full backup each period):
   blockdiff-backup --chain monthly /var/backup/db /srv/mysql.img   # nightly: /var/backup/db-YYYYMM
   blockdiff-prune /var/backup/db --keep 3          # keep the 3 newest chains

@@ -73,6 +73,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.dry_run,
         &LockOptions {
             break_lock: args.break_lock,
+            ..LockOptions::default()
         },
         &mut StderrProgress::new("blockdiff-repair", false),
     )?;
