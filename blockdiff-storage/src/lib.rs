@@ -17,6 +17,10 @@
 //!   [`back_up_to_objects`]: the objects of generation N are streamed up,
 //!   then `NAME.ver` is replaced. [`DigestCache`] keeps the previous digest
 //!   locally so that an incremental backup downloads nothing.
+//!   `ObjectChain` implements the core's
+//!   [`FoldableChain`](blockdiff_core::FoldableChain), so that
+//!   [`prune_generations`](blockdiff_core::prune_generations) folds its
+//!   generations in place.
 //!
 //! ```
 //! use std::io::{Read, Write};
