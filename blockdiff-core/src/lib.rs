@@ -115,9 +115,9 @@ pub use dump::{
 pub use encryption::{ChainEncryption, StoreWriter, open_chain_file, unseal_chain_file};
 pub use error::{Error, Result};
 pub use fold::{
-    FoldGroup, FoldOptions, FoldReport, FoldableChain, FoldedStats, GenerationTime, PreparedFold,
-    PruneGenerationsOptions, PruneGenerationsReport, RetainReason, Retention, RetentionPolicy,
-    fold_generations, plan_folds, prune_generations, utc_date,
+    FOLD_STEPS, FoldGroup, FoldOptions, FoldReport, FoldableChain, FoldedStats, GenerationTime,
+    PreparedFold, PruneGenerationsOptions, PruneGenerationsReport, RetainReason, Retention,
+    RetentionPolicy, fold_generations, plan_folds, prune_generations, utc_date,
 };
 pub use generation_reader::{GenerationReader, MAX_RUNS, ReaderOptions};
 pub use generation_source::{DiffBytes, GenerationSource};

@@ -27,15 +27,7 @@ fn key(byte: u8) -> ChainEncryption {
 /// Incompressible bytes, each 64-byte piece starting with a text naming
 /// it, so that a piece stored in clear is found in an object.
 fn image(seed: u8, len: usize) -> Vec<u8> {
-    let mut x = u64::from(seed) * 0x9E37_79B9 + 1;
-    let mut bytes: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
+    let mut bytes = common::image(seed, len);
     for (i, piece) in bytes.chunks_mut(64).enumerate() {
         let text = format!("PLAINTEXT {i:06} ");
         let n = text.len().min(piece.len());

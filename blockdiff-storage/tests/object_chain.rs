@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::{each_storage, options};
+use common::{back_up, each_storage, image, options, restore};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -120,49 +119,6 @@ impl ObjectStorage for Recording {
     fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.inner.delete(key)
     }
-}
-
-fn image(seed: u8, len: usize) -> Vec<u8> {
-    let mut x = u64::from(seed) * 0x9E37_79B9 + 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-fn back_up(
-    chain: &ObjectChain,
-    data: &[u8],
-    format: Option<DiffFormat>,
-) -> blockdiff_core::Result<u64> {
-    back_up_to_objects(
-        chain,
-        DumpSource::from_bytes(data, "image"),
-        &options(format),
-        &LockOptions::default(),
-        &BTreeMap::new(),
-        &mut NoProgress,
-    )
-    .map(|r| r.generation)
-}
-
-fn restore(chain: &ObjectChain, generation: u64, dir: &Path) -> Vec<u8> {
-    let target = dir.join(format!("restored-{generation}"));
-    RestorePlan::new(
-        chain,
-        &RestoreOptions {
-            generation: Some(generation),
-            ..RestoreOptions::default()
-        },
-    )
-    .unwrap()
-    .execute(&target, &mut NoProgress)
-    .unwrap();
-    std::fs::read(&target).unwrap()
 }
 
 #[test]

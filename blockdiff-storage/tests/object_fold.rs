@@ -7,78 +7,40 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{each_storage, options};
+use common::{each_storage, image, restore};
 
 use blockdiff_core::{
-    ChainEncryption, ChainKey, DumpSource, FoldOptions, GenerationSource, KeySecret, NoProgress,
+    ChainEncryption, ChainKey, FOLD_STEPS, FoldOptions, GenerationSource, KeySecret, NoProgress,
     Progress, PruneGenerationsOptions, RestoreOptions, RestorePlan, RetentionPolicy,
     chain_generations, fold_generations, prune_generations,
 };
-use blockdiff_storage::{LockOptions, ObjectChain, back_up_to_objects};
-
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+use blockdiff_storage::{LockOptions, ObjectChain};
 
 fn back_up(chain: &ObjectChain, data: &[u8]) -> u64 {
-    back_up_to_objects(
-        chain,
-        DumpSource::from_bytes(data, "image"),
-        &options(None),
-        &LockOptions::default(),
-        &BTreeMap::new(),
-        &mut NoProgress,
-    )
-    .unwrap()
-    .generation
+    common::back_up(chain, data, None).unwrap()
 }
 
 /// `n` generations: a few blocks changed each time, a hot block changed
 /// every time, and the source growing at generation 4.
-fn build(chain: &ObjectChain, n: u64, seed: u64) -> Vec<Vec<u8>> {
-    let mut image = noise(seed, 120_000);
+fn build(chain: &ObjectChain, n: u64, seed: u8) -> Vec<Vec<u8>> {
+    let mut bytes = image(seed, 120_000);
     let mut images = Vec::new();
     for g in 1..=n {
         if g > 1 {
-            let at = (g as usize * 7_919) % (image.len() - 9_000);
-            image[at..at + 9_000].copy_from_slice(&noise(seed + g, 9_000));
-            image[4_096] = g as u8;
+            let at = (g as usize * 7_919) % (bytes.len() - 9_000);
+            bytes[at..at + 9_000].copy_from_slice(&image(seed + g as u8, 9_000));
+            bytes[4_096] = g as u8;
         }
         if g == 4 {
-            image.extend_from_slice(&noise(seed * 3 + g, 30_000));
+            bytes.extend_from_slice(&image(seed * 3 + g as u8, 30_000));
         }
-        assert_eq!(back_up(chain, &image), g);
-        images.push(image.clone());
+        assert_eq!(back_up(chain, &bytes), g);
+        images.push(bytes.clone());
     }
     images
-}
-
-fn restore(chain: &ObjectChain, generation: u64, dir: &Path) -> Vec<u8> {
-    let target = dir.join(format!("restored-{generation}"));
-    RestorePlan::new(
-        chain,
-        &RestoreOptions {
-            generation: Some(generation),
-            ..RestoreOptions::default()
-        },
-    )
-    .unwrap()
-    .execute(&target, &mut NoProgress)
-    .unwrap();
-    let bytes = std::fs::read(&target).unwrap();
-    std::fs::remove_file(&target).unwrap();
-    bytes
 }
 
 /// The chain holds exactly `kept`, each restoring to its image, and no
@@ -189,14 +151,7 @@ impl Progress for FailAt {
 
 #[test]
 fn a_fold_stopped_at_any_step_is_finished_or_undone_by_the_next_backup() {
-    for step in [
-        "fold:synced-diff",
-        "fold:wrote-intent",
-        "fold:switched",
-        "fold:synced-switch",
-        "fold:removed-folded",
-        "fold:done",
-    ] {
+    for step in FOLD_STEPS {
         each_storage(|storage, dir| {
             let chain = ObjectChain::new(storage, "db", dir.join("cache")).unwrap();
             let images = build(&chain, 6, 29);

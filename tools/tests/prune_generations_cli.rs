@@ -5,6 +5,7 @@
 
 mod common;
 
+use blockdiff_core::FOLD_STEPS;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -222,16 +223,6 @@ fn sixty_daily_generations_pruned_by_several_policies() {
     assert_eq!(kept_of(&json), kept);
     check_chain(&name, &images, &kept, &work);
 }
-
-/// The steps of a fold at which a run is killed, in order.
-const FOLD_STEPS: [&str; 6] = [
-    "fold:synced-diff",
-    "fold:wrote-intent",
-    "fold:switched",
-    "fold:synced-switch",
-    "fold:removed-folded",
-    "fold:done",
-];
 
 #[test]
 fn kill_9_at_every_step_of_a_fold_leaves_every_kept_generation() {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use blockdiff_core::FOLD_STEPS;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
@@ -316,16 +317,6 @@ fn kill_9_at_every_step_commits_nothing_and_the_next_run_succeeds() {
         );
     }
 }
-
-/// The steps of a fold on an object store, in order.
-const FOLD_STEPS: [&str; 6] = [
-    "fold:synced-diff",
-    "fold:wrote-intent",
-    "fold:switched",
-    "fold:synced-switch",
-    "fold:removed-folded",
-    "fold:done",
-];
 
 #[test]
 fn folding_in_the_bucket_survives_kill_9_at_every_step() {

@@ -111,6 +111,17 @@ impl Default for FoldOptions {
     }
 }
 
+/// The steps of a fold, in order, as [`Progress::at_step`] reports them
+/// (FORMAT.md §6.5 says what each has done; tests stop a run at each).
+pub const FOLD_STEPS: [&str; 6] = [
+    "fold:synced-diff",
+    "fold:wrote-intent",
+    "fold:switched",
+    "fold:synced-switch",
+    "fold:removed-folded",
+    "fold:done",
+];
+
 /// A chain whose generations can be folded: the steps that depend on the
 /// store. [`prune_generations`] and [`fold_generations`] decide and plan,
 /// then call these; [`GenerationStore`] implements them on a local

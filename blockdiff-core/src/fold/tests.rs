@@ -326,15 +326,7 @@ impl Progress for FailAt {
 
 #[test]
 fn a_fold_stopped_at_any_step_leaves_every_kept_generation_and_the_next_run_completes() {
-    let steps = [
-        "fold:synced-diff",
-        "fold:wrote-intent",
-        "fold:switched",
-        "fold:synced-switch",
-        "fold:removed-folded",
-        "fold:done",
-    ];
-    for step in steps {
+    for step in super::FOLD_STEPS {
         let dir = tempfile::tempdir().unwrap();
         let store = GenerationStore::new(dir.path().join("db"));
         let images = chain(&store, 7, 21);
