@@ -252,6 +252,9 @@ mod tests {
         // Leftovers of an interrupted run belong to their chain.
         fs::write(dir.path().join("db-202610.3.tmp"), b"").unwrap();
         fs::write(dir.path().join("db-202610.3.digest.tmp"), b"").unwrap();
+        // So do those of an interrupted fold.
+        fs::write(dir.path().join("db-202610.fold"), b"").unwrap();
+        fs::write(dir.path().join("db-202610.2.fold.tmp"), b"").unwrap();
         let set = ChainSet::list(&dir.path().join("db")).unwrap();
         let keys: Vec<&str> = set.chains().iter().map(PeriodChain::key).collect();
         // Oldest first, by the first day of the period.
@@ -273,9 +276,11 @@ mod tests {
                 "db-202610.1.meta.json",
                 "db-202610.2",
                 "db-202610.2.digest",
+                "db-202610.2.fold.tmp",
                 "db-202610.2.meta.json",
                 "db-202610.3.digest.tmp",
                 "db-202610.3.tmp",
+                "db-202610.fold",
                 "db-202610.lock",
                 "db-202610.ver",
             ]

@@ -126,9 +126,10 @@ impl FromStr for ChainPeriod {
 }
 
 /// Whether `suffix` (what follows a chain's name) is one of the chain's own
-/// files: `.ver`, `.lock`, or generation N's `.N`, `.N.gz`, `.N.md5`,
-/// `.N.digest`, `.N.meta.json`; each of those but `.lock` also with the
-/// `.tmp` that [`GenerationStore`] writes before renaming.
+/// files: `.ver`, `.lock`, the intent `.fold` of a fold in progress, or
+/// generation N's `.N`, `.N.gz`, `.N.md5`, `.N.digest`, `.N.meta.json`;
+/// each of those but `.lock` also with the `.tmp` that [`GenerationStore`]
+/// writes before renaming (and `.N.fold.tmp`, a fold's new diff).
 ///
 /// [`GenerationStore`]: crate::GenerationStore
 pub(super) fn is_chain_suffix(suffix: &OsStr) -> bool {
@@ -139,7 +140,7 @@ pub(super) fn is_chain_suffix(suffix: &OsStr) -> bool {
         return true;
     }
     let s = s.strip_suffix(".tmp").unwrap_or(s);
-    if s == ".ver" {
+    if s == ".ver" || s == ".fold" {
         return true;
     }
     let Some(rest) = s.strip_prefix('.') else {
@@ -151,7 +152,10 @@ pub(super) fn is_chain_suffix(suffix: &OsStr) -> bool {
     };
     !number.is_empty()
         && number.bytes().all(|b| b.is_ascii_digit())
-        && matches!(kind, "" | ".gz" | ".md5" | ".digest" | ".meta.json")
+        && matches!(
+            kind,
+            "" | ".gz" | ".md5" | ".digest" | ".meta.json" | ".fold"
+        )
 }
 
 /// `name` with `suffix` appended, as [`GenerationStore`] names its files
