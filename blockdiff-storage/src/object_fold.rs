@@ -23,8 +23,9 @@ use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
 
 use blockdiff_core::{
-    DigestFormat, Error, FoldGroup, FoldReport, FoldableChain, GenerationSource, Notice,
-    PreparedFold, Progress, Result, SealedContent, StoreWriter, chain_generations,
+    Compression, DiffFormat, DigestFormat, Error, FoldGroup, FoldReport, FoldableChain,
+    GenerationSource, Notice, PreparedFold, Progress, Result, SealedContent, StoreWriter,
+    chain_generations,
 };
 use serde::{Deserialize, Serialize};
 
@@ -63,11 +64,6 @@ impl ObjectChain {
     /// `NAME.K.fold.tmp`: the new diff of generation K before the switch.
     pub fn fold_tmp_key(&self, generation: u64) -> String {
         self.key(&format!(".{generation}.fold.tmp"))
-    }
-
-    /// The v2 diff key of generation `generation` (the only format folded).
-    fn v2_diff_key(&self, generation: u64) -> String {
-        self.key(&format!(".{generation}"))
     }
 }
 
@@ -122,23 +118,20 @@ fn copy_object(storage: &dyn ObjectStorage, from: &str, to: &str) -> Result<u64>
     writer.finish().map_err(core_error)
 }
 
-/// Every object a generation may have.
-fn generation_objects(chain: &ObjectChain, g: u64) -> Vec<String> {
-    let mut keys = chain.generation_keys_of(g);
-    keys.push(chain.metadata_key(g));
-    keys
+/// Every object a generation may have, in any format.
+fn generation_objects(chain: &ObjectChain, g: u64) -> [String; 5] {
+    [
+        chain.diff_key(g, DiffFormat::Legacy(Compression::None)),
+        chain.diff_key(g, DiffFormat::Legacy(Compression::Gzip)),
+        chain.digest_key(g, DigestFormat::V2),
+        chain.digest_key(g, DigestFormat::Legacy),
+        chain.metadata_key(g),
+    ]
 }
 
-impl ObjectChain {
-    /// The diff and digest keys generation `g` may have, in any format.
-    fn generation_keys_of(&self, g: u64) -> Vec<String> {
-        vec![
-            self.v2_diff_key(g),
-            self.key(&format!(".{g}.gz")),
-            self.digest_key(g, DigestFormat::V2),
-            self.digest_key(g, DigestFormat::Legacy),
-        ]
-    }
+/// The key of generation `g`'s v2 diff (the only format folded).
+fn v2_diff_key(chain: &ObjectChain, g: u64) -> String {
+    chain.diff_key(g, DiffFormat::Legacy(Compression::None))
 }
 
 /// Removes the folded generations' objects (none that the chain still
@@ -220,11 +213,11 @@ pub(crate) fn recover_interrupted_fold(
     if let Some(Some(i)) = &intent {
         let tmp = chain.fold_tmp_key(i.generation);
         let switched = storage.stat(&tmp).map_err(core_error)?.is_none()
-            || mark(storage.as_ref(), &chain.v2_diff_key(i.generation))?
+            || mark(storage.as_ref(), &v2_diff_key(chain, i.generation))?
                 == Some((i.new_size, i.new_mark.clone()));
         if switched {
             progress.at_step("fold:recover-finish");
-            chain.forget_object(&chain.v2_diff_key(i.generation));
+            chain.forget_object(&v2_diff_key(chain, i.generation));
             finish(chain, i, progress)?;
             progress.notice(Notice::RemovedLeftover {
                 path: chain.display_of(&intent_key),
@@ -282,12 +275,12 @@ fn fold_objects(
     let storage = chain.storage();
     let k = group.into;
     let fold = PreparedFold::new(chain, group, cache_bytes)?;
-    let diff_key = chain.v2_diff_key(k);
+    let diff_key = v2_diff_key(chain, k);
     let size_of =
         |key: &str| -> Result<u64> { Ok(storage.stat(key).map_err(core_error)?.unwrap_or(0)) };
     let mut read_bytes = 0;
     for l in fold.diffs() {
-        read_bytes += size_of(&chain.v2_diff_key(l.generation))?;
+        read_bytes += size_of(&v2_diff_key(chain, l.generation))?;
     }
     let old_diff_bytes = size_of(&diff_key)?;
 
