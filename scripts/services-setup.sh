@@ -6,8 +6,10 @@
 # blockdiff-mount and blockdiff-nbd Debian's fuse3 (fusermount3), nbdkit
 # (which serves blockdiff's plugin) and qemu-utils (qemu-img, qemu-io), and
 # libfaketime's faketime, with which the retention tests make backups on
-# the days of a calendar. Idempotent and quiet: packages already present are not touched,
-# apt-get runs only when something is missing. Run as root (CI does, before
+# the days of a calendar, and thin-provisioning-tools (thin_restore,
+# thin_delta), against which lvm-snap's reading of thin_delta is tested.
+# Idempotent and quiet: packages already present are not touched, apt-get
+# runs only when something is missing. Run as root (CI does, before
 # the tests).
 set -euo pipefail
 
@@ -25,9 +27,10 @@ have qemu-img || missing+=(qemu-utils)
 have nbdkit || missing+=(nbdkit)
 have mkfs.ext4 || missing+=(e2fsprogs)
 have faketime || missing+=(faketime)
+{ have thin_delta && have thin_restore; } || [ -x /usr/sbin/thin_delta ] || missing+=(thin-provisioning-tools)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "services-setup: mariadb-server, mariadb-client, cron, openssh, fuse3, nbdkit, qemu-utils and faketime are already installed"
+    echo "services-setup: mariadb-server, mariadb-client, cron, openssh, fuse3, nbdkit, qemu-utils, faketime and thin-provisioning-tools are already installed"
     exit 0
 fi
 

@@ -35,6 +35,7 @@ mod error;
 mod lvm;
 mod monitor;
 mod snapshot;
+mod thin_delta;
 mod volume_pattern;
 
 pub use error::{Error, Result};
@@ -44,6 +45,7 @@ pub use snapshot::{
     PID_TAG_PREFIX, SNAPSHOT_TAG, Snapshot, SnapshotOptions, SnapshotSize, SnapshotUsage,
     SnapshotWatcher, TaggedSnapshot, stale_snapshots, tagged_snapshots,
 };
+pub use thin_delta::{ChunkRange, ThinDelta, ThinPool, ThinPoolStatus};
 pub use volume_pattern::{VolumePattern, VolumeSelection, glob_matches, skip_reason};
 
 /// The README's example, run as a doctest.

@@ -258,6 +258,30 @@ impl Lvm {
         }
     }
 
+    /// A thin volume's (or thin snapshot's) device id in its pool
+    /// (`lvs -o thin_id`): what `thin_delta` names it by.
+    pub fn thin_id(&self, path: &LvPath) -> Result<u64> {
+        let row = self.lv_fields(path, "thin_id")?;
+        match row.text("thin_id")?.as_str() {
+            "" => Err(row.bad(format!("{path} is not a thin volume (it has no thin_id)"))),
+            _ => row.number("thin_id"),
+        }
+    }
+
+    /// The report fields `fields` of one logical volume.
+    pub(crate) fn lv_fields(&self, path: &LvPath, fields: &str) -> Result<ReportRow> {
+        let what = || format!("logical volume {path}");
+        let target = path.to_string();
+        let (inv, rows) = self.report("lvs", fields, Some(&target), "lv", what)?;
+        match <[Value; 1]>::try_from(rows) {
+            Ok([row]) => Ok(ReportRow { inv, row }),
+            Err(rows) => Err(Error::Parse {
+                command: inv.to_string(),
+                detail: format!("{} rows for one volume", rows.len()),
+            }),
+        }
+    }
+
     /// One volume group.
     pub fn vg(&self, name: &str) -> Result<VolumeGroup> {
         let what = || format!("volume group {name}");
@@ -291,6 +315,33 @@ impl Lvm {
                 return Err(command_failed(&inv, &out));
             }
             std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
+        }
+    }
+}
+
+/// One row of an LVM report, with the command that printed it (for
+/// errors).
+pub(crate) struct ReportRow {
+    inv: CommandLine,
+    row: Value,
+}
+
+impl ReportRow {
+    /// A field's text.
+    pub(crate) fn text(&self, key: &str) -> Result<String> {
+        text_field(&self.inv, &self.row, key)
+    }
+
+    /// A field that is a whole number (of bytes, with `--units b`).
+    pub(crate) fn number(&self, key: &str) -> Result<u64> {
+        number_field(&self.inv, &self.row, key)
+    }
+
+    /// A [`Error::Parse`] about this report.
+    pub(crate) fn bad(&self, detail: String) -> Error {
+        Error::Parse {
+            command: self.inv.to_string(),
+            detail,
         }
     }
 }
