@@ -110,7 +110,8 @@ pub use chains::{
 pub use dump::{
     ChangedRanges, ChunkEncoder, DiffSink, DumpOptions, DumpPlan, DumpReport, DumpSource,
     DumpedChunk, FormatEncoded, FormatEncoder, FormatEncoderState, FormatSink, LegacySink,
-    MAPPED_CHUNK, NoEncoding, READ_CHUNK, V2Encoder, V2EncoderState, V2Frame, V2Sink, dump,
+    MAPPED_CHUNK, NoEncoding, READ_CHUNK, TrackedChanges, V2Encoder, V2EncoderState, V2Frame,
+    V2Sink, dump,
 };
 pub use encryption::{ChainEncryption, StoreWriter, open_chain_file, unseal_chain_file};
 pub use error::{Error, Result};

@@ -18,6 +18,7 @@ mod format_sink;
 mod mapped;
 mod reader;
 mod sink;
+mod tracked;
 mod workers;
 mod writer;
 
@@ -25,6 +26,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread;
 
 use archive_format::{
@@ -34,6 +36,7 @@ use crossbeam_channel as channel;
 
 pub use format_sink::{FormatEncoded, FormatEncoder, FormatEncoderState, FormatSink};
 pub use sink::{ChangedRanges, LegacySink, NoEncoding, V2Encoder, V2EncoderState, V2Frame, V2Sink};
+pub use tracked::TrackedChanges;
 
 use crate::block::{BlockHashKey, BlockHasher};
 use crate::error::IoContext;
@@ -201,6 +204,18 @@ pub struct DumpOptions {
     /// new chain). A chain whose digest is keyed needs it; one whose digest
     /// is not refuses it.
     pub hash_key: Option<BlockHashKey>,
+    /// Read only the blocks these changes touch (and any beyond the
+    /// previous digest); every other block keeps the previous digest's
+    /// hash without being read. Needs the previous digest and a source
+    /// opened with [`DumpSource::open`] (read by position, never mapped);
+    /// [`dump`] refuses it otherwise. See [`TrackedChanges`] for what the
+    /// dump then trusts.
+    pub tracked: Option<Arc<TrackedChanges>>,
+    /// With [`tracked`](Self::tracked): read and hash every block anyway
+    /// (a full scan), and count in [`DumpReport::untracked_changes`] the
+    /// blocks that changed where no tracked range touches them, which
+    /// proves the tracking right or wrong.
+    pub verify_tracked: bool,
 }
 
 impl Default for DumpOptions {
@@ -215,6 +230,8 @@ impl Default for DumpOptions {
             drop_cache: false,
             map_source: true,
             hash_key: None,
+            tracked: None,
+            verify_tracked: false,
         }
     }
 }
@@ -412,8 +429,19 @@ pub struct DumpReport {
     /// The hash algorithm used.
     #[serde(with = "crate::hash_name")]
     pub hash: HashAlgorithm,
-    /// Bytes read from the source: its size.
+    /// The source's size.
     pub source_bytes: u64,
+    /// Bytes read from the source: its size, unless tracked changes
+    /// ([`DumpOptions::tracked`]) left blocks unread.
+    #[serde(default)]
+    pub read_bytes: u64,
+    /// With [`DumpOptions::verify_tracked`]: blocks that changed where the
+    /// tracked changes said nothing had (0 when the tracking was right).
+    #[serde(default)]
+    pub untracked_changes: u64,
+    /// The offset of the first of those blocks.
+    #[serde(default)]
+    pub first_untracked: Option<u64>,
     /// Blocks in the source.
     pub blocks: u64,
     /// Blocks that changed (written as data or recorded as zero).
@@ -454,6 +482,16 @@ where
     D: Write,
 {
     options.validate()?;
+    let (tracked, verify) = match options.tracked.as_deref() {
+        Some(changes) if options.verify_tracked => (None, Some(changes)),
+        other => (other, None),
+    };
+    if tracked.is_some() && (previous.is_none() || source.positional.is_none()) {
+        return Err(Error::InvalidOption(format!(
+            "{}: reading only tracked changes needs the previous digest and a file or device read by position",
+            source.name.display()
+        )));
+    }
     let (block_size, hash, parent) =
         resolve_dump(options, previous.as_deref(), sink.digest_format(), progress)?;
     let plan = DumpPlan {
@@ -469,7 +507,8 @@ where
     // copied into the chunk. Otherwise (v2) a mapped chunk is encoded where
     // it lies.
     let keep_data = sink.reads_data();
-    let map_source = options.map_source && source.mappable && source.size.is_some();
+    let map_source =
+        options.map_source && source.mappable && source.size.is_some() && tracked.is_none();
     // Whether the chunks will be mapped: a chunk is mapped when it has
     // previous hashes to compare with, or when its bytes need not be kept.
     let mapped = map_source && (previous.is_some() || !keep_data);
@@ -505,6 +544,7 @@ where
             limiter: &limiter,
             map: map_source,
         }),
+        tracked,
     };
     let writer = OrderedWriter {
         plan: &plan,
@@ -514,6 +554,7 @@ where
         cache: positional
             .filter(|_| options.drop_cache && total.is_some())
             .map(|file| CacheDropper::new(file, total, &source_name)),
+        verify,
         progress,
     };
     let report = run_pipeline(workers * 2 + 2, reader, &hashing, states, writer)?;
@@ -562,6 +603,7 @@ where
                 buf: vec![0u8; read_size],
                 len: 0,
                 unread: false,
+                read: 0,
                 previous: Vec::with_capacity(blocks_per_chunk),
                 hashes: Vec::with_capacity(blocks_per_chunk),
                 changed: Vec::with_capacity(blocks_per_chunk),

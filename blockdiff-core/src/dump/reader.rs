@@ -85,6 +85,8 @@ impl<R: Read, P: Read> ChunkReader<'_, R, P> {
                 }
             };
             chunk.unread = by_position.is_some();
+            // A chunk read by position counts what its hashing thread reads.
+            chunk.read = if chunk.unread { 0 } else { len as u64 };
             if len == 0 {
                 break;
             }

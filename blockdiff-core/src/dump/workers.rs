@@ -8,6 +8,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::mapped::ChunkMap;
 use super::reader::PositionalSource;
+use super::tracked::{TrackedChanges, scan_tracked};
 use super::{ChunkEncoder, DumpedChunk};
 use crate::Result;
 use crate::block::BlockHasher;
@@ -20,6 +21,9 @@ pub(super) struct Chunk<O> {
     pub(super) len: usize,
     /// The bytes are still to be read, by position, on a hashing thread.
     pub(super) unread: bool,
+    /// Bytes of the source read for this chunk (fewer than its length when
+    /// tracked changes let blocks go unread).
+    pub(super) read: u64,
     pub(super) previous: Vec<BlockHash>,
     pub(super) hashes: Vec<BlockHash>,
     pub(super) changed: Vec<bool>,
@@ -47,6 +51,9 @@ pub(super) struct HashStage<'a, E> {
     /// The source, read by position here into the chunks the reader marked
     /// unread; `None` when the reader reads every chunk.
     pub(super) source: Option<PositionalSource<'a>>,
+    /// Read only the blocks these changes touch
+    /// ([`DumpOptions::tracked`](super::DumpOptions::tracked)).
+    pub(super) tracked: Option<&'a TrackedChanges>,
 }
 
 impl<E: ChunkEncoder> HashStage<'_, E> {
@@ -68,12 +75,13 @@ impl<E: ChunkEncoder> HashStage<'_, E> {
             block_size,
             keep_data,
             source,
+            tracked,
         } = *self;
         // This thread's read buffer: one piece, kept in its core's cache.
         let mut piece = Vec::new();
         for mut chunk in work_rx {
             let result = scan_chunk(
-                &mut chunk, source, &mut piece, block_size, hasher, keep_data,
+                &mut chunk, source, tracked, &mut piece, block_size, hasher, keep_data,
             )
             .and_then(|map| {
                 let data = map.as_ref().filter(|_| !keep_data).map(ChunkMap::bytes);
@@ -123,6 +131,7 @@ const SCAN_PIECE: usize = 128 << 10;
 fn scan_chunk<O>(
     chunk: &mut Chunk<O>,
     source: Option<PositionalSource<'_>>,
+    tracked: Option<&TrackedChanges>,
     piece: &mut Vec<u8>,
     block_size: BlockSize,
     hasher: &BlockHasher,
@@ -136,6 +145,12 @@ fn scan_chunk<O>(
         hash_kept(chunk, 0, chunk.len, bs, hasher);
         return Ok(None);
     };
+    let piece_len = (SCAN_PIECE / bs).max(1) * bs;
+    if let Some(changes) = tracked {
+        chunk.read = scan_tracked(chunk, source, changes, piece, piece_len, block_size, hasher)?;
+        return Ok(None);
+    }
+    chunk.read = chunk.len as u64;
     source.limiter.acquire(chunk.len as u64);
     // Mapped where there are previous hashes to compare with, or where the
     // changed blocks need not be copied out (the sink does not read them:
@@ -151,7 +166,6 @@ fn scan_chunk<O>(
             return Ok(Some(map));
         }
     }
-    let piece_len = (SCAN_PIECE / bs).max(1) * bs;
     let mut at = 0;
     while at < chunk.len {
         let len = piece_len.min(chunk.len - at);
@@ -176,7 +190,7 @@ fn scan_chunk<O>(
 /// Hashes `bytes`, the chunk's source from byte `at` as read outside the
 /// chunk (a map, a piece), comparing each block with the previous digest's
 /// and copying into the chunk only the blocks that changed (with `copy`).
-fn hash_read<O>(
+pub(super) fn hash_read<O>(
     chunk: &mut Chunk<O>,
     at: usize,
     bytes: &[u8],

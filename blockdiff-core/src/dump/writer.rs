@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use archive_format::{DigestSpec, DigestWriter, UNKNOWN_SIZE};
 use crossbeam_channel::{Receiver, Sender};
 
+use super::tracked::TrackedChanges;
 use super::workers::{Chunk, Done};
 use super::{ChunkEncoder, DiffSink, DumpPlan, DumpReport, DumpedChunk};
 use crate::progress::Progress;
@@ -50,6 +51,9 @@ pub(super) struct OrderedWriter<'a, S, D: Write> {
     /// Drops the source's pages from the cache behind the writer
     /// ([`DumpOptions::drop_cache`](super::DumpOptions::drop_cache)).
     pub(super) cache: Option<CacheDropper<'a>>,
+    /// Tracked changes to check the changed blocks against
+    /// ([`DumpOptions::verify_tracked`](super::DumpOptions::verify_tracked)).
+    pub(super) verify: Option<&'a TrackedChanges>,
     /// Told of each chunk written; asked whether to stop.
     pub(super) progress: &'a mut dyn Progress,
 }
@@ -74,6 +78,7 @@ impl<S: DiffSink, D: Write> OrderedWriter<'_, S, D> {
             sink,
             digest,
             mut cache,
+            verify,
             progress,
         } = self;
         let block_size = plan.block_size;
@@ -105,10 +110,17 @@ impl<S: DiffSink, D: Write> OrderedWriter<'_, S, D> {
                         report.changed_blocks += 1;
                         report.changed_bytes += view.block(i).len() as u64;
                         report.zero_blocks += u64::from(chunk.zero[i]);
+                        let start = chunk.offset + (i * bs) as u64;
+                        let end = start + view.block(i).len() as u64;
+                        if verify.is_some_and(|t| !t.touches(start, end)) {
+                            report.untracked_changes += 1;
+                            report.first_untracked.get_or_insert(start);
+                        }
                     }
                 }
                 report.blocks += chunk.hashes.len() as u64;
                 report.source_bytes += chunk.len as u64;
+                report.read_bytes += chunk.read;
                 if let Some(cache) = &mut cache {
                     cache.drop_to(chunk.offset + chunk.len as u64)?;
                 }
