@@ -176,6 +176,10 @@ pub enum SnapshotState {
     /// Its owner is gone, but the device is open (a loop device or a
     /// reader holds it): not removed.
     Open,
+    /// Kept after its backup as the base of the next run's changed-block
+    /// tracking ([`lvm_snap::RETAINED_TAG`]): removed when the next
+    /// backup of its chain is committed, never by a cleanup.
+    Retained,
     /// Nothing holds it: a killed run left it, and it can be removed.
     Stale,
 }
@@ -186,6 +190,7 @@ impl fmt::Display for SnapshotState {
             SnapshotState::OwnerRunning => f.write_str("in use by its running owner"),
             SnapshotState::Mounted(dir) => write!(f, "mounted at {}", dir.display()),
             SnapshotState::Open => f.write_str("open, owner gone"),
+            SnapshotState::Retained => f.write_str("retained: the base of its chain's tracking"),
             SnapshotState::Stale => f.write_str("stale"),
         }
     }
@@ -675,6 +680,9 @@ impl PartitionMounter {
                 let state = match mount {
                     Some(m) => SnapshotState::Mounted(m.mount_point.clone()),
                     None if snapshot.owner_running => SnapshotState::OwnerRunning,
+                    None if snapshot.lv.tags.iter().any(|t| t == lvm_snap::RETAINED_TAG) => {
+                        SnapshotState::Retained
+                    }
                     None if open => SnapshotState::Open,
                     None => SnapshotState::Stale,
                 };

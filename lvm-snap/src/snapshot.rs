@@ -13,6 +13,12 @@ use command_runner::CommandLine;
 pub const SNAPSHOT_TAG: &str = "blockdiff";
 /// Prefix of the tag naming the creating process: `blockdiff-pid-1234`.
 pub const PID_TAG_PREFIX: &str = "blockdiff-pid-";
+/// The tag of a thin snapshot kept after its backup as the base of the
+/// next run's changed-block tracking ([`Snapshot::retain`]): never stale.
+pub const RETAINED_TAG: &str = "blockdiff-retained";
+/// Prefix of the tag naming the chain a retained snapshot is the base of:
+/// `blockdiff-chain-` and 16 hexadecimal digits.
+pub const CHAIN_TAG_PREFIX: &str = "blockdiff-chain-";
 
 /// How large a thick snapshot is: the space that holds the origin's blocks
 /// as they were, for every block written while the snapshot exists.
@@ -245,6 +251,40 @@ impl Snapshot {
         self.lvm.remove(&self.path)
     }
 
+    /// Keeps a thin snapshot as the base of the next run's changed-block
+    /// tracking for the chain tagged `chain_tag` ([`CHAIN_TAG_PREFIX`]):
+    /// tags it [`RETAINED_TAG`] and `chain_tag`, drops its pid tag (so that
+    /// it is never taken for a killed run's), and deactivates it (only the
+    /// pool's metadata is read from it again). Fails for a thick snapshot,
+    /// which would fill and be invalidated; on failure the snapshot is
+    /// removed, as a guard's is.
+    pub fn retain(mut self, chain_tag: &str) -> Result<LvPath> {
+        if !self.is_thin() {
+            return Err(Error::Invalid(format!(
+                "{} is a thick snapshot: only a thin one can be kept for tracking",
+                self.path
+            )));
+        }
+        let pid_tag = format!("{PID_TAG_PREFIX}{}", std::process::id());
+        let target = self.path.to_string();
+        self.lvm.run(&CommandLine::new(
+            "lvchange",
+            [
+                "--addtag",
+                RETAINED_TAG,
+                "--addtag",
+                chain_tag,
+                "--deltag",
+                &pid_tag,
+                &target,
+            ],
+        ))?;
+        self.lvm
+            .run(&CommandLine::new("lvchange", ["-an", &target]))?;
+        self.removed = true;
+        Ok(self.path.clone())
+    }
+
     /// Leaves the snapshot in place (for debugging) and returns its name.
     pub fn keep(mut self) -> LvPath {
         self.removed = true;
@@ -338,10 +378,28 @@ pub fn tagged_snapshots(lvm: &Lvm, vg: Option<&str>) -> Result<Vec<TaggedSnapsho
     Ok(found)
 }
 
+/// The snapshots retained as the base of changed-block tracking
+/// ([`Snapshot::retain`]), in one VG or all, of the chain tagged
+/// `chain_tag` or of every chain.
+pub fn retained_snapshots(
+    lvm: &Lvm,
+    vg: Option<&str>,
+    chain_tag: Option<&str>,
+) -> Result<Vec<LogicalVolume>> {
+    Ok(lvm
+        .list(vg)?
+        .into_iter()
+        .filter(|lv| {
+            lv.tags.iter().any(|t| t == RETAINED_TAG)
+                && chain_tag.is_none_or(|c| lv.tags.iter().any(|t| t == c))
+        })
+        .collect())
+}
+
 /// The tagged snapshots whose owner no longer runs: left by a run that was
 /// killed (SIGKILL, a crash of the host) before it could remove them.
 /// Snapshots carrying a tag in `exclude_tags` (such as a mounted
-/// partition's) are not stale.
+/// partition's) are not stale, nor is a retained one ([`RETAINED_TAG`]).
 pub fn stale_snapshots(
     lvm: &Lvm,
     vg: Option<&str>,
@@ -350,7 +408,12 @@ pub fn stale_snapshots(
     Ok(tagged_snapshots(lvm, vg)?
         .into_iter()
         .filter(|s| {
-            !s.owner_running && !s.lv.tags.iter().any(|t| exclude_tags.contains(&t.as_str()))
+            !s.owner_running
+                && !s
+                    .lv
+                    .tags
+                    .iter()
+                    .any(|t| t == RETAINED_TAG || exclude_tags.contains(&t.as_str()))
         })
         .collect())
 }
@@ -548,6 +611,112 @@ pub(crate) mod tests {
             "{create}"
         );
         assert!(!r.calls().iter().any(|c| c.starts_with("vgs")));
+    }
+
+    #[test]
+    fn a_retained_thin_snapshot_is_retagged_deactivated_and_never_stale() {
+        let r = Arc::new(RecordingRunner::strict());
+        let rows = report(&[lv_row(
+            "thin",
+            "Vwi-a-tz--",
+            16 << 20,
+            "",
+            "pool",
+            "3.00",
+            "",
+        )]);
+        r.on("lvs", move |_| CommandOutput::ok(&rows));
+        r.on("sync", |_| CommandOutput::ok(""));
+        r.on("lvcreate", |_| CommandOutput::ok(""));
+        r.on("lvchange", |_| CommandOutput::ok(""));
+        let lvm = Lvm::with_runner(r.clone());
+        let snap = Snapshot::create(
+            &lvm,
+            &"vg0/thin".parse().unwrap(),
+            &SnapshotOptions::default(),
+        )
+        .unwrap();
+        let name = snap.path().to_string();
+        let kept = snap.retain("blockdiff-chain-0123456789abcdef").unwrap();
+        assert_eq!(kept.to_string(), name);
+        let calls = r.calls();
+        let pid = std::process::id();
+        assert_eq!(
+            calls[calls.len() - 2..],
+            [
+                format!(
+                    "lvchange --addtag blockdiff-retained --addtag blockdiff-chain-0123456789abcdef --deltag blockdiff-pid-{pid} {name}"
+                ),
+                format!("lvchange -an {name}"),
+            ]
+        );
+        // Nothing removed it: the guard is defused.
+        assert!(!calls.iter().any(|c| c.starts_with("lvremove")));
+
+        // Listed as retained for its chain, never as stale.
+        let r = Arc::new(RecordingRunner::strict());
+        let rows = report(&[
+            lv_row("thin", "Vwi-a-tz--", 16 << 20, "", "pool", "3.00", ""),
+            lv_row(
+                "thin-bd-1-2-0",
+                "Vwi---tz-k",
+                16 << 20,
+                "thin",
+                "pool",
+                "",
+                "blockdiff,blockdiff-retained,blockdiff-chain-0123456789abcdef",
+            ),
+            lv_row(
+                "thin-bd-9-2-0",
+                "Vwi---tz-k",
+                16 << 20,
+                "thin",
+                "pool",
+                "",
+                "blockdiff,blockdiff-retained,blockdiff-chain-ffffffffffffffff",
+            ),
+            lv_row(
+                "thin-bd-5-2-0",
+                "Vwi-a-tz-k",
+                16 << 20,
+                "thin",
+                "pool",
+                "",
+                "blockdiff,blockdiff-pid-5",
+            ),
+        ]);
+        r.on("lvs", move |_| CommandOutput::ok(&rows));
+        r.on("cat", |_| {
+            CommandOutput::failed(1, "No such file or directory")
+        });
+        let lvm = Lvm::with_runner(r);
+        let mine = retained_snapshots(&lvm, Some("vg0"), Some("blockdiff-chain-0123456789abcdef"))
+            .unwrap();
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].path.lv, "thin-bd-1-2-0");
+        assert_eq!(retained_snapshots(&lvm, None, None).unwrap().len(), 2);
+        let stale = stale_snapshots(&lvm, None, &[]).unwrap();
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].lv.path.lv, "thin-bd-5-2-0");
+    }
+
+    #[test]
+    fn a_thick_snapshot_cannot_be_retained() {
+        let r = thick_vg(1 << 30);
+        let lvm = Lvm::with_runner(r.clone());
+        let snap = Snapshot::create(
+            &lvm,
+            &"vg0/data".parse().unwrap(),
+            &SnapshotOptions::default(),
+        )
+        .unwrap();
+        let err = snap
+            .retain("blockdiff-chain-0123456789abcdef")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("thick snapshot"), "{err}");
+        // Refused and removed, as a dropped guard is.
+        assert!(r.calls().iter().any(|c| c.starts_with("lvremove")));
     }
 
     #[test]
