@@ -95,17 +95,33 @@ pub trait PendingBackup {
 /// commits it: the part of [`backup_with_metadata`] that does not depend
 /// on where the chain is kept.
 pub fn back_up_prepared<R: Read + Send>(
+    prepared: Box<dyn PendingBackup + '_>,
+    source: DumpSource<R>,
+    facts: &BTreeMap<String, String>,
+    progress: &mut dyn Progress,
+) -> Result<BackupReport> {
+    back_up_prepared_with(prepared, source, facts, progress, |_, _| {})
+}
+
+/// [`back_up_prepared`], with the dump's options adjusted by `adjust` once
+/// the chain is locked: it is given the generation being written and the
+/// options (a run that reads only tracked changes sets
+/// [`DumpOptions::tracked`] there, once it knows which generation the
+/// changes are relative to).
+pub fn back_up_prepared_with<R: Read + Send>(
     mut prepared: Box<dyn PendingBackup + '_>,
     source: DumpSource<R>,
     facts: &BTreeMap<String, String>,
     progress: &mut dyn Progress,
+    adjust: impl FnOnce(u64, &mut DumpOptions),
 ) -> Result<BackupReport> {
     let mut previous = match prepared.open_previous_digest()? {
         Some(digest) => Some(digest.into_reader()?),
         None => None,
     };
     let format = prepared.format();
-    let dump_options = prepared.dump_options().clone();
+    let mut dump_options = prepared.dump_options().clone();
+    adjust(prepared.generation(), &mut dump_options);
     let (diff_path, digest_path) = prepared.paths();
     let report = {
         let (diff, digest) = prepared.writers();

@@ -98,8 +98,8 @@ pub use archive_format::{
     DigestSpec, DigestWriter, Fingerprint, FrameCompression, HASH_LEN, HashAlgorithm,
 };
 pub use backup::{
-    BackupOptions, BackupReport, PendingBackup, PreparedBackup, back_up_prepared, backup,
-    backup_with_metadata,
+    BackupOptions, BackupReport, PendingBackup, PreparedBackup, back_up_prepared,
+    back_up_prepared_with, backup, backup_with_metadata,
 };
 pub use block::{BlockHashKey, BlockHasher, HashFn, hash_block, hash_blocks, is_zero};
 pub use chains::{

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::TrackingRecord;
+
 /// The facts of one run. `NAME.N.meta.json` is a flat JSON object of
 /// strings (FORMAT.md); [`RunFacts::to_metadata`] writes these facts in
 /// that shape, with the numbers formatted as they always were (`0.250`
@@ -47,6 +49,10 @@ pub struct RunFacts {
     /// `mysql.binlog_position`, …).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub recorded: BTreeMap<String, String>,
+    /// How a thin volume's changed-block tracking went (not on the wire:
+    /// the backup host records it).
+    #[serde(skip)]
+    pub tracking: Option<TrackingRecord>,
 }
 
 impl RunFacts {
@@ -90,6 +96,7 @@ impl RunFacts {
             freeze_window_seconds,
             quiesced,
             recorded,
+            tracking,
         } = other;
         fn take<T>(mine: &mut Option<T>, theirs: Option<T>) {
             if theirs.is_some() {
@@ -112,6 +119,7 @@ impl RunFacts {
             self.quiesced = quiesced;
         }
         self.recorded.extend(recorded);
+        take(&mut self.tracking, tracking);
     }
 
     /// The facts as `NAME.N.meta.json` holds them: one string per key.
@@ -141,6 +149,9 @@ impl RunFacts {
         );
         if !self.quiesced.is_empty() {
             put("quiesced", Some(self.quiesced.join(",")));
+        }
+        if let Some(tracking) = &self.tracking {
+            tracking.to_metadata(&mut m);
         }
         m
     }

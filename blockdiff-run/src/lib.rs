@@ -73,6 +73,7 @@ mod progress_display;
 pub mod remote;
 mod run_summary;
 mod source_reader;
+mod thin_tracking;
 
 pub use backup_run::{BackupRun, BackupRunOptions, BackupSource, RemoteOptions};
 pub use clock::{local_date, local_today, timestamp};
@@ -87,6 +88,10 @@ pub use progress_display::{NoDisplay, ProgressDisplay};
 pub use remote::ProtocolError;
 pub use run_summary::{RunSummary, SummaryClock};
 pub use source_reader::{DumpStep, SourceReader, SourceSpec};
+pub use thin_tracking::{
+    ChainTracking, ScanKind, TrackedRead, TrackingBase, TrackingOptions, TrackingRecord,
+    plan_tracked_read,
+};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -12,7 +12,7 @@ use blockdiff_core::{
 use lvm_snap::SnapshotSize;
 use serde::{Deserialize, Serialize};
 
-use crate::RunError;
+use crate::{RunError, TrackingOptions};
 
 /// What makes a source consistent while it is read: the snapshot of an LV
 /// source and the quiescers.
@@ -31,6 +31,9 @@ pub struct ConsistencyOptions {
     pub freeze_limit: f64,
     /// Leave the snapshot in place after the run.
     pub keep_snapshot: bool,
+    /// Changed-block tracking of thin volumes.
+    #[serde(default)]
+    pub tracking: TrackingOptions,
 }
 
 impl Default for ConsistencyOptions {
@@ -42,6 +45,7 @@ impl Default for ConsistencyOptions {
             quiesce: Vec::new(),
             freeze_limit: 30.0,
             keep_snapshot: false,
+            tracking: TrackingOptions::default(),
         }
     }
 }

@@ -9,10 +9,15 @@ use std::time::{Duration, Instant};
 use blockdiff_core::{DumpSource, Notice, Progress};
 use lvm_snap::{
     FillEvent, FillMonitor, FillMonitorOptions, LvPath, Lvm, Snapshot, SnapshotOptions,
+    retained_snapshots,
 };
 use quiesce::{FreezeWindow, QuiesceStack, TerminationSignals};
 
-use crate::{ConsistencyOptions, PoliteOptions, RunError, RunFacts, RunLog};
+use crate::thin_tracking::{ScanKind, TrackingRecord};
+use crate::{
+    ChainTracking, ConsistencyOptions, PoliteOptions, RunError, RunFacts, RunLog, TrackedRead,
+    plan_tracked_read,
+};
 
 /// What a backup reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +40,14 @@ impl std::fmt::Display for SourceSpec {
     }
 }
 
-/// The dump step a [`SourceReader`] runs once the source is ready.
-pub type DumpStep<'s, T> = dyn FnOnce(DumpSource<Box<dyn Read + Send>>, &mut dyn Progress) -> blockdiff_core::Result<T>
+/// The dump step a [`SourceReader`] runs once the source is ready: the
+/// source, what a thin pool says changed in it since the chain's tracking
+/// base (if anything does), and the progress to report to.
+pub type DumpStep<'s, T> = dyn FnOnce(
+        DumpSource<Box<dyn Read + Send>>,
+        Option<TrackedRead>,
+        &mut dyn Progress,
+    ) -> blockdiff_core::Result<T>
     + 's;
 
 /// Reads a [`SourceSpec`] consistently: quiesces services, takes and
@@ -53,6 +64,7 @@ pub struct SourceReader<'a> {
     stack: Option<QuiesceStack>,
     polite: Option<PoliteOptions>,
     step_hook: fn(&str),
+    tracking: Option<ChainTracking>,
 }
 
 impl<'a> SourceReader<'a> {
@@ -90,6 +102,7 @@ impl<'a> SourceReader<'a> {
             stack,
             polite: None,
             step_hook: |_| {},
+            tracking: None,
         })
     }
 
@@ -104,6 +117,15 @@ impl<'a> SourceReader<'a> {
     /// [`Progress::at_step`]): the tools' test hook stops a run there.
     pub fn with_step_hook(mut self, hook: fn(&str)) -> Self {
         self.step_hook = hook;
+        self
+    }
+
+    /// Tracks the changed blocks of a thin volume for the chain `chain`
+    /// (unless [`TrackingOptions::enabled`](crate::TrackingOptions) is
+    /// off): the snapshot is compared with the chain's base through the
+    /// pool's metadata, and kept as the new base once the step succeeds.
+    pub fn with_tracking(mut self, chain: ChainTracking) -> Self {
+        self.tracking = Some(chain);
         self
     }
 
@@ -154,6 +176,7 @@ impl<'a> SourceReader<'a> {
         match self.stack.as_mut() {
             None => Ok(step(
                 source,
+                None,
                 &mut RunProgress::new(log, signals, None, None).with_step_hook(hook),
             )?),
             Some(stack) => {
@@ -165,6 +188,7 @@ impl<'a> SourceReader<'a> {
                 let frozen = stack.run_frozen(|window| {
                     step(
                         source,
+                        None,
                         &mut RunProgress::new(log, signals, None, Some(window))
                             .with_step_hook(hook),
                     )
@@ -212,6 +236,7 @@ impl<'a> SourceReader<'a> {
         facts.snapshot = Some(snapshot.path().to_string());
         facts.snapshot_kind = Some(kind.into());
         log.info(format_args!("created {kind} snapshot {}", snapshot.path()));
+        let tracking = self.plan_tracking(&snapshot);
         let monitor_options = FillMonitorOptions {
             interval: Duration::from_secs_f64(self.args.fill_interval),
             warn_percent: self.args.fill_warn,
@@ -245,9 +270,10 @@ impl<'a> SourceReader<'a> {
                 None => {
                     let mut progress =
                         RunProgress::new(&log, signals, Some(&monitor), None).with_step_hook(hook);
+                    let tracked = tracking.as_ref().and_then(|t| t.read.clone().ok());
                     self.lower_priorities()
                         .and_then(|()| DumpSource::open(snapshot.device()))
-                        .and_then(|source| step(source.boxed(), &mut progress))
+                        .and_then(|source| step(source.boxed(), tracked, &mut progress))
                         .map_err(RunError::from)
                 }
             };
@@ -271,7 +297,13 @@ impl<'a> SourceReader<'a> {
             facts.record_peak_fill(p);
         }
         let held = created.elapsed().as_secs_f64();
-        if self.args.keep_snapshot {
+        if result.is_ok() && !self.args.tracking.enabled {
+            // --no-track: the chain keeps no base.
+            self.remove_bases(&origin.vg, None);
+        }
+        if let (Ok(_), Some(tracking)) = (&result, tracking) {
+            self.retain(snapshot, tracking, facts, &peak_text);
+        } else if self.args.keep_snapshot {
             let kept = snapshot.keep();
             log.info(format_args!(
                 "kept snapshot {kept} (--keep-snapshot){peak_text}"
@@ -294,6 +326,154 @@ impl<'a> SourceReader<'a> {
             }
         }
         result.map(|(value, _)| value)
+    }
+}
+
+/// A thin snapshot's part in changed-block tracking, planned once it is
+/// taken.
+struct SnapshotTracking {
+    /// The snapshot's device id in its pool.
+    thin_id: u64,
+    /// The volume's size.
+    size: u64,
+    /// What changed since the chain's base, or why everything is read.
+    read: Result<TrackedRead, String>,
+    /// The base's tracked runs since its last check.
+    runs_since_check: u32,
+}
+
+impl SourceReader<'_> {
+    /// Plans how `snapshot` is read when this run tracks changes: `None`
+    /// when it does not (not asked, a thick snapshot, `--keep-snapshot`, or
+    /// the snapshot's id cannot be read, which is logged).
+    fn plan_tracking(&self, snapshot: &Snapshot) -> Option<SnapshotTracking> {
+        let chain = self.tracking.as_ref()?;
+        let options = &self.args.tracking;
+        let pool = snapshot.thin_pool()?;
+        if !options.enabled || self.args.keep_snapshot {
+            return None;
+        }
+        let log = &self.log;
+        let identity = self
+            .lvm
+            .thin_id(snapshot.path())
+            .and_then(|id| Ok((id, self.lvm.lv(snapshot.path())?.size)));
+        let (thin_id, size) = match identity {
+            Ok(found) => found,
+            Err(e) => {
+                log.warning(format_args!(
+                    "tracking: cannot identify snapshot {} in its pool ({e}); reading the whole volume, and keeping no base",
+                    snapshot.path()
+                ));
+                return None;
+            }
+        };
+        let read = plan_tracked_read(&self.lvm, pool, snapshot, thin_id, size, chain, options);
+        match &read {
+            Ok(t) if t.verify => log.info(format_args!(
+                "tracking: a full scan that checks the {} bytes the pool reports changed since generation {}",
+                t.changes.bytes(),
+                t.base_generation
+            )),
+            Ok(t) => log.info(format_args!(
+                "tracking: reading only the {} bytes ({} ranges) the pool reports changed since generation {}",
+                t.changes.bytes(),
+                t.changes.ranges().len(),
+                t.base_generation
+            )),
+            Err(reason) if chain.base.is_err() => {
+                log.info(format_args!("tracking: reading the whole volume: {reason}"));
+            }
+            Err(reason) => log.warning(format_args!(
+                "tracking: reading the whole volume: {reason}"
+            )),
+        }
+        let runs_since_check = chain.base.as_ref().map_or(0, |b| b.runs_since_check);
+        Some(SnapshotTracking {
+            thin_id,
+            size,
+            read,
+            runs_since_check,
+        })
+    }
+
+    /// Keeps `snapshot`, whose backup was committed, as its chain's new
+    /// tracking base, and removes the chain's older bases; records it in
+    /// `facts`. A snapshot that cannot be kept is removed (the next run
+    /// reads the whole volume), with a warning.
+    fn retain(
+        &self,
+        snapshot: Snapshot,
+        tracking: SnapshotTracking,
+        facts: &mut RunFacts,
+        peak_text: &str,
+    ) {
+        let log = &self.log;
+        let Some(chain) = &self.tracking else {
+            return;
+        };
+        let name = snapshot.path().clone();
+        let scan = match &tracking.read {
+            Ok(t) if t.verify => ScanKind::Verified,
+            Ok(_) => ScanKind::Tracked,
+            Err(_) => ScanKind::Full,
+        };
+        let mut record = TrackingRecord {
+            scan,
+            fallback: tracking.read.as_ref().err().cloned(),
+            read_bytes: 0,
+            untracked_changes: 0,
+            retained: None,
+            thin_id: tracking.thin_id,
+            size: tracking.size,
+            runs_since_check: match scan {
+                ScanKind::Tracked => tracking.runs_since_check.saturating_add(1),
+                _ => 0,
+            },
+        };
+        match snapshot.retain(&chain.chain_tag) {
+            Ok(kept) => {
+                log.info(format_args!(
+                    "kept snapshot {kept} as the base of the next run's tracking{peak_text}"
+                ));
+                record.retained = Some(kept);
+            }
+            Err(e) => log.warning(format_args!(
+                "tracking: cannot keep snapshot {name} ({e}); removed it, and the next run reads the whole volume"
+            )),
+        }
+        facts.tracking = Some(record);
+        self.remove_bases(&name.vg, Some(&name));
+    }
+
+    /// Removes the chain's retained snapshots in `vg` but `keep`: older
+    /// bases once a new one is kept, every one with `--no-track`.
+    fn remove_bases(&self, vg: &str, keep: Option<&LvPath>) {
+        let log = &self.log;
+        let Some(chain) = &self.tracking else {
+            return;
+        };
+        let bases = match retained_snapshots(&self.lvm, Some(vg), Some(&chain.chain_tag)) {
+            Ok(found) => found,
+            Err(e) => {
+                log.warning(format_args!(
+                    "tracking: cannot list the chain's retained snapshots: {e}"
+                ));
+                return;
+            }
+        };
+        for old in bases.into_iter().filter(|lv| Some(&lv.path) != keep) {
+            match self.lvm.remove(&old.path) {
+                Ok(()) => log.info(format_args!(
+                    "removed the chain's earlier tracking base {}",
+                    old.path
+                )),
+                Err(e) => log.warning(format_args!(
+                    "tracking: cannot remove the chain's earlier base {}: {e}",
+                    old.path
+                )),
+            }
+        }
     }
 }
 
@@ -438,7 +618,7 @@ mod tests {
             .read::<()>(
                 &spec,
                 &mut facts,
-                Box::new(|_, _| {
+                Box::new(|_, _, _| {
                     stepped = true;
                     Ok(())
                 }),
@@ -477,7 +657,7 @@ mod tests {
             .unwrap()
             .with_lvm(Lvm::with_runner(runner.clone()));
         reader
-            .read::<()>(&spec, &mut RunFacts::default(), Box::new(|_, _| Ok(())))
+            .read::<()>(&spec, &mut RunFacts::default(), Box::new(|_, _, _| Ok(())))
             .unwrap_err();
         assert!(commands(&runner, "lvremove").is_empty());
         assert!(
@@ -498,7 +678,7 @@ mod tests {
             .unwrap()
             .with_lvm(Lvm::with_runner(runner.clone()));
         let e = reader
-            .read::<()>(&spec, &mut RunFacts::default(), Box::new(|_, _| Ok(())))
+            .read::<()>(&spec, &mut RunFacts::default(), Box::new(|_, _, _| Ok(())))
             .unwrap_err();
         assert!(matches!(e, RunError::Core(_)), "{e}");
         assert!(
@@ -523,7 +703,7 @@ mod tests {
             .unwrap()
             .with_lvm(Lvm::with_runner(runner.clone()));
         let e = reader
-            .read::<()>(&spec, &mut RunFacts::default(), Box::new(|_, _| Ok(())))
+            .read::<()>(&spec, &mut RunFacts::default(), Box::new(|_, _, _| Ok(())))
             .unwrap_err();
         assert!(
             matches!(&e, RunError::Snapshot { origin, .. } if origin == "vg0/data"),
@@ -543,7 +723,11 @@ mod tests {
         let mut reader = SourceReader::new(&spec, &options, log).unwrap();
         let mut facts = RunFacts::default();
         let size = reader
-            .read(&spec, &mut facts, Box::new(|source, _| Ok(source.size())))
+            .read(
+                &spec,
+                &mut facts,
+                Box::new(|source, _, _| Ok(source.size())),
+            )
             .unwrap();
         assert_eq!(size, Some(1000));
         assert_eq!(facts.source, Some(path.display().to_string()));

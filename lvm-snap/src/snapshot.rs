@@ -221,6 +221,11 @@ impl Snapshot {
         &self.origin
     }
 
+    /// The thin pool of a thin snapshot.
+    pub fn thin_pool(&self) -> Option<&LvPath> {
+        self.thin_pool.as_ref()
+    }
+
     /// Whether it is a thin snapshot.
     pub fn is_thin(&self) -> bool {
         self.thin_pool.is_some()

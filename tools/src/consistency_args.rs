@@ -1,7 +1,7 @@
 //! `--snapshot-size`, `--quiesce`, `--freeze-limit`…: the command-line
 //! form of [`ConsistencyOptions`].
 
-use blockdiff_run::ConsistencyOptions;
+use blockdiff_run::{ConsistencyOptions, TrackingOptions};
 use clap::Args;
 use lvm_snap::SnapshotSize;
 use quiesce::QuiesceSpec;
@@ -39,6 +39,25 @@ pub struct ConsistencyArgs {
     /// with lvremove or `blockdiff-lvm cleanup`)
     #[arg(long, requires = "lvm")]
     pub keep_snapshot: bool,
+
+    /// Do not track changed blocks of a thin volume: read it all every
+    /// time, keep no snapshot between runs, and remove the one an earlier
+    /// run kept for this chain. By default a thin volume's snapshot is
+    /// kept after a successful backup (it costs the pool the blocks
+    /// written since; `blockdiff-lvm snapshots` shows it as retained) and
+    /// the next run reads only the chunks the pool reports changed
+    #[arg(long, requires = "lvm", conflicts_with_all = ["full_scan", "full_scan_every"])]
+    pub no_track: bool,
+
+    /// Read the whole thin volume this time, and check that the pool's
+    /// tracking reported every block that changed (an error in the log and
+    /// the JSON summary if not)
+    #[arg(long, requires = "lvm")]
+    pub full_scan: bool,
+
+    /// Make every Nth run of a tracked chain such a checking full scan
+    #[arg(long, value_name = "N", requires = "lvm", value_parser = clap::value_parser!(u32).range(1..))]
+    pub full_scan_every: Option<u32>,
 }
 
 fn parse_quiesce_spec(s: &str) -> Result<String, String> {
@@ -57,6 +76,11 @@ impl ConsistencyArgs {
             quiesce: self.quiesce.clone(),
             freeze_limit: self.freeze_limit,
             keep_snapshot: self.keep_snapshot,
+            tracking: TrackingOptions {
+                enabled: !self.no_track,
+                full_scan_every: self.full_scan_every.unwrap_or(0),
+                full_scan: self.full_scan,
+            },
         }
     }
 }

@@ -112,7 +112,8 @@ fn dump_request<I: Read, W: Write>(
     let dump_report = reader.read(
         &spec,
         &mut facts,
-        Box::new(|source, progress| {
+        // The agent tracks no changes yet: its dump reads everything.
+        Box::new(|source, _tracked, progress| {
             let mut progress = ForwardProgress::new(progress, packets, source.size());
             let progress: &mut dyn Progress = &mut progress;
             let mut previous = if request.previous {
