@@ -8,7 +8,7 @@ use blockdiff_core::BackupReport;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{RunFacts, error_line, timestamp};
+use crate::{RunFacts, ScanKind, TrackingRecord, error_line, timestamp};
 
 /// What one backup run did (or how it failed), printed by `--json`.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +29,9 @@ pub struct RunSummary {
     pub freeze_window_seconds: Option<f64>,
     /// The snapshot's peak fill (without `--lvm`, `None`).
     pub snapshot_peak_fill_percent: Option<f64>,
+    /// How a thin volume's changed-block tracking went (without it,
+    /// `None`).
+    pub tracking: Option<TrackingRecord>,
     /// The error line of a failed run.
     pub error: Option<String>,
 }
@@ -67,11 +70,17 @@ impl RunSummary {
     }
 
     /// The JSON object: `ok`, `error` (null on success), `generation`,
-    /// `name`, `source`, `bytes_read`, `blocks`, `blocks_changed`,
+    /// `name`, `source`, `bytes_read` (fewer than `source_bytes` when
+    /// tracking left blocks unread), `source_bytes`, `blocks`,
+    /// `blocks_changed`,
     /// `zero_blocks`, `bytes_changed`, `bytes_written`,
     /// `compression_ratio`, `duration_seconds`, `freeze_window_seconds`,
-    /// `snapshot_peak_fill_percent`, `hash`, `format`, `started`,
-    /// `finished`. A failed run's figures are null.
+    /// `snapshot_peak_fill_percent`, `tracking` (`scan`: `tracked`,
+    /// `full` or `verified`; `fallback`: why not tracked;
+    /// `untracked_changes`: what a verifying scan found the pool had not
+    /// reported; `retained`: the snapshot kept as the next run's base; or
+    /// null), `hash`, `format`, `started`, `finished`. A failed run's
+    /// figures are null.
     pub fn to_json(&self) -> Value {
         let r = self.report.as_ref();
         let json = SummaryJson {
@@ -80,7 +89,8 @@ impl RunSummary {
             generation: r.map(|r| r.generation),
             name: &self.name,
             source: &self.source,
-            bytes_read: r.map(|r| r.dump.source_bytes),
+            bytes_read: r.map(|r| r.dump.read_bytes),
+            source_bytes: r.map(|r| r.dump.source_bytes),
             blocks: r.map(|r| r.dump.blocks),
             blocks_changed: r.map(|r| r.dump.changed_blocks),
             zero_blocks: r.map(|r| r.dump.zero_blocks),
@@ -90,6 +100,12 @@ impl RunSummary {
             duration_seconds: self.duration_seconds,
             freeze_window_seconds: self.freeze_window_seconds,
             snapshot_peak_fill_percent: self.snapshot_peak_fill_percent,
+            tracking: self.tracking.as_ref().map(|t| TrackingJson {
+                scan: t.scan.as_str(),
+                fallback: t.fallback.as_deref(),
+                untracked_changes: (t.scan == ScanKind::Verified).then_some(t.untracked_changes),
+                retained: t.retained.as_ref().map(ToString::to_string),
+            }),
             hash: r.map(|r| r.dump.hash.name()),
             format: r.map(|r| r.format.to_string()),
             started: &self.started,
@@ -109,6 +125,7 @@ struct SummaryJson<'a> {
     name: &'a Path,
     source: &'a str,
     bytes_read: Option<u64>,
+    source_bytes: Option<u64>,
     blocks: Option<u64>,
     blocks_changed: Option<u64>,
     zero_blocks: Option<u64>,
@@ -118,10 +135,20 @@ struct SummaryJson<'a> {
     duration_seconds: f64,
     freeze_window_seconds: Option<f64>,
     snapshot_peak_fill_percent: Option<f64>,
+    tracking: Option<TrackingJson<'a>>,
     hash: Option<&'static str>,
     format: Option<String>,
     started: &'a str,
     finished: &'a str,
+}
+
+/// The `--json` object's `tracking`.
+#[derive(Serialize)]
+struct TrackingJson<'a> {
+    scan: &'static str,
+    fallback: Option<&'a str>,
+    untracked_changes: Option<u64>,
+    retained: Option<String>,
 }
 
 impl SummaryClock {
@@ -138,6 +165,7 @@ impl SummaryClock {
             report: Some(report.clone()),
             freeze_window_seconds: facts.freeze_window_seconds,
             snapshot_peak_fill_percent: facts.snapshot_peak_fill_percent,
+            tracking: facts.tracking.clone(),
             ..self.finish(None)
         }
     }
@@ -158,6 +186,7 @@ impl SummaryClock {
             report: None,
             freeze_window_seconds: None,
             snapshot_peak_fill_percent: None,
+            tracking: None,
             error,
         }
     }
@@ -175,6 +204,7 @@ mod tests {
             dump: DumpReport {
                 block_size: 16384,
                 source_bytes: 10 * 16384,
+                read_bytes: 10 * 16384,
                 blocks: 10,
                 changed_blocks: 2,
                 changed_bytes: 2 * 16384,
@@ -200,6 +230,8 @@ mod tests {
         assert_eq!(v["name"], "/b/db");
         assert_eq!(v["source"], "lvm:vg0/db");
         assert_eq!(v["bytes_read"], 163840);
+        assert_eq!(v["source_bytes"], 163840);
+        assert_eq!(v["tracking"], Value::Null);
         assert_eq!(v["blocks"], 10);
         assert_eq!(v["blocks_changed"], 2);
         assert_eq!(v["zero_blocks"], 1);
@@ -213,6 +245,34 @@ mod tests {
         assert!(v["duration_seconds"].as_f64().unwrap() >= 0.0);
         assert_eq!(v["started"].as_str().unwrap().len(), 19);
         assert_eq!(v["finished"].as_str().unwrap().len(), 19);
+    }
+
+    #[test]
+    fn a_tracked_run_says_how_it_read() {
+        let mut r = report();
+        r.dump.read_bytes = 16384;
+        let mut facts = RunFacts::default();
+        facts.tracking = Some(TrackingRecord {
+            scan: ScanKind::Verified,
+            fallback: None,
+            read_bytes: 16384,
+            untracked_changes: 2,
+            retained: Some("vg0/db-bd-1-2-0".parse().unwrap()),
+            thin_id: 4,
+            size: 10 * 16384,
+            runs_since_check: 0,
+        });
+        let v = RunSummary::start(Path::new("db"), "lvm:vg0/db")
+            .succeeded(&r, &facts)
+            .to_json();
+        assert_eq!(
+            (v["bytes_read"].as_u64(), v["source_bytes"].as_u64()),
+            (Some(16384), Some(163840))
+        );
+        assert_eq!(
+            v["tracking"],
+            serde_json::json!({"scan": "verified", "fallback": null, "untracked_changes": 2, "retained": "vg0/db-bd-1-2-0"})
+        );
     }
 
     #[test]

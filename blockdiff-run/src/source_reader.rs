@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use blockdiff_core::{DumpSource, Notice, Progress};
 use lvm_snap::{
-    FillEvent, FillMonitor, FillMonitorOptions, LvPath, Lvm, Snapshot, SnapshotOptions,
+    FillEvent, FillMonitor, FillMonitorOptions, LvPath, Lvm, Snapshot, SnapshotOptions, ThinPool,
     retained_snapshots,
 };
 use quiesce::{FreezeWindow, QuiesceStack, TerminationSignals};
@@ -368,6 +368,14 @@ impl SourceReader<'_> {
                 return None;
             }
         };
+        match ThinPool::new(&self.lvm, pool.clone()).status() {
+            Ok(status) if status.data_percent >= self.args.fill_warn => log.warning(format_args!(
+                "thin pool {pool} is {:.1}% full (warning at {}%): each tracked chain's retained snapshot keeps the blocks written since its backup; --no-track frees it",
+                status.data_percent, self.args.fill_warn
+            )),
+            Ok(_) => {}
+            Err(e) => log.warning(format_args!("cannot read the fill of thin pool {pool}: {e}")),
+        }
         let read = plan_tracked_read(&self.lvm, pool, snapshot, thin_id, size, chain, options);
         match &read {
             Ok(t) if t.verify => log.info(format_args!(

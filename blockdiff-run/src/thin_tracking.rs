@@ -54,7 +54,8 @@ pub enum ScanKind {
 }
 
 impl ScanKind {
-    fn as_str(self) -> &'static str {
+    /// Its name in the metadata and `--json`: `tracked`, `full`, `verified`.
+    pub fn as_str(self) -> &'static str {
         match self {
             ScanKind::Tracked => "tracked",
             ScanKind::Full => "full",
@@ -202,6 +203,25 @@ pub fn plan_tracked_read(
     chain: &ChainTracking,
     options: &TrackingOptions,
 ) -> Result<TrackedRead, String> {
+    let lock_dir = Path::new(LOCK_DIR);
+    plan_tracked_read_in(lvm, pool, snapshot, new_id, size, chain, options, lock_dir)
+}
+
+/// Where the pool's lock file is kept (see [`ThinPool`]).
+const LOCK_DIR: &str = "/run/lock";
+
+/// [`plan_tracked_read`] with the pool's lock file in `lock_dir` (tests).
+#[allow(clippy::too_many_arguments)]
+fn plan_tracked_read_in(
+    lvm: &Lvm,
+    pool: &LvPath,
+    snapshot: &Snapshot,
+    new_id: u64,
+    size: u64,
+    chain: &ChainTracking,
+    options: &TrackingOptions,
+    lock_dir: &Path,
+) -> Result<TrackedRead, String> {
     let base = chain.base.as_ref().map_err(Clone::clone)?;
     let name = &base.snapshot;
     if name.vg != snapshot.origin().vg {
@@ -244,6 +264,7 @@ pub fn plan_tracked_read(
         ));
     }
     let delta = ThinPool::new(lvm, pool.clone())
+        .with_lock_dir(lock_dir)
         .delta(base.thin_id, new_id)
         .map_err(|e| format!("cannot read the pool's metadata: {e}"))?;
     let verify = options.full_scan
@@ -260,6 +281,184 @@ pub fn plan_tracked_read(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use command_runner::{CommandOutput, RecordingRunner};
+    use lvm_snap::SnapshotOptions;
+
+    const LV_FIELDS: &str = "lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_attr,lv_size,origin,pool_lv,data_percent,lv_tags";
+
+    fn lv_report(name: &str, size: u64, origin: &str) -> CommandOutput {
+        CommandOutput::ok(format!(
+            r#"{{"report": [{{"lv": [{{"lv_name":"{name}", "vg_name":"vg0", "lv_attr":"Vwi-a-tz--", "lv_size":"{size}", "origin":"{origin}", "pool_lv":"pool", "data_percent":"1.00", "lv_tags":""}}]}}]}}"#
+        ))
+    }
+
+    fn thin_id(id: u64) -> CommandOutput {
+        CommandOutput::ok(format!(
+            r#"{{"report": [{{"lv": [{{"thin_id":"{id}"}}]}}]}}"#
+        ))
+    }
+
+    /// A pool where vg0/data (64 MiB) has the retained snapshot vg0/base
+    /// (thin id 3) and a new snapshot (thin id 9); `thin_delta` reports
+    /// chunks 2 and 3 (64 KiB each) changed.
+    fn pool() -> Arc<RecordingRunner> {
+        let r = Arc::new(RecordingRunner::strict());
+        r.reply(
+            format!("{LV_FIELDS} vg0/data"),
+            lv_report("data", 64 << 20, ""),
+        );
+        r.reply(
+            format!("{LV_FIELDS} vg0/base"),
+            lv_report("base", 64 << 20, "data"),
+        );
+        r.reply(
+            "lvs --reportformat json --units b --nosuffix -o thin_id vg0/base",
+            thin_id(3),
+        );
+        r.reply("sync", CommandOutput::ok(""));
+        r.reply("lvcreate", CommandOutput::ok(""));
+        r.reply("lvremove", CommandOutput::ok(""));
+        r.reply("dmsetup", CommandOutput::ok(""));
+        r.reply(
+            "thin_delta -m --snap1 3 --snap2 9 ",
+            CommandOutput::ok(
+                r#"<superblock uuid="" time="1" transaction="2" data_block_size="128" nr_data_blocks="1000"><diff left="3" right="9"><different begin="2" length="2"/></diff></superblock>"#,
+            ),
+        );
+        r
+    }
+
+    fn base(runs_since_check: u32) -> TrackingBase {
+        TrackingBase {
+            generation: 4,
+            snapshot: "vg0/base".parse().unwrap(),
+            thin_id: 3,
+            size: 64 << 20,
+            runs_since_check,
+            failed_check: false,
+        }
+    }
+
+    fn plan(
+        r: &Arc<RecordingRunner>,
+        base: Result<TrackingBase, String>,
+        size: u64,
+        options: TrackingOptions,
+    ) -> Result<TrackedRead, String> {
+        let lvm = Lvm::with_runner(r.clone());
+        let lock_dir = tempfile::tempdir().unwrap();
+        let snapshot = Snapshot::create(
+            &lvm,
+            &"vg0/data".parse().unwrap(),
+            &SnapshotOptions::default(),
+        )
+        .unwrap();
+        let chain = ChainTracking {
+            chain_tag: ChainTracking::chain_tag(Path::new("/b/data")),
+            base,
+        };
+        let pool: LvPath = "vg0/pool".parse().unwrap();
+        plan_tracked_read_in(
+            &lvm,
+            &pool,
+            &snapshot,
+            9,
+            size,
+            &chain,
+            &options,
+            lock_dir.path(),
+        )
+    }
+
+    #[test]
+    fn the_pools_changes_are_used_only_against_the_recorded_base() {
+        let r = pool();
+        let read = plan(&r, Ok(base(0)), 64 << 20, TrackingOptions::default()).unwrap();
+        assert_eq!(read.base_generation, 4);
+        assert_eq!(read.changes.ranges(), [(2 << 16, 4 << 16)]);
+        assert!(!read.verify);
+        // The metadata snapshot was reserved and released around thin_delta.
+        let calls = r.calls();
+        let i = calls
+            .iter()
+            .position(|c| c.starts_with("thin_delta"))
+            .unwrap();
+        assert!(calls[i - 1].ends_with("reserve_metadata_snap"), "{calls:?}");
+        assert!(calls[i + 1].ends_with("release_metadata_snap"), "{calls:?}");
+
+        // The Nth run checks; --full-scan checks; a failed check checks again.
+        let every3 = TrackingOptions {
+            full_scan_every: 3,
+            ..TrackingOptions::default()
+        };
+        assert!(!plan(&pool(), Ok(base(1)), 64 << 20, every3).unwrap().verify);
+        assert!(plan(&pool(), Ok(base(2)), 64 << 20, every3).unwrap().verify);
+        let once = TrackingOptions {
+            full_scan: true,
+            ..TrackingOptions::default()
+        };
+        assert!(plan(&pool(), Ok(base(0)), 64 << 20, once).unwrap().verify);
+        let failed = TrackingBase {
+            failed_check: true,
+            ..base(0)
+        };
+        assert!(
+            plan(&pool(), Ok(failed), 64 << 20, TrackingOptions::default())
+                .unwrap()
+                .verify
+        );
+    }
+
+    #[test]
+    fn every_fallback_names_its_reason() {
+        let d = TrackingOptions::default();
+        let reason = |r: Arc<RecordingRunner>, base: Result<TrackingBase, String>, size: u64| {
+            plan(&r, base, size, d).unwrap_err()
+        };
+        assert_eq!(reason(pool(), Err("no base".into()), 64 << 20), "no base");
+        let gone = pool();
+        gone.on(format!("{LV_FIELDS} vg0/base"), |_| {
+            CommandOutput::failed(5, "  Failed to find logical volume \"vg0/base\"\n")
+        });
+        assert_eq!(
+            reason(gone, Ok(base(0)), 64 << 20),
+            "the retained snapshot vg0/base of generation 4 is gone"
+        );
+        let other_origin = pool();
+        other_origin.on(format!("{LV_FIELDS} vg0/base"), |_| {
+            lv_report("base", 64 << 20, "www")
+        });
+        assert_eq!(
+            reason(other_origin, Ok(base(0)), 64 << 20),
+            "vg0/base is not a thin snapshot of vg0/data in pool vg0/pool"
+        );
+        let other_id = pool();
+        other_id.on(
+            "lvs --reportformat json --units b --nosuffix -o thin_id vg0/base",
+            |_| thin_id(5),
+        );
+        assert!(
+            reason(other_id, Ok(base(0)), 64 << 20)
+                .starts_with("vg0/base has thin id 5, but generation 4 was read from thin id 3"),
+        );
+        assert_eq!(
+            reason(pool(), Ok(base(0)), 68 << 20),
+            format!(
+                "the volume was resized from {} to {} bytes since generation 4",
+                64 << 20,
+                68 << 20
+            )
+        );
+        let unreadable = pool();
+        unreadable.on("thin_delta -m --snap1 3 --snap2 9 ", |_| {
+            CommandOutput::failed(1, "bad checksum in superblock")
+        });
+        let why = reason(unreadable, Ok(base(0)), 64 << 20);
+        assert!(
+            why.starts_with("cannot read the pool's metadata: `thin_delta -m --snap1 3 --snap2 9 /dev/mapper/vg0-pool_tmeta` exited with status 1: bad checksum"),
+            "{why}"
+        );
+    }
 
     #[test]
     fn a_record_is_read_back_as_the_next_runs_base() {

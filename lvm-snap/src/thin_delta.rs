@@ -5,7 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use command_runner::{CommandLine, CommandOutput};
@@ -412,6 +412,10 @@ fn open_lock(path: &Path) -> Result<File> {
         op,
         source,
     };
+    // A minimal system (a rescue shell, a VM) may lack /run/lock.
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
+    }
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -421,6 +425,20 @@ fn open_lock(path: &Path) -> Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| io("opening", e))?;
+    // /run/lock is writable by everyone: a file another user made there
+    // could make this run release someone else's metadata snapshot.
+    let meta = file.metadata().map_err(|e| io("checking", e))?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != euid || !meta.is_file() {
+        return Err(io(
+            "using",
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("it is not a regular file owned by uid {euid}"),
+            ),
+        ));
+    }
     loop {
         // SAFETY: flock on a descriptor this function owns.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
