@@ -251,17 +251,19 @@ mod tests {
     fn a_tracked_run_says_how_it_read() {
         let mut r = report();
         r.dump.read_bytes = 16384;
-        let mut facts = RunFacts::default();
-        facts.tracking = Some(TrackingRecord {
-            scan: ScanKind::Verified,
-            fallback: None,
-            read_bytes: 16384,
-            untracked_changes: 2,
-            retained: Some("vg0/db-bd-1-2-0".parse().unwrap()),
-            thin_id: 4,
-            size: 10 * 16384,
-            runs_since_check: 0,
-        });
+        let facts = RunFacts {
+            tracking: Some(TrackingRecord {
+                scan: ScanKind::Verified,
+                fallback: None,
+                read_bytes: 16384,
+                untracked_changes: 2,
+                retained: Some("vg0/db-bd-1-2-0".parse().unwrap()),
+                thin_id: 4,
+                size: 10 * 16384,
+                runs_since_check: 0,
+            }),
+            ..RunFacts::default()
+        };
         let v = RunSummary::start(Path::new("db"), "lvm:vg0/db")
             .succeeded(&r, &facts)
             .to_json();
