@@ -9,7 +9,8 @@
 //! - [`dump`] is the diff engine: a [`DumpSource`] + optional previous
 //!   digest → changed blocks (to a [`DiffSink`]: [`V2Sink`] or
 //!   [`LegacySink`]) + new digest, hashed and compressed on every core with
-//!   bounded memory.
+//!   bounded memory. With [`TrackedChanges`] (a thin pool's report of what
+//!   changed) it reads only the blocks those touch.
 //! - [`GenerationStore`] keeps numbered generations (`NAME.ver`, `NAME.N`,
 //!   `NAME.N.digest` or the original's `NAME.N.md5` and `NAME.N.gz`) and
 //!   commits a new one crash-safely under a lock; [`backup`] runs one backup

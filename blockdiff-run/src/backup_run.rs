@@ -13,7 +13,7 @@ use command_runner::{SshOptions, SshRunner};
 use crate::remote::{AgentBinary, RemoteBackup, RemoteSource};
 use crate::{
     ChainTracking, ConsistencyOptions, FormatChoice, PoliteOptions, ProgressDisplay, RunError,
-    RunFacts, RunLog, ScanKind, SourceReader, SourceSpec, TrackingBase, timestamp,
+    RunFacts, RunLog, SourceReader, SourceSpec, apply_tracked, timestamp,
 };
 
 /// What a backup reads: a source on this host, or on another one.
@@ -98,46 +98,6 @@ impl BackupRunOptions {
     }
 }
 
-/// The chain's tracking: its tag, and the base its last generation
-/// recorded (or why there is none).
-fn chain_tracking(store: &ChainLocation) -> ChainTracking {
-    let source = store.source();
-    let base = match source.current_generation() {
-        Ok(None | Some(0)) => Err("the chain has no generation yet".to_owned()),
-        Ok(Some(g)) => match source.read_metadata(g) {
-            Ok(Some(meta)) => match TrackingBase::from_metadata(g, &meta) {
-                Ok(Some(base)) => Ok(base),
-                Ok(None) => Err(format!(
-                    "generation {g} recorded no retained snapshot (the first tracked run of this chain, or one that could not keep it)"
-                )),
-                Err(e) => Err(format!("generation {g}'s metadata is damaged: {e}")),
-            },
-            Ok(None) => Err(format!("generation {g} has no metadata")),
-            Err(e) => Err(format!("cannot read generation {g}'s metadata: {e}")),
-        },
-        Err(e) => Err(format!("cannot read the chain's current generation: {e}")),
-    };
-    ChainTracking {
-        chain_tag: ChainTracking::chain_tag(&chain_identity(store.name())),
-        base,
-    }
-}
-
-/// What names a chain for its tracking tag whatever the working directory:
-/// an object-store name as it is, a local one with its directory resolved.
-fn chain_identity(name: &Path) -> PathBuf {
-    if ChainLocation::is_object_name(name) {
-        return name.to_owned();
-    }
-    let absolute = std::path::absolute(name).unwrap_or_else(|_| name.to_owned());
-    match (absolute.parent(), absolute.file_name()) {
-        (Some(dir), Some(file)) => dir
-            .canonicalize()
-            .map_or_else(|_| absolute.clone(), |dir| dir.join(file)),
-        _ => absolute,
-    }
-}
-
 /// Runs backups: a source in, a committed generation and its facts out.
 /// Lines go to `log`, the dump's progress to `display`.
 pub struct BackupRun<'a> {
@@ -185,7 +145,7 @@ impl BackupRun<'_> {
                     .with_priorities(&options.polite)
                     .with_step_hook(self.step_hook);
                 if let SourceSpec::Lvm(_) = spec {
-                    reader = reader.with_tracking(chain_tracking(&store));
+                    reader = reader.with_tracking(ChainTracking::of(&store));
                 }
                 let report = self.local(&store, spec, &mut reader, &backup_options, &mut facts);
                 *interrupted = reader.interrupted_by();
@@ -234,41 +194,25 @@ impl BackupRun<'_> {
                 let label = source.name().display().to_string();
                 let mut progress = display.show(progress, source.size(), &label);
                 let prepared = store.prepare(backup_options, &self.options.lock, &mut *progress)?;
-                back_up_prepared_with(prepared, source, &early, &mut *progress, |generation, dump| {
-                    let Some(t) = tracked else { return };
-                    if generation == t.base_generation + 1 {
-                        dump.tracked = Some(t.changes);
-                        dump.verify_tracked = t.verify;
-                    } else {
-                        let reason = format!(
-                            "the changes are relative to generation {}, but this run writes generation {generation} (another backup committed in between)",
-                            t.base_generation
-                        );
-                        log.warning(format_args!("tracking: reading the whole volume: {reason}"));
-                        *fallback.borrow_mut() = Some(reason);
-                    }
-                })
+                back_up_prepared_with(
+                    prepared,
+                    source,
+                    &early,
+                    &mut *progress,
+                    |generation, dump| {
+                        let reason = apply_tracked(tracked, generation, dump);
+                        if let Some(reason) = &reason {
+                            log.warning(format_args!(
+                                "tracking: reading the whole volume: {reason}"
+                            ));
+                        }
+                        *fallback.borrow_mut() = reason;
+                    },
+                )
             }),
         )?;
         if let Some(record) = &mut facts.tracking {
-            record.read_bytes = report.dump.read_bytes;
-            record.untracked_changes = report.dump.untracked_changes;
-            if let Some(reason) = fallback.into_inner() {
-                record.scan = ScanKind::Full;
-                record.fallback = Some(reason);
-                record.runs_since_check = 0;
-            }
-            if record.untracked_changes > 0 {
-                log.error(format_args!(
-                    "tracking: the full scan found {} changed blocks the pool did not report (the first at byte {}): the tracking cannot be trusted, so the next run checks it again; this generation was read in full and is exact",
-                    record.untracked_changes,
-                    report.dump.first_untracked.unwrap_or(0)
-                ));
-            } else if record.scan == ScanKind::Verified {
-                log.info(format_args!(
-                    "tracking: the full scan agreed with the pool's changes"
-                ));
-            }
+            record.complete(&report.dump, fallback.into_inner(), log);
         }
         Ok(report)
     }

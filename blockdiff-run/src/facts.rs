@@ -49,9 +49,8 @@ pub struct RunFacts {
     /// `mysql.binlog_position`, …).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub recorded: BTreeMap<String, String>,
-    /// How a thin volume's changed-block tracking went (not on the wire:
-    /// the backup host records it).
-    #[serde(skip)]
+    /// How a thin volume's changed-block tracking went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking: Option<TrackingRecord>,
 }
 

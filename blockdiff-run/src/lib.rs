@@ -10,6 +10,11 @@
 //!   services, takes and watches the snapshot, catches termination
 //!   signals, and undoes all of it on every path. LVM goes through the
 //!   `CommandRunner` seam of [`lvm_snap::Lvm`].
+//! - Changed-block tracking of thin volumes: [`ChainTracking`] (a chain's
+//!   tag and the base its last generation recorded, [`TrackingBase`]),
+//!   [`plan_tracked_read`] (the pool's changes since the base, or why the
+//!   whole volume is read), [`TrackingRecord`] (`tracking.*` in the
+//!   metadata). [`SourceReader::with_tracking`] does it around a snapshot.
 //! - [`remote`]: the agent protocol ([`remote::AgentRequest`],
 //!   [`remote::AgentReport`], packets), the backup host's side
 //!   ([`remote::RemoteBackup`]) and the agent's ([`remote::serve_agent`]).
@@ -77,7 +82,7 @@ mod thin_tracking;
 
 pub use backup_run::{BackupRun, BackupRunOptions, BackupSource, RemoteOptions};
 pub use clock::{local_date, local_today, timestamp};
-pub use each::{back_up_each, each_chain_name};
+pub use each::{back_up_each, each_chain_name, groups_to_serialize};
 pub use error::{Result, RunError};
 pub use error_line::error_line;
 pub use facts::RunFacts;
@@ -90,7 +95,7 @@ pub use run_summary::{RunSummary, SummaryClock};
 pub use source_reader::{DumpStep, SourceReader, SourceSpec};
 pub use thin_tracking::{
     ChainTracking, ScanKind, TrackedRead, TrackingBase, TrackingOptions, TrackingRecord,
-    plan_tracked_read,
+    apply_tracked, plan_tracked_read,
 };
 
 #[cfg(doctest)]

@@ -5,7 +5,7 @@ use blockdiff_core::Progress;
 
 /// Shows a dump's progress while passing everything to the run's own
 /// [`Progress`], which keeps deciding whether the dump stops.
-pub trait ProgressDisplay {
+pub trait ProgressDisplay: Sync {
     /// Wraps `inner` for a dump of `total` bytes (if known) labelled
     /// `label`; what is shown goes away when the wrapper is dropped.
     fn show<'a>(

@@ -4,6 +4,7 @@
 
 use std::io::{self, Read};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blockdiff_core::{DumpSource, Notice, Progress};
@@ -60,7 +61,7 @@ pub struct SourceReader<'a> {
     args: &'a ConsistencyOptions,
     log: RunLog,
     lvm: Lvm,
-    signals: Option<TerminationSignals>,
+    signals: Option<Arc<TerminationSignals>>,
     stack: Option<QuiesceStack>,
     polite: Option<PoliteOptions>,
     step_hook: fn(&str),
@@ -80,7 +81,9 @@ impl<'a> SourceReader<'a> {
         // A plain source needs no cleanup: a killed run commits nothing,
         // and the default action ends a run blocked on a pipe at once.
         let signals = if matches!(spec, SourceSpec::Lvm(_)) || !args.quiesce.is_empty() {
-            Some(TerminationSignals::catch()?)
+            // Shared with the other runs of this process that read at the
+            // same time (`--jobs`).
+            Some(TerminationSignals::shared()?)
         } else {
             None
         };
@@ -150,7 +153,7 @@ impl<'a> SourceReader<'a> {
     /// source (`--each`) stops there.
     pub fn interrupted_by(&self) -> Option<&'static str> {
         self.signals
-            .as_ref()
+            .as_deref()
             .and_then(TerminationSignals::received)
             .map(quiesce::signal_name)
     }
@@ -170,7 +173,7 @@ impl<'a> SourceReader<'a> {
             SourceSpec::Path(path) => DumpSource::open(path)?.boxed(),
         };
         self.lower_priorities()?;
-        let signals = self.signals.as_ref();
+        let signals = self.signals.as_deref();
         let log = &self.log;
         let hook = self.step_hook;
         match self.stack.as_mut() {
@@ -261,7 +264,7 @@ impl<'a> SourceReader<'a> {
                 )),
             }
         });
-        let signals = self.signals.as_ref();
+        let signals = self.signals.as_deref();
         let result = monitor.map_err(RunError::from).and_then(|monitor| {
             let result = match signals.and_then(TerminationSignals::received) {
                 Some(signal) => Err(RunError::Interrupted {

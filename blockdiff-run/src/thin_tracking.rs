@@ -14,8 +14,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use blockdiff_core::TrackedChanges;
+use blockdiff_core::{DumpOptions, DumpReport, TrackedChanges};
+use blockdiff_storage::ChainLocation;
 use lvm_snap::{CHAIN_TAG_PREFIX, LvPath, Lvm, Snapshot, ThinPool};
+use serde::{Deserialize, Serialize};
+
+use crate::RunLog;
 
 /// How a run uses changed-block tracking (part of
 /// [`ConsistencyOptions`](crate::ConsistencyOptions)).
@@ -42,7 +46,8 @@ impl Default for TrackingOptions {
 }
 
 /// How a generation was read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ScanKind {
     /// Only the chunks the pool reported changed.
     Tracked,
@@ -66,8 +71,9 @@ impl ScanKind {
 
 /// What a generation records of its tracking: the snapshot retained as
 /// the next run's base (if one was), how it was read, and why not tracked.
-/// Written to `NAME.N.meta.json` as `tracking.*` strings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Written to `NAME.N.meta.json` as `tracking.*` strings; crosses the wire
+/// in the agent's facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackingRecord {
     /// How this generation was read.
     pub scan: ScanKind,
@@ -78,6 +84,7 @@ pub struct TrackingRecord {
     /// With [`ScanKind::Verified`]: changed blocks the pool did not report.
     pub untracked_changes: u64,
     /// The snapshot kept as the next run's base, `vg/name`.
+    #[serde(with = "optional_lv_path")]
     pub retained: Option<LvPath>,
     /// Its device id in the pool.
     pub thin_id: u64,
@@ -90,6 +97,31 @@ pub struct TrackingRecord {
 const KEY_PREFIX: &str = "tracking.";
 
 impl TrackingRecord {
+    /// Completes the record of a committed dump: what it read, what a
+    /// checking scan found (logged: an error when the pool missed
+    /// changes), and the `fallback` that made the dump read everything
+    /// after all ([`apply_tracked`]).
+    pub fn complete(&mut self, dump: &DumpReport, fallback: Option<String>, log: &RunLog) {
+        self.read_bytes = dump.read_bytes;
+        self.untracked_changes = dump.untracked_changes;
+        if let Some(reason) = fallback {
+            self.scan = ScanKind::Full;
+            self.fallback = Some(reason);
+            self.runs_since_check = 0;
+        }
+        if self.untracked_changes > 0 {
+            log.error(format_args!(
+                "tracking: the full scan found {} changed blocks the pool did not report (the first at byte {}): the tracking cannot be trusted, so the next run checks it again; this generation was read in full and is exact",
+                self.untracked_changes,
+                dump.first_untracked.unwrap_or(0)
+            ));
+        } else if self.scan == ScanKind::Verified {
+            log.info(format_args!(
+                "tracking: the full scan agreed with the pool's changes"
+            ));
+        }
+    }
+
     /// Adds the record to a generation's metadata.
     pub fn to_metadata(&self, m: &mut BTreeMap<String, String>) {
         let mut put = |k: &str, v: String| {
@@ -113,11 +145,12 @@ impl TrackingRecord {
 }
 
 /// The base a generation left for the next run: its retained snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackingBase {
     /// The generation whose metadata records it.
     pub generation: u64,
     /// The retained snapshot.
+    #[serde(with = "lv_path")]
     pub snapshot: LvPath,
     /// Its device id in the pool, when it was retained.
     pub thin_id: u64,
@@ -158,8 +191,9 @@ impl TrackingBase {
     }
 }
 
-/// What a run knows of its chain's tracking before it takes its snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a run knows of its chain's tracking before it takes its snapshot
+/// (sent to the agent of a remote source, which does the tracking there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainTracking {
     /// The tag that names the chain on its retained snapshots.
     pub chain_tag: String,
@@ -169,12 +203,110 @@ pub struct ChainTracking {
 }
 
 impl ChainTracking {
+    /// The tracking of `chain`: its tag, and the base its current
+    /// generation recorded (or why there is none). Read under the chain's
+    /// lock, the current generation is the one the next backup follows.
+    pub fn of(chain: &ChainLocation) -> ChainTracking {
+        let source = chain.source();
+        let base = match source.current_generation() {
+            Ok(None | Some(0)) => Err("the chain has no generation yet".to_owned()),
+            Ok(Some(g)) => match source.read_metadata(g) {
+                Ok(Some(meta)) => match TrackingBase::from_metadata(g, &meta) {
+                    Ok(Some(base)) => Ok(base),
+                    Ok(None) => Err(format!(
+                        "generation {g} recorded no retained snapshot (the first tracked run of this chain, or one that could not keep it)"
+                    )),
+                    Err(e) => Err(format!("generation {g}'s metadata is damaged: {e}")),
+                },
+                Ok(None) => Err(format!("generation {g} has no metadata")),
+                Err(e) => Err(format!("cannot read generation {g}'s metadata: {e}")),
+            },
+            Err(e) => Err(format!("cannot read the chain's current generation: {e}")),
+        };
+        ChainTracking {
+            chain_tag: ChainTracking::chain_tag(&chain_identity(chain.name())),
+            base,
+        }
+    }
+
     /// The tag of the chain whose full name (an absolute path, an object
     /// URL) is `identity`: [`CHAIN_TAG_PREFIX`] and the first 16
     /// hexadecimal digits of its BLAKE3.
     pub fn chain_tag(identity: &Path) -> String {
         let hash = blake3::hash(identity.as_os_str().as_encoded_bytes());
         format!("{CHAIN_TAG_PREFIX}{}", &hash.to_hex()[..16])
+    }
+}
+
+/// What names a chain for its tracking tag whatever the working directory:
+/// an object-store name as it is, a local one with its directory resolved.
+fn chain_identity(name: &Path) -> std::path::PathBuf {
+    if ChainLocation::is_object_name(name) {
+        return name.to_owned();
+    }
+    let absolute = std::path::absolute(name).unwrap_or_else(|_| name.to_owned());
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(dir), Some(file)) => dir
+            .canonicalize()
+            .map_or_else(|_| absolute.clone(), |dir| dir.join(file)),
+        _ => absolute,
+    }
+}
+
+/// Sets `dump` to read only the `tracked` changes when they are relative
+/// to the generation before `generation` (the one being written); returns
+/// why not when they are not (another backup committed in between), for
+/// [`TrackingRecord::complete`].
+pub fn apply_tracked(
+    tracked: Option<TrackedRead>,
+    generation: u64,
+    dump: &mut DumpOptions,
+) -> Option<String> {
+    let t = tracked?;
+    if generation == t.base_generation + 1 {
+        dump.tracked = Some(t.changes);
+        dump.verify_tracked = t.verify;
+        None
+    } else {
+        Some(format!(
+            "the changes are relative to generation {}, but this run writes generation {generation} (another backup committed in between)",
+            t.base_generation
+        ))
+    }
+}
+
+/// An [`LvPath`] as its `vg/lv` text.
+mod lv_path {
+    use lvm_snap::LvPath;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(path: &LvPath, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(path)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LvPath, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// An optional [`LvPath`] as its `vg/lv` text, or null.
+mod optional_lv_path {
+    use lvm_snap::LvPath;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(path: &Option<LvPath>, s: S) -> Result<S::Ok, S::Error> {
+        match path {
+            Some(p) => s.collect_str(p),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LvPath>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| t.parse().map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 

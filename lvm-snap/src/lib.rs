@@ -13,6 +13,11 @@
 //! - [`FillMonitor`] polls a snapshot's fill on a thread while it is read,
 //!   keeps the peak, warns at a threshold and notices an overflowed
 //!   (invalid) snapshot.
+//! - Changed-block tracking of thin volumes: [`Snapshot::retain`] keeps a
+//!   thin snapshot as a chain's base ([`retained_snapshots`] finds them),
+//!   and [`ThinPool::delta`] reads which chunks differ between two thin
+//!   devices from the pool's metadata (`thin_delta` over a reserved
+//!   metadata snapshot) into a [`ThinDelta`].
 //!
 //! What is inside a volume (the partition table of a domU's disk, a
 //! partition of a snapshot mounted read-only) is the `disk-partitions`

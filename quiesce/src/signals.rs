@@ -1,5 +1,6 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crate::error::{Error, Result};
 
@@ -7,6 +8,8 @@ use crate::error::{Error, Result};
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
 /// Whether a [`TerminationSignals`] is alive.
 static CATCHING: AtomicBool = AtomicBool::new(false);
+/// The catcher [`TerminationSignals::shared`] hands out while one is alive.
+static SHARED: Mutex<Weak<TerminationSignals>> = Mutex::new(Weak::new());
 
 extern "C" fn record_signal(signal: libc::c_int) {
     // Only an atomic store: async-signal-safe.
@@ -72,6 +75,20 @@ impl TerminationSignals {
                 caught.previous.push((signal, previous));
             }
         }
+        Ok(caught)
+    }
+
+    /// The catcher shared by every run of this process that is alive at
+    /// once (backups running in parallel): the one alive if any, else a new
+    /// one ([`catch`](Self::catch)), dropped with the last reference. A
+    /// signal stops every run that shares it.
+    pub fn shared() -> Result<Arc<Self>> {
+        let mut slot = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(alive) = slot.upgrade() {
+            return Ok(alive);
+        }
+        let caught = Arc::new(Self::catch()?);
+        *slot = Arc::downgrade(&caught);
         Ok(caught)
     }
 

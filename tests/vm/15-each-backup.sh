@@ -56,3 +56,42 @@ for lv in web-a web-b; do
     rm -f /tmp/restored-each
 done
 [[ ! -e $store/web-a2.ver ]] || fail "web-a2 was backed up"
+
+log "--jobs 3 over four volumes, one of which fails"
+make_vg vgjobs 128
+lvcreate -q -L 48M -T vgjobs/pool >/dev/null
+for lv in job-1 job-2 job-3; do
+    lvcreate -q -V 8M -T vgjobs/pool -n $lv >/dev/null
+    dd if=/dev/urandom of=/dev/vgjobs/$lv bs=1M count=8 oflag=direct status=none
+done
+# Thick, and too big for its 100% snapshot in what is left of the VG.
+lvcreate -q -L 60M -n job-4 vgjobs >/dev/null
+jobs_store=/tmp/store-jobs
+at_exit "rm -rf $jobs_store"
+set +e
+blockdiff-backup "$jobs_store" --each 'vgjobs/job-*' --jobs 3 --snapshot-size 100% \
+    --json >/tmp/jobs.json 2>/tmp/jobs.err
+status=$?
+set -e
+cat /tmp/jobs.err
+[[ $status -eq 1 ]] || fail "--jobs: exit status $status, not 1"
+tail -n 1 /tmp/jobs.err | grep -q 'could not back up 1 of 4 volumes: vgjobs/job-4' ||
+    fail "--jobs: the last line does not name the failed volume"
+python3 - /tmp/jobs.json <<'EOF' || fail "wrong --jobs --json output: $(cat /tmp/jobs.json)"
+import json, sys
+runs = json.load(open(sys.argv[1]))
+assert [r["name"].rsplit("/", 1)[1] for r in runs] == ["job-1", "job-2", "job-3", "job-4"], runs
+assert [r["ok"] for r in runs] == [True, True, True, False], runs
+assert all(r["generation"] == 1 for r in runs[:3]), runs
+EOF
+for lv in job-1 job-2 job-3; do
+    [[ $(cat "$jobs_store/$lv.ver") == 1 ]] || fail "$lv was not committed"
+    blockdiff-restore /tmp/restored-each --from "$jobs_store/$lv"
+    [[ $(md5 /tmp/restored-each) == $(md5 /dev/vgjobs/$lv) ]] || fail "$lv restores wrongly"
+    rm -f /tmp/restored-each
+done
+[[ ! -e $jobs_store/job-4.ver ]] || fail "job-4 was committed"
+# Only the three thin volumes' tracking bases are left.
+left=$(lvs --noheadings -o lv_name,lv_tags vgjobs | awk '$1 ~ /-bd-/')
+[[ $(grep -c blockdiff-retained <<<"$left") -eq 3 && $(wc -l <<<"$left") -eq 3 ]] ||
+    fail "snapshots left after --jobs: $left"

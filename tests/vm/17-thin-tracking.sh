@@ -87,7 +87,7 @@ for gen in 2 3; do
         /tmp/track-$gen.log || fail "generation $gen was not tracked"
     read_bytes=$(json $gen 'r["bytes_read"]')
     # 2% of the volume (the digest is read from the backup host's disk).
-    [[ $read_bytes -le $((64 << 20 / 50)) ]] || fail "generation $gen read $read_bytes bytes"
+    [[ $read_bytes -le $(((64 << 20) / 50)) ]] || fail "generation $gen read $read_bytes bytes"
     [[ $read_bytes -ge $((10 * 65536)) ]] || fail "generation $gen read only $read_bytes bytes"
     [[ $(json $gen 'r["tracking"]["scan"]') == tracked ]] || fail "scan: $(cat /tmp/track-$gen.json)"
     ! lvs "vgtrack/$first" >/dev/null 2>&1 || fail "the older base $first is still there"

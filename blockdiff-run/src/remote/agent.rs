@@ -14,7 +14,7 @@ use blockdiff_core::{
 
 use super::protocol::{PacketKind, PacketReader, PacketWriter, progress_payload};
 use super::request::{AgentReport, AgentRequest, PROTOCOL_VERSION, receive_digest};
-use crate::{LogLevel, RunError, RunFacts, RunLog, SourceReader, error_line};
+use crate::{LogLevel, RunError, RunFacts, RunLog, SourceReader, apply_tracked, error_line};
 
 /// Serves one dump: reads the request (and the previous digest) from
 /// `input`, writes packets to `output`, and returns whether the dump
@@ -105,15 +105,25 @@ fn dump_request<I: Read, W: Write>(
     } else {
         receive_digest(&mut input, &mut io::sink()).map_err(stdin_error)?;
     }
-    let mut reader = SourceReader::new(&spec, &request.consistency, log)?
+    let mut reader = SourceReader::new(&spec, &request.consistency, log.clone())?
         .with_priorities(&request.polite)
         .with_step_hook(step_hook);
+    if let Some(chain) = &request.tracking {
+        reader = reader.with_tracking(chain.clone());
+    }
     let mut facts = RunFacts::default();
+    // Set when tracked changes could not be used after all.
+    let fallback = std::cell::RefCell::new(None);
     let dump_report = reader.read(
         &spec,
         &mut facts,
-        // The agent tracks no changes yet: its dump reads everything.
-        Box::new(|source, _tracked, progress| {
+        Box::new(|source, tracked, progress| {
+            let mut options = options.clone();
+            let reason = apply_tracked(tracked, request.generation, &mut options);
+            if let Some(reason) = &reason {
+                log.warning(format_args!("tracking: reading the whole volume: {reason}"));
+            }
+            *fallback.borrow_mut() = reason;
             let mut progress = ForwardProgress::new(progress, packets, source.size());
             let progress: &mut dyn Progress = &mut progress;
             let mut previous = if request.previous {
@@ -147,6 +157,9 @@ fn dump_request<I: Read, W: Write>(
             Ok(report)
         }),
     )?;
+    if let Some(record) = &mut facts.tracking {
+        record.complete(&dump_report, fallback.into_inner(), &log);
+    }
     drop(run_dir);
     Ok(AgentReport {
         version: PROTOCOL_VERSION,

@@ -11,7 +11,7 @@ use blockdiff_core::{BlockHashKey, BlockSize, DumpReport, HashAlgorithm};
 use serde::{Deserialize, Serialize};
 
 use super::protocol::{GREETING, MAX_PAYLOAD, PacketKind, PacketReader, write_packet};
-use crate::{ConsistencyOptions, FormatChoice, PoliteOptions, RunFacts, SourceSpec};
+use crate::{ChainTracking, ConsistencyOptions, FormatChoice, PoliteOptions, RunFacts, SourceSpec};
 
 /// The version of [`AgentRequest`] and [`AgentReport`]; an agent refuses
 /// a request of another version (the backup host then uploads its own
@@ -102,6 +102,11 @@ pub struct AgentRequest {
     /// the chain key stays on the backup host, which encrypts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_key: Option<String>,
+    /// The chain's changed-block tracking, for an LV source when it is on:
+    /// the agent compares its thin snapshot with the chain's base there
+    /// and keeps the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<ChainTracking>,
 }
 
 impl AgentRequest {
@@ -364,6 +369,7 @@ mod tests {
                 drop_cache: true,
             },
             hash_key: None,
+            tracking: None,
         }
     }
 

@@ -13,8 +13,8 @@ use super::protocol::{self, PacketKind, PacketReader};
 use super::request::{AgentInput, AgentReport, AgentRequest, AgentSource, PROTOCOL_VERSION};
 use crate::source_reader::RunProgress;
 use crate::{
-    ConsistencyOptions, FormatChoice, LogLevel, PoliteOptions, ProgressDisplay, RunError, RunFacts,
-    RunLog, SourceSpec,
+    ChainTracking, ConsistencyOptions, FormatChoice, LogLevel, PoliteOptions, ProgressDisplay,
+    RunError, RunFacts, RunLog, SourceSpec,
 };
 
 /// Splits `[user@]host:path` into host and path, as scp and rsync read
@@ -60,7 +60,11 @@ pub struct RemoteBackup<'a> {
 impl RemoteBackup<'_> {
     /// The agent's request for a dump into `prepared`'s generation: the
     /// format, hash and block size the backup decided on, exactly.
-    fn request(&self, prepared: &dyn PendingBackup) -> Result<AgentRequest, RunError> {
+    fn request(
+        &self,
+        prepared: &dyn PendingBackup,
+        chain: &ChainLocation,
+    ) -> Result<AgentRequest, RunError> {
         let dump = prepared.dump_options();
         let source = AgentSource::from_spec(&self.source.spec).ok_or_else(|| {
             RunError::InvalidOption("a remote source cannot be standard input".into())
@@ -76,6 +80,10 @@ impl RemoteBackup<'_> {
             consistency: self.consistency.clone(),
             polite: self.polite.clone(),
             hash_key: dump.hash_key.as_ref().map(super::request::key_hex),
+            // Read under the chain's lock: the base is the current
+            // generation's.
+            tracking: matches!(self.source.spec, SourceSpec::Lvm(_))
+                .then(|| ChainTracking::of(chain)),
         })
     }
 
@@ -96,7 +104,7 @@ impl RemoteBackup<'_> {
         let name = source.destination.as_str();
         let mut prepared =
             chain.prepare(options, lock, &mut RunProgress::new(log, None, None, None))?;
-        let request = self.request(prepared.as_ref())?;
+        let request = self.request(prepared.as_ref(), chain)?;
         let command = CommandLine::new(&self.agent.path, ["serve"]);
         // The previous digest goes up once, after the request, while the
         // dump reads it.

@@ -4,16 +4,18 @@
 // for a terminal (`[USER@]HOST:PATH`), not intra-doc links.
 #![allow(rustdoc::broken_intra_doc_links)]
 
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::Context;
 use blockdiff_core::{BlockSize, ChainPeriod};
 use blockdiff_run::remote::{self, RemoteSource};
 use blockdiff_run::{
-    BackupRun, BackupRunOptions, BackupSource, LogLevel, RemoteOptions, RunSummary, SourceSpec,
-    back_up_each, each_chain_name, error_line, local_today,
+    BackupRun, BackupRunOptions, BackupSource, LogLevel, NoDisplay, RemoteOptions, RunSummary,
+    SourceSpec, back_up_each, each_chain_name, error_line, groups_to_serialize, local_today,
 };
 use blockdiff_storage::{ChainLocation, LockOptions};
 use blockdiff_tools::{
@@ -45,17 +47,19 @@ not a terminal (cron, a pipe): the timestamped log lines are then all
 there is. --log FILE appends every log line (all levels, --quiet or not)
 and the final error line to FILE. --json prints one JSON object on stdout
 at the end, also when the run failed (ok false, with the error): generation,
-name, source, bytes_read, blocks, blocks_changed, zero_blocks,
+name, source, bytes_read, source_bytes, blocks, blocks_changed, zero_blocks,
 bytes_changed, bytes_written (the diff on disk), compression_ratio,
-duration_seconds, freeze_window_seconds, snapshot_peak_fill_percent, hash,
-format, started, finished.
+duration_seconds, freeze_window_seconds, snapshot_peak_fill_percent,
+tracking, hash, format, started, finished.
 
 --each VG/PATTERN backs up, one after another, every LV of VG whose name
 matches PATTERN (* and ?), each through its own snapshot, to the chain
 NAME/LVNAME (NAME is a directory, created if missing). Snapshots and thin
 pools are skipped. A failing volume is logged and the next one goes on;
 the exit status is 1 if any failed, and the last line names them. With
---json, an array of one object per volume.
+--json, an array of one object per volume. --jobs N backs up N volumes at
+a time (thick volumes whose snapshots would not all fit in their VG's free
+space still go one at a time).
 
 A source written [USER@]HOST:PATH (or --lvm [USER@]HOST:VG/LV) is read on
 that host over ssh, with nothing installed there: blockdiff-agent (beside
@@ -73,6 +77,17 @@ failure, SIGINT, SIGTERM or panic. Its fill is polled while it is read: a
 warning at --fill-warn, and if it overflows (LVM invalidates it) the
 generation is not committed. A run killed with SIGKILL cannot clean up:
 `blockdiff-lvm cleanup` removes what such runs left.
+
+A thin LV's snapshot is kept after a successful backup as its chain's base
+(tagged 'blockdiff-retained', inactive; `blockdiff-lvm snapshots` shows it),
+and the next run reads only the chunks the pool reports changed since
+(thin_delta over a reserved metadata snapshot), copying the other blocks'
+hashes from the previous digest; then the older base is removed. It reads
+the whole volume, and logs why, when the base is gone or not the one the
+last generation recorded, the volume was resized, or the pool's metadata
+cannot be read. --full-scan and --full-scan-every N read everything and
+check the pool's report (an error if it missed a change). The base costs
+the pool the blocks written since; --no-track keeps none.
 
 --quiesce SPEC (repeatable) holds services still while the snapshot is
 taken: frozen in the order given, thawed in reverse, always (on errors,
@@ -171,6 +186,13 @@ struct Args {
     /// after another, each to the chain NAME/LVNAME
     #[arg(long, value_name = "VG/PATTERN")]
     each: Option<String>,
+
+    /// With --each, back up N volumes at a time (each with its own
+    /// snapshot and threads; progress bars are then not drawn, the log
+    /// names each volume). Thick volumes of a volume group whose snapshots
+    /// would not all fit in its free space are still taken one at a time
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "each", value_parser = clap::value_parser!(u32).range(1..=64))]
+    jobs: u32,
 
     #[command(flatten)]
     consistency: ConsistencyArgs,
@@ -386,7 +408,28 @@ fn run_each(args: &Args, pattern: &str, run: &BackupRun<'_>) -> anyhow::Result<(
         std::fs::create_dir_all(&args.name)
             .with_context(|| format!("cannot create directory {}", args.name.display()))?;
     }
-    let (summaries, result) = back_up_each(&selection.volumes, log, |lv| {
+    let jobs = args.jobs as usize;
+    // Volume groups whose thick snapshots would not all fit at once.
+    let serial: BTreeMap<String, Mutex<()>> = if jobs > 1 {
+        let groups = groups_to_serialize(
+            &Lvm::local(),
+            &selection.volumes,
+            args.consistency.snapshot_size,
+        )?;
+        for (vg, why) in &groups {
+            log.info(format_args!("{vg}: {why}"));
+        }
+        groups.into_keys().map(|vg| (vg, Mutex::new(()))).collect()
+    } else {
+        BTreeMap::new()
+    };
+    // Progress bars of parallel jobs would overwrite each other.
+    let quiet_run = BackupRun {
+        display: &NoDisplay,
+        ..*run
+    };
+    let run = if jobs > 1 { &quiet_run } else { run };
+    let (summaries, result) = back_up_each(&selection.volumes, jobs, log, |lv| {
         let spec = SourceSpec::Lvm(lv.clone());
         let name = match chain_name(args, lv) {
             Ok(name) => name,
@@ -394,6 +437,9 @@ fn run_each(args: &Args, pattern: &str, run: &BackupRun<'_>) -> anyhow::Result<(
                 return ControlFlow::Continue(RunSummary::start(&args.name, &spec).failed(&e));
             }
         };
+        let _one_at_a_time = serial
+            .get(&lv.vg)
+            .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner));
         log.info(format_args!("backing up {lv} to {}", name.display()));
         let clock = RunSummary::start(&name, &spec);
         let started = clock.started().to_owned();
