@@ -38,14 +38,27 @@ fi
 # one case took 517 s), so neither limit is near what a healthy run needs.
 VM_CASE_TIMEOUT=${VM_CASE_TIMEOUT:-900}
 VM_TIMEOUT=${VM_TIMEOUT:-2700}
+# The cases' directory (benches/vm-bench.sh runs benches/vm), the guest's
+# memory and its /tmp (a tmpfs holding the loop devices' files).
+VM_CASES=${VM_CASES:-tests/vm}
+VM_MEMORY=${VM_MEMORY:-1G}
+VM_TMPFS=${VM_TMPFS:-512M}
+# BENCH_* settings reach the guest through the shared directory.
+: >"$RESULTS/env"
+bench_vars=$(compgen -v BENCH_ || true)
+if [[ -n $bench_vars ]]; then
+    # shellcheck disable=SC2086 # one word per variable name
+    declare -p $bench_vars >"$RESULTS/env"
+fi
 
 run_vm() {
     # The guest sees the host's / read-only and $RESULTS read-write. Its
     # console goes through a pipe: vng reopens its standard output and
     # error, which would truncate a log file they were redirected to.
-    timeout "$VM_TIMEOUT" vng --run "$KERNEL" --user root --memory 1G --cpus 2 \
+    timeout "$VM_TIMEOUT" vng --run "$KERNEL" --user root --memory "$VM_MEMORY" --cpus 2 \
         --rwdir "$RESULTS" "$@" -- \
-        bash "$ROOT/tests/vm/run-in-vm.sh" "$ROOT" "$RESULTS" "$FILTER" "$VM_CASE_TIMEOUT" 2>&1 | cat
+        bash "$ROOT/tests/vm/run-in-vm.sh" "$ROOT" "$RESULTS" "$FILTER" "$VM_CASE_TIMEOUT" \
+        "$VM_CASES" "$VM_TMPFS" 2>&1 | cat
     return "${PIPESTATUS[0]}"
 }
 

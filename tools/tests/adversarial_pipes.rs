@@ -160,6 +160,7 @@ fn lvm_listing_and_the_agent_never_panic() {
             consistency: blockdiff_run::ConsistencyOptions::default(),
             polite: blockdiff_run::PoliteOptions::default(),
             hash_key: None,
+            tracking: None,
         },
         None,
     )

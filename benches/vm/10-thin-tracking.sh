@@ -1,0 +1,84 @@
+# Benchmark, run in the LVM VM by benches/vm-bench.sh (not a test: it
+# prints figures, each beside its limit from the same run, as ratios).
+#
+# 1. A thin LV of BENCH_THIN_MIB (512) MiB, random data; generation 1 keeps
+#    its snapshot. Each round rewrites 1% of its 64 KiB chunks at random
+#    and backs up with --full-scan (a full-scan incremental), then rewrites
+#    another 1% and backs up with tracking. Medians
+#    of BENCH_ROUNDS (3) rounds: wall time and bytes read, tracked against
+#    full scan (targets: time <= 0.10, bytes <= 0.02).
+# 2. Four equal thin LVs of BENCH_JOBS_MIB (128) MiB backed up with --each
+#    --no-track into new chains, --jobs 1 then --jobs 2 (target: <= 0.65).
+source "$ROOT/tests/vm/lib.sh"
+mib=${BENCH_THIN_MIB:-512}
+rounds=${BENCH_ROUNDS:-3}
+jobs_mib=${BENCH_JOBS_MIB:-128}
+make_vg vgbench $((mib + 4 * jobs_mib + 160))
+lvcreate -q -L $((mib + 4 * jobs_mib + 96))M -T vgbench/pool --chunksize 64k >/dev/null
+lvcreate -q -V ${mib}M -T vgbench/pool -n data >/dev/null
+dev=/dev/vgbench/data
+store=/tmp/bench/data
+mkdir -p /tmp/bench
+at_exit "rm -rf /tmp/bench"
+dd if=/dev/urandom of=$dev bs=1M count=$mib oflag=direct status=none
+
+now() { date +%s.%N; }
+# field FILE EXPR: a field of a --json summary.
+field() { python3 -c "import json; r=json.load(open('$1')); print($2)"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+ratio() { python3 -c "print(f'{$1 / $2:.3f}')"; }
+
+blockdiff-backup "$store" --lvm vgbench/data -q
+chunks=$((mib * 16))
+# change: rewrites 1% of the LV's 64 KiB chunks at random.
+change() {
+    for _ in $(seq 1 $((chunks / 100))); do
+        dd if=/dev/urandom of=$dev bs=64k count=1 seek=$(((RANDOM * 32768 + RANDOM) % chunks)) \
+            conv=notrunc oflag=direct status=none
+    done
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+}
+# timed KIND [ARGS…]: one backup, its summary in /tmp/bench/KIND.json and
+# its wall time in seconds on stdout.
+timed() {
+    local kind=$1 t0 t1
+    shift
+    t0=$(now)
+    blockdiff-backup "$store" --lvm vgbench/data -q --json "$@" >/tmp/bench/$kind.json
+    t1=$(now)
+    python3 -c "print($t1 - $t0)"
+}
+declare -a t_tracked t_full b_tracked b_full
+for round in $(seq 1 "$rounds"); do
+    # The same work for both: 1% of the chunks changed since the last
+    # generation; the full scan reads everything (and checks the pool).
+    change
+    t_full+=("$(timed full --full-scan)")
+    change
+    t_tracked+=("$(timed tracked)")
+    [[ $(field /tmp/bench/tracked.json 'r["tracking"]["scan"]') == tracked ]] || fail "round $round was not tracked"
+    [[ $(field /tmp/bench/full.json 'r["tracking"]["untracked_changes"]') == 0 ]] || fail "round $round: the pool missed changes"
+    b_tracked+=("$(field /tmp/bench/tracked.json 'r["bytes_read"]')")
+    b_full+=("$(field /tmp/bench/full.json 'r["bytes_read"]')")
+    echo "round $round: tracked ${t_tracked[-1]} s, ${b_tracked[-1]} bytes read, $(field /tmp/bench/tracked.json 'r["blocks_changed"]') blocks changed; full scan ${t_full[-1]} s, ${b_full[-1]} bytes read, $(field /tmp/bench/full.json 'r["blocks_changed"]') blocks changed"
+done
+tt=$(median "${t_tracked[@]}") tf=$(median "${t_full[@]}")
+bt=$(median "${b_tracked[@]}") bf=$(median "${b_full[@]}")
+echo "RESULT thin LV ${mib} MiB, 1% of its chunks rewritten: tracked incremental ${tt} s vs full-scan incremental ${tf} s: $(ratio "$tt" "$tf") (target <= 0.10)"
+echo "RESULT bytes read: tracked ${bt} vs full scan ${bf}: $(ratio "$bt" "$bf") (target <= 0.02)"
+
+for i in 1 2 3 4; do
+    lvcreate -q -V ${jobs_mib}M -T vgbench/pool -n vol-$i >/dev/null
+    dd if=/dev/urandom of=/dev/vgbench/vol-$i bs=1M count=$jobs_mib oflag=direct status=none
+done
+declare -A t_jobs
+for jobs in 1 2; do
+    rm -rf /tmp/bench/jobs
+    echo 3 >/proc/sys/vm/drop_caches
+    t0=$(now)
+    blockdiff-backup /tmp/bench/jobs --each 'vgbench/vol-*' --no-track --jobs $jobs -q
+    t1=$(now)
+    t_jobs[$jobs]=$(python3 -c "print($t1 - $t0)")
+done
+echo "RESULT four ${jobs_mib} MiB volumes: --jobs 2 ${t_jobs[2]} s vs --jobs 1 ${t_jobs[1]} s: $(ratio "${t_jobs[2]}" "${t_jobs[1]}") (target <= 0.65)"
