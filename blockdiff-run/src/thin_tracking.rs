@@ -335,14 +335,11 @@ pub fn plan_tracked_read(
     chain: &ChainTracking,
     options: &TrackingOptions,
 ) -> Result<TrackedRead, String> {
-    let lock_dir = Path::new(LOCK_DIR);
-    plan_tracked_read_in(lvm, pool, snapshot, new_id, size, chain, options, lock_dir)
+    plan_tracked_read_in(lvm, pool, snapshot, new_id, size, chain, options, None)
 }
 
-/// Where the pool's lock file is kept (see [`ThinPool`]).
-const LOCK_DIR: &str = "/run/lock";
-
-/// [`plan_tracked_read`] with the pool's lock file in `lock_dir` (tests).
+/// [`plan_tracked_read`] with the pool's lock file in `lock_dir` (tests;
+/// `None`: where [`ThinPool`] keeps it).
 #[allow(clippy::too_many_arguments)]
 fn plan_tracked_read_in(
     lvm: &Lvm,
@@ -352,7 +349,7 @@ fn plan_tracked_read_in(
     size: u64,
     chain: &ChainTracking,
     options: &TrackingOptions,
-    lock_dir: &Path,
+    lock_dir: Option<&Path>,
 ) -> Result<TrackedRead, String> {
     let base = chain.base.as_ref().map_err(Clone::clone)?;
     let name = &base.snapshot;
@@ -395,8 +392,12 @@ fn plan_tracked_read_in(
             base.size, base.generation
         ));
     }
-    let delta = ThinPool::new(lvm, pool.clone())
-        .with_lock_dir(lock_dir)
+    let thin_pool = ThinPool::new(lvm, pool.clone());
+    let thin_pool = match lock_dir {
+        Some(dir) => thin_pool.with_lock_dir(dir),
+        None => thin_pool,
+    };
+    let delta = thin_pool
         .delta(base.thin_id, new_id)
         .map_err(|e| format!("cannot read the pool's metadata: {e}"))?;
     let verify = options.full_scan
@@ -498,7 +499,7 @@ mod tests {
             size,
             &chain,
             &options,
-            lock_dir.path(),
+            Some(lock_dir.path()),
         )
     }
 
