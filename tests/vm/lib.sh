@@ -72,7 +72,8 @@ md5() {
 # backups_equal_snapshots VG KIND: three backups of VG/data (KIND "thick"
 # or "thin") while a writer keeps writing to its first 8 MiB, each with
 # --keep-snapshot so that the snapshot's checksum can be taken; then a
-# normal run, which must remove its snapshot and log its fill; then every
+# normal run, which must remove its snapshot (thin: retain it as the
+# tracking base, then a --no-track run removes it) and log its fill; then every
 # generation restored and compared with its snapshot's checksum.
 backups_equal_snapshots() {
     local vg=$1 kind=$2 store=/tmp/store-$1/data gen snap got
@@ -93,13 +94,28 @@ backups_equal_snapshots() {
     [[ $(cat "$store.ver") == 3 ]] || fail "NAME.ver is $(cat "$store.ver"), not 3"
     [[ ${sums[1]} != "${sums[3]}" ]] || fail "the writer changed nothing between generations"
 
-    # A run without --keep-snapshot removes it and says so.
+    # A run without --keep-snapshot removes its snapshot and says so; a
+    # thin one is kept, deactivated, as the base of the next run's change
+    # tracking, and a --no-track run then removes both.
+    local last=4
     blockdiff-backup "$store" --lvm "/dev/$vg/data" --snapshot-size 50% --fill-interval 0.5 2>"/tmp/$vg.log"
     cat "/tmp/$vg.log"
     grep -q "created $kind snapshot $vg/data-bd-" "/tmp/$vg.log" || fail "no 'created $kind snapshot' line"
+    if [[ $kind == thin ]]; then
+        grep -Eq "kept snapshot $vg/data-bd-.* as the base of the next run's tracking; peak fill [0-9.]+%" "/tmp/$vg.log" ||
+            fail "no 'kept snapshot … as the base … peak fill' line"
+        snap=$(snapshots "$vg")
+        [[ $(wc -w <<<"$snap") -eq 1 ]] || fail "expected one retained snapshot, found: $snap"
+        lvs --noheadings -o lv_tags "$vg/$snap" | grep -q blockdiff-retained ||
+            fail "$vg/$snap is not tagged blockdiff-retained"
+        grep -q '"snapshot_peak_fill_percent"' "$store.4.meta.json" || fail "no peak fill in $store.4.meta.json"
+        last=5
+        blockdiff-backup "$store" --lvm "/dev/$vg/data" --snapshot-size 50% --fill-interval 0.5 --no-track 2>"/tmp/$vg.log"
+        cat "/tmp/$vg.log"
+    fi
     grep -Eq "removed snapshot $vg/data-bd-.* after [0-9.]+ s; peak fill [0-9.]+%" "/tmp/$vg.log" ||
         fail "no 'removed … peak fill' line"
-    grep -q '"snapshot_peak_fill_percent"' "$store.4.meta.json" || fail "no peak fill in $store.4.meta.json"
+    grep -q '"snapshot_peak_fill_percent"' "$store.$last.meta.json" || fail "no peak fill in $store.$last.meta.json"
     assert_no_snapshots "$vg"
 
     for gen in 1 2 3; do
