@@ -18,18 +18,20 @@ pub fn each_chain_name(dir: &Path, lv: &LvPath) -> PathBuf {
     dir.join(&lv.lv)
 }
 
-/// Backs up every volume with `one`, which returns its run's summary,
+/// Backs up every volume (an [`LvPath`] of `--each`, a
+/// [`ListedSource`](crate::ListedSource) of `--sources`) with `one`, which
+/// returns its run's summary,
 /// `jobs` at a time (in the order given; 1: one after another): a failure
 /// is logged and the next volume goes on, unless `one` says to stop
 /// ([`ControlFlow::Break`], as after SIGTERM): the volumes not yet started
 /// are then not backed up, and count as failed. Returns the summaries of
 /// the volumes backed up, in the order given, and an error naming the
 /// failed volumes if any failed.
-pub fn back_up_each(
-    volumes: &[LvPath],
+pub fn back_up_each<T: std::fmt::Display + Sync>(
+    volumes: &[T],
     jobs: usize,
     log: &RunLog,
-    one: impl Fn(&LvPath) -> ControlFlow<RunSummary, RunSummary> + Sync,
+    one: impl Fn(&T) -> ControlFlow<RunSummary, RunSummary> + Sync,
 ) -> (Vec<RunSummary>, Result<(), RunError>) {
     let next = AtomicUsize::new(0);
     let stopping = AtomicBool::new(false);

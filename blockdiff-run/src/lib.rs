@@ -77,6 +77,7 @@ mod output_file;
 mod progress_display;
 pub mod remote;
 mod run_summary;
+mod source_list;
 mod source_reader;
 mod thin_tracking;
 
@@ -92,6 +93,7 @@ pub use options::{ConsistencyOptions, FormatChoice, FormatKind, PoliteOptions};
 pub use progress_display::{NoDisplay, ProgressDisplay};
 pub use remote::ProtocolError;
 pub use run_summary::{RunSummary, SummaryClock};
+pub use source_list::{ListedSource, parse_source_list};
 pub use source_reader::{DumpStep, SourceReader, SourceSpec};
 pub use thin_tracking::{
     ChainTracking, ScanKind, TrackedRead, TrackingBase, TrackingOptions, TrackingRecord,

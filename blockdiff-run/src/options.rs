@@ -99,6 +99,17 @@ impl PoliteOptions {
         self.max_rate.filter(|&r| r > 0)
     }
 
+    /// The options of one of `jobs` backups running at once on a host:
+    /// `--max-rate` is the host's budget, so each gets its share of it
+    /// (rounded down, at least 1 byte per second); the rest is the same.
+    pub fn shared_by(&self, jobs: usize) -> PoliteOptions {
+        let jobs = u64::try_from(jobs.max(1)).unwrap_or(u64::MAX);
+        PoliteOptions {
+            max_rate: self.max_rate().map(|r| (r / jobs).max(1)),
+            ..self.clone()
+        }
+    }
+
     /// Checks the niceness's range (a request from the wire is checked
     /// too).
     pub fn check(&self) -> Result<(), RunError> {
@@ -319,6 +330,25 @@ mod hash_text {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jobs_on_one_host_share_its_rate_limit() {
+        let polite = PoliteOptions {
+            max_rate: Some(60 << 20),
+            nice: Some(10),
+            ..PoliteOptions::default()
+        };
+        assert_eq!(polite.shared_by(3).max_rate, Some(20 << 20));
+        assert_eq!(polite.shared_by(3).nice, Some(10));
+        assert_eq!(polite.shared_by(0), polite);
+        let slow = PoliteOptions {
+            max_rate: Some(2),
+            ..PoliteOptions::default()
+        };
+        assert_eq!(slow.shared_by(5).max_rate, Some(1));
+        // Unlimited stays unlimited.
+        assert_eq!(PoliteOptions::default().shared_by(4).max_rate, None);
+    }
 
     fn choice(format: Option<FormatKind>, level: Option<i32>, gzip: bool) -> FormatChoice {
         FormatChoice {

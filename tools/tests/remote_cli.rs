@@ -613,3 +613,106 @@ fn a_remote_backup_shows_its_progress_bar_on_a_terminal() {
     assert!(out.contains("/24.00 MiB") && out.contains("ETA"), "{out:?}");
     assert!(out.contains("backup completed successfully"), "{out:?}");
 }
+
+#[test]
+fn a_list_of_sources_backs_up_each_chain_jobs_at_a_time_and_names_the_failure() {
+    let Some(sshd) = Sshd::start() else { return };
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let store = local.path().join("hosts");
+    let (web, db, here) = (
+        remote.path().join("web.img"),
+        remote.path().join("db.img"),
+        local.path().join("here.img"),
+    );
+    fs::write(&web, noise(2 << 20, 1)).unwrap();
+    fs::write(&db, noise(3 << 20, 2)).unwrap();
+    fs::write(&here, noise(1 << 20, 3)).unwrap();
+    let list = format!(
+        "# the nightly hosts\nweb {}\n\ndb/main {}\ngone {}\nhere {}\n",
+        sshd.source(&web),
+        sshd.source(&db),
+        sshd.source(&remote.path().join("no such disk")),
+        here.display()
+    );
+    let mut child = Command::new(BACKUP)
+        .args(sshd.backup_args(
+            &store,
+            "--sources=-",
+            &["--jobs", "2", "--max-rate", "64M", "--json"],
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(list.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.contains("could not back up 1 of 4 volumes: gone (") && last.contains("no such disk"),
+        "{err}"
+    );
+    // Three jobs on the remote host, two at a time: each gets half its
+    // budget; the local one has all of it.
+    assert!(
+        err.contains("@127.0.0.1: --max-rate shared by 2 jobs at a time, 33554432 bytes/s each"),
+        "{err}"
+    );
+    assert!(!err.contains("this host: --max-rate shared"), "{err}");
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runs = json.as_array().unwrap();
+    let ok: Vec<(String, bool)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["ok"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let chain = |n: &str| store.join(n).display().to_string();
+    assert_eq!(
+        ok,
+        [
+            (chain("web"), true),
+            (chain("db/main"), true),
+            (chain("gone"), false),
+            (chain("here"), true)
+        ]
+    );
+    let out = local.path().join("restored");
+    for (name, src) in [("web", &web), ("db/main", &db), ("here", &here)] {
+        assert!(
+            restore_generation(&store.join(name), 1, &out) == fs::read(src).unwrap(),
+            "{name} restores wrongly"
+        );
+    }
+    assert!(!store.join("gone.ver").exists());
+
+    // A bad line stops the run before anything is backed up.
+    let bad = local.path().join("bad.list");
+    fs::write(
+        &bad,
+        format!("web {}\n../escape /etc/passwd\n", sshd.source(&web)),
+    )
+    .unwrap();
+    let o = Command::new(BACKUP)
+        .args(sshd.backup_args(&store, &format!("--sources={}", bad.display()), &[]))
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("bad.list, line 2: ../escape"), "{err}");
+    assert_eq!(
+        fs::read_to_string(store.join("web.ver")).unwrap().trim(),
+        "1"
+    );
+}

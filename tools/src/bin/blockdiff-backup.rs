@@ -5,8 +5,9 @@
 #![allow(rustdoc::broken_intra_doc_links)]
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Mutex, PoisonError};
 
@@ -16,6 +17,7 @@ use blockdiff_run::remote::{self, RemoteSource};
 use blockdiff_run::{
     BackupRun, BackupRunOptions, BackupSource, LogLevel, NoDisplay, RemoteOptions, RunSummary,
     SourceSpec, back_up_each, each_chain_name, error_line, groups_to_serialize, local_today,
+    parse_source_list,
 };
 use blockdiff_storage::{ChainLocation, LockOptions};
 use blockdiff_tools::{
@@ -60,6 +62,19 @@ the exit status is 1 if any failed, and the last line names them. With
 --json, an array of one object per volume. --jobs N backs up N volumes at
 a time (thick volumes whose snapshots would not all fit in their VG's free
 space still go one at a time).
+
+--sources FILE (or - for standard input) backs up the chains of a list,
+one per line, to NAME/NAME; a line is NAME SOURCE (SOURCE as above: a
+file, a device, [USER@]HOST:PATH; the rest of the line, spaces included)
+or NAME --lvm [HOST:]VG/LV. Blank lines and # comments are skipped; a bad
+line stops the run before anything is read. Failures, --json and the exit
+status are as with --each; with --jobs N, the jobs running on one host at
+once share its --max-rate, and two volumes of one remote VG are never
+snapshotted at once. Example:
+  # /etc/blockdiff/nightly.list
+  web1   root@web1:/dev/vg0/www
+  db1    --lvm root@db1:vg0/mysql
+  blockdiff-backup /var/backup/hosts --sources /etc/blockdiff/nightly.list --jobs 4 --max-rate 60M
 
 A source written [USER@]HOST:PATH (or --lvm [USER@]HOST:VG/LV) is read on
 that host over ssh, with nothing installed there: blockdiff-agent (beside
@@ -158,7 +173,9 @@ Exit status: 0 success, 1 failure, 2 usage error.";
 #[command(name = "blockdiff-backup", version, after_help = EXAMPLES)]
 // "lvm": a snapshot is taken (--lvm or --each), as the snapshot options
 // require.
-#[command(group(ArgGroup::new("lvm").args(["lvm_volume", "each"])))]
+#[command(group(ArgGroup::new("lvm").args(["lvm_volume", "each", "sources"])))]
+// "many": several chains in one run, --jobs at a time.
+#[command(group(ArgGroup::new("many").args(["each", "sources"])))]
 struct Args {
     /// Path prefix of the backup's files, e.g. /var/backup/db, or
     /// s3://BUCKET/PREFIX/NAME on an object store (with --each, the
@@ -187,11 +204,19 @@ struct Args {
     #[arg(long, value_name = "VG/PATTERN")]
     each: Option<String>,
 
-    /// With --each, back up N volumes at a time (each with its own
-    /// snapshot and threads; progress bars are then not drawn, the log
+    /// Back up the chains of a list, one per line: NAME SOURCE or NAME
+    /// --lvm [HOST:]VG/LV, each to NAME/NAME ('-': standard input; # starts
+    /// a comment)
+    #[arg(long, value_name = "FILE")]
+    sources: Option<PathBuf>,
+
+    /// With --each or --sources, back up N volumes at a time (each with its
+    /// own snapshot and threads; progress bars are then not drawn, the log
     /// names each volume). Thick volumes of a volume group whose snapshots
-    /// would not all fit in its free space are still taken one at a time
-    #[arg(long, value_name = "N", default_value_t = 1, requires = "each", value_parser = clap::value_parser!(u32).range(1..=64))]
+    /// would not all fit in its free space, and the volumes of one remote
+    /// volume group, are still taken one at a time; --max-rate is shared
+    /// by the jobs running on one host
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "many", value_parser = clap::value_parser!(u32).range(1..=64))]
     jobs: u32,
 
     #[command(flatten)]
@@ -300,7 +325,7 @@ fn run(mut args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.log {
         log = log.with_file(path)?;
     }
-    if let (Some(period), None) = (args.chain, &args.each) {
+    if let (Some(period), None, None) = (args.chain, &args.each, &args.sources) {
         let base = args.name.clone();
         args.name = period.chain_name(&base, local_today()?);
         log.info(format_args!(
@@ -316,9 +341,10 @@ fn run(mut args: Args) -> anyhow::Result<()> {
         display: &bars,
         step_hook: reached_step,
     };
-    let result = match &args.each {
-        Some(pattern) => run_each(&args, pattern, &run),
-        None => run_one(&args, &run),
+    let result = match (&args.each, &args.sources) {
+        (Some(pattern), _) => run_each(&args, pattern, &run),
+        (None, Some(list)) => run_sources(&args, list, &run),
+        (None, None) => run_one(&args, &run),
     };
     if let Err(e) = &result {
         // run_main prints it on stderr; the log file gets it too.
@@ -354,18 +380,17 @@ fn run_options(args: &Args) -> anyhow::Result<BackupRunOptions> {
 
 /// The source of the command line.
 fn source(args: &Args) -> BackupSource {
-    let (host, spec) = match (&args.lvm, &args.source) {
-        (Some((host, origin)), _) => (host.clone(), SourceSpec::Lvm(origin.clone())),
-        (None, Some(path)) if path.as_os_str() == "-" => (None, SourceSpec::Stdin),
-        (None, Some(path)) => match path.to_str().and_then(remote::split_remote) {
-            Some((host, path)) => (Some(host.to_owned()), SourceSpec::Path(path.into())),
-            None => (None, SourceSpec::Path(path.clone())),
+    match (&args.lvm, &args.source) {
+        (Some((Some(host), origin)), _) => BackupSource::Remote(RemoteSource {
+            destination: host.clone(),
+            spec: SourceSpec::Lvm(origin.clone()),
+        }),
+        (Some((None, origin)), _) => BackupSource::Local(SourceSpec::Lvm(origin.clone())),
+        (None, Some(path)) => match path.to_str() {
+            Some(text) => BackupSource::parse_path(text),
+            None => BackupSource::Local(SourceSpec::Path(path.clone())),
         },
-        (None, None) => unreachable!("clap requires a source, --lvm or --each"),
-    };
-    match host {
-        Some(destination) => BackupSource::Remote(RemoteSource { destination, spec }),
-        None => BackupSource::Local(spec),
+        (None, None) => unreachable!("clap requires a source, --lvm, --each or --sources"),
     }
 }
 
@@ -392,6 +417,43 @@ fn run_one(args: &Args, run: &BackupRun<'_>) -> anyhow::Result<()> {
     result.map(drop).map_err(anyhow::Error::from)
 }
 
+/// One chain of an `--each` or `--sources` run.
+struct Job {
+    /// How the log and the final error name it.
+    label: String,
+    /// Its chain, relative to NAME.
+    name: PathBuf,
+    source: BackupSource,
+}
+
+impl std::fmt::Display for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+impl Job {
+    /// The host it reads (`None`: this one).
+    fn host(&self) -> Option<&str> {
+        match &self.source {
+            BackupSource::Local(_) => None,
+            BackupSource::Remote(r) => Some(&r.destination),
+        }
+    }
+
+    /// The LV it snapshots, if any.
+    fn lv(&self) -> Option<&LvPath> {
+        match &self.source {
+            BackupSource::Local(SourceSpec::Lvm(lv))
+            | BackupSource::Remote(RemoteSource {
+                spec: SourceSpec::Lvm(lv),
+                ..
+            }) => Some(lv),
+            _ => None,
+        }
+    }
+}
+
 /// `--each`: every matching LV to its own chain under NAME.
 fn run_each(args: &Args, pattern: &str, run: &BackupRun<'_>) -> anyhow::Result<()> {
     let log = run.log;
@@ -403,49 +465,153 @@ fn run_each(args: &Args, pattern: &str, run: &BackupRun<'_>) -> anyhow::Result<(
     if selection.volumes.is_empty() {
         anyhow::bail!("no logical volume to back up matches {pattern}");
     }
+    let jobs = selection
+        .volumes
+        .into_iter()
+        .map(|lv| Job {
+            label: lv.to_string(),
+            name: each_chain_name(Path::new(""), &lv),
+            source: BackupSource::Local(SourceSpec::Lvm(lv)),
+        })
+        .collect();
+    run_jobs(args, jobs, run)
+}
+
+/// `--sources FILE`: the chains of a list of `NAME SOURCE` lines.
+fn run_sources(args: &Args, list: &Path, run: &BackupRun<'_>) -> anyhow::Result<()> {
+    // A list is short; a longer read is refused by the parser.
+    let limit = 16 << 20;
+    let mut text = String::new();
+    let origin = if list.as_os_str() == "-" {
+        std::io::stdin()
+            .lock()
+            .take(limit + 1)
+            .read_to_string(&mut text)
+            .context("cannot read the list of sources from standard input")?;
+        "standard input".to_owned()
+    } else {
+        std::fs::File::open(list)
+            .and_then(|f| f.take(limit + 1).read_to_string(&mut text))
+            .with_context(|| format!("cannot read the list of sources {}", list.display()))?;
+        list.display().to_string()
+    };
+    let listed = parse_source_list(&text, &origin).map_err(|e| UsageError(e.to_string()))?;
+    let jobs = listed
+        .into_iter()
+        .map(|l| Job {
+            label: l.to_string(),
+            name: l.name,
+            source: l.source,
+        })
+        .collect();
+    run_jobs(args, jobs, run)
+}
+
+/// Backs up every job to its chain under NAME, `--jobs` at a time.
+fn run_jobs(args: &Args, all: Vec<Job>, run: &BackupRun<'_>) -> anyhow::Result<()> {
+    let log = run.log;
     // An object store has no directories to create.
     if !ChainLocation::is_object_name(&args.name) {
         std::fs::create_dir_all(&args.name)
             .with_context(|| format!("cannot create directory {}", args.name.display()))?;
     }
     let jobs = args.jobs as usize;
-    // Volume groups whose thick snapshots would not all fit at once.
-    let serial: BTreeMap<String, Mutex<()>> = if jobs > 1 {
-        let groups = groups_to_serialize(
-            &Lvm::local(),
-            &selection.volumes,
-            args.consistency.snapshot_size,
-        )?;
-        for (vg, why) in &groups {
+    // Volume groups whose snapshots must not be taken at once, by host: a
+    // local group whose thick snapshots would not all fit in its free
+    // space, and every remote group with more than one volume (its free
+    // space is not known here).
+    let mut serial: BTreeMap<(Option<String>, String), Mutex<()>> = BTreeMap::new();
+    if jobs > 1 {
+        let local: Vec<LvPath> = all
+            .iter()
+            .filter(|j| j.host().is_none())
+            .filter_map(|j| j.lv().cloned())
+            .collect();
+        let groups = groups_to_serialize(&Lvm::local(), &local, args.consistency.snapshot_size)?;
+        for (vg, why) in groups {
             log.info(format_args!("{vg}: {why}"));
+            serial.insert((None, vg), Mutex::new(()));
         }
-        groups.into_keys().map(|vg| (vg, Mutex::new(()))).collect()
-    } else {
-        BTreeMap::new()
-    };
-    // Progress bars of parallel jobs would overwrite each other.
-    let quiet_run = BackupRun {
-        display: &NoDisplay,
-        ..*run
-    };
-    let run = if jobs > 1 { &quiet_run } else { run };
-    let (summaries, result) = back_up_each(&selection.volumes, jobs, log, |lv| {
-        let spec = SourceSpec::Lvm(lv.clone());
-        let name = match chain_name(args, lv) {
+        let mut remote: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for job in &all {
+            if let (Some(host), Some(lv)) = (job.host(), job.lv()) {
+                *remote.entry((host.to_owned(), lv.vg.clone())).or_default() += 1;
+            }
+        }
+        for ((host, vg), count) in remote {
+            if count > 1 {
+                log.info(format_args!(
+                    "{host}:{vg}: its {count} volumes are backed up one at a time (the group's free space is not checked from here)"
+                ));
+                serial.insert((Some(host), vg), Mutex::new(()));
+            }
+        }
+    }
+    // --max-rate is a host's budget: the jobs running on one host at once
+    // share it.
+    let mut per_host: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+    for job in &all {
+        *per_host.entry(job.host()).or_default() += 1;
+    }
+    let options: BTreeMap<Option<&str>, BackupRunOptions> = per_host
+        .into_iter()
+        .map(|(host, count)| {
+            let at_once = count.min(jobs);
+            let polite = run.options.polite.shared_by(at_once);
+            if let (Some(rate), true) = (polite.max_rate(), at_once > 1) {
+                log.info(format_args!(
+                    "{}: --max-rate shared by {at_once} jobs at a time, {rate} bytes/s each",
+                    host.unwrap_or("this host")
+                ));
+            }
+            let options = BackupRunOptions {
+                polite,
+                ..run.options.clone()
+            };
+            (host, options)
+        })
+        .collect();
+    let (summaries, result) = back_up_each(&all, jobs, log, |job| {
+        let name = match chain_name(args, &job.name) {
             Ok(name) => name,
             Err(e) => {
-                return ControlFlow::Continue(RunSummary::start(&args.name, &spec).failed(&e));
+                return ControlFlow::Continue(
+                    RunSummary::start(&args.name, &job.source).failed(&e),
+                );
             }
         };
-        let _one_at_a_time = serial
-            .get(&lv.vg)
+        // A listed NAME may have directories (db/main).
+        if let Some(parent) = name
+            .parent()
+            .filter(|_| !ChainLocation::is_object_name(&name))
+            && let Err(e) = std::fs::create_dir_all(parent)
+        {
+            let e = blockdiff_core::Error::Io {
+                path: parent.to_owned(),
+                op: "create the directory",
+                source: e,
+            };
+            return ControlFlow::Continue(RunSummary::start(&name, &job.source).failed(&e));
+        }
+        let _one_at_a_time = job
+            .lv()
+            .and_then(|lv| serial.get(&(job.host().map(str::to_owned), lv.vg.clone())))
             .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner));
-        log.info(format_args!("backing up {lv} to {}", name.display()));
-        let clock = RunSummary::start(&name, &spec);
+        log.info(format_args!(
+            "backing up {} to {}",
+            job.source,
+            name.display()
+        ));
+        let clock = RunSummary::start(&name, &job.source);
         let started = clock.started().to_owned();
         let mut interrupted = None;
-        let source = BackupSource::Local(spec);
-        let summary = match run.back_up(&name, &source, started, &mut interrupted) {
+        let job_run = BackupRun {
+            options: &options[&job.host()],
+            // Progress bars of parallel jobs would overwrite each other.
+            display: if jobs > 1 { &NoDisplay } else { run.display },
+            ..*run
+        };
+        let summary = match job_run.back_up(&name, &job.source, started, &mut interrupted) {
             Ok((report, facts)) => clock.succeeded(&report, &facts),
             Err(e) => clock.failed(&e),
         };
@@ -463,10 +629,10 @@ fn run_each(args: &Args, pattern: &str, run: &BackupRun<'_>) -> anyhow::Result<(
     Ok(result?)
 }
 
-/// The chain of `lv` in an `--each` run: NAME/LV, or NAME/LV-PERIOD with
-/// --chain.
-fn chain_name(args: &Args, lv: &LvPath) -> Result<PathBuf, blockdiff_core::Error> {
-    let name = each_chain_name(&args.name, lv);
+/// The chain `name` (relative to NAME) of an `--each` or `--sources` run:
+/// NAME/name, or NAME/name-PERIOD with --chain.
+fn chain_name(args: &Args, name: &Path) -> Result<PathBuf, blockdiff_core::Error> {
+    let name = args.name.join(name);
     Ok(match args.chain {
         Some(period) => period.chain_name(&name, local_today()?),
         None => name,
