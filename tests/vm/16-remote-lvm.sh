@@ -3,7 +3,9 @@
 # restore exactly, the snapshots are removed, and a connection cut while a
 # snapshot is being read leaves no snapshot and no committed generation.
 # A thin LV backed up the same way is tracked by the agent: the second run
-# reads only what the pool reports changed, and restores exactly.
+# reads only what the pool reports changed, and restores exactly. Both
+# again from a --sources list, two jobs at a time: serialized (one remote
+# VG), --max-rate shared, one JSON array.
 source "$ROOT/tests/vm/lib.sh"
 make_vg vgremote 96
 lvcreate -q -L 16M -n data vgremote >/dev/null
@@ -145,4 +147,34 @@ for gen in 1 2; do
     want=thin$gen
     [[ $(md5 /tmp/r.img) == "${!want}" ]] || fail "thin generation $gen differs from its snapshot"
 done
+log "a list of remote sources, two jobs at a time"
+dd if=/dev/urandom of=$dev bs=4096 count=20 seek=500 conv=notrunc oflag=direct status=none
+dd if=/dev/urandom of=/dev/vgremote/thin bs=64k count=1 seek=100 conv=notrunc oflag=direct status=none
+printf '# both on the same remote VG\ndata --lvm root@127.0.0.1:vgremote/data\nthin --lvm root@127.0.0.1:vgremote/thin\n' |
+    blockdiff-backup /tmp/store --sources - --jobs 2 --max-rate 40M --json \
+        --agent "$agent" --snapshot-size 50% \
+        --ssh-option Port=$port --ssh-option IdentityFile=$ssh_dir/id \
+        --ssh-option UserKnownHostsFile=$ssh_dir/known_hosts \
+        --ssh-option StrictHostKeyChecking=yes \
+        --ssh-option SetEnv=XDG_CACHE_HOME=/tmp/cache >/tmp/list.json 2>/tmp/list.log ||
+    { cat /tmp/list.log; fail "the --sources run failed"; }
+cat /tmp/list.log
+grep -q "root@127.0.0.1:vgremote: its 2 volumes are backed up one at a time" /tmp/list.log ||
+    fail "the volumes of one remote VG were not serialized"
+grep -q "root@127.0.0.1: --max-rate shared by 2 jobs at a time, 20971520 bytes/s each" /tmp/list.log ||
+    fail "--max-rate was not shared by the host's jobs"
+grep -q "2 of 2 volumes backed up" /tmp/list.log || fail "no '2 of 2 volumes backed up' line"
+python3 - /tmp/list.json <<'EOF' || fail "wrong --json array: $(cat /tmp/list.json)"
+import json, sys
+runs = json.load(open(sys.argv[1]))
+assert [r["name"] for r in runs] == ["/tmp/store/data", "/tmp/store/thin"], runs
+assert all(r["ok"] for r in runs) and [r["generation"] for r in runs] == [4, 3], runs
+assert runs[1]["tracking"]["scan"] == "tracked", runs
+EOF
+blockdiff-restore /tmp/r.img --from /tmp/store/data --generation 4
+[[ $(md5 /tmp/r.img) == "$(md5 $dev)" ]] || fail "data generation 4 differs"
+thin3=$(retained_md5)
+blockdiff-restore /tmp/r.img --from /tmp/store/thin --generation 3
+[[ $(md5 /tmp/r.img) == "$thin3" ]] || fail "thin generation 3 differs from its snapshot"
+[[ $(snapshots vgremote | wc -l) -eq 1 ]] || fail "snapshots left: $(snapshots vgremote)"
 echo "remote LVM backups OK"
