@@ -13,7 +13,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 status=0
-VM_CASES=benches/vm VM_MEMORY=${VM_MEMORY:-3G} VM_TMPFS=${VM_TMPFS:-2G} \
+VM_CASES=benches/vm VM_MEMORY=${VM_MEMORY:-4G} VM_TMPFS=${VM_TMPFS:-3G} \
     VM_CASE_TIMEOUT=${VM_CASE_TIMEOUT:-5400} VM_TIMEOUT=${VM_TIMEOUT:-5700} \
     VM_KEEP_LOGS=$logs "$ROOT/scripts/vm-test.sh" "${1:-}" || status=$?
 echo
