@@ -256,6 +256,13 @@ fn each_is_a_source_of_its_own() {
         &[&"--each", &"vg*/x"],
         // The snapshot options still need a snapshot.
         &[&src, &"--snapshot-size", &"50%"],
+        // A list is a source of its own too, and --jobs needs several.
+        &[&"--sources", &src, &src],
+        &[&"--sources", &src, &"--each", &"vg0/x"],
+        &[&"--sources", &src, &"--lvm", &"vg0/db"],
+        &[&src, &"--jobs", &"2"],
+        // A list that is not one (a line without a source).
+        &[&"--sources", &src],
     ] {
         let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&name];
         args.extend_from_slice(bad);
@@ -264,7 +271,14 @@ fn each_is_a_source_of_its_own() {
     }
     assert!(!name.exists());
     let help = text(&backup(&[&"--help"]).stdout);
-    for flag in ["--each", "--log", "--json", "--no-progress"] {
+    for flag in [
+        "--each",
+        "--sources",
+        "--jobs",
+        "--log",
+        "--json",
+        "--no-progress",
+    ] {
         assert!(help.contains(flag), "{flag} not in --help");
     }
 }
