@@ -31,16 +31,6 @@ pub struct ListedSource {
     pub line: usize,
 }
 
-impl ListedSource {
-    /// The host the source is read on (`None`: this one).
-    pub fn host(&self) -> Option<&str> {
-        match &self.source {
-            BackupSource::Local(_) => None,
-            BackupSource::Remote(r) => Some(&r.destination),
-        }
-    }
-}
-
 impl std::fmt::Display for ListedSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", self.name.display(), self.source)
@@ -48,6 +38,14 @@ impl std::fmt::Display for ListedSource {
 }
 
 impl BackupSource {
+    /// The host the source is read on (`None`: this one).
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            BackupSource::Local(_) => None,
+            BackupSource::Remote(r) => Some(&r.destination),
+        }
+    }
+
     /// A source as the command line writes it: a file or device, `-` for
     /// standard input, or `[USER@]HOST:PATH` on another host.
     pub fn parse_path(text: &str) -> BackupSource {
@@ -210,8 +208,8 @@ vm     --lvm vg0/domu-a
                 },
             ]
         );
-        assert_eq!(listed[0].host(), Some("root@web1"));
-        assert_eq!(listed[2].host(), None);
+        assert_eq!(listed[0].source.host(), Some("root@web1"));
+        assert_eq!(listed[2].source.host(), None);
     }
 
     #[test]

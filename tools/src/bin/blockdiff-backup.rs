@@ -435,10 +435,7 @@ impl std::fmt::Display for Job {
 impl Job {
     /// The host it reads (`None`: this one).
     fn host(&self) -> Option<&str> {
-        match &self.source {
-            BackupSource::Local(_) => None,
-            BackupSource::Remote(r) => Some(&r.destination),
-        }
+        self.source.host()
     }
 
     /// The LV it snapshots, if any.
