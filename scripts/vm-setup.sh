@@ -19,12 +19,6 @@ for spec in qemu-system-x86:qemu-system-x86_64 lvm2:lvcreate \
         need_pkgs+=("$pkg")
     fi
 done
-# qemu-system-x86 may replace a qemu-utils of another release (a
-# backport): install the matching one with it, so that qemu-img and
-# qemu-io (the NBD tests) stay.
-if [[ " ${need_pkgs[*]} " == *" qemu-system-x86 "* ]]; then
-    need_pkgs+=(qemu-utils)
-fi
 if ! compgen -G '/boot/vmlinuz-*' >/dev/null; then
     need_pkgs+=(linux-image-amd64)
 fi
@@ -32,7 +26,21 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "vm-setup: installing ${need_pkgs[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    # qemu-system-x86 must come with a qemu-utils of its own release (qemu-img
+    # and qemu-io, for the NBD tests): a machine may carry a newer backported
+    # qemu-utils that Breaks the release's qemu-system-common, and apt does not
+    # downgrade on its own. Ask for the emulator's version of qemu-utils.
+    apt_flags=()
+    if [[ " ${need_pkgs[*]} " == *" qemu-system-x86 "* ]]; then
+        qemu_version=$(apt-cache policy qemu-system-x86 2>/dev/null | awk '/Candidate:/ { print $2 }')
+        if [[ -n $qemu_version && $qemu_version != "(none)" ]]; then
+            need_pkgs+=("qemu-utils=$qemu_version")
+            apt_flags+=(--allow-downgrades)
+        else
+            need_pkgs+=(qemu-utils)
+        fi
+    fi
+    apt-get install -y -qq --no-install-recommends "${apt_flags[@]}" "${need_pkgs[@]}" >/dev/null
 fi
 
 if ! command -v vng >/dev/null 2>&1; then
