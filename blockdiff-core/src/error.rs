@@ -180,6 +180,36 @@ pub enum Error {
         /// What the target is left as.
         state: &'static str,
     },
+    /// A restore that writes in place failed after it had written: the
+    /// target is neither what it was nor the generation.
+    #[error(
+        "{path}: generation {generation} is partly restored ({written} bytes written), then: {source}; run the same restore again to complete it (a delta restore writes what still differs)"
+    )]
+    PartlyRestored {
+        /// The target.
+        path: PathBuf,
+        /// The generation being restored.
+        generation: u64,
+        /// Bytes written before the failure.
+        written: u64,
+        /// What failed.
+        #[source]
+        source: Box<Error>,
+    },
+    /// After a restore the target, read again, still differs from the
+    /// generation: something else writes to it, or the storage does not
+    /// keep what is written.
+    #[error(
+        "{path}: read again after the restore, it still differs from generation {generation}, first at offset {offset} (is something else writing to it, or is the disk failing?)"
+    )]
+    TargetDiffers {
+        /// The target.
+        path: PathBuf,
+        /// The generation restored.
+        generation: u64,
+        /// The first differing byte offset.
+        offset: u64,
+    },
     /// An option is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),

@@ -204,6 +204,23 @@ pub fn compare_with_generation<R: Read + Send>(
     threads: usize,
     progress: &mut dyn Progress,
 ) -> Result<Comparison> {
+    let reading = DumpOptions {
+        threads,
+        ..DumpOptions::default()
+    };
+    compare_reading_with(store, generation, source, &reading, progress)
+}
+
+/// [`compare_with_generation`], the source read as `reading` says (its
+/// threads and polite-I/O settings; the block size, hash and generation
+/// come from the digest).
+pub(crate) fn compare_reading_with<R: Read + Send>(
+    store: &dyn crate::GenerationSource,
+    generation: Option<u64>,
+    source: DumpSource<R>,
+    reading: &DumpOptions,
+    progress: &mut dyn Progress,
+) -> Result<Comparison> {
     let current = store
         .current_generation()?
         .ok_or_else(|| Error::MissingGeneration {
@@ -245,8 +262,9 @@ pub fn compare_with_generation<R: Read + Send>(
         hash: spec.algorithm,
         hash_key: store.block_hash_key(),
         generation: spec.generation.max(1),
-        threads,
-        ..DumpOptions::default()
+        tracked: None,
+        verify_tracked: false,
+        ..reading.clone()
     };
     let report = dump(
         source,

@@ -24,8 +24,9 @@
 //!   them and [`PrunePlan`] deletes the old ones by a [`PrunePolicy`].
 //! - [`RestorePlan`] restores a generation writing every block once and
 //!   checking it against the digest, or verifies a chain without writing;
-//!   [`apply_stream`] applies a single diff stream as the original
-//!   `blockdiff_merge` did.
+//!   [`restore_delta`] brings an existing file or device to a generation
+//!   by writing only the blocks that differ; [`apply_stream`] applies a
+//!   single diff stream as the original `blockdiff_merge` did.
 //! - [`GenerationReader`] reads any generation at any offset without
 //!   restoring it (what `blockdiff-mount` and `blockdiff-nbd` serve), each
 //!   block checked against the generation's digest before it is returned.
@@ -129,7 +130,10 @@ pub use progress::{NoProgress, Notice, Progress};
 pub use rate::{Clock, RateLimiter, SystemClock, parse_rate};
 pub use repair::{RepairReport, RepairableChain, repair, repair_chain};
 pub use resolve::{PreviousFormat, resolve_format};
-pub use restore::{RestoreOptions, RestorePlan, RestoreReport, apply_stream, chain_generations};
+pub use restore::{
+    DELTA_STEPS, DeltaRestoreOptions, DeltaRestoreReport, RestoreOptions, RestorePlan,
+    RestoreReport, apply_stream, chain_generations, restore_delta,
+};
 pub use store::{
     CORE_METADATA_KEYS, CommitStep, DiffFormat, DiffLocation, GenerationStore, PendingGeneration,
     StoreLock, parse_version, sealed_read_error,

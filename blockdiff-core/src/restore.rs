@@ -9,13 +9,18 @@
 //! - [`target`] (the file or device written), [`window`] (a stretch of it
 //!   assembled in memory), [`block_set`] (the blocks written so far),
 //!   [`vectored`] (one write of several buffers);
-//! - [`stream`]: [`apply_stream`], one diff applied in place.
+//! - [`stream`]: [`apply_stream`], one diff applied in place;
+//! - [`delta`]: [`restore_delta`], an existing file or device brought to a
+//!   generation by writing only the blocks that differ ([`in_place`]: the
+//!   target it updates).
 //!
 //! [`ChainReader`]: replay::ChainReader
 
 mod block_set;
 mod chain_walk;
+mod delta;
 mod frames;
+mod in_place;
 mod legacy_batches;
 mod plan;
 mod replay;
@@ -26,6 +31,7 @@ mod window;
 
 pub use chain_walk::chain_generations;
 pub(crate) use chain_walk::chain_headers;
+pub use delta::{DELTA_STEPS, DeltaRestoreOptions, DeltaRestoreReport, restore_delta};
 pub(crate) use legacy_batches::open_legacy;
 pub use plan::RestorePlan;
 pub(crate) use plan::{Chain, PlanParts};

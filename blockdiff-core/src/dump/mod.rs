@@ -382,7 +382,15 @@ impl DumpSource<File> {
     /// Opens a file or block device, learning its size.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let mut file = File::open(path).ctx(path, "open source")?;
+        let file = File::open(path).ctx(path, "open source")?;
+        Self::from_file(file, path)
+    }
+
+    /// A file or block device already open for reading (named `path` in
+    /// messages), read from its start: the caller opened it its own way,
+    /// say without following a link.
+    pub fn from_file(mut file: File, path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
         let meta = file.metadata().ctx(path, "stat source")?;
         let size = if meta.is_file() {
             Some(meta.len())

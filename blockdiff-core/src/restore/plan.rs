@@ -523,10 +523,7 @@ impl RestorePlan {
     /// written), `restore:sync` (before the fsync), `restore:rename-target`
     /// (before the temporary takes the target's name).
     pub fn execute(mut self, target: &Path, progress: &mut dyn Progress) -> Result<RestoreReport> {
-        for notice in self.notices.drain(..) {
-            progress.notice(notice);
-        }
-        refuse_store_target(self.store.as_ref(), target)?;
+        self.prepare_target(target, progress)?;
         let mut out = Target::open(target, true)?;
         if let (Some(n), Some(size)) = (self.block_count(), out.device_size) {
             let need = self.source_size.unwrap_or(if n == 0 {
@@ -545,6 +542,19 @@ impl RestorePlan {
         let report = self.replay(&mut out, false, progress)?;
         out.finish(report.source_size, progress)?;
         Ok(report)
+    }
+
+    /// Before a target is written in place: gives the plan's notices to
+    /// `progress` and refuses a target that is a file of a backup.
+    pub(super) fn prepare_target(
+        &mut self,
+        target: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        for notice in self.notices.drain(..) {
+            progress.notice(notice);
+        }
+        refuse_store_target(self.store.as_ref(), target)
     }
 
     /// Checks the chain without writing anything: every frame CRC and

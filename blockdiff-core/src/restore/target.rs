@@ -60,7 +60,12 @@ fn stat_at(dir: &File, name: &CString, path: &Path) -> Result<Option<libc::stat>
     }
 }
 
-fn open_at(dir: &File, name: &CString, flags: libc::c_int, mode: libc::c_uint) -> io::Result<File> {
+pub(super) fn open_at(
+    dir: &File,
+    name: &CString,
+    flags: libc::c_int,
+    mode: libc::c_uint,
+) -> io::Result<File> {
     // SAFETY: valid fd and NUL-terminated name; the returned fd is owned
     // by the File.
     let fd = unsafe {
@@ -248,7 +253,7 @@ fn on_dev_file_system(path: &Path) -> bool {
 
 /// Opens the target's directory and looks at the target's name without
 /// following a link.
-fn look(path: &Path) -> Result<(File, CString, Existing)> {
+pub(super) fn look(path: &Path) -> Result<(File, CString, Existing)> {
     let Some(name) = path.file_name() else {
         return Err(Error::BadTarget {
             path: path.to_owned(),
