@@ -8,11 +8,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use blockdiff_core::{
-    DumpOptions, DumpSource, Notice, Progress, RestoreOptions, RestorePlan, apply_stream,
-    compare_with_generation,
+    DeltaRestoreOptions, DumpOptions, DumpSource, Notice, Progress, RestoreOptions, RestorePlan,
+    apply_stream, compare_with_generation, restore_delta,
 };
 use blockdiff_storage::ChainLocation;
-use blockdiff_tools::{KeyArgs, StderrProgress, StorageArgs, UsageError, run_main};
+use blockdiff_tools::{KeyArgs, PoliteArgs, StderrProgress, StorageArgs, UsageError, run_main};
 use clap::Parser;
 
 const EXAMPLES: &str = "\
@@ -28,6 +28,9 @@ Examples:
 
   # from a bucket: only the frames generation 3 needs, by ranged reads
   blockdiff-restore /tmp/restored.img --from s3://backups/db -g 3 --endpoint http://127.0.0.1:3900
+
+  # roll a volume back to generation 3, writing only the blocks that differ
+  blockdiff-restore /dev/vg0/www --from /var/backup/www -g 3 --delta
 
   # which parts of a disk differ from generation 5?
   blockdiff-restore --verify-only --from /var/backup/db -g 5 --against /dev/vg0/data
@@ -49,6 +52,18 @@ place and must exist and be large enough. Refused: a TARGET that is a
 symbolic link (except root's or your own to a block device, as /dev/VG/LV
 is), a file of the backup (or of any backup), a new file under
 /dev.
+
+--delta updates an existing TARGET in place and writes only what differs:
+TARGET is read and hashed on every core (the polite-I/O options apply to
+that reading), compared with generation K's digest, and only the blocks that
+differ are read from the chain, checked against the digest and written;
+then TARGET is synced, read again and compared (unless --no-verify). TARGET
+must exist: a regular file of the generation's size (--resize makes one of
+another size fit) with no other hard link, or a block device at least that
+large; a device that is mounted or held by another program is refused
+unless --force. Unlike a full restore, an interrupted --delta leaves TARGET
+partly written (the error says so): run the same command again and it
+writes what still differs.
 
 A legacy digest records no size: a digest of generation K listing fewer
 blocks than K-1's is refused (it may have been cut short) unless the
@@ -114,6 +129,29 @@ struct Args {
         requires = "from"
     )]
     threads: usize,
+
+    /// Update an existing TARGET in place, writing only the blocks that
+    /// differ from the generation (see below)
+    #[arg(long, requires = "from", conflicts_with = "verify_only")]
+    delta: bool,
+
+    /// With --delta: write to a block device even though it is mounted or
+    /// held by another program (restoring under a mounted file system
+    /// corrupts it)
+    #[arg(long, requires = "delta")]
+    force: bool,
+
+    /// With --delta: make a regular file of another size the generation's
+    /// size (without it such a file is refused)
+    #[arg(long, requires = "delta")]
+    resize: bool,
+
+    /// Print a JSON summary of the restore on standard output
+    #[arg(long, conflicts_with = "verify_only")]
+    json: bool,
+
+    #[command(flatten)]
+    polite: PoliteArgs,
 
     /// Read the single diff stream from FILE instead of standard input
     #[arg(short, long, value_name = "FILE", conflicts_with = "from")]
@@ -254,6 +292,55 @@ fn run(args: Args) -> anyhow::Result<()> {
         .target
         .as_ref()
         .expect("clap requires TARGET without --verify-only");
+    if args.delta {
+        let name = args
+            .from
+            .as_ref()
+            .expect("clap requires --from with --delta");
+        let polite = args.polite.to_options();
+        polite.apply_priorities()?;
+        let location = ChainLocation::open(name, &args.storage.to_options())?
+            .with_encryption(args.key.encryption()?);
+        let delta = DeltaRestoreOptions {
+            generation: args.generation,
+            threads: args.threads,
+            verify: !args.no_verify,
+            force: args.force,
+            resize: args.resize,
+            max_rate: polite.max_rate(),
+            drop_cache: polite.drop_cache,
+            source_shrank: args.source_shrank,
+        };
+        let report = restore_delta(location.source(), target, &delta, &mut progress)?;
+        if args.json {
+            print_json(&RestoreSummary {
+                target: target.display().to_string(),
+                mode: "delta",
+                generation: report.generation,
+                source_size: report.source_size,
+                bytes_compared: report.bytes_compared,
+                ranges_differing: Some(report.ranges),
+                bytes_written: report.bytes_written,
+                verified: report.verified,
+            })?;
+        }
+        if !args.quiet {
+            blockdiff_tools::errln!(
+                "blockdiff-restore: generation {} restored to {} in place: {} of {} bytes differed, in {} range(s), and were written{}",
+                report.generation,
+                target.display(),
+                report.bytes_written,
+                report.source_size,
+                report.ranges,
+                if report.verified {
+                    "; read again, it matches the digest"
+                } else {
+                    ""
+                },
+            );
+        }
+        return Ok(());
+    }
     let report = if let Some(name) = &args.from {
         let location = ChainLocation::open(name, &args.storage.to_options())?
             .with_encryption(args.key.encryption()?);
@@ -278,6 +365,22 @@ fn run(args: Args) -> anyhow::Result<()> {
         };
         apply_stream(input, &name, target, &mut progress)?
     };
+    if args.json {
+        print_json(&RestoreSummary {
+            target: target.display().to_string(),
+            mode: if args.from.is_some() {
+                "full"
+            } else {
+                "stream"
+            },
+            generation: report.generation,
+            source_size: report.source_size,
+            bytes_compared: 0,
+            ranges_differing: None,
+            bytes_written: report.bytes_written,
+            verified: report.verified,
+        })?;
+    }
     if !args.quiet {
         let what = if report.generation > 0 {
             format!("generation {}", report.generation)
@@ -301,5 +404,36 @@ fn run(args: Args) -> anyhow::Result<()> {
             },
         );
     }
+    Ok(())
+}
+
+/// The `--json` summary of a restore.
+#[derive(Debug, serde::Serialize)]
+struct RestoreSummary {
+    /// The target as given.
+    target: String,
+    /// `delta` (only what differed written in place), `full` (the whole
+    /// generation written) or `stream` (one diff applied).
+    mode: &'static str,
+    /// The generation restored (0 for a single stream).
+    generation: u64,
+    /// Its size in bytes.
+    source_size: u64,
+    /// Bytes of the target read to find what differs (delta).
+    bytes_compared: u64,
+    /// Ranges that differed (delta).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ranges_differing: Option<u64>,
+    /// Bytes written to the target.
+    bytes_written: u64,
+    /// Whether what was written was checked against the digest (full), or
+    /// the whole target read again and found equal to it (delta).
+    verified: bool,
+}
+
+/// Prints `value` as one line of JSON on standard output.
+fn print_json(value: &RestoreSummary) -> anyhow::Result<()> {
+    let line = serde_json::to_string(value)?;
+    blockdiff_tools::outln!("{line}")?;
     Ok(())
 }
