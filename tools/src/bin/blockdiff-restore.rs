@@ -118,7 +118,7 @@ struct Args {
     against: Option<PathBuf>,
 
     /// With --from: threads that decompress and hash the chain's blocks
-    /// (with --against: FILE's) while the main thread checks and writes
+    /// (with --against: FILE's; with --delta: TARGET's) while the main thread checks and writes
     /// them in order; 1 restores on that thread alone. Any count gives the same
     /// image [default: one per core]
     #[arg(
