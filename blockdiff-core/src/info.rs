@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use archive_format::{
-    DiffFile, DigestFormat, DigestReader, DigestWriter, HashAlgorithm, LegacyReader, UNKNOWN_SIZE,
+    DiffFile, DigestFile, DigestFormat, DigestReader, DigestWriter, HashAlgorithm, LegacyReader,
+    UNKNOWN_SIZE,
 };
 
+use crate::block::BlockHashKey;
 use crate::dump::{ChangedRanges, DumpOptions, DumpSource, dump};
 use crate::error::{ArchiveContext, IoContext};
 use crate::generation_source::{DiffStream, GenerationSource};
@@ -239,10 +241,31 @@ pub(crate) fn compare_reading_with<R: Read + Send>(
             ),
         });
     }
-    let (_, format) = store.find_digest(generation)?;
     // Opened by offset for its length and trailer, read in order by the
     // dump (an encrypted chain's decrypted as read).
     let whole = store.open_digest(generation)?;
+    let mut comparison =
+        compare_with_digest(whole, store.block_hash_key(), source, reading, progress)?;
+    comparison.generation = generation;
+    Ok(comparison)
+}
+
+/// Compares `source` block by block with `digest` (a generation's digest
+/// file, legacy or v2; `hash_key` the key of an encrypted chain's keyed
+/// hashes), read as `reading` says (its threads and polite-I/O settings;
+/// the block size and hash come from the digest), and lists the byte
+/// ranges that differ, as [`compare_with_generation`] does. The
+/// comparison's `generation` is the one the digest records (0 for a legacy
+/// digest, which records none).
+pub fn compare_with_digest<R: Read + Send>(
+    whole: DigestFile,
+    hash_key: Option<BlockHashKey>,
+    source: DumpSource<R>,
+    reading: &DumpOptions,
+    progress: &mut dyn Progress,
+) -> Result<Comparison> {
+    let format = whole.spec().format;
+    let generation = whole.spec().generation;
     let (expected_size, digest_blocks) = (whole.source_size(), whole.entries());
     let mut digest = whole.into_reader()?;
     let spec = *digest.spec();
@@ -260,7 +283,7 @@ pub(crate) fn compare_reading_with<R: Read + Send>(
     let options = DumpOptions {
         block_size: spec.block_size,
         hash: spec.algorithm,
-        hash_key: store.block_hash_key(),
+        hash_key,
         generation: spec.generation.max(1),
         tracked: None,
         verify_tracked: false,

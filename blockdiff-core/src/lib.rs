@@ -124,15 +124,18 @@ pub use fold::{
 };
 pub use generation_reader::{GenerationReader, MAX_RUNS, ReaderOptions};
 pub use generation_source::{DiffBytes, GenerationSource};
-pub use info::{Comparison, GenerationInfo, chain_info, compare_with_generation, generation_info};
+pub use info::{
+    Comparison, GenerationInfo, chain_info, compare_with_digest, compare_with_generation,
+    generation_info,
+};
 pub use priority::{IoPriority, NICE_MAX, NICE_MIN, set_nice};
 pub use progress::{NoProgress, Notice, Progress};
 pub use rate::{Clock, RateLimiter, SystemClock, parse_rate};
 pub use repair::{RepairReport, RepairableChain, repair, repair_chain};
 pub use resolve::{PreviousFormat, resolve_format};
 pub use restore::{
-    DELTA_STEPS, DeltaRestoreOptions, DeltaRestoreReport, RestoreOptions, RestorePlan,
-    RestoreReport, apply_stream, chain_generations, restore_delta,
+    DELTA_STEPS, DeltaRestoreOptions, DeltaRestoreReport, DeltaTarget, DeltaTargetOptions,
+    RestoreOptions, RestorePlan, RestoreReport, apply_stream, chain_generations, restore_delta,
 };
 pub use store::{
     CORE_METADATA_KEYS, CommitStep, DiffFormat, DiffLocation, GenerationStore, PendingGeneration,

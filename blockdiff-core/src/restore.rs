@@ -31,7 +31,10 @@ mod window;
 
 pub use chain_walk::chain_generations;
 pub(crate) use chain_walk::chain_headers;
-pub use delta::{DELTA_STEPS, DeltaRestoreOptions, DeltaRestoreReport, restore_delta};
+pub use delta::{
+    DELTA_STEPS, DeltaRestoreOptions, DeltaRestoreReport, DeltaTarget, DeltaTargetOptions,
+    restore_delta,
+};
 pub(crate) use legacy_batches::open_legacy;
 pub use plan::RestorePlan;
 pub(crate) use plan::{Chain, PlanParts};

@@ -240,11 +240,7 @@ fn compare(
 ) -> Result<Vec<(u64, u64)>> {
     let read = DumpSource::from_file(out.reader()?, out.path())?.limited(size);
     let comparison = compare_reading_with(source, Some(generation), read, reading, progress)?;
-    Ok(comparison
-        .differing
-        .into_iter()
-        .filter_map(|(start, end)| (start < size).then_some((start, end.min(size))))
-        .collect())
+    Ok(clip(comparison.differing, size))
 }
 
 /// Writes each range's bytes of the generation, a piece at a time.
@@ -308,6 +304,207 @@ fn read_exact_at(
         done += got;
     }
     Ok(())
+}
+
+/// How a [`DeltaTarget`] is opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeltaTargetOptions {
+    /// As [`DeltaRestoreOptions::force`].
+    pub force: bool,
+    /// As [`DeltaRestoreOptions::resize`].
+    pub resize: bool,
+    /// A missing regular file is created (mode 0600) and every block of
+    /// the generation that is not all zeros differs from it: a full
+    /// restore through the same path.
+    pub create: bool,
+}
+
+/// An existing file or device being brought to a generation that is known
+/// here only by its digest: the blocks come from elsewhere (the agent's
+/// side of a restore over ssh, where the chain is on the backup host).
+///
+/// [`differing`](Self::differing) lists the ranges that differ from the
+/// digest; [`write_checked`](Self::write_checked) writes blocks after
+/// checking each against the digest, so that nothing that is not the
+/// generation's is ever written; [`sync`](Self::sync) and a second
+/// [`differing`](Self::differing) finish the work.
+pub struct DeltaTarget {
+    out: InPlaceTarget,
+    digest_path: std::path::PathBuf,
+    digest: archive_format::DigestFile,
+    hash_key: Option<crate::BlockHashKey>,
+    hash: crate::HashFn,
+    block_size: u64,
+    size: u64,
+    created: bool,
+    bytes_written: u64,
+}
+
+impl std::fmt::Debug for DeltaTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeltaTarget")
+            .field("target", &self.out.path())
+            .field("digest", &self.digest_path)
+            .field("size", &self.size)
+            .field("bytes_written", &self.bytes_written)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeltaTarget {
+    /// Opens `target` (under the rules of [`restore_delta`]) to be
+    /// brought to the generation whose digest is the file `digest` (with
+    /// `hash_key` for an encrypted chain's keyed hashes) and whose image
+    /// is `size` bytes. The size is checked against the digest's.
+    pub fn open(
+        target: &Path,
+        digest: &Path,
+        hash_key: Option<crate::BlockHashKey>,
+        size: u64,
+        options: &DeltaTargetOptions,
+    ) -> Result<DeltaTarget> {
+        let file = archive_format::DigestFile::open(digest)?;
+        let spec = *file.spec();
+        let hash = crate::HashFn::with_key(spec.algorithm, hash_key.as_ref()).ok_or_else(|| {
+            Error::InvalidOption(format!(
+                "the digest's hash {} and the key given do not go together",
+                spec.algorithm
+            ))
+        })?;
+        let block_size = u64::from(spec.block_size.get());
+        let fits = match file.source_size() {
+            Some(recorded) if recorded != archive_format::UNKNOWN_SIZE => recorded == size,
+            _ => file.entries() == size.div_ceil(block_size),
+        };
+        if !fits {
+            return Err(Error::Chain {
+                path: digest.to_owned(),
+                detail: format!(
+                    "describes an image of another size than the {size} bytes asked for ({} blocks of {block_size})",
+                    file.entries()
+                ),
+            });
+        }
+        let (mut out, created) =
+            InPlaceTarget::open_or_create(target, options.force, options.create)?;
+        if out.is_device() && out.size() < size {
+            return Err(Error::TargetTooSmall {
+                path: target.to_owned(),
+                need: size,
+                have: out.size(),
+            });
+        }
+        if !out.is_device() && out.size() != size {
+            if !(options.resize || created) {
+                return Err(Error::BadTarget {
+                    path: target.to_owned(),
+                    detail: format!(
+                        "is {} bytes and the generation is {size}: give --resize to make it {size} bytes",
+                        out.size()
+                    ),
+                });
+            }
+            out.set_len(size)?;
+        }
+        Ok(DeltaTarget {
+            out,
+            digest_path: digest.to_owned(),
+            digest: file,
+            hash_key,
+            hash,
+            block_size,
+            size,
+            created,
+            bytes_written: 0,
+        })
+    }
+
+    /// The generation's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether the target did not exist and was created.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// Bytes written so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
+    /// Reads the target (as `reading` says: threads, polite I/O) and
+    /// returns the byte ranges of its first [`size`](Self::size) bytes
+    /// that differ from the digest.
+    pub fn differing(
+        &mut self,
+        reading: &DumpOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<(u64, u64)>> {
+        let digest = archive_format::DigestFile::open(&self.digest_path)?;
+        let read = DumpSource::from_file(self.out.reader()?, self.out.path())?.limited(self.size);
+        let comparison = crate::info::compare_with_digest(
+            digest,
+            self.hash_key.clone(),
+            read,
+            reading,
+            progress,
+        )?;
+        Ok(clip(comparison.differing, self.size))
+    }
+
+    /// Writes `data` at `offset` (a block boundary; whole blocks, the last
+    /// one of the image may be short) once every block of it hashes to the
+    /// digest's entry; a block that does not is an error and nothing of
+    /// `data` is written.
+    pub fn write_checked(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let end = offset.saturating_add(data.len() as u64);
+        if offset % self.block_size != 0 || end > self.size {
+            return Err(Error::Chain {
+                path: self.out.path().to_owned(),
+                detail: format!(
+                    "{} bytes at offset {offset} are not whole blocks of the generation ({} bytes, blocks of {})",
+                    data.len(),
+                    self.size,
+                    self.block_size
+                ),
+            });
+        }
+        let bs = self.block_size as usize;
+        for (i, block) in data.chunks(bs).enumerate() {
+            let index = offset / self.block_size + i as u64;
+            let block_end = (index + 1).saturating_mul(self.block_size).min(self.size);
+            let expected = self.digest.entry(index)?;
+            let whole = block.len() as u64 == block_end - index * self.block_size;
+            if !whole || expected != Some(self.hash.hash(block)) {
+                return Err(Error::Chain {
+                    path: self.digest_path.clone(),
+                    detail: format!(
+                        "the block at offset {} sent for {} does not match the digest; it was not written",
+                        index * self.block_size,
+                        self.out.path().display()
+                    ),
+                });
+            }
+        }
+        self.out.write_at(offset, data)?;
+        self.bytes_written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes what was written to stable storage.
+    pub fn sync(&self) -> Result<()> {
+        self.out.sync()
+    }
+}
+
+/// `ranges` within `[0, size)`.
+fn clip(ranges: Vec<(u64, u64)>, size: u64) -> Vec<(u64, u64)> {
+    ranges
+        .into_iter()
+        .filter_map(|(start, end)| (start < size).then_some((start, end.min(size))))
+        .collect()
 }
 
 #[cfg(test)]
@@ -631,5 +828,73 @@ mod tests {
                 "block {block} holds bytes that are neither the target's nor the generation's"
             );
         }
+    }
+
+    #[test]
+    fn a_delta_target_writes_only_blocks_that_match_the_digest() {
+        use crate::{GenerationReader, ReaderOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, second) = chain(dir.path());
+        let digest = store.digest_path(2, DigestFormat::V2);
+        let size = second.len() as u64;
+        let target = dir.path().join("vda.img");
+        let mut damaged = second.clone();
+        damaged[7 * BS + 3] ^= 1;
+        fs::write(&target, &damaged).unwrap();
+        let options = DeltaTargetOptions::default();
+        // The size must be the digest's.
+        let err = DeltaTarget::open(&target, &digest, None, size - 1, &options).unwrap_err();
+        assert!(err.to_string().contains("another size"), "{err}");
+        let mut t = DeltaTarget::open(&target, &digest, None, size, &options).unwrap();
+        let reading = DumpOptions::default();
+        let ranges = t.differing(&reading, &mut NoProgress).unwrap();
+        assert_eq!(ranges, [(7 * BS as u64, 8 * BS as u64)]);
+        // Wrong bytes, a piece of a block, an unaligned offset: refused.
+        let wrong = vec![0u8; BS];
+        assert!(t.write_checked(7 * BS as u64, &wrong).is_err());
+        assert!(
+            t.write_checked(7 * BS as u64, &second[7 * BS..7 * BS + 100])
+                .is_err()
+        );
+        assert!(
+            t.write_checked(7 * BS as u64 + 1, &second[7 * BS + 1..8 * BS + 1])
+                .is_err()
+        );
+        assert!(t.write_checked(size, &[]).is_ok());
+        assert_eq!(
+            fs::read(&target).unwrap(),
+            damaged,
+            "nothing refused was written"
+        );
+        // The generation's bytes: written.
+        let reader = GenerationReader::open(&store, &ReaderOptions::default()).unwrap();
+        let mut block = vec![0u8; BS];
+        reader.read_at(&mut block, 7 * BS as u64).unwrap();
+        t.write_checked(7 * BS as u64, &block).unwrap();
+        t.sync().unwrap();
+        assert_eq!(t.bytes_written(), BS as u64);
+        assert!(t.differing(&reading, &mut NoProgress).unwrap().is_empty());
+        assert_eq!(fs::read(&target).unwrap(), second);
+        // A missing file is created only when asked, 0600, and then every
+        // block differs.
+        let fresh = dir.path().join("fresh.img");
+        assert!(DeltaTarget::open(&fresh, &digest, None, size, &options).is_err());
+        let create = DeltaTargetOptions {
+            create: true,
+            ..options
+        };
+        let mut t = DeltaTarget::open(&fresh, &digest, None, size, &create).unwrap();
+        assert!(t.created());
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let ranges = t.differing(&reading, &mut NoProgress).unwrap();
+        let differing: u64 = ranges.iter().map(|(a, b)| b - a).sum();
+        // Block 40 of generation 2 is all zeros: it already matches.
+        assert_eq!(differing, size - BS as u64);
     }
 }

@@ -31,6 +31,17 @@ impl InPlaceTarget {
     /// or held by device-mapper, md or another exclusive opener) unless
     /// `force`.
     pub(super) fn open(path: &Path, force: bool) -> Result<InPlaceTarget> {
+        Self::open_or_create(path, force, false).map(|(target, _)| target)
+    }
+
+    /// As [`open`](Self::open); with `create`, a missing regular file is
+    /// created (exclusively, mode 0600, empty; never under `/dev`), and
+    /// the second value says so.
+    pub(super) fn open_or_create(
+        path: &Path,
+        force: bool,
+        create: bool,
+    ) -> Result<(InPlaceTarget, bool)> {
         let bad = |detail: String| {
             Err(Error::BadTarget {
                 path: path.to_owned(),
@@ -38,7 +49,19 @@ impl InPlaceTarget {
             })
         };
         let (dir, name, existing) = look(path)?;
+        let mut created = false;
         let (file, device) = match existing {
+            Existing::Absent if create => {
+                let file = open_at(
+                    &dir,
+                    &name,
+                    libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                    0o600,
+                )
+                .ctx(path, "create")?;
+                created = true;
+                (file, false)
+            }
             Existing::Absent => {
                 return bad(
                     "does not exist; a delta restore updates an existing file or device (a full restore creates a file)".into(),
@@ -91,12 +114,15 @@ impl InPlaceTarget {
         } else {
             meta.len()
         };
-        Ok(InPlaceTarget {
-            file,
-            path: path.to_owned(),
-            size,
-            device,
-        })
+        Ok((
+            InPlaceTarget {
+                file,
+                path: path.to_owned(),
+                size,
+                device,
+            },
+            created,
+        ))
     }
 
     /// The target as given, for messages.
