@@ -158,6 +158,34 @@ pub enum RunError {
     /// A packet of the agent protocol cannot be read.
     #[error("{0}")]
     Protocol(#[from] crate::ProtocolError),
+    /// A restore that writes in place failed after it had written: the
+    /// target is neither what it was nor the generation.
+    #[error(
+        "{target}: generation {generation} is partly restored ({written} bytes written), then: {source}; run the same restore again to complete it (a delta restore writes what still differs)"
+    )]
+    PartlyRestored {
+        /// The target (`HOST:PATH` on the backup host's side).
+        target: String,
+        /// The generation being restored.
+        generation: u64,
+        /// Bytes written before the failure.
+        written: u64,
+        /// What failed.
+        #[source]
+        source: Box<RunError>,
+    },
+    /// The connection to the agent ended before a restore was complete.
+    #[error(
+        "the connection to {host} ended before the restore was complete (ssh {status}{stderr})"
+    )]
+    RestoreConnectionLost {
+        /// The host.
+        host: String,
+        /// ssh's exit status, as text.
+        status: String,
+        /// ssh's last lines of standard error (`: …`), or nothing.
+        stderr: String,
+    },
     /// The agent could not be started over ssh.
     #[error("cannot run the agent on {host} over ssh")]
     AgentSpawn {

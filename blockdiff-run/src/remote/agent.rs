@@ -14,10 +14,13 @@ use blockdiff_core::{
 
 use super::protocol::{PacketKind, PacketReader, PacketWriter, progress_payload};
 use super::request::{AgentReport, AgentRequest, PROTOCOL_VERSION, receive_digest};
+use super::restore_agent::serve_restore;
+use super::restore_request::RestoreRequest;
 use crate::{LogLevel, RunError, RunFacts, RunLog, SourceReader, apply_tracked, error_line};
 
-/// Serves one dump: reads the request (and the previous digest) from
-/// `input`, writes packets to `output`, and returns whether the dump
+/// Serves one dump or restore: reads the request (and the previous
+/// digest, or for a restore the generation's digest and then its blocks)
+/// from `input`, writes packets to `output`, and returns whether the work
 /// succeeded. Every failure is sent as a [`PacketKind::Error`] packet;
 /// one that cannot be sent (the backup host is gone) has nobody to tell.
 /// `run_dirs` is the private directory where `run.PID` keeps the previous
@@ -37,10 +40,19 @@ pub fn serve_agent<I: Read, W: Write + Send + 'static>(
         );
         let _ = sender.flush();
     });
-    let outcome = dump_request(input, &packets, log, run_dirs, step_hook);
+    let mut input = PacketReader::new(input);
+    let outcome = match read_job(&mut input) {
+        Ok(Job::Dump(request)) => {
+            dump_request(request, input, &packets, log, run_dirs, step_hook).map(|r| r.encode())
+        }
+        Ok(Job::Restore(request)) => {
+            serve_restore(request, input, &packets, &log, run_dirs, step_hook).map(|r| r.encode())
+        }
+        Err(e) => Err(e),
+    };
     match outcome {
         Ok(report) => {
-            packets.send(PacketKind::Report, &report.encode())?;
+            packets.send(PacketKind::Report, &report)?;
             packets.send(PacketKind::End, b"")?;
             packets.flush()?;
             Ok(true)
@@ -53,20 +65,48 @@ pub fn serve_agent<I: Read, W: Write + Send + 'static>(
     }
 }
 
-fn dump_request<I: Read, W: Write>(
-    input: I,
-    packets: &PacketWriter<W>,
-    log: RunLog,
-    run_dirs: &Path,
-    step_hook: fn(&str),
-) -> Result<AgentReport, RunError> {
-    let mut input = PacketReader::new(input);
+/// What the backup host asks of the agent.
+enum Job {
+    /// A dump of a source.
+    Dump(AgentRequest),
+    /// A restore onto a target.
+    Restore(RestoreRequest),
+}
+
+/// Reads the first packet of the input: a dump or a restore request.
+fn read_job<I: Read>(input: &mut PacketReader<I>) -> Result<Job, RunError> {
     let stdin_error = |source| RunError::Io {
         op: "read the request from",
         path: "standard input".into(),
         source,
     };
-    let request = AgentRequest::read_from(&mut input).map_err(stdin_error)?;
+    match input.next_packet().map_err(stdin_error)? {
+        Some((PacketKind::Request, payload)) => Ok(Job::Dump(AgentRequest::decode(&payload)?)),
+        Some((PacketKind::Restore, payload)) => Ok(Job::Restore(RestoreRequest::decode(&payload)?)),
+        Some((kind, _)) => Err(stdin_error(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the input starts with a {kind:?} packet, not a request"),
+        ))),
+        None => Err(stdin_error(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the input ended before the request",
+        ))),
+    }
+}
+
+fn dump_request<I: Read, W: Write>(
+    request: AgentRequest,
+    mut input: PacketReader<I>,
+    packets: &PacketWriter<W>,
+    log: RunLog,
+    run_dirs: &Path,
+    step_hook: fn(&str),
+) -> Result<AgentReport, RunError> {
+    let stdin_error = |source| RunError::Io {
+        op: "read the request from",
+        path: "standard input".into(),
+        source,
+    };
     let spec = request.source.to_spec()?;
     let format = request.format.requested()?.unwrap_or_default();
     let mut options = DumpOptions {
@@ -171,12 +211,12 @@ fn dump_request<I: Read, W: Write>(
 /// `run.PID` in the agent's private directory: this run's temporary
 /// files, removed when the run ends (and by the next run's preparation if
 /// this one was killed).
-struct RunDir {
-    path: PathBuf,
+pub(super) struct RunDir {
+    pub(super) path: PathBuf,
 }
 
 impl RunDir {
-    fn create(parent: &Path) -> Result<Self, RunError> {
+    pub(super) fn create(parent: &Path) -> Result<Self, RunError> {
         let path = parent.join(format!("run.{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::DirBuilder::new()
@@ -199,7 +239,7 @@ impl Drop for RunDir {
 
 /// Passes the dump's progress to the backup host (a packet every 4 MiB, for
 /// its progress bar) and everything else to the inner progress.
-struct ForwardProgress<'a, W: Write> {
+pub(super) struct ForwardProgress<'a, W: Write> {
     inner: &'a mut dyn Progress,
     packets: &'a PacketWriter<W>,
     total: Option<u64>,
@@ -208,7 +248,11 @@ struct ForwardProgress<'a, W: Write> {
 }
 
 impl<'a, W: Write> ForwardProgress<'a, W> {
-    fn new(inner: &'a mut dyn Progress, packets: &'a PacketWriter<W>, total: Option<u64>) -> Self {
+    pub(super) fn new(
+        inner: &'a mut dyn Progress,
+        packets: &'a PacketWriter<W>,
+        total: Option<u64>,
+    ) -> Self {
         let _ = packets.send(PacketKind::Progress, &progress_payload(total, 0));
         ForwardProgress {
             inner,

@@ -8,6 +8,12 @@
 //! To the agent (its stdin): the request, the previous digest, the end.
 //! From the agent (its stdout): log lines, progress, the diff and the new
 //! digest interleaved, then the report and the end, or an error.
+//!
+//! A restore goes both ways: to the agent, the restore request, generation
+//! K's digest and an end; from the agent, the ranges of its target that
+//! differ ([`PacketKind::Needs`]); to the agent, those ranges' blocks
+//! ([`PacketKind::Blocks`]) and an end; from the agent, its report and the
+//! end, or an error.
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
@@ -43,6 +49,17 @@ pub enum PacketKind {
     Error,
     /// The stream is complete.
     End,
+    /// A restore request ([`RestoreRequest`](super::RestoreRequest),
+    /// JSON), first on the agent's input instead of a dump request; the
+    /// digest of the generation follows.
+    Restore,
+    /// From the agent restoring: the byte ranges of the target that
+    /// differ, as pairs of u64 little-endian (start, end); an empty one
+    /// ends the list.
+    Needs,
+    /// To the agent restoring: the offset (u64 little-endian) and the
+    /// bytes of the generation there, whole blocks.
+    Blocks,
 }
 
 impl PacketKind {
@@ -58,6 +75,9 @@ impl PacketKind {
             PacketKind::Report => b'R',
             PacketKind::Error => b'E',
             PacketKind::End => b'Z',
+            PacketKind::Restore => b'T',
+            PacketKind::Needs => b'N',
+            PacketKind::Blocks => b'B',
         }
     }
 
@@ -72,6 +92,9 @@ impl PacketKind {
             b'R' => PacketKind::Report,
             b'E' => PacketKind::Error,
             b'Z' => PacketKind::End,
+            b'T' => PacketKind::Restore,
+            b'N' => PacketKind::Needs,
+            b'B' => PacketKind::Blocks,
             _ => return None,
         })
     }

@@ -191,10 +191,17 @@ impl RemoteBackup<'_> {
                         ended = true;
                         Ok(())
                     }
-                    // A request is never sent back.
-                    (PacketKind::Request, _) => Err(RunError::Protocol(super::ProtocolError {
+                    // Requests and restores' packets are never sent back
+                    // by a dumping agent.
+                    (
+                        kind @ (PacketKind::Request
+                        | PacketKind::Restore
+                        | PacketKind::Needs
+                        | PacketKind::Blocks),
+                        _,
+                    ) => Err(RunError::Protocol(super::ProtocolError {
                         what: "stream",
-                        detail: "a request packet from the agent".into(),
+                        detail: format!("a {kind:?} packet from the agent"),
                     })),
                     (PacketKind::Hello, _) => Ok(()),
                 };
