@@ -10,7 +10,7 @@ use blockdiff_core::{
 use blockdiff_storage::{ChainLocation, LockOptions, StorageOptions};
 use command_runner::{SshOptions, SshRunner};
 
-use crate::remote::{AgentBinary, RemoteBackup, RemoteSource};
+use crate::remote::{AgentBinary, InstalledAgent, RemoteBackup, RemoteSource};
 use crate::{
     ChainTracking, ConsistencyOptions, FormatChoice, PoliteOptions, ProgressDisplay, RunError,
     RunFacts, RunLog, SourceReader, SourceSpec, apply_tracked, timestamp,
@@ -42,6 +42,38 @@ pub struct RemoteOptions {
     /// The agent to copy to remote hosts (`None`: `$BLOCKDIFF_AGENT`, else
     /// `blockdiff-agent` beside the running executable).
     pub agent: Option<PathBuf>,
+}
+
+impl RemoteOptions {
+    /// Connects to `destination` over ssh (one master connection that
+    /// every step shares) and puts the agent there (copied, or an earlier
+    /// copy reused), saying both in `log`.
+    pub fn connect(
+        &self,
+        destination: &str,
+        log: &RunLog,
+    ) -> Result<(SshRunner, InstalledAgent), RunError> {
+        let agent = AgentBinary::locate(self.agent.as_deref())?;
+        if !agent.is_static() {
+            log.warning(format_args!(
+                "the agent {} is dynamically linked: it runs only on hosts with a compatible C library (scripts/build-agent.sh builds a static one)",
+                agent.path().display()
+            ));
+        }
+        log.info(format_args!("connecting to {destination}"));
+        let session = SshRunner::connect(destination, &self.ssh)?;
+        let installed = agent.install(&session, destination)?;
+        log.info(format_args!(
+            "{} the agent {destination}:{}",
+            if installed.uploaded {
+                "copied"
+            } else {
+                "reusing"
+            },
+            installed.path
+        ));
+        Ok((session, installed))
+    }
 }
 
 /// The options of a backup run.
@@ -153,14 +185,7 @@ impl BackupRun<'_> {
             }
             BackupSource::Remote(remote) => {
                 facts.host = Some(remote.destination.clone());
-                let agent = AgentBinary::locate(options.remote.agent.as_deref())?;
-                if !agent.is_static() {
-                    log.warning(format_args!(
-                        "the agent {} is dynamically linked: it runs only on hosts with a compatible C library (scripts/build-agent.sh builds a static one)",
-                        agent.path().display()
-                    ));
-                }
-                self.remote(&store, remote, &agent, &backup_options, &mut facts)
+                self.remote(&store, remote, &backup_options, &mut facts)
                     .map_err(failed)?
             }
         };
@@ -223,25 +248,12 @@ impl BackupRun<'_> {
         &self,
         store: &ChainLocation,
         source: &RemoteSource,
-        agent: &AgentBinary,
         backup_options: &BackupOptions,
         facts: &mut RunFacts,
     ) -> Result<BackupReport, RunError> {
         let options = self.options;
         let log = self.log;
-        log.info(format_args!("connecting to {}", source.destination));
-        let session = SshRunner::connect(&source.destination, &options.remote.ssh)?;
-        let installed = agent.install(&session, &source.destination)?;
-        log.info(format_args!(
-            "{} the agent {}:{}",
-            if installed.uploaded {
-                "copied"
-            } else {
-                "reusing"
-            },
-            source.destination,
-            installed.path
-        ));
+        let (session, installed) = options.remote.connect(&source.destination, log)?;
         RemoteBackup {
             host: &session,
             agent: &installed,

@@ -77,7 +77,7 @@ impl Sshd {
                  AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\n\
                  StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-                 AcceptEnv XDG_CACHE_HOME\nLogLevel VERBOSE\n",
+                 AcceptEnv XDG_CACHE_HOME BLOCKDIFF_TEST_STOP_AT\nLogLevel VERBOSE\n",
                 d = d.display()
             ),
         )
@@ -152,6 +152,15 @@ impl Sshd {
 
     /// The arguments of [`Sshd::backup`].
     fn backup_args(&self, name: &Path, source: &str, args: &[&str]) -> Vec<String> {
+        let mut all = vec![name.display().to_string(), source.to_owned()];
+        all.extend(self.client_args(""));
+        all.extend(args.iter().map(std::string::ToString::to_string));
+        all
+    }
+
+    /// The agent and the ssh options that reach this server, with `env`
+    /// (`NAME=VALUE`, or nothing) set for the agent besides its cache.
+    fn client_args(&self, env: &str) -> Vec<String> {
         let d = self.dir.path();
         let options = [
             format!("Port={}", self.port()),
@@ -159,20 +168,33 @@ impl Sshd {
             "IdentitiesOnly=yes".into(),
             format!("UserKnownHostsFile={}/known_hosts", d.display()),
             "StrictHostKeyChecking=yes".into(),
-            format!("SetEnv=XDG_CACHE_HOME={}", self.remote_cache().display()),
+            format!(
+                "SetEnv=XDG_CACHE_HOME={} {env}",
+                self.remote_cache().display()
+            ),
             "LogLevel=ERROR".into(),
         ];
-        let mut all = vec![
-            name.display().to_string(),
-            source.to_owned(),
-            "--agent".into(),
-            agent().display().to_string(),
-        ];
+        let mut all = vec!["--agent".into(), agent().display().to_string()];
         for o in options {
             all.extend(["--ssh-option".into(), o]);
         }
-        all.extend(args.iter().map(std::string::ToString::to_string));
         all
+    }
+
+    /// `blockdiff-restore TARGET --from NAME ARGS…` with the client
+    /// options, and `env` for the agent.
+    fn restore(&self, target: &str, name: &Path, args: &[&str], env: &str) -> Child {
+        Command::new(RESTORE)
+            .arg(target)
+            .arg("--from")
+            .arg(name)
+            .args(self.client_args(env))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     fn backup_ok(&self, name: &Path, source: &str, args: &[&str]) -> String {
@@ -715,4 +737,180 @@ fn a_list_of_sources_backs_up_each_chain_jobs_at_a_time_and_names_the_failure() 
         fs::read_to_string(store.join("web.ver")).unwrap().trim(),
         "1"
     );
+}
+
+/// 64 MiB on the "remote" host, 1% of its blocks damaged: the restore of
+/// generation 2 makes it byte-identical, writes only the damaged blocks,
+/// and sends about 1% of the file plus the digest over one connection; a
+/// missing target is created (0600) and sent in full.
+#[test]
+fn a_remote_restore_sends_only_the_blocks_that_differ() {
+    let Some(sshd) = Sshd::start() else { return };
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let name = local.path().join("db");
+    let src = remote.path().join("disk.img");
+    let size = 64usize << 20;
+    let bs = 16usize << 10;
+    let one = noise(size, 21);
+    let mut two = one.clone();
+    two[5 * bs..9 * bs].fill(0x11);
+    for image in [&one, &two] {
+        fs::write(&src, image).unwrap();
+        sshd.backup_ok(&name, &sshd.source(&src), &["-q"]);
+    }
+    let mut damaged = two.clone();
+    let blocks = size / bs;
+    let hit: Vec<usize> = (0..blocks / 100).map(|i| i * 97 % blocks).collect();
+    for &b in &hit {
+        damaged[b * bs + 100] ^= 0xff;
+    }
+    fs::write(&src, &damaged).unwrap();
+    let connections = sshd.connections();
+    let o = sshd
+        .restore(&sshd.source(&src), &name, &["-g", "2", "--json"], "")
+        .wait_with_output()
+        .unwrap();
+    assert!(o.status.success(), "{}\nsshd: {}", stderr(&o), sshd.log());
+    assert!(
+        fs::read(&src).unwrap() == two,
+        "the target differs from generation 2"
+    );
+    assert_eq!(sshd.connections(), connections + 1, "one connection");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["mode"], "delta");
+    assert_eq!(j["generation"], 2);
+    assert_eq!(j["bytes_written"], (hit.len() * bs) as u64);
+    assert_eq!(j["verified"], true);
+    let sent = j["bytes_sent"].as_u64().unwrap();
+    // The damaged blocks (1%), the digest (32 bytes a block: 0.2%) and
+    // the packets' headers.
+    assert!(sent >= (hit.len() * bs) as u64, "{sent}");
+    assert!(
+        sent < (size as u64) * 15 / 1000,
+        "{sent} bytes sent for {size}"
+    );
+    assert!(
+        stderr(&o).contains("bytes sent over the connection"),
+        "{}",
+        stderr(&o)
+    );
+
+    // No target there: created 0600, every block sent.
+    let fresh = remote.path().join("fresh.img");
+    let o = sshd
+        .restore(
+            &sshd.source(&fresh),
+            &name,
+            &["-g", "1", "--json", "-q"],
+            "",
+        )
+        .wait_with_output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(fs::read(&fresh).unwrap() == one);
+    assert_eq!(
+        fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["created"], true);
+    assert_eq!(j["bytes_written"], size as u64);
+}
+
+/// A target path with spaces, quotes and command substitutions is
+/// written as is and runs nothing there.
+#[test]
+fn a_remote_restore_to_a_hostile_path_runs_nothing() {
+    let Some(sshd) = Sshd::start() else { return };
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let name = local.path().join("db");
+    let src = remote.path().join("disk.img");
+    let data = noise(300_000, 4);
+    fs::write(&src, &data).unwrap();
+    sshd.backup_ok(&name, &sshd.source(&src), &["-q"]);
+    let pwned = format!("pwned-{}", std::process::id());
+    let odd = remote
+        .path()
+        .join(format!("a dir $(touch {pwned}) `touch {pwned}`; 'q' \"x\""));
+    fs::create_dir(&odd).unwrap();
+    let target = odd.join("restored $HOME.img");
+    let o = sshd
+        .restore(&sshd.source(&target), &name, &[], "")
+        .wait_with_output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(fs::read(&target).unwrap() == data);
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    for dir in [
+        Path::new(&home),
+        odd.as_path(),
+        remote.path(),
+        local.path(),
+        Path::new("."),
+    ] {
+        assert!(!dir.join(&pwned).exists(), "{pwned} in {}", dir.display());
+    }
+}
+
+/// The connection cut once the agent has written its first blocks: the
+/// error says the target is partly restored and what to do; the same
+/// command then completes it.
+#[test]
+fn a_remote_restore_cut_halfway_says_so_and_a_rerun_completes_it() {
+    let Some(sshd) = Sshd::start() else { return };
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let name = local.path().join("db");
+    let src = remote.path().join("disk.img");
+    let data = noise(8 << 20, 8);
+    fs::write(&src, &data).unwrap();
+    sshd.backup_ok(&name, &sshd.source(&src), &["-q"]);
+    // Two damaged stretches of 3 MiB: several packets of blocks.
+    let mut damaged = data.clone();
+    damaged[..3 << 20].fill(0);
+    damaged[5 << 20..].fill(0);
+    fs::write(&src, &damaged).unwrap();
+    let fifo = remote.path().join("stop.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let env = format!(
+        "BLOCKDIFF_TEST_STOP_AT=restore-agent:wrote-first={}",
+        fifo.display()
+    );
+    let mut run = sshd.restore(&sshd.source(&src), &name, &[], &env);
+    // The agent waits at the step, its first blocks written.
+    let hold = open_fifo_for_writing(&fifo, &mut run);
+    let killed = Command::new("pkill")
+        .args(["-KILL", "-P", &sshd.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no connection to kill");
+    drop(hold);
+    let o = run.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("partly restored"), "{err}");
+    assert!(err.contains("run the same restore again"), "{err}");
+    let partly = fs::read(&src).unwrap();
+    assert!(
+        partly != damaged && partly != data,
+        "the cut restore wrote something, not all"
+    );
+    common::wait_for("the cut run's agent to end", || {
+        sshd.running_agents().is_empty()
+    });
+    fs::remove_file(&fifo).unwrap();
+    let o = sshd
+        .restore(&sshd.source(&src), &name, &[], "")
+        .wait_with_output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(fs::read(&src).unwrap() == data);
 }

@@ -15,17 +15,15 @@ use anyhow::Context;
 use blockdiff_core::{BlockSize, ChainPeriod};
 use blockdiff_run::remote::{self, RemoteSource};
 use blockdiff_run::{
-    BackupRun, BackupRunOptions, BackupSource, LogLevel, NoDisplay, RemoteOptions, RunSummary,
-    SourceSpec, back_up_each, each_chain_name, error_line, groups_to_serialize, local_today,
-    parse_source_list,
+    BackupRun, BackupRunOptions, BackupSource, LogLevel, NoDisplay, RunSummary, SourceSpec,
+    back_up_each, each_chain_name, error_line, groups_to_serialize, local_today, parse_source_list,
 };
 use blockdiff_storage::{ChainLocation, LockOptions};
 use blockdiff_tools::{
-    ConsistencyArgs, FormatArgs, KeyArgs, PoliteArgs, StorageArgs, TerminalProgress, UsageError,
-    parse_block_size, parse_lv, reached_step, run_main, stderr_log,
+    ConsistencyArgs, FormatArgs, KeyArgs, PoliteArgs, RemoteArgs, StorageArgs, TerminalProgress,
+    UsageError, parse_block_size, parse_lv, reached_step, run_main, stderr_log,
 };
 use clap::{ArgGroup, Parser};
-use command_runner::SshOptions;
 use lvm_snap::{LvPath, Lvm, VolumePattern};
 
 const TOOL: &str = "blockdiff-backup";
@@ -284,26 +282,6 @@ struct Args {
     )]
     break_lock: bool,
 }
-/// How remote hosts are reached.
-#[derive(Debug, clap::Args)]
-#[command(next_help_heading = "Remote hosts")]
-struct RemoteArgs {
-    /// An ssh option for remote sources, as ssh -o takes it (Port=2222,
-    /// IdentityFile=/root/.ssh/backup); repeatable
-    #[arg(long = "ssh-option", value_name = "OPTION")]
-    ssh_options: Vec<String>,
-
-    /// The ssh client to use
-    #[arg(long, value_name = "PROGRAM", default_value = "ssh")]
-    ssh: PathBuf,
-
-    /// The agent to copy to remote hosts [default: $BLOCKDIFF_AGENT, else
-    /// blockdiff-agent beside this program]; build a static one with
-    /// scripts/build-agent.sh
-    #[arg(long, value_name = "PATH")]
-    agent: Option<PathBuf>,
-}
-
 fn parse_chain_period(s: &str) -> Result<ChainPeriod, String> {
     s.parse().map_err(|e: blockdiff_core::Error| e.to_string())
 }
@@ -361,14 +339,7 @@ fn run_options(args: &Args) -> anyhow::Result<BackupRunOptions> {
         format: args.format.to_choice(),
         consistency: args.consistency.to_options(),
         polite: args.polite.to_options(),
-        remote: RemoteOptions {
-            ssh: SshOptions {
-                program: args.remote.ssh.clone(),
-                options: args.remote.ssh_options.clone(),
-                ..SshOptions::default()
-            },
-            agent: args.remote.agent.clone(),
-        },
+        remote: args.remote.to_options(),
         storage: args.storage.to_options(),
         lock: LockOptions {
             break_lock: args.break_lock,

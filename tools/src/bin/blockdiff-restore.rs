@@ -11,8 +11,12 @@ use blockdiff_core::{
     DeltaRestoreOptions, DumpOptions, DumpSource, Notice, Progress, RestoreOptions, RestorePlan,
     apply_stream, compare_with_generation, restore_delta,
 };
+use blockdiff_run::remote::{self, RemoteRestore, RemoteRestoreOptions, RemoteTarget, RestoreMode};
 use blockdiff_storage::ChainLocation;
-use blockdiff_tools::{KeyArgs, PoliteArgs, StderrProgress, StorageArgs, UsageError, run_main};
+use blockdiff_tools::{
+    KeyArgs, PoliteArgs, RemoteArgs, StderrProgress, StorageArgs, TerminalProgress, UsageError,
+    run_main, stderr_log,
+};
 use clap::Parser;
 
 const EXAMPLES: &str = "\
@@ -31,6 +35,9 @@ Examples:
 
   # roll a volume back to generation 3, writing only the blocks that differ
   blockdiff-restore /dev/vg0/www --from /var/backup/www -g 3 --delta
+
+  # the same onto a server, over ssh (nothing installed there)
+  blockdiff-restore root@db1:/dev/vg0/mysql --from /var/backup/db1-mysql -g 3
 
   # which parts of a disk differ from generation 5?
   blockdiff-restore --verify-only --from /var/backup/db -g 5 --against /dev/vg0/data
@@ -64,6 +71,18 @@ large; a device that is mounted or held by another program is refused
 unless --force. Unlike a full restore, an interrupted --delta leaves TARGET
 partly written (the error says so): run the same command again and it
 writes what still differs.
+
+A TARGET of the form [USER@]HOST:PATH (a colon before any slash; write
+./a:b for a local file named so) is a file or block device on that host,
+restored over one ssh connection through the agent that remote backups use
+(copied there, nothing installed): by default as --delta does, the agent
+hashing its target on every core and the backup host sending only the
+blocks that differ, each checked against the digest on both sides; a
+missing file is created (mode 0600) and every block that is not all zeros
+sent. --full sends every block without reading the target first. The
+polite-I/O options apply to the agent's reading of the target; --force,
+--resize and --no-verify as for --delta. Killed or cut off, the target is
+partly written and the error says so: run the same command again.
 
 A legacy digest records no size: a digest of generation K listing fewer
 blocks than K-1's is refused (it may have been cut short) unless the
@@ -145,6 +164,15 @@ struct Args {
     /// size (without it such a file is refused)
     #[arg(long, requires = "delta")]
     resize: bool,
+
+    /// For a TARGET on another host: send every block without reading the
+    /// target first (the default there compares and sends what differs;
+    /// locally a full restore is the default)
+    #[arg(long, requires = "from", conflicts_with_all = ["delta", "verify_only"])]
+    full: bool,
+
+    #[command(flatten)]
+    remote: RemoteArgs,
 
     /// Print a JSON summary of the restore on standard output
     #[arg(long, conflicts_with = "verify_only")]
@@ -292,6 +320,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         .target
         .as_ref()
         .expect("clap requires TARGET without --verify-only");
+    if let Some((host, path)) = target.to_str().and_then(remote::split_remote) {
+        return restore_remote(&args, host, path);
+    }
     if args.delta {
         let name = args
             .from
@@ -322,6 +353,9 @@ fn run(args: Args) -> anyhow::Result<()> {
                 ranges_differing: Some(report.ranges),
                 bytes_written: report.bytes_written,
                 verified: report.verified,
+                created: false,
+                bytes_sent: None,
+                bytes_received: None,
             })?;
         }
         if !args.quiet {
@@ -379,6 +413,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             ranges_differing: None,
             bytes_written: report.bytes_written,
             verified: report.verified,
+            created: false,
+            bytes_sent: None,
+            bytes_received: None,
         })?;
     }
     if !args.quiet {
@@ -427,8 +464,86 @@ struct RestoreSummary {
     /// Bytes written to the target.
     bytes_written: u64,
     /// Whether what was written was checked against the digest (full), or
-    /// the whole target read again and found equal to it (delta).
+    /// the whole target read again and found equal to it (delta, remote).
     verified: bool,
+    /// Whether the target did not exist and was created (remote).
+    created: bool,
+    /// Bytes sent over the ssh connection, headers included (remote).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_sent: Option<u64>,
+    /// Bytes received over it (remote).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_received: Option<u64>,
+}
+
+/// Restores onto `path` on `host` through the agent there.
+fn restore_remote(args: &Args, host: &str, path: &str) -> anyhow::Result<()> {
+    let Some(name) = &args.from else {
+        return Err(UsageError(
+            "a restore onto another host needs --from NAME (a single stream is applied locally only)".into(),
+        )
+        .into());
+    };
+    let bars = TerminalProgress::stderr(!args.quiet);
+    let log = stderr_log("blockdiff-restore", args.quiet, &bars);
+    let location = ChainLocation::open(name, &args.storage.to_options())?
+        .with_encryption(args.key.encryption()?);
+    let polite = args.polite.to_options();
+    polite.check()?;
+    let target = RemoteTarget {
+        destination: host.to_owned(),
+        path: PathBuf::from(path),
+    };
+    let (session, agent) = args.remote.to_options().connect(host, &log)?;
+    let options = RemoteRestoreOptions {
+        generation: args.generation,
+        mode: if args.full {
+            RestoreMode::Full
+        } else {
+            RestoreMode::Delta
+        },
+        threads: args.threads,
+        verify: !args.no_verify,
+        force: args.force,
+        resize: args.resize,
+    };
+    let report = RemoteRestore {
+        host: &session,
+        agent: &agent,
+        target: &target,
+        polite: &polite,
+    }
+    .run(&location, &options, &log, &bars)?;
+    let a = report.agent;
+    if args.json {
+        print_json(&RestoreSummary {
+            target: target.to_string(),
+            mode: if args.full { "full" } else { "delta" },
+            generation: report.generation,
+            source_size: report.source_size,
+            bytes_compared: a.bytes_compared,
+            ranges_differing: Some(a.ranges),
+            bytes_written: a.bytes_written,
+            verified: a.verified,
+            created: a.created,
+            bytes_sent: Some(report.bytes_sent),
+            bytes_received: Some(report.bytes_received),
+        })?;
+    }
+    log.info(format_args!(
+        "generation {} restored to {target}: {} of {} bytes written{}, {} bytes sent over the connection{}",
+        report.generation,
+        a.bytes_written,
+        report.source_size,
+        if a.created { " (created)" } else { "" },
+        report.bytes_sent,
+        if a.verified {
+            "; read again there, it matches the digest"
+        } else {
+            ""
+        }
+    ));
+    Ok(())
 }
 
 /// Prints `value` as one line of JSON on standard output.
