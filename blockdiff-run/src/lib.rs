@@ -17,7 +17,9 @@
 //!   metadata). [`SourceReader::with_tracking`] does it around a snapshot.
 //! - [`remote`]: the agent protocol ([`remote::AgentRequest`],
 //!   [`remote::AgentReport`], packets), the backup host's side
-//!   ([`remote::RemoteBackup`]) and the agent's ([`remote::serve_agent`]).
+//!   ([`remote::RemoteBackup`]) and the agent's ([`remote::serve_agent`]);
+//!   a restore onto a target on the agent's host
+//!   ([`remote::RemoteRestore`], [`remote::RestoreRequest`]).
 //! - [`FileDump`]: a dump outside any store (`blockdiff-dump`), its
 //!   outputs written whole or not at all.
 //! - [`RunFacts`] (`NAME.N.meta.json`), [`RunSummary`] (`--json`),

@@ -180,6 +180,10 @@ pub enum SnapshotState {
     /// tracking ([`lvm_snap::RETAINED_TAG`]): removed when the next
     /// backup of its chain is committed, never by a cleanup.
     Retained,
+    /// Kept by a restore ([`lvm_snap::BEFORE_TAG`]): the volume as it was
+    /// before the restore wrote it; `lvconvert --merge` undoes the
+    /// restore, `lvremove` drops it. Never removed by a cleanup.
+    Before,
     /// Nothing holds it: a killed run left it, and it can be removed.
     Stale,
 }
@@ -191,6 +195,9 @@ impl fmt::Display for SnapshotState {
             SnapshotState::Mounted(dir) => write!(f, "mounted at {}", dir.display()),
             SnapshotState::Open => f.write_str("open, owner gone"),
             SnapshotState::Retained => f.write_str("retained: the base of its chain's tracking"),
+            SnapshotState::Before => {
+                f.write_str("kept by a restore: the volume before it (lvconvert --merge undoes it)")
+            }
             SnapshotState::Stale => f.write_str("stale"),
         }
     }
@@ -682,6 +689,9 @@ impl PartitionMounter {
                     None if snapshot.owner_running => SnapshotState::OwnerRunning,
                     None if snapshot.lv.tags.iter().any(|t| t == lvm_snap::RETAINED_TAG) => {
                         SnapshotState::Retained
+                    }
+                    None if snapshot.lv.tags.iter().any(|t| t == lvm_snap::BEFORE_TAG) => {
+                        SnapshotState::Before
                     }
                     None if open => SnapshotState::Open,
                     None => SnapshotState::Stale,

@@ -1,6 +1,7 @@
 //! Fuzzes the agent's side of the protocol: `AgentRequest::read_from` and
 //! `receive_digest` over the agent's input stream, and the JSON decoders of
-//! the request and the report (`blockdiff_run::remote`). The request comes
+//! the request and the report (`blockdiff_run::remote`); for restores, the
+//! restore request and report, and the lists of ranges and blocks. The request comes
 //! from the backup host and the report from the remote host, either of
 //! which may be hostile: any input must be refused or accepted, never
 //! panic, and what is accepted must be what the agent can act on (every
@@ -11,7 +12,10 @@ use std::io::{self, Read};
 
 use blockdiff_fuzz::Trickle;
 use blockdiff_run::remote::protocol::PacketReader;
-use blockdiff_run::remote::{AgentReport, AgentRequest, receive_digest};
+use blockdiff_run::remote::{
+    AgentReport, AgentRequest, RestoreAgentReport, RestoreRequest, parse_blocks, parse_needs,
+    receive_digest,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// Inputs up to this length are also read one byte per call.
@@ -67,6 +71,35 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(request) = AgentRequest::decode(data) {
         accepted(&request);
     }
+    if let Ok(request) = RestoreRequest::decode(data) {
+        request
+            .polite
+            .check()
+            .expect("an accepted restore request has valid polite options");
+        request
+            .block_hash_key()
+            .expect("an accepted restore request has a valid key");
+        let again =
+            RestoreRequest::decode(&request.encode()).expect("a restore request re-encoded decodes");
+        assert_eq!(again, request, "a restore request changed on the round trip");
+    }
+    if let Ok(report) = RestoreAgentReport::decode(data) {
+        let again = RestoreAgentReport::decode(&report.encode()).expect("a report re-encoded decodes");
+        assert_eq!(again, report, "a restore report changed on the round trip");
+    }
+    if let Some((size, payload)) = data.split_first_chunk::<8>() {
+        let size = u64::from_le_bytes(*size);
+        let mut ranges = Vec::new();
+        if parse_needs(payload, size, &mut ranges).is_ok() {
+            let mut end = 0;
+            for (i, &(a, b)) in ranges.iter().enumerate() {
+                assert!(a < b && b <= size, "an accepted range is empty or too far");
+                assert!(i == 0 || a > end, "accepted ranges overlap or touch");
+                end = b;
+            }
+        }
+    }
+    let _ = parse_blocks(data);
     if let Ok(report) = AgentReport::decode(data) {
         let again = AgentReport::decode(&report.encode()).expect("a report re-encoded decodes");
         assert_eq!(again, report, "a report changed on the round trip");

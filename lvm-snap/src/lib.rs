@@ -47,9 +47,9 @@ pub use error::{Error, Result};
 pub use lvm::{LogicalVolume, LvPath, Lvm, VolumeGroup};
 pub use monitor::{FillEvent, FillMonitor, FillMonitorOptions, FillStatus};
 pub use snapshot::{
-    CHAIN_TAG_PREFIX, PID_TAG_PREFIX, RETAINED_TAG, SNAPSHOT_TAG, Snapshot, SnapshotOptions,
-    SnapshotSize, SnapshotUsage, SnapshotWatcher, TaggedSnapshot, retained_snapshots,
-    stale_snapshots, tagged_snapshots,
+    BEFORE_TAG, CHAIN_TAG_PREFIX, PID_TAG_PREFIX, RETAINED_TAG, SNAPSHOT_TAG, Snapshot,
+    SnapshotOptions, SnapshotSize, SnapshotUsage, SnapshotWatcher, TaggedSnapshot,
+    retained_snapshots, stale_snapshots, tagged_snapshots,
 };
 pub use thin_delta::{ChunkRange, ThinDelta, ThinPool, ThinPoolStatus};
 pub use volume_pattern::{VolumePattern, VolumeSelection, glob_matches, skip_reason};

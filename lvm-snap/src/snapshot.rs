@@ -19,6 +19,10 @@ pub const RETAINED_TAG: &str = "blockdiff-retained";
 /// Prefix of the tag naming the chain a retained snapshot is the base of:
 /// `blockdiff-chain-` and 16 hexadecimal digits.
 pub const CHAIN_TAG_PREFIX: &str = "blockdiff-chain-";
+/// The tag of a snapshot kept by a restore (`--keep-before`): the volume's
+/// state before the restore wrote it, so that the restore can be undone
+/// (`lvconvert --merge`). Never removed by a cleanup.
+pub const BEFORE_TAG: &str = "blockdiff-before";
 
 /// How large a thick snapshot is: the space that holds the origin's blocks
 /// as they were, for every block written while the snapshot exists.
@@ -290,6 +294,21 @@ impl Snapshot {
         Ok(self.path.clone())
     }
 
+    /// Keeps the snapshot as the state of its origin before a restore
+    /// writes it: tags it [`BEFORE_TAG`] and drops its pid tag (so that it
+    /// is never taken for a killed run's), leaving it active. On failure the
+    /// snapshot is removed, as a guard's is.
+    pub fn keep_as_before(mut self) -> Result<LvPath> {
+        let pid_tag = format!("{PID_TAG_PREFIX}{}", std::process::id());
+        let target = self.path.to_string();
+        self.lvm.run(&CommandLine::new(
+            "lvchange",
+            ["--addtag", BEFORE_TAG, "--deltag", &pid_tag, &target],
+        ))?;
+        self.removed = true;
+        Ok(self.path.clone())
+    }
+
     /// Leaves the snapshot in place (for debugging) and returns its name.
     pub fn keep(mut self) -> LvPath {
         self.removed = true;
@@ -404,7 +423,8 @@ pub fn retained_snapshots(
 /// The tagged snapshots whose owner no longer runs: left by a run that was
 /// killed (SIGKILL, a crash of the host) before it could remove them.
 /// Snapshots carrying a tag in `exclude_tags` (such as a mounted
-/// partition's) are not stale, nor is a retained one ([`RETAINED_TAG`]).
+/// partition's) are not stale, nor is a retained one ([`RETAINED_TAG`]) or
+/// one kept by a restore ([`BEFORE_TAG`]).
 pub fn stale_snapshots(
     lvm: &Lvm,
     vg: Option<&str>,
@@ -414,11 +434,9 @@ pub fn stale_snapshots(
         .into_iter()
         .filter(|s| {
             !s.owner_running
-                && !s
-                    .lv
-                    .tags
-                    .iter()
-                    .any(|t| t == RETAINED_TAG || exclude_tags.contains(&t.as_str()))
+                && !s.lv.tags.iter().any(|t| {
+                    t == RETAINED_TAG || t == BEFORE_TAG || exclude_tags.contains(&t.as_str())
+                })
         })
         .collect())
 }
@@ -703,6 +721,49 @@ pub(crate) mod tests {
         let stale = stale_snapshots(&lvm, None, &[]).unwrap();
         assert_eq!(stale.len(), 1);
         assert_eq!(stale[0].lv.path.lv, "thin-bd-5-2-0");
+    }
+
+    #[test]
+    fn a_snapshot_kept_before_a_restore_is_retagged_left_active_and_never_stale() {
+        let r = thick_vg(1 << 30);
+        r.on("lvchange", |_| CommandOutput::ok(""));
+        let lvm = Lvm::with_runner(r.clone());
+        let snap = Snapshot::create(
+            &lvm,
+            &"vg0/data".parse().unwrap(),
+            &SnapshotOptions::default(),
+        )
+        .unwrap();
+        let name = snap.path().to_string();
+        assert_eq!(snap.keep_as_before().unwrap().to_string(), name);
+        let calls = r.calls();
+        let pid = std::process::id();
+        assert_eq!(
+            calls.last().unwrap(),
+            &format!("lvchange --addtag blockdiff-before --deltag blockdiff-pid-{pid} {name}")
+        );
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c.starts_with("lvremove") || c.contains("-an"))
+        );
+
+        let r = Arc::new(RecordingRunner::strict());
+        let rows = report(&[
+            lv_row("data", "owi-aos---", 16 << 20, "", "", "", ""),
+            lv_row(
+                "data-bd-1-2-0",
+                "swi-a-s---",
+                8 << 20,
+                "data",
+                "",
+                "1.00",
+                "blockdiff,blockdiff-before",
+            ),
+        ]);
+        r.on("lvs", move |_| CommandOutput::ok(&rows));
+        let lvm = Lvm::with_runner(r);
+        assert!(stale_snapshots(&lvm, None, &[]).unwrap().is_empty());
     }
 
     #[test]

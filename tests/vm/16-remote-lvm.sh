@@ -5,7 +5,9 @@
 # A thin LV backed up the same way is tracked by the agent: the second run
 # reads only what the pool reports changed, and restores exactly. Both
 # again from a --sources list, two jobs at a time: serialized (one remote
-# VG), --max-rate shared, one JSON array.
+# VG), --max-rate shared, one JSON array. Then a restore the other way:
+# the LV rolled back to generation 1 over ssh with its state before kept
+# as a snapshot, which then undoes the rollback; a mounted LV is refused.
 source "$ROOT/tests/vm/lib.sh"
 make_vg vgremote 96
 lvcreate -q -L 16M -n data vgremote >/dev/null
@@ -177,4 +179,54 @@ thin3=$(retained_md5)
 blockdiff-restore /tmp/r.img --from /tmp/store/thin --generation 3
 [[ $(md5 /tmp/r.img) == "$thin3" ]] || fail "thin generation 3 differs from its snapshot"
 [[ $(snapshots vgremote | wc -l) -eq 1 ]] || fail "snapshots left: $(snapshots vgremote)"
-echo "remote LVM backups OK"
+
+log "a rollback over ssh: --lvm HOST:VG/LV -g 1 --keep-before, then undone"
+unset STORE LV
+remote_restore() {
+    blockdiff-restore --agent "$agent" \
+        --ssh-option Port=$port --ssh-option IdentityFile=$ssh_dir/id \
+        --ssh-option UserKnownHostsFile=$ssh_dir/known_hosts \
+        --ssh-option StrictHostKeyChecking=yes \
+        --ssh-option SetEnv=XDG_CACHE_HOME=/tmp/cache "$@"
+}
+before=$(md5 $dev)
+remote_restore --lvm root@127.0.0.1:vgremote/data --from /tmp/store/data -g 1 --keep-before --json \
+    >/tmp/rb.json 2>/tmp/rb.log || { cat /tmp/rb.log; fail "the rollback failed"; }
+cat /tmp/rb.log
+[[ $(md5 $dev) == "$sum1" ]] || fail "the rolled-back LV differs from generation 1"
+kept=$(lvs --noheadings -o lv_name,lv_tags vgremote | awk '$2 ~ /blockdiff-before/ { print $1 }')
+[[ $(wc -w <<<"$kept") -eq 1 ]] || fail "snapshots kept before the restore: '$kept'"
+[[ $(md5 "/dev/vgremote/$kept") == "$before" ]] || fail "the kept snapshot is not the LV before the restore"
+grep -q "127.0.0.1: kept vgremote/$kept" /tmp/rb.log || fail "the kept snapshot was not logged"
+python3 - /tmp/rb.json <<'PY' || fail "wrong summary: $(cat /tmp/rb.json)"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["mode"] == "delta" and r["generation"] == 1 and r["verified"], r
+assert 0 < r["bytes_written"] < (16 << 20) // 4, r
+assert r["bytes_sent"] < (16 << 20) // 4, r
+PY
+blockdiff-lvm snapshots vgremote | grep "$kept" | grep -q "kept by a restore" ||
+    fail "blockdiff-lvm snapshots does not show the kept snapshot: $(blockdiff-lvm snapshots vgremote)"
+blockdiff-lvm cleanup vgremote >/dev/null
+lvs "vgremote/$kept" >/dev/null 2>&1 || fail "a cleanup removed the snapshot kept by the restore"
+lvconvert -q --merge "vgremote/$kept" >/dev/null
+[[ $(md5 $dev) == "$before" ]] || fail "merging the kept snapshot did not bring the LV back"
+
+log "a mounted LV is refused"
+lvcreate -q -L 8M -n fs vgremote >/dev/null
+mkfs.ext4 -q /dev/vgremote/fs
+STORE=/tmp/store/fs LV=vgremote/fs remote_backup -q || fail "backup of the file system LV"
+mkdir -p /tmp/mnt
+mount /dev/vgremote/fs /tmp/mnt
+at_exit "umount /tmp/mnt 2>/dev/null"
+echo "after the backup" >/tmp/mnt/new-file
+sync
+if remote_restore --lvm root@127.0.0.1:vgremote/fs --from /tmp/store/fs 2>/tmp/mounted.log; then
+    fail "a restore onto a mounted LV succeeded"
+fi
+grep -q "in use" /tmp/mounted.log || fail "unexpected error: $(cat /tmp/mounted.log)"
+umount /tmp/mnt
+remote_restore --lvm root@127.0.0.1:vgremote/fs --from /tmp/store/fs -q || fail "the restore once unmounted"
+blockdiff-restore /tmp/r.img --from /tmp/store/fs
+[[ $(md5 /tmp/r.img) == "$(md5 /dev/vgremote/fs)" ]] || fail "the unmounted LV differs from its backup"
+echo "remote LVM backups and restores OK"

@@ -98,6 +98,9 @@ pub(super) fn serve_restore<I: Read, W: Write>(
         request.generation,
         ranges.len()
     ));
+    if request.keep_before && needed > 0 {
+        keep_before(&request, needed, log)?;
+    }
     let sent = needs_payloads(&ranges)
         .iter()
         .try_for_each(|p| packets.send(PacketKind::Needs, p))
@@ -145,6 +148,33 @@ pub(super) fn serve_restore<I: Read, W: Write>(
         created: target.created(),
         verified,
     })
+}
+
+/// Takes a snapshot of the target LV, sized for the bytes about to be
+/// written (thick; a thin one shares its pool), and keeps it as the
+/// volume's state before the restore.
+fn keep_before(request: &RestoreRequest, needed: u64, log: &RunLog) -> Result<(), RunError> {
+    let Some(lv) = &request.lvm else {
+        return Ok(());
+    };
+    let origin: lvm_snap::LvPath = lv.parse()?;
+    let lvm = lvm_snap::Lvm::local();
+    // Each written block's old contents, copied once, and the snapshot's
+    // own metadata.
+    let size = lvm_snap::SnapshotSize::Bytes(needed + needed / 10 + (4 << 20));
+    let snapshot = lvm_snap::Snapshot::create(
+        &lvm,
+        &origin,
+        &lvm_snap::SnapshotOptions {
+            size,
+            extra_tags: Vec::new(),
+        },
+    )?;
+    let kept = snapshot.keep_as_before()?;
+    log.info(format_args!(
+        "kept {kept}: {origin} as it was before this restore (lvconvert --merge {kept} undoes the restore; lvremove {kept} drops it)"
+    ));
+    Ok(())
 }
 
 /// Writes the blocks that come until the end packet: each inside the

@@ -40,8 +40,16 @@ pub enum RestoreMode {
 pub struct RestoreRequest {
     /// [`PROTOCOL_VERSION`].
     pub version: u32,
-    /// The file or block device to write on the agent's host.
+    /// The file or block device to write on the agent's host (for an LV,
+    /// its device, `/dev/VG/LV`).
     pub target: PathBuf,
+    /// The target is this logical volume (`VG/LV`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lvm: Option<String>,
+    /// Before writing the LV, take a snapshot of it and keep it (tagged
+    /// `blockdiff-before`), so that the restore can be undone.
+    #[serde(default)]
+    pub keep_before: bool,
     /// The generation restored (for messages).
     pub generation: u64,
     /// The generation's size in bytes.
@@ -88,6 +96,21 @@ impl RestoreRequest {
             return Err(bad("an empty target path".into()));
         }
         request.block_hash_key().map_err(bad)?;
+        match (&request.lvm, request.keep_before) {
+            (None, true) => return Err(bad("keep_before without an LV".into())),
+            (Some(lv), _) => {
+                let lv: lvm_snap::LvPath = lv
+                    .parse()
+                    .map_err(|e: lvm_snap::Error| bad(e.to_string()))?;
+                if request.target != lv.device() {
+                    return Err(bad(format!(
+                        "the target {} is not the device of {lv}",
+                        request.target.display()
+                    )));
+                }
+            }
+            (None, false) => {}
+        }
         request.polite.check().map_err(|e| bad(e.to_string()))?;
         Ok(request)
     }
@@ -231,6 +254,8 @@ mod tests {
         RestoreRequest {
             version: PROTOCOL_VERSION,
             target: "/dev/vg0/db".into(),
+            lvm: Some("vg0/db".into()),
+            keep_before: true,
             generation: 3,
             size: 1 << 30,
             mode: RestoreMode::Delta,
@@ -256,6 +281,14 @@ mod tests {
         let mut key = sample();
         key.hash_key = Some("not hex".into());
         assert!(RestoreRequest::decode(&key.encode()).is_err());
+        let mut other_device = sample();
+        other_device.target = "/dev/vg0/www".into();
+        assert!(RestoreRequest::decode(&other_device.encode()).is_err());
+        let mut no_lv = sample();
+        no_lv.lvm = None;
+        assert!(RestoreRequest::decode(&no_lv.encode()).is_err());
+        no_lv.keep_before = false;
+        assert!(RestoreRequest::decode(&no_lv.encode()).is_ok());
         assert!(RestoreRequest::decode(b"{").is_err());
     }
 

@@ -20,18 +20,34 @@ use super::restore_request::{
 };
 use crate::{LogLevel, PoliteOptions, ProgressDisplay, RunError, RunLog};
 
-/// A file or block device on another host.
+/// A file, block device or logical volume on another host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteTarget {
     /// `[user@]host`, as ssh takes it.
     pub destination: String,
-    /// The file or device there.
+    /// The file or device there (for an LV, its device).
     pub path: PathBuf,
+    /// The logical volume, when the target is one (`--lvm HOST:VG/LV`).
+    pub lvm: Option<lvm_snap::LvPath>,
+}
+
+impl RemoteTarget {
+    /// The logical volume `lv` on `destination`.
+    pub fn lvm(destination: &str, lv: lvm_snap::LvPath) -> Self {
+        RemoteTarget {
+            destination: destination.to_owned(),
+            path: lv.device(),
+            lvm: Some(lv),
+        }
+    }
 }
 
 impl std::fmt::Display for RemoteTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.destination, self.path.display())
+        match &self.lvm {
+            Some(lv) => write!(f, "{}:{lv}", self.destination),
+            None => write!(f, "{}:{}", self.destination, self.path.display()),
+        }
     }
 }
 
@@ -50,6 +66,8 @@ pub struct RemoteRestoreOptions {
     pub force: bool,
     /// Make a regular file of another size the generation's size.
     pub resize: bool,
+    /// For an LV target: keep a snapshot of its state before the restore.
+    pub keep_before: bool,
 }
 
 impl Default for RemoteRestoreOptions {
@@ -61,6 +79,7 @@ impl Default for RemoteRestoreOptions {
             verify: true,
             force: false,
             resize: false,
+            keep_before: false,
         }
     }
 }
@@ -126,6 +145,8 @@ impl RemoteRestore<'_> {
         let request = RestoreRequest {
             version: PROTOCOL_VERSION,
             target: self.target.path.clone(),
+            lvm: self.target.lvm.as_ref().map(ToString::to_string),
+            keep_before: options.keep_before,
             generation,
             size,
             mode: options.mode,
@@ -571,6 +592,7 @@ mod tests {
         let target = RemoteTarget {
             destination: "db1".into(),
             path: target.to_owned(),
+            lvm: None,
         };
         RemoteRestore {
             host: &host,

@@ -15,9 +15,10 @@ use blockdiff_run::remote::{self, RemoteRestore, RemoteRestoreOptions, RemoteTar
 use blockdiff_storage::ChainLocation;
 use blockdiff_tools::{
     KeyArgs, PoliteArgs, RemoteArgs, StderrProgress, StorageArgs, TerminalProgress, UsageError,
-    run_main, stderr_log,
+    parse_lv, run_main, stderr_log,
 };
 use clap::Parser;
+use lvm_snap::LvPath;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -38,6 +39,9 @@ Examples:
 
   # the same onto a server, over ssh (nothing installed there)
   blockdiff-restore root@db1:/dev/vg0/mysql --from /var/backup/db1-mysql -g 3
+
+  # an LV on a server, its state before the restore kept as a snapshot
+  blockdiff-restore --lvm root@db1:vg0/mysql --from /var/backup/db1-mysql -g 3 --keep-before
 
   # which parts of a disk differ from generation 5?
   blockdiff-restore --verify-only --from /var/backup/db -g 5 --against /dev/vg0/data
@@ -83,6 +87,11 @@ sent. --full sends every block without reading the target first. The
 polite-I/O options apply to the agent's reading of the target; --force,
 --resize and --no-verify as for --delta. Killed or cut off, the target is
 partly written and the error says so: run the same command again.
+--lvm HOST:VG/LV --keep-before first takes a snapshot of the LV there
+(thick: sized for the blocks about to be written; thin: in its pool) and
+keeps it, tagged blockdiff-before (blockdiff-lvm snapshots shows it, a
+cleanup never removes it): lvconvert --merge undoes the restore, lvremove
+drops the snapshot.
 
 A legacy digest records no size: a digest of generation K listing fewer
 blocks than K-1's is refused (it may have been cut short) unless the
@@ -104,9 +113,21 @@ per core).";
 #[derive(Debug, Parser)]
 #[command(name = "blockdiff-restore", version, after_help = EXAMPLES)]
 struct Args {
-    /// File or block device to write (not with --verify-only)
-    #[arg(required_unless_present = "verify_only")]
+    /// File or block device to write, here or as [USER@]HOST:PATH on
+    /// another host (not with --verify-only)
+    #[arg(required_unless_present_any = ["verify_only", "lvm"])]
     target: Option<PathBuf>,
+
+    /// Write the logical volume VG/LV (its device /dev/VG/LV), here or as
+    /// [USER@]HOST:VG/LV on another host, instead of TARGET
+    #[arg(long, value_name = "[HOST:]VG/LV", value_parser = parse_lvm_target, conflicts_with_all = ["target", "verify_only"], requires = "from")]
+    lvm: Option<(Option<String>, LvPath)>,
+
+    /// With --lvm HOST:VG/LV: first take a snapshot of the LV and keep it
+    /// (tagged blockdiff-before), so that the restore can be undone with
+    /// lvconvert --merge
+    #[arg(long, requires = "lvm")]
+    keep_before: bool,
 
     /// Restore from the backup whose files start with NAME (NAME.ver, NAME.N, …),
     /// or from s3://BUCKET/PREFIX/NAME on an object store
@@ -316,12 +337,33 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let target = args
-        .target
-        .as_ref()
-        .expect("clap requires TARGET without --verify-only");
+    let lv_device;
+    let target = match &args.lvm {
+        Some((Some(host), lv)) => {
+            return restore_remote(&args, RemoteTarget::lvm(host, lv.clone()));
+        }
+        Some((None, _)) if args.keep_before => {
+            return Err(UsageError(
+                "--keep-before keeps a snapshot on a remote host (--lvm HOST:VG/LV); here, take one with lvcreate --snapshot before restoring".into(),
+            )
+            .into());
+        }
+        Some((None, lv)) => {
+            lv_device = lv.device();
+            &lv_device
+        }
+        None => args
+            .target
+            .as_ref()
+            .expect("clap requires TARGET without --verify-only or --lvm"),
+    };
     if let Some((host, path)) = target.to_str().and_then(remote::split_remote) {
-        return restore_remote(&args, host, path);
+        let target = RemoteTarget {
+            destination: host.to_owned(),
+            path: PathBuf::from(path),
+            lvm: None,
+        };
+        return restore_remote(&args, target);
     }
     if args.delta {
         let name = args
@@ -476,8 +518,16 @@ struct RestoreSummary {
     bytes_received: Option<u64>,
 }
 
-/// Restores onto `path` on `host` through the agent there.
-fn restore_remote(args: &Args, host: &str, path: &str) -> anyhow::Result<()> {
+/// Parses `--lvm [HOST:]VG/LV` for clap.
+fn parse_lvm_target(s: &str) -> Result<(Option<String>, LvPath), String> {
+    match remote::split_remote(s) {
+        Some((host, lv)) => Ok((Some(host.to_owned()), parse_lv(lv)?)),
+        None => Ok((None, parse_lv(s)?)),
+    }
+}
+
+/// Restores onto `target` through the agent on its host.
+fn restore_remote(args: &Args, target: RemoteTarget) -> anyhow::Result<()> {
     let Some(name) = &args.from else {
         return Err(UsageError(
             "a restore onto another host needs --from NAME (a single stream is applied locally only)".into(),
@@ -490,11 +540,10 @@ fn restore_remote(args: &Args, host: &str, path: &str) -> anyhow::Result<()> {
         .with_encryption(args.key.encryption()?);
     let polite = args.polite.to_options();
     polite.check()?;
-    let target = RemoteTarget {
-        destination: host.to_owned(),
-        path: PathBuf::from(path),
-    };
-    let (session, agent) = args.remote.to_options().connect(host, &log)?;
+    let (session, agent) = args
+        .remote
+        .to_options()
+        .connect(&target.destination, &log)?;
     let options = RemoteRestoreOptions {
         generation: args.generation,
         mode: if args.full {
@@ -506,6 +555,7 @@ fn restore_remote(args: &Args, host: &str, path: &str) -> anyhow::Result<()> {
         verify: !args.no_verify,
         force: args.force,
         resize: args.resize,
+        keep_before: args.keep_before,
     };
     let report = RemoteRestore {
         host: &session,
