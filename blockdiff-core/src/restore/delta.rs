@@ -460,7 +460,7 @@ impl DeltaTarget {
     /// `data` is written.
     pub fn write_checked(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         let end = offset.saturating_add(data.len() as u64);
-        if offset % self.block_size != 0 || end > self.size {
+        if !offset.is_multiple_of(self.block_size) || end > self.size {
             return Err(Error::Chain {
                 path: self.out.path().to_owned(),
                 detail: format!(

@@ -206,7 +206,7 @@ pub fn parse_needs(
         what: "list of ranges",
         detail,
     };
-    if payload.len() % 16 != 0 {
+    if !payload.len().is_multiple_of(16) {
         return Err(bad(format!(
             "{} bytes is not a number of ranges",
             payload.len()

@@ -191,7 +191,11 @@ impl RemoteRestore<'_> {
             .host
             .run_streaming(&command, Some(&mut input), &mut take_packets);
         let bytes_received = state.received;
-        if let Some(e) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(e) = failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
             return Err(self.partly(generation, blocks_sent.load(Ordering::Relaxed), e.into()));
         }
         if let Some(e) = state.refused {
@@ -450,7 +454,10 @@ impl RestoreInput {
                 self.pending[5..13].copy_from_slice(&at.to_le_bytes());
                 if let Err(e) = fill_at(&self.reader, &mut self.pending[13..], *at) {
                     let text = e.to_string();
-                    *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    *self
+                        .failure
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
                     return Err(io::Error::other(text));
                 }
                 self.blocks_sent.fetch_add(n as u64, Ordering::Relaxed);
