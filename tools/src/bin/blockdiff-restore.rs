@@ -1,6 +1,10 @@
 //! `blockdiff-restore`: rebuild an image from a chain of generations, verify
 //! a chain, or apply one diff stream (the original `blockdiff_merge`).
 
+// The doc comments of the argument structs are clap's help texts, written
+// for a terminal (`[USER@]HOST:PATH`), not intra-doc links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::fs::File;
 use std::io::{self, IsTerminal, Read};
 use std::path::PathBuf;
