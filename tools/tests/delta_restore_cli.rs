@@ -127,6 +127,41 @@ fn what_cannot_be_updated_in_place_is_refused_before_anything_is_written() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
+/// `--log FILE` keeps the result line and, on failure, the error line,
+/// with timestamps, even with `-q`.
+#[test]
+fn the_log_file_keeps_the_result_and_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (name, _, two) = chain(dir.path());
+    let target = dir.path().join("disk.img");
+    let log = dir.path().join("restore.log");
+    fs::write(&target, damaged(&two)).unwrap();
+    let log_arg = log.display().to_string();
+    let o = delta(&name, &target, &["-q", "--log", &log_arg]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "-q: {}", stderr(&o));
+    let missing = dir.path().join("missing.img");
+    let o = delta(&name, &missing, &["-q", "--log", &log_arg]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains("generation 2 restored to") && lines[0].contains("in place"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("error") && lines[1].contains("does not exist"),
+        "{text}"
+    );
+    // Each line has its date.
+    let dated = |l: &str| {
+        l.split_whitespace()
+            .any(|w| w.len() == 10 && w.as_bytes()[4] == b'-' && w.as_bytes()[7] == b'-')
+    };
+    assert!(lines.iter().all(|l| dated(l)), "{text}");
+}
+
 /// kill -9 at each step: the run never reports success, and running the
 /// same command again leaves the target exactly the generation.
 #[test]

@@ -16,6 +16,7 @@ use blockdiff_core::{
     apply_stream, compare_with_generation, restore_delta,
 };
 use blockdiff_run::remote::{self, RemoteRestore, RemoteRestoreOptions, RemoteTarget, RestoreMode};
+use blockdiff_run::{LogLevel, RunLog, error_line};
 use blockdiff_storage::ChainLocation;
 use blockdiff_tools::{
     KeyArgs, PoliteArgs, RemoteArgs, StderrProgress, StorageArgs, TerminalProgress, UsageError,
@@ -214,6 +215,11 @@ struct Args {
     #[arg(short, long)]
     quiet: bool,
 
+    /// Append the run's lines and its final error line to FILE, with
+    /// timestamps (as blockdiff-backup --log)
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+
     #[command(flatten)]
     storage: StorageArgs,
 
@@ -265,6 +271,41 @@ impl Progress for RestoreProgress {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    let bars = TerminalProgress::stderr(!args.quiet);
+    let mut log = stderr_log("blockdiff-restore", args.quiet, &bars);
+    if let Some(path) = &args.log {
+        log = log.with_file(path)?;
+    }
+    let result = restore(&args, &log, &bars);
+    if let Err(e) = &result {
+        // run_main prints it on stderr; the log file gets it too.
+        log.to_file_only(LogLevel::Error, format_args!("{}", error_line(e.as_ref())));
+    }
+    result
+}
+
+/// A result line: on stderr unless `--quiet`, and in the `--log` file.
+struct Say<'a> {
+    log: &'a RunLog,
+    quiet: bool,
+}
+
+impl Say<'_> {
+    fn line(&self, text: String) {
+        if !self.quiet {
+            blockdiff_tools::errln!("{text}");
+        }
+        let text = text.strip_prefix("blockdiff-restore: ").unwrap_or(&text);
+        self.log
+            .to_file_only(LogLevel::Info, format_args!("{text}"));
+    }
+}
+
+fn restore(args: &Args, log: &RunLog, bars: &TerminalProgress) -> anyhow::Result<()> {
+    let say = Say {
+        log,
+        quiet: args.quiet,
+    };
     let mut progress = RestoreProgress {
         inner: StderrProgress::new("blockdiff-restore", args.quiet),
         // Without the handlers a signal still ends the run, and an
@@ -300,14 +341,12 @@ fn run(args: Args) -> anyhow::Result<()> {
                 &mut progress,
             )?;
             if cmp.is_identical() {
-                if !args.quiet {
-                    blockdiff_tools::errln!(
-                        "blockdiff-restore: {} matches generation {} ({} bytes)",
-                        file.display(),
-                        cmp.generation,
-                        cmp.file_size
-                    );
-                }
+                say.line(format!(
+                    "blockdiff-restore: {} matches generation {} ({} bytes)",
+                    file.display(),
+                    cmp.generation,
+                    cmp.file_size
+                ));
                 return Ok(());
             }
             for (start, end) in &cmp.differing {
@@ -329,22 +368,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         let report = RestorePlan::new(store, &options)?
             .with_threads(args.threads)?
             .verify(&mut progress)?;
-        if !args.quiet {
-            blockdiff_tools::errln!(
+        say.line(format!(
                 "blockdiff-restore: generation {} of {} verified: {} bytes, {} blocks checked against the digest, {} frames checked",
                 report.generation,
                 name.display(),
                 report.source_size,
                 report.blocks,
                 report.frames_read
-            );
-        }
+        ));
         return Ok(());
     }
     let lv_device;
     let target = match &args.lvm {
         Some((Some(host), lv)) => {
-            return restore_remote(&args, RemoteTarget::lvm(host, lv.clone()));
+            return restore_remote(args, RemoteTarget::lvm(host, lv.clone()), log, bars);
         }
         Some((None, _)) if args.keep_before => {
             return Err(UsageError(
@@ -367,7 +404,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             path: PathBuf::from(path),
             lvm: None,
         };
-        return restore_remote(&args, target);
+        return restore_remote(args, target, log, bars);
     }
     if args.delta {
         let name = args
@@ -404,8 +441,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 bytes_received: None,
             })?;
         }
-        if !args.quiet {
-            blockdiff_tools::errln!(
+        say.line(format!(
                 "blockdiff-restore: generation {} restored to {} in place: {} of {} bytes differed, in {} range(s), and were written{}",
                 report.generation,
                 target.display(),
@@ -417,8 +453,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 } else {
                     ""
                 },
-            );
-        }
+        ));
         return Ok(());
     }
     let report = if let Some(name) = &args.from {
@@ -464,29 +499,27 @@ fn run(args: Args) -> anyhow::Result<()> {
             bytes_received: None,
         })?;
     }
-    if !args.quiet {
-        let what = if report.generation > 0 {
-            format!("generation {}", report.generation)
+    let what = if report.generation > 0 {
+        format!("generation {}", report.generation)
+    } else {
+        "diff stream".to_owned()
+    };
+    say.line(format!(
+        "blockdiff-restore: restored {what} to {}: {} bytes, {} blocks{}{}",
+        target.display(),
+        report.source_size,
+        report.blocks,
+        if report.holes > 0 {
+            format!(" ({} left as holes)", report.holes)
         } else {
-            "diff stream".to_owned()
-        };
-        blockdiff_tools::errln!(
-            "blockdiff-restore: restored {what} to {}: {} bytes, {} blocks{}{}",
-            target.display(),
-            report.source_size,
-            report.blocks,
-            if report.holes > 0 {
-                format!(" ({} left as holes)", report.holes)
-            } else {
-                String::new()
-            },
-            if report.verified {
-                ", all checked against the digest"
-            } else {
-                ""
-            },
-        );
-    }
+            String::new()
+        },
+        if report.verified {
+            ", all checked against the digest"
+        } else {
+            ""
+        },
+    ));
     Ok(())
 }
 
@@ -531,23 +564,23 @@ fn parse_lvm_target(s: &str) -> Result<(Option<String>, LvPath), String> {
 }
 
 /// Restores onto `target` through the agent on its host.
-fn restore_remote(args: &Args, target: RemoteTarget) -> anyhow::Result<()> {
+fn restore_remote(
+    args: &Args,
+    target: RemoteTarget,
+    log: &RunLog,
+    bars: &TerminalProgress,
+) -> anyhow::Result<()> {
     let Some(name) = &args.from else {
         return Err(UsageError(
             "a restore onto another host needs --from NAME (a single stream is applied locally only)".into(),
         )
         .into());
     };
-    let bars = TerminalProgress::stderr(!args.quiet);
-    let log = stderr_log("blockdiff-restore", args.quiet, &bars);
     let location = ChainLocation::open(name, &args.storage.to_options())?
         .with_encryption(args.key.encryption()?);
     let polite = args.polite.to_options();
     polite.check()?;
-    let (session, agent) = args
-        .remote
-        .to_options()
-        .connect(&target.destination, &log)?;
+    let (session, agent) = args.remote.to_options().connect(&target.destination, log)?;
     let options = RemoteRestoreOptions {
         generation: args.generation,
         mode: if args.full {
@@ -567,7 +600,7 @@ fn restore_remote(args: &Args, target: RemoteTarget) -> anyhow::Result<()> {
         target: &target,
         polite: &polite,
     }
-    .run(&location, &options, &log, &bars)?;
+    .run(&location, &options, log, bars)?;
     let a = report.agent;
     if args.json {
         print_json(&RestoreSummary {
