@@ -164,25 +164,7 @@ pub fn restore_delta(
     let chain = GenerationReader::from_parts(plan.into_parts(), FRAME_CACHE)?;
     let size = chain.size();
     let mut out = InPlaceTarget::open(target, options.force)?;
-    if out.is_device() && out.size() < size {
-        return Err(Error::TargetTooSmall {
-            path: target.to_owned(),
-            need: size,
-            have: out.size(),
-        });
-    }
-    if !out.is_device() && out.size() != size {
-        if !options.resize {
-            return Err(Error::BadTarget {
-                path: target.to_owned(),
-                detail: format!(
-                    "is {} bytes and generation {generation} is {size}: give --resize to make it {size} bytes, or restore in full to another path",
-                    out.size()
-                ),
-            });
-        }
-        out.set_len(size)?;
-    }
+    out.fit(size, options.resize, &format!("generation {generation}"))?;
     let mut report = DeltaRestoreReport {
         generation,
         source_size: size,
@@ -387,25 +369,7 @@ impl DeltaTarget {
         }
         let (mut out, created) =
             InPlaceTarget::open_or_create(target, options.force, options.create)?;
-        if out.is_device() && out.size() < size {
-            return Err(Error::TargetTooSmall {
-                path: target.to_owned(),
-                need: size,
-                have: out.size(),
-            });
-        }
-        if !out.is_device() && out.size() != size {
-            if !(options.resize || created) {
-                return Err(Error::BadTarget {
-                    path: target.to_owned(),
-                    detail: format!(
-                        "is {} bytes and the generation is {size}: give --resize to make it {size} bytes",
-                        out.size()
-                    ),
-                });
-            }
-            out.set_len(size)?;
-        }
+        out.fit(size, options.resize || created, "the generation")?;
         Ok(DeltaTarget {
             out,
             digest_path: digest.to_owned(),

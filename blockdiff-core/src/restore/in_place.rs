@@ -130,16 +130,6 @@ impl InPlaceTarget {
         &self.path
     }
 
-    /// Its size in bytes.
-    pub(super) fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Whether it is a block device (else a regular file).
-    pub(super) fn is_device(&self) -> bool {
-        self.device
-    }
-
     /// A second handle, read from its start, for a comparison.
     pub(super) fn reader(&self) -> Result<File> {
         let file = self
@@ -154,15 +144,34 @@ impl InPlaceTarget {
         Ok(file)
     }
 
-    /// Makes a regular file `size` bytes long (`--resize`).
-    pub(super) fn set_len(&mut self, size: u64) -> Result<()> {
+    /// Fits the target to an image of `size` bytes (`what` names it in
+    /// messages): a device must be at least that large (its bytes past
+    /// the end are kept); a regular file of another size is refused unless
+    /// `resize`, which sets its length.
+    pub(super) fn fit(&mut self, size: u64, resize: bool, what: &str) -> Result<()> {
         if self.device {
-            return Err(Error::InvalidOption(
-                "a block device's size cannot be changed by a restore".into(),
-            ));
+            if self.size < size {
+                return Err(Error::TargetTooSmall {
+                    path: self.path.clone(),
+                    need: size,
+                    have: self.size,
+                });
+            }
+            return Ok(());
         }
-        self.file.set_len(size).ctx(&self.path, "set the size")?;
-        self.size = size;
+        if self.size != size {
+            if !resize {
+                return Err(Error::BadTarget {
+                    path: self.path.clone(),
+                    detail: format!(
+                        "is {} bytes and {what} is {size}: give --resize to make it {size} bytes, or restore in full to another path",
+                        self.size
+                    ),
+                });
+            }
+            self.file.set_len(size).ctx(&self.path, "set the size")?;
+            self.size = size;
+        }
         Ok(())
     }
 

@@ -233,29 +233,40 @@ impl<R: Read> AgentInput<R> {
             return Ok(false);
         }
         if let Some(digest) = &mut self.digest {
-            const PIECE: usize = 256 << 10;
-            const _: () = assert!(PIECE <= MAX_PAYLOAD);
-            self.pending.resize(5 + PIECE, 0);
-            let n = loop {
-                match digest.read(&mut self.pending[5..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            };
-            if n > 0 {
-                self.pending.truncate(5 + n);
-                self.pending[0] = PacketKind::Digest.byte();
-                self.pending[1..5].copy_from_slice(&(n as u32).to_le_bytes());
+            if digest_packet(digest, &mut self.pending)? {
                 return Ok(true);
             }
-            self.pending.clear();
             self.digest = None;
         }
         write_packet(&mut self.pending, PacketKind::End, b"")?;
         self.ended = true;
         Ok(true)
     }
+}
+
+/// Reads the next piece of `digest` into `pending` as a
+/// [`PacketKind::Digest`] packet; false (and `pending` empty) at the
+/// digest's end.
+pub(crate) fn digest_packet(digest: &mut impl Read, pending: &mut Vec<u8>) -> io::Result<bool> {
+    const PIECE: usize = 256 << 10;
+    const _: () = assert!(PIECE <= MAX_PAYLOAD);
+    pending.clear();
+    pending.resize(5 + PIECE, 0);
+    let n = loop {
+        match digest.read(&mut pending[5..]) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    if n == 0 {
+        pending.clear();
+        return Ok(false);
+    }
+    pending.truncate(5 + n);
+    pending[0] = PacketKind::Digest.byte();
+    pending[1..5].copy_from_slice(&(n as u32).to_le_bytes());
+    Ok(true)
 }
 
 impl<R: Read> Read for AgentInput<R> {

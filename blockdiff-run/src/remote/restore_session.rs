@@ -14,7 +14,7 @@ use command_runner::{CommandLine, CommandRunner};
 
 use super::InstalledAgent;
 use super::protocol::{self, GREETING, PacketKind, PacketReader, write_packet};
-use super::request::{PROTOCOL_VERSION, ProtocolError, key_hex};
+use super::request::{PROTOCOL_VERSION, ProtocolError, digest_packet, key_hex};
 use super::restore_request::{
     BLOCKS_PER_PACKET, RestoreAgentReport, RestoreMode, RestoreRequest, parse_needs,
 };
@@ -406,20 +406,7 @@ impl RestoreInput {
         self.at = 0;
         match &mut self.stage {
             Stage::Digest(digest) => {
-                self.pending.resize(5 + (256 << 10), 0);
-                let n = loop {
-                    match digest.read(&mut self.pending[5..]) {
-                        Ok(n) => break n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                };
-                if n > 0 {
-                    self.pending.truncate(5 + n);
-                    self.pending[0] = PacketKind::Digest.byte();
-                    self.pending[1..5].copy_from_slice(&(n as u32).to_le_bytes());
-                } else {
-                    self.pending.clear();
+                if !digest_packet(digest, &mut self.pending)? {
                     write_packet(&mut self.pending, PacketKind::End, b"")?;
                     self.stage = Stage::Needs;
                 }
