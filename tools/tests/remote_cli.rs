@@ -465,11 +465,7 @@ fn a_path_with_spaces_and_command_substitution_is_read_as_is_and_runs_nothing() 
     let Some(sshd) = Sshd::start() else { return };
     let local = tempfile::tempdir().unwrap();
     let remote = tempfile::tempdir().unwrap();
-    let pwned = format!("pwned-{}", std::process::id());
-    let odd = remote
-        .path()
-        .join(format!("a dir $(touch {pwned}) `touch {pwned}`; 'q' \"x\""));
-    fs::create_dir(&odd).unwrap();
+    let (odd, pwned) = hostile_dir(remote.path());
     let src = odd.join("my disk $HOME.img");
     let data = noise(200_000, 9);
     fs::write(&src, &data).unwrap();
@@ -477,18 +473,27 @@ fn a_path_with_spaces_and_command_substitution_is_read_as_is_and_runs_nothing() 
     sshd.backup_ok(&name, &sshd.source(&src), &[]);
     let out = local.path().join("restored");
     assert!(restore_generation(&name, 1, &out) == data);
-    // Nothing ran: no file appeared in the remote home, the source's
-    // directory, the test's directories, or here.
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    for dir in [
-        Path::new(&home),
-        odd.as_path(),
-        remote.path(),
-        local.path(),
-        &sshd.remote_cache(),
-        Path::new("."),
-    ] {
-        assert!(!dir.join(&pwned).exists(), "{pwned} in {}", dir.display());
+    assert_nothing_ran(
+        &pwned,
+        &[&odd, remote.path(), local.path(), &sshd.remote_cache()],
+    );
+}
+
+/// A directory in `parent` whose name holds spaces, quotes and command
+/// substitutions that would create a file named by the second value.
+fn hostile_dir(parent: &Path) -> (PathBuf, String) {
+    let pwned = format!("pwned-{}", std::process::id());
+    let odd = parent.join(format!("a dir $(touch {pwned}) `touch {pwned}`; 'q' \"x\""));
+    fs::create_dir(&odd).unwrap();
+    (odd, pwned)
+}
+
+/// No file `pwned` appeared in `dirs`, the home directory, or here:
+/// nothing a path held was run.
+fn assert_nothing_ran(pwned: &str, dirs: &[&Path]) {
+    let home = PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()));
+    for dir in dirs.iter().copied().chain([home.as_path(), Path::new(".")]) {
+        assert!(!dir.join(pwned).exists(), "{pwned} in {}", dir.display());
     }
 }
 
@@ -830,11 +835,7 @@ fn a_remote_restore_to_a_hostile_path_runs_nothing() {
     let data = noise(300_000, 4);
     fs::write(&src, &data).unwrap();
     sshd.backup_ok(&name, &sshd.source(&src), &["-q"]);
-    let pwned = format!("pwned-{}", std::process::id());
-    let odd = remote
-        .path()
-        .join(format!("a dir $(touch {pwned}) `touch {pwned}`; 'q' \"x\""));
-    fs::create_dir(&odd).unwrap();
+    let (odd, pwned) = hostile_dir(remote.path());
     let target = odd.join("restored $HOME.img");
     let o = sshd
         .restore(&sshd.source(&target), &name, &[], "")
@@ -842,16 +843,10 @@ fn a_remote_restore_to_a_hostile_path_runs_nothing() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(fs::read(&target).unwrap() == data);
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    for dir in [
-        Path::new(&home),
-        odd.as_path(),
-        remote.path(),
-        local.path(),
-        Path::new("."),
-    ] {
-        assert!(!dir.join(&pwned).exists(), "{pwned} in {}", dir.display());
-    }
+    assert_nothing_ran(
+        &pwned,
+        &[&odd, remote.path(), local.path(), &sshd.remote_cache()],
+    );
 }
 
 /// The connection cut once the agent has written its first blocks: the

@@ -136,20 +136,7 @@ impl AgentRequest {
     /// Parses and checks a request packet's payload: the version, the
     /// block size, the source and every option's range.
     pub fn decode(payload: &[u8]) -> Result<Self, ProtocolError> {
-        #[derive(Deserialize)]
-        struct Version {
-            version: u32,
-        }
-        let v: Version =
-            serde_json::from_slice(payload).map_err(|e| ProtocolError::request(e.to_string()))?;
-        if v.version != PROTOCOL_VERSION {
-            return Err(ProtocolError::request(format!(
-                "version {}, not {PROTOCOL_VERSION}",
-                v.version
-            )));
-        }
-        let request: AgentRequest =
-            serde_json::from_slice(payload).map_err(|e| ProtocolError::request(e.to_string()))?;
+        let request: AgentRequest = decode_versioned("request", payload)?;
         request.block_size()?;
         request.block_hash_key()?;
         request.source.to_spec()?;
@@ -334,20 +321,30 @@ impl AgentReport {
 
     /// Parses a report packet's payload.
     pub fn decode(payload: &[u8]) -> Result<Self, ProtocolError> {
-        let bad = |detail: String| ProtocolError {
-            what: "report",
-            detail,
-        };
-        let report: AgentReport =
-            serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?;
-        if report.version != PROTOCOL_VERSION {
-            return Err(bad(format!(
-                "version {}, not {PROTOCOL_VERSION}",
-                report.version
-            )));
-        }
-        Ok(report)
+        decode_versioned("report", payload)
     }
+}
+
+/// Parses the JSON payload of a `what` packet whose `version` must be
+/// [`PROTOCOL_VERSION`]: the version is read first, so that a packet of
+/// another version is named as such, not as malformed.
+pub(crate) fn decode_versioned<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    payload: &[u8],
+) -> Result<T, ProtocolError> {
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let bad = |detail: String| ProtocolError { what, detail };
+    let v: Version = serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?;
+    if v.version != PROTOCOL_VERSION {
+        return Err(bad(format!(
+            "version {}, not {PROTOCOL_VERSION}",
+            v.version
+        )));
+    }
+    serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))
 }
 
 /// 32 bytes as 64 hex digits.

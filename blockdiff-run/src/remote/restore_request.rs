@@ -9,7 +9,7 @@ use blockdiff_core::{BlockHashKey, HashAlgorithm};
 use serde::{Deserialize, Serialize};
 
 use super::protocol::MAX_PAYLOAD;
-use super::request::{PROTOCOL_VERSION, ProtocolError};
+use super::request::{ProtocolError, decode_versioned};
 use crate::PoliteOptions;
 
 /// Most ranges one [`PacketKind::Needs`](super::protocol::PacketKind::Needs)
@@ -38,7 +38,7 @@ pub enum RestoreMode {
 /// packets, then an end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestoreRequest {
-    /// [`PROTOCOL_VERSION`].
+    /// [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION).
     pub version: u32,
     /// The file or block device to write on the agent's host (for an LV,
     /// its device, `/dev/VG/LV`).
@@ -84,14 +84,7 @@ impl RestoreRequest {
             what: "restore request",
             detail,
         };
-        let request: RestoreRequest =
-            serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?;
-        if request.version != PROTOCOL_VERSION {
-            return Err(bad(format!(
-                "version {}, not {PROTOCOL_VERSION}",
-                request.version
-            )));
-        }
+        let request: RestoreRequest = decode_versioned("restore request", payload)?;
         if request.target.as_os_str().is_empty() {
             return Err(bad("an empty target path".into()));
         }
@@ -136,7 +129,7 @@ impl RestoreRequest {
 /// What the agent sends back once its target is restored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreAgentReport {
-    /// [`PROTOCOL_VERSION`].
+    /// [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION).
     pub version: u32,
     /// Bytes of the target read and hashed to find what differs.
     pub bytes_compared: u64,
@@ -158,19 +151,7 @@ impl RestoreAgentReport {
 
     /// Parses a restore report packet's payload.
     pub fn decode(payload: &[u8]) -> Result<Self, ProtocolError> {
-        let bad = |detail: String| ProtocolError {
-            what: "restore report",
-            detail,
-        };
-        let report: RestoreAgentReport =
-            serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?;
-        if report.version != PROTOCOL_VERSION {
-            return Err(bad(format!(
-                "version {}, not {PROTOCOL_VERSION}",
-                report.version
-            )));
-        }
-        Ok(report)
+        decode_versioned("restore report", payload)
     }
 }
 
@@ -249,6 +230,7 @@ pub fn parse_blocks(payload: &[u8]) -> Result<(u64, &[u8]), ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::PROTOCOL_VERSION;
 
     fn sample() -> RestoreRequest {
         RestoreRequest {
