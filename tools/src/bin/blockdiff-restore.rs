@@ -88,7 +88,9 @@ restored over one ssh connection through the agent that remote backups use
 hashing its target on every core and the backup host sending only the
 blocks that differ, each checked against the digest on both sides; a
 missing file is created (mode 0600) and every block that is not all zeros
-sent. --full sends every block without reading the target first. The
+sent. --full sends every block without reading the target first (each
+block is checked against the digest as it is written, and the target is not
+read again). The
 polite-I/O options apply to the agent's reading of the target; --force,
 --resize and --no-verify as for --delta. Killed or cut off, the target is
 partly written and the error says so: run the same command again.
@@ -589,7 +591,10 @@ fn restore_remote(
             RestoreMode::Delta
         },
         threads: args.threads,
-        verify: !args.no_verify,
+        // A full stream is checked block by block as it is written, as a
+        // local full restore is; only a delta restore reads the whole
+        // target again.
+        verify: !args.no_verify && !args.full,
         force: args.force,
         resize: args.resize,
         keep_before: args.keep_before,
