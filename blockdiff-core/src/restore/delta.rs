@@ -461,6 +461,16 @@ impl DeltaTarget {
     pub fn sync(&self) -> Result<()> {
         self.out.sync()
     }
+
+    /// After a failure: a target this restore created and wrote nothing
+    /// to is removed (a file of zeros the size of the generation would
+    /// look like an image); any other is left as it is.
+    pub fn abandon(self) -> Result<()> {
+        if self.created && self.bytes_written == 0 {
+            self.out.remove_created()?;
+        }
+        Ok(())
+    }
 }
 
 /// `ranges` within `[0, size)`.

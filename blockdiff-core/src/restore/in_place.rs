@@ -130,6 +130,18 @@ impl InPlaceTarget {
         &self.path
     }
 
+    /// Removes the file this target created, if its name still leads to
+    /// it (never a file put there since, nor a device).
+    pub(super) fn remove_created(self) -> Result<()> {
+        let ours = self.file.metadata().ctx(&self.path, "stat")?;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(now) if !self.device && now.dev() == ours.dev() && now.ino() == ours.ino() => {
+                std::fs::remove_file(&self.path).ctx(&self.path, "remove")
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A second handle, read from its start, for a comparison.
     pub(super) fn reader(&self) -> Result<File> {
         let file = self

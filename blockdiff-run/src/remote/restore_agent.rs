@@ -35,11 +35,6 @@ pub(super) fn serve_restore<I: Read, W: Write>(
     run_dirs: &std::path::Path,
     step_hook: fn(&str),
 ) -> Result<RestoreAgentReport, RunError> {
-    let stdin_error = |op, source| RunError::Io {
-        op,
-        path: "standard input".into(),
-        source,
-    };
     request.polite.apply_priorities()?;
     let run_dir = RunDir::create(run_dirs)?;
     let digest_path = run_dir.path.join("restore.digest");
@@ -70,6 +65,34 @@ pub(super) fn serve_restore<I: Read, W: Write>(
             create: true,
         },
     )?;
+    let restored = restore_onto(&mut target, &request, input, packets, log, step_hook);
+    match restored {
+        Ok(report) => Ok(report),
+        Err(e) => {
+            if let Err(removal) = target.abandon() {
+                log.warning(format_args!("{removal}"));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Compares `target`, asks for what differs, writes it, syncs and
+/// verifies.
+fn restore_onto<I: Read, W: Write>(
+    target: &mut DeltaTarget,
+    request: &RestoreRequest,
+    mut input: PacketReader<I>,
+    packets: &PacketWriter<W>,
+    log: &RunLog,
+    step_hook: fn(&str),
+) -> Result<RestoreAgentReport, RunError> {
+    let target_path = &request.target;
+    let stdin_error = |op, source| RunError::Io {
+        op,
+        path: "standard input".into(),
+        source,
+    };
     if target.created() {
         log.info(format_args!(
             "{} did not exist: created (mode 0600); every block of the generation that is not all zeros is sent",
@@ -99,7 +122,7 @@ pub(super) fn serve_restore<I: Read, W: Write>(
         ranges.len()
     ));
     if request.keep_before && needed > 0 {
-        keep_before(&request, needed, log)?;
+        keep_before(request, needed, log)?;
     }
     let sent = needs_payloads(&ranges)
         .iter()
@@ -108,7 +131,7 @@ pub(super) fn serve_restore<I: Read, W: Write>(
         .and_then(|()| packets.flush());
     sent.map_err(|e| stdin_error("write the ranges to", e))?;
     step_hook(RESTORE_AGENT_STEPS[0]);
-    let written = receive_blocks(&mut input, &mut target, &ranges, step_hook)
+    let written = receive_blocks(&mut input, target, &ranges, step_hook)
         .and_then(|()| target.sync().map_err(RunError::from));
     if let Err(e) = written {
         return Err(match target.bytes_written() {
@@ -135,7 +158,6 @@ pub(super) fn serve_restore<I: Read, W: Write>(
     } else {
         false
     };
-    drop(run_dir);
     Ok(RestoreAgentReport {
         version: PROTOCOL_VERSION,
         bytes_compared: if request.mode == RestoreMode::Delta {

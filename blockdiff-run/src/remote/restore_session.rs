@@ -679,6 +679,50 @@ mod tests {
     }
 
     #[test]
+    fn a_target_created_by_a_restore_that_wrote_nothing_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = GenerationStore::new(dir.path().join("vol"));
+        let options = BackupOptions {
+            dump: DumpOptions {
+                block_size: "4k".parse().unwrap(),
+                ..DumpOptions::default()
+            },
+            format: None,
+        };
+        let one = vec![7u8; 64 * BS];
+        let mut two = one.clone();
+        // Block 0 changes to bytes that do not compress: generation 2's
+        // diff is mostly that frame's payload.
+        let mut x = 1u32;
+        for b in &mut two[..BS] {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            *b = (x >> 16) as u8;
+        }
+        for image in [&one, &two] {
+            let source = DumpSource::from_bytes(image, "vol");
+            backup(&store, source, &options, &mut NoProgress).unwrap();
+        }
+        let diff = dir.path().join("vol.2");
+        let mut bytes = fs::read(&diff).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        fs::write(&diff, &bytes).unwrap();
+        // The agent creates the target, asks for everything; the first
+        // piece the backup host reads holds the damaged block: nothing is
+        // sent, and the empty file goes.
+        let target = dir.path().join("new.img");
+        let err = restore(
+            dir.path(),
+            &store,
+            &target,
+            &RemoteRestoreOptions::default(),
+        )
+        .unwrap_err();
+        assert!(!matches!(err, RunError::PartlyRestored { .. }), "{err}");
+        assert!(!target.exists(), "{err}");
+    }
+
+    #[test]
     fn a_damaged_chain_stops_the_restore_before_a_wrong_block_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _, two) = chain(dir.path());
