@@ -97,7 +97,7 @@ bt=$(median "${b_tracked[@]}") bf=$(median "${b_full[@]}")
 echo "RESULT thin LV ${mib} MiB, 1% of its chunks rewritten: tracked incremental ${tt} s vs full-scan incremental ${tf} s: $(ratio "$tt" "$tf") (target <= 0.10)"
 echo "RESULT bytes read: tracked ${bt} vs full scan ${bf}: $(ratio "$bt" "$bf") (target <= 0.02)"
 ti=$(median "${t_idle[@]}")
-echo "RESULT a run with nothing changed: ${ti} s, $(ratio "$ti" "$tf") of the full-scan incremental; beyond it, tracked $(python3 -c "print(f'{$tt - $ti:.2f}')") s vs full scan $(python3 -c "print(f'{$tf - $ti:.2f}')") s: $(ratio "$tt - $ti" "$tf - $ti")"
+echo "RESULT a run with nothing changed: ${ti} s, $(ratio "$ti" "$tf") of the full-scan incremental; beyond it, tracked $(python3 -c "print(f'{$tt - $ti:.2f}')") s vs full scan $(python3 -c "print(f'{$tf - $ti:.2f}')") s: $(ratio "($tt - $ti)" "($tf - $ti)")"
 
 # Room for part 2: the first chain, the LV and its kept snapshot go.
 rm -rf /tmp/bench/data*
