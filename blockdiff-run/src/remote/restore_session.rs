@@ -545,16 +545,29 @@ mod tests {
         }
     }
 
-    /// Two generations of a 1 MiB image in `dir` (blocks of 4 KiB).
-    fn chain(dir: &Path) -> (GenerationStore, Vec<u8>, Vec<u8>) {
-        let store = GenerationStore::new(dir.join("vol"));
-        let options = BackupOptions {
+    /// Backups in blocks of 4 KiB.
+    fn four_k_blocks() -> BackupOptions {
+        BackupOptions {
             dump: DumpOptions {
                 block_size: "4k".parse().unwrap(),
                 ..DumpOptions::default()
             },
             format: None,
-        };
+        }
+    }
+
+    /// Damages a diff where its frames' bytes are.
+    fn flip_middle_byte(diff: &Path) {
+        let mut bytes = fs::read(diff).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        fs::write(diff, &bytes).unwrap();
+    }
+
+    /// Two generations of a 1 MiB image in `dir` (blocks of 4 KiB).
+    fn chain(dir: &Path) -> (GenerationStore, Vec<u8>, Vec<u8>) {
+        let store = GenerationStore::new(dir.join("vol"));
+        let options = four_k_blocks();
         let one: Vec<u8> = (0..1u32 << 20).map(|i| (i * 31 / 7) as u8).collect();
         let mut two = one.clone();
         two[10 * BS..12 * BS].fill(3);
@@ -682,13 +695,7 @@ mod tests {
     fn a_target_created_by_a_restore_that_wrote_nothing_is_removed() {
         let dir = tempfile::tempdir().unwrap();
         let store = GenerationStore::new(dir.path().join("vol"));
-        let options = BackupOptions {
-            dump: DumpOptions {
-                block_size: "4k".parse().unwrap(),
-                ..DumpOptions::default()
-            },
-            format: None,
-        };
+        let options = four_k_blocks();
         let one = vec![7u8; 64 * BS];
         let mut two = one.clone();
         // Block 0 changes to bytes that do not compress: generation 2's
@@ -703,10 +710,7 @@ mod tests {
             backup(&store, source, &options, &mut NoProgress).unwrap();
         }
         let diff = dir.path().join("vol.2");
-        let mut bytes = fs::read(&diff).unwrap();
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 0xff;
-        fs::write(&diff, &bytes).unwrap();
+        flip_middle_byte(&diff);
         // The agent creates the target, asks for everything; the first
         // piece the backup host reads holds the damaged block: nothing is
         // sent, and the empty file goes.
@@ -728,10 +732,7 @@ mod tests {
         let (store, _, two) = chain(dir.path());
         // Generation 2's diff holds blocks 10 and 11: damage it.
         let diff = dir.path().join("vol.2");
-        let mut bytes = fs::read(&diff).unwrap();
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 0xff;
-        fs::write(&diff, &bytes).unwrap();
+        flip_middle_byte(&diff);
         let target = dir.path().join("disk.img");
         let mut damaged = two.clone();
         damaged[10 * BS..12 * BS].fill(9);
