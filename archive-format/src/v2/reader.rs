@@ -448,6 +448,57 @@ impl<F: ReadAt> DiffFile<F> {
         self.decode_frame_bytes(i, &bytes, frame, decompressor)
     }
 
+    /// Reads `buf.len()` bytes of frame `i`'s payload, from payload offset
+    /// `at`, straight from the file when the frame is stored uncompressed
+    /// (compression 0), without reading the rest of the frame: `Ok(true)`.
+    /// A compressed frame gives `Ok(false)` and reads nothing but its
+    /// header (read it whole with [`read_frame`](Self::read_frame)).
+    ///
+    /// The frame's header is checked (magic, limits, its length and extent
+    /// count against the index) and the range against its payload length,
+    /// but the frame CRC covers the whole frame and is **not** checked: the
+    /// caller must check the bytes itself, as a generation reader checks
+    /// each block against the digest's hash before using it.
+    pub fn read_stored_payload(&self, i: usize, at: u64, buf: &mut [u8]) -> Result<bool> {
+        let entry = self.index.frames[i];
+        let what = format!("frame {i}");
+        let mut hdr = [0u8; FRAME_HEADER_LEN];
+        read_exact_at(&self.src, &mut hdr, entry.offset, &what)?;
+        let lens = parse_frame_header(&hdr, &what, entry.offset)?;
+        if lens.total() != u64::from(entry.len) || lens.extents != entry.extents {
+            return Err(corrupt(
+                what,
+                entry.offset,
+                format!(
+                    "its header says {} bytes and {} extents, the index {} bytes and {} extents",
+                    lens.total(),
+                    lens.extents,
+                    entry.len,
+                    entry.extents
+                ),
+            ));
+        }
+        if lens.compression != super::FrameCompression::None {
+            return Ok(false);
+        }
+        let end = at.checked_add(buf.len() as u64);
+        if end.is_none_or(|end| end > u64::from(lens.raw)) {
+            return Err(corrupt(
+                what,
+                entry.offset,
+                format!(
+                    "{} bytes at payload offset {at} asked for, beyond its payload of {} bytes",
+                    buf.len(),
+                    lens.raw
+                ),
+            ));
+        }
+        let payload =
+            entry.offset + FRAME_HEADER_LEN as u64 + u64::from(lens.extents) * EXTENT_LEN as u64;
+        read_exact_at(&self.src, buf, payload + at, &what)?;
+        Ok(true)
+    }
+
     /// Reads frame `i`'s raw bytes (for decoding on another thread with
     /// [`decode_frame_bytes`](Self::decode_frame_bytes)).
     pub fn read_frame_bytes(&self, i: usize, bytes: &mut Vec<u8>) -> Result<()> {

@@ -395,3 +395,63 @@ fn the_stored_payload_limit_is_zstd_s_bound_of_the_raw_limit() {
     );
     assert_eq!(MAX_FRAME_LEN, 84_148_248);
 }
+
+#[test]
+fn a_stored_frame_s_payload_is_read_in_place_and_a_compressed_one_is_not() {
+    let mut x = 777u32;
+    let noise: Vec<u8> = (0..8192)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect();
+    let mut blocks = Blocks::new();
+    // Frame 0: a zero block and two blocks of noise (stored as is);
+    // frame 1: two blocks of one byte repeated (compressed).
+    blocks.insert(0, None);
+    blocks.insert(1, Some(noise[..4096].to_vec()));
+    blocks.insert(2, Some(noise[4096..].to_vec()));
+    blocks.insert(5, Some(vec![7; 4096]));
+    blocks.insert(6, Some(vec![8; 4096]));
+    let bytes = write(4096, 7 * 4096, &blocks, 3, FrameCompression::Zstd, 7 * 4096);
+    let file = DiffFile::open(bytes.clone()).unwrap();
+    assert_eq!(file.frames().len(), 2);
+
+    // Any range of the stored payload is its bytes.
+    let mut buf = vec![0u8; 4096];
+    assert!(file.read_stored_payload(0, 4096, &mut buf).unwrap());
+    assert_eq!(buf, noise[4096..]);
+    let mut piece = vec![0u8; 100];
+    assert!(file.read_stored_payload(0, 10, &mut piece).unwrap());
+    assert_eq!(piece, noise[10..110]);
+    // Past the payload's end: an error naming the frame, nothing read.
+    let err = file.read_stored_payload(0, 4097, &mut buf).unwrap_err();
+    assert!(err.to_string().contains("frame 0"), "{err}");
+    let err = file
+        .read_stored_payload(0, u64::MAX, &mut piece)
+        .unwrap_err();
+    assert!(err.to_string().contains("beyond its payload"), "{err}");
+
+    // A compressed frame is not read in place.
+    let mut untouched = vec![0xaa; 4096];
+    assert!(!file.read_stored_payload(1, 0, &mut untouched).unwrap());
+    assert_eq!(untouched, vec![0xaa; 4096]);
+
+    // A damaged header (its payload length) is refused; damaged payload
+    // bytes are returned as they are (the frame CRC is not checked: the
+    // caller checks the bytes against its digest).
+    let at = |i: usize| {
+        let file = DiffFile::open(bytes.clone()).unwrap();
+        file.frames()[i].offset as usize
+    };
+    let mut bad = bytes.clone();
+    bad[at(0) + 12] ^= 1;
+    let file = DiffFile::open(bad).unwrap();
+    assert!(file.read_stored_payload(0, 0, &mut piece).is_err());
+    let mut flipped = bytes.clone();
+    let payload = at(0) + FRAME_HEADER_LEN + 2 * EXTENT_LEN;
+    flipped[payload + 20] ^= 1;
+    let file = DiffFile::open(flipped).unwrap();
+    assert!(file.read_stored_payload(0, 10, &mut piece).unwrap());
+    assert_eq!(piece[10], noise[20] ^ 1);
+}

@@ -85,6 +85,25 @@ impl FrameCache {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Frame `key` if it is here and loaded (one being loaded by another
+    /// reader is not waited for).
+    pub(crate) fn peek(&self, key: (u32, u32)) -> Option<Arc<LoadedFrame>> {
+        let slot = {
+            let mut state = self.lock();
+            state.clock += 1;
+            let now = state.clock;
+            let entry = state.entries.get_mut(&key)?;
+            entry.last_use = now;
+            Arc::clone(&entry.slot)
+        };
+        let held = match slot.frame.try_lock() {
+            Ok(held) => held,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        held.as_ref().map(Arc::clone)
+    }
+
     /// Frame `key`, loaded by `load` if it is not here.
     pub(crate) fn get(
         &self,
@@ -167,6 +186,10 @@ mod tests {
         cache.get((0, 2), || load(9)).unwrap();
         assert_eq!(loads.get(), 3);
         cache.get((0, 0), || load(0)).unwrap();
+        assert_eq!(loads.get(), 4);
+        // A frame here is seen without loading; one that is not, is not.
+        assert_eq!(cache.peek((0, 2)).unwrap().payload[0], 2);
+        assert!(cache.peek((0, 1)).is_none());
         assert_eq!(loads.get(), 4);
         // A failed load is not kept.
         let e = cache.get((1, 0), || Err(crate::Error::InvalidOption("x".into())));

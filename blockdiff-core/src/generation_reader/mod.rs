@@ -57,8 +57,9 @@ enum Diffs {
 /// Generation K of a chain, read at any offset from any thread: each read
 /// finds, for every block it covers, the newest generation ≤ K that has it
 /// (from the v2 indexes, or for a legacy chain from one scan of its
-/// streams), reads it from there (v2 frames are decompressed once and kept
-/// in a bounded cache) and checks it against generation K's digest before
+/// streams), reads it from there (compressed v2 frames are decompressed
+/// once and kept in a bounded cache; from a frame stored uncompressed in a
+/// local store only the block is read) and checks it against generation K's digest before
 /// any byte of it is returned. A block that does not match is an error
 /// naming the diff and the offset, and only the reads that touch that block
 /// fail.
@@ -100,6 +101,11 @@ pub struct GenerationReader {
     zero_hash: BlockHash,
     zero_hash_last: BlockHash,
     frames: FrameCache,
+    /// Blocks of v2 frames stored uncompressed are read one by one rather
+    /// than with their whole frame: the chain is on a local file system
+    /// (from an object store each read is a ranged request, and a frame is
+    /// better one).
+    blocks_in_place: bool,
 }
 
 impl std::fmt::Debug for GenerationReader {
@@ -147,6 +153,7 @@ impl GenerationReader {
             source_size,
             digest,
             stream_read_size,
+            local,
         } = parts;
         let Some(digest) = digest else {
             return Err(Error::InvalidOption(
@@ -242,6 +249,7 @@ impl GenerationReader {
             zero_hash_last: [0; 32],
             hasher,
             frames: FrameCache::new(cache_bytes),
+            blocks_in_place: local,
         };
         if let Diffs::Legacy(_) = reader.diffs {
             reader.size = match source_size {
@@ -348,6 +356,24 @@ impl GenerationReader {
                 Some(Place::Data { diff, unit, at, .. }) => match &self.diffs {
                     Diffs::V2(diffs) => {
                         let (loc, file) = &diffs[diff as usize];
+                        // A frame stored uncompressed and not in the cache:
+                        // only this block is read, and checked here (the
+                        // frame's CRC covers the whole frame, which is not
+                        // read).
+                        if self.blocks_in_place && self.frames.peek((diff, unit)).is_none() {
+                            block_buf.resize(block_len, 0);
+                            let in_place = file
+                                .read_stored_payload(unit as usize, at, &mut block_buf)
+                                .in_file(&loc.path)?;
+                            if in_place {
+                                if self.hasher.hash(&block_buf) != expected {
+                                    return Err(self.mismatch(block, Some((loc, file, unit))));
+                                }
+                                out.copy_from_slice(&block_buf[within..within + n]);
+                                done += n;
+                                continue;
+                            }
+                        }
                         let frame = self.frames.get((diff, unit), || {
                             load_frame(file, unit as usize, &loc.path, self.block_size)
                         })?;

@@ -118,6 +118,9 @@ pub(crate) struct PlanParts {
     pub(crate) source_size: Option<u64>,
     pub(crate) digest: Option<DigestFile>,
     pub(crate) stream_read_size: usize,
+    /// The chain is a local store's files, where a small positional read
+    /// is cheap (from an object store each read is a ranged request).
+    pub(crate) local: bool,
 }
 
 /// Generations for a message, newest first: `9, 7, 3` (the first and
@@ -480,6 +483,7 @@ impl RestorePlan {
             source_size: self.source_size,
             digest: self.digest,
             stream_read_size: self.stream_read_size,
+            local: self.store.is_some(),
         }
     }
 
