@@ -12,7 +12,10 @@
 #   Remote: the same target as USER@127.0.0.1:PATH through a private sshd
 #           on loopback (started here, as the tests do): the default delta
 #           restore against `--full` (every block streamed over the
-#           connection), and the bytes sent over it (the --json report).
+#           connection), and the bytes sent over it (the --json report);
+#           beside them an ssh connection and two `true` sessions over
+#           it, what the restore's two sessions cost before any work
+#           (this host's login shell included), and the ratio beyond that.
 # Targets: delta time <= 0.25 x full in each case; bytes over the
 # connection <= 3% of the target, hashes included.
 #
@@ -26,6 +29,13 @@ repeat=${BENCH_REPEAT:-3}
 work=${BENCH_DIR:-$ROOT/bench-work}/restore-delta
 bin=${CARGO_TARGET_DIR:-$ROOT/target}/release
 cargo build --release --quiet -p blockdiff-tools --bins
+# The agent as it is deployed (static, stripped: scripts/build-agent.sh),
+# unless BLOCKDIFF_AGENT names one.
+agent=${BLOCKDIFF_AGENT:-}
+if [[ -z $agent ]]; then
+    agent=${CARGO_TARGET_DIR:-$ROOT/target}/agent/blockdiff-agent
+    scripts/build-agent.sh "$agent" >/dev/null
+fi
 [[ -x /usr/sbin/sshd ]] || { echo "restore-delta: needs /usr/sbin/sshd (scripts/services-setup.sh)" >&2; exit 1; }
 rm -rf "$work"
 mkdir -p "$work"
@@ -78,14 +88,19 @@ for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1
 done
-remote_args=(--agent "${BLOCKDIFF_AGENT:-$bin/blockdiff-agent}"
+remote_args=(--agent "$agent"
     --ssh-option "Port=$port" --ssh-option "IdentityFile=$ssh_dir/id"
     --ssh-option IdentitiesOnly=yes --ssh-option "UserKnownHostsFile=$ssh_dir/known_hosts"
     --ssh-option StrictHostKeyChecking=yes --ssh-option LogLevel=ERROR
     --ssh-option "SetEnv=XDG_CACHE_HOME=$ssh_dir/cache")
 remote="$(id -un)@127.0.0.1:$work/target"
+# What a restore over ssh pays before any work: the connection and the
+# login shell of the two sessions it opens (the agent check, the agent).
+ssh_cmd=(ssh -p "$port" -i "$ssh_dir/id" -o IdentitiesOnly=yes -o BatchMode=yes
+    -o "UserKnownHostsFile=$ssh_dir/known_hosts" -o StrictHostKeyChecking=yes
+    -o LogLevel=ERROR "$(id -un)@127.0.0.1")
 
-declare -a t_delta t_full t_cat written r_delta r_full sent
+declare -a t_delta t_full t_cat written r_delta r_full sent t_conn
 for round in $(seq 1 "$repeat"); do
     damage "$work/target"
     drop_caches
@@ -106,6 +121,13 @@ for round in $(seq 1 "$repeat"); do
     cmp -s "$work/full.img" "$work/source" || { echo "FAIL: the full restore differs from the generation" >&2; exit 1; }
     echo "round $round, local: delta ${t_delta[-1]} s (${written[-1]} bytes written), full ${t_full[-1]} s, cat ${t_cat[-1]} s"
     # Over ssh: the same damage each way.
+    # One connection, two sessions over it, as the restore opens them.
+    t0=$(now)
+    "${ssh_cmd[@]}" -M -S "$work/ssh.sock" -o ControlPersist=no -f -N
+    "${ssh_cmd[@]}" -S "$work/ssh.sock" true
+    "${ssh_cmd[@]}" -S "$work/ssh.sock" true
+    t_conn+=("$(since "$t0")")
+    "${ssh_cmd[@]}" -S "$work/ssh.sock" -O exit 2>/dev/null
     damage "$work/target"
     drop_caches
     t0=$(now)
@@ -119,7 +141,7 @@ for round in $(seq 1 "$repeat"); do
     "$bin/blockdiff-restore" "$remote" --from "$work/vol" --full -q "${remote_args[@]}"
     r_full+=("$(since "$t0")")
     cmp -s "$work/target" "$work/source" || { echo "FAIL: the remote full restore differs from the generation" >&2; exit 1; }
-    echo "round $round, over ssh: delta ${r_delta[-1]} s (${sent[-1]} bytes sent), full ${r_full[-1]} s"
+    echo "round $round, over ssh: delta ${r_delta[-1]} s (${sent[-1]} bytes sent), full ${r_full[-1]} s, ssh connection and two sessions ${t_conn[-1]} s"
 done
 td=$(median "${t_delta[@]}") tf=$(median "${t_full[@]}") tc=$(median "${t_cat[@]}")
 bw=$(median "${written[@]}")
@@ -129,4 +151,6 @@ echo "RESULT bytes written: ${bw} of ${size}: $(ratio "$bw" "$size") (target <= 
 rd=$(median "${r_delta[@]}") rf=$(median "${r_full[@]}") bsent=$(median "${sent[@]}")
 echo "RESULT over ssh: delta ${rd} s vs --full ${rf} s: $(ratio "$rd" "$rf") (target <= 0.25)"
 echo "RESULT over ssh: bytes sent ${bsent} of ${size}: $(ratio "$bsent" "$size") (target <= 0.03, hashes included)"
+rc=$(median "${t_conn[@]}")
+echo "RESULT over ssh beyond the connection and two sessions (${rc} s, this host's login shell included): delta $(python3 -c "print(f'{$rd - $rc:.3f}')") s vs --full $(python3 -c "print(f'{$rf - $rc:.3f}')") s: $(python3 -c "print(f'{($rd - $rc) / ($rf - $rc):.3f}')")"
 echo "RESULT --delta beside the read limit (cat TARGET, cold): ${td} s vs ${tc} s: $(ratio "$td" "$tc") (the delta reads the target twice: compare and verify)"
