@@ -310,17 +310,21 @@ fn a_payload_given_at_encoding_makes_the_same_frame_as_copied_blocks() {
     }
 }
 
-#[test]
-fn incompressible_frames_are_stored() {
-    let mut blocks = Blocks::new();
-    let mut x = 12345u32;
-    let noise: Vec<u8> = (0..4096)
+/// `len` bytes that zstd cannot compress (an LCG from `seed`).
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
         .map(|_| {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
             (x >> 16) as u8
         })
-        .collect();
-    blocks.insert(0, Some(noise));
+        .collect()
+}
+
+#[test]
+fn incompressible_frames_are_stored() {
+    let mut blocks = Blocks::new();
+    blocks.insert(0, Some(noise(4096, 12345)));
     let bytes = write(4096, 4096, &blocks, 1, FrameCompression::Zstd, 4096);
     let file = DiffFile::open(bytes.clone()).unwrap();
     assert_eq!(file.summary().stored_bytes, 4096);
@@ -398,13 +402,7 @@ fn the_stored_payload_limit_is_zstd_s_bound_of_the_raw_limit() {
 
 #[test]
 fn a_stored_frame_s_payload_is_read_in_place_and_a_compressed_one_is_not() {
-    let mut x = 777u32;
-    let noise: Vec<u8> = (0..8192)
-        .map(|_| {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            (x >> 16) as u8
-        })
-        .collect();
+    let noise = noise(8192, 777);
     let mut blocks = Blocks::new();
     // Frame 0: a zero block and two blocks of noise (stored as is);
     // frame 1: two blocks of one byte repeated (compressed).
